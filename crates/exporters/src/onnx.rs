@@ -1,0 +1,329 @@
+//! ONNX exporter: writes a static graph as an opset-17 model.
+//!
+//! Static parameters the IR keeps as attributes (axes, pads, sizes, split,
+//! shape, min/max) become small initializers named after their node where
+//! opset 17 wants inputs. Names are made unique; graph inputs and outputs
+//! keep theirs.
+
+use std::collections::{HashMap, HashSet};
+
+use fuse_ir::*;
+use onnx_protobuf::{
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::ExportError;
+
+pub const OPSET: i64 = 17;
+/// IR version 8 pairs with opset 17; ONNX Runtime 1.32 reads up to 11.
+pub const IR_VERSION: i64 = 8;
+
+/// Serializes the graph to ONNX bytes.
+pub fn export(g: &Graph) -> Result<Vec<u8>, ExportError> {
+    let model = to_model(g)?;
+    model
+        .write_to_bytes()
+        .map_err(|e| ExportError::Unsupported(format!("protobuf encoding failed: {e}")))
+}
+
+struct Names {
+    of: HashMap<ValueId, String>,
+    used: HashSet<String>,
+}
+
+impl Names {
+    fn fresh(&mut self, base: &str) -> String {
+        let base = if base.is_empty() { "t" } else { base };
+        let mut name = base.to_string();
+        let mut k = 1;
+        while !self.used.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+    fn of(&mut self, g: &Graph, v: ValueId) -> String {
+        if let Some(n) = self.of.get(&v) {
+            return n.clone();
+        }
+        let n = self.fresh(&g.value(v).name);
+        self.of.insert(v, n.clone());
+        n
+    }
+}
+
+pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
+    g.validate().map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
+    let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let mut names = Names { of: HashMap::new(), used: HashSet::new() };
+    let mut gp = GraphProto { name: g.name.clone(), ..Default::default() };
+    // Inputs and outputs claim their names first so they stay exact.
+    for &i in g.inputs() {
+        let n = names.of(g, i);
+        gp.input.push(value_info(&n, &g.value(i).ty));
+    }
+    for &o in g.outputs() {
+        if !matches!(g.value(o).def, ValueDef::Input) {
+            names.of(g, o);
+        }
+    }
+    let mut emitted_weights = HashSet::new();
+    for nid in order {
+        let node = g.node(nid);
+        let mut inputs = vec![];
+        for v in &node.inputs {
+            match v {
+                None => inputs.push(String::new()),
+                Some(v) => {
+                    let n = names.of(g, *v);
+                    if let ValueDef::Weight(t) = &g.value(*v).def {
+                        if emitted_weights.insert(*v) {
+                            gp.initializer.push(tensor_proto(&n, t));
+                        }
+                    }
+                    inputs.push(n);
+                }
+            }
+        }
+        let outputs: Vec<String> = node.outputs.iter().map(|o| names.of(g, *o)).collect();
+        let node_name = names.fresh(&node.name);
+        let mut np = NodeProto { name: node_name.clone(), output: outputs, ..Default::default() };
+        lower(g, node, &mut np, inputs, &mut gp, &mut names)?;
+        gp.node.push(np);
+    }
+    for &o in g.outputs() {
+        let n = names.of(g, o);
+        if let ValueDef::Weight(t) = &g.value(o).def {
+            if emitted_weights.insert(o) {
+                gp.initializer.push(tensor_proto(&n, t));
+            }
+        }
+        gp.output.push(value_info(&n, &g.value(o).ty));
+    }
+    let mut model = ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "fusec".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() });
+    for (k, v) in &g.metadata {
+        model.metadata_props.push(StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() });
+    }
+    model.graph = Some(gp).into();
+    Ok(model)
+}
+
+fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
+    let dims = ty
+        .shape
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+            ..Default::default()
+        })
+        .collect();
+    let tt = type_proto::Tensor {
+        elem_type: ty.dtype.onnx_code(),
+        shape: Some(TensorShapeProto { dim: dims, ..Default::default() }).into(),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
+        ..Default::default()
+    }
+}
+
+/// A `TensorProto` with raw little-endian data. The bytes are copied here:
+/// the protobuf message owns its buffer.
+fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: t.ty().shape.iter().map(|&d| d as i64).collect(),
+        data_type: t.ty().dtype.onnx_code(),
+        raw_data: t.bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::INTS.into(),
+        ints: v.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
+}
+
+fn float_attr(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+}
+
+fn us(v: &[usize]) -> impl Iterator<Item = i64> + '_ {
+    v.iter().map(|&x| x as i64)
+}
+
+/// Adds an initializer for a static parameter and returns its name.
+fn param(gp: &mut GraphProto, names: &mut Names, node: &str, what: &str, t: Tensor) -> String {
+    let n = names.fresh(&format!("{node}::{what}"));
+    gp.initializer.push(tensor_proto(&n, &t));
+    n
+}
+
+fn i64s(v: &[i64]) -> Tensor {
+    Tensor::from_i64(vec![v.len()], v).expect("length matches")
+}
+
+/// A scalar of the given float dtype (Clip bounds, Pad value must match x).
+fn scalar_like(dtype: DType, x: f32) -> Result<Tensor, String> {
+    match dtype {
+        DType::F32 => Tensor::from_f32(vec![], &[x]),
+        DType::F16 => Tensor::new(TensorType::new(DType::F16, vec![]), half::f16::from_f32(x).to_le_bytes().to_vec().into()),
+        DType::F64 => Tensor::new(TensorType::new(DType::F64, vec![]), (x as f64).to_le_bytes().to_vec().into()),
+        d => Err(format!("no {d} scalar")),
+    }
+}
+
+fn lower(
+    g: &Graph,
+    node: &Node,
+    np: &mut NodeProto,
+    mut inputs: Vec<String>,
+    gp: &mut GraphProto,
+    names: &mut Names,
+) -> Result<(), ExportError> {
+    let nn = np.name.clone();
+    let unsupported = |m: String| ExportError::Unsupported(format!("node `{}` ({}): {m}", node.name, node.op.name()));
+    let x_dtype = node.inputs.first().copied().flatten().map(|v| g.value(v).ty.dtype).unwrap_or(DType::F32);
+    np.op_type = node.op.name().into();
+    let at = &mut np.attribute;
+    match &node.op {
+        Op::Conv(c) => {
+            at.push(ints_attr("kernel_shape", us(&c.kernel_shape)));
+            at.push(ints_attr("strides", us(&c.strides)));
+            at.push(ints_attr("pads", us(&c.pads)));
+            at.push(ints_attr("dilations", us(&c.dilations)));
+            at.push(int_attr("group", c.group as i64));
+        }
+        Op::MaxPool(p) => {
+            at.push(ints_attr("kernel_shape", us(&p.kernel_shape)));
+            at.push(ints_attr("strides", us(&p.strides)));
+            at.push(ints_attr("pads", us(&p.pads)));
+            at.push(ints_attr("dilations", us(&p.dilations)));
+            at.push(int_attr("ceil_mode", p.ceil_mode as i64));
+        }
+        Op::BatchNorm(b) => at.push(float_attr("epsilon", b.epsilon)),
+        Op::Gemm(gm) => {
+            at.push(float_attr("alpha", gm.alpha));
+            at.push(float_attr("beta", gm.beta));
+            at.push(int_attr("transA", gm.trans_a as i64));
+            at.push(int_attr("transB", gm.trans_b as i64));
+        }
+        Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::GlobalAveragePool => {}
+        Op::HardSigmoid { alpha, beta } => {
+            at.push(float_attr("alpha", *alpha));
+            at.push(float_attr("beta", *beta));
+        }
+        Op::Clip { min, max } => {
+            for (what, v) in [("min", min), ("max", max)] {
+                let name = match v {
+                    Some(v) => param(gp, names, &nn, what, scalar_like(x_dtype, *v).map_err(unsupported)?),
+                    None => String::new(),
+                };
+                inputs.push(name);
+            }
+        }
+        Op::Reduce { op, axes, keepdims } => {
+            at.push(int_attr("keepdims", *keepdims as i64));
+            if let Some(axes) = axes {
+                match op {
+                    ReduceOp::Sum => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
+                    ReduceOp::Mean => np.attribute.push(ints_attr("axes", axes.iter().copied())),
+                }
+            }
+        }
+        Op::Resize(r) => {
+            at.push(string_attr("mode", &format!("{:?}", r.mode).to_lowercase()));
+            at.push(string_attr("coordinate_transformation_mode", &r.coordinate_transformation_mode));
+            at.push(string_attr("nearest_mode", &r.nearest_mode));
+            at.push(float_attr("cubic_coeff_a", r.cubic_coeff_a));
+            at.push(int_attr("exclude_outside", r.exclude_outside as i64));
+            at.push(float_attr("extrapolation_value", r.extrapolation_value));
+            inputs.push(String::new()); // roi
+            match &r.scales {
+                Some(s) => {
+                    let t = Tensor::from_f32(vec![s.len()], s).map_err(unsupported)?;
+                    inputs.push(param(gp, names, &nn, "scales", t));
+                }
+                None => {
+                    inputs.push(String::new());
+                    let sizes: Vec<i64> = us(&r.sizes).collect();
+                    inputs.push(param(gp, names, &nn, "sizes", i64s(&sizes)));
+                }
+            }
+        }
+        Op::Concat { axis } | Op::Gather { axis } | Op::Flatten { axis } | Op::Softmax { axis } => {
+            at.push(int_attr("axis", *axis))
+        }
+        Op::Unsqueeze { axes } => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
+        Op::Slice(s) => {
+            inputs.push(param(gp, names, &nn, "starts", i64s(&s.starts)));
+            inputs.push(param(gp, names, &nn, "ends", i64s(&s.ends)));
+            inputs.push(param(gp, names, &nn, "axes", i64s(&s.axes)));
+            inputs.push(param(gp, names, &nn, "steps", i64s(&s.steps)));
+        }
+        Op::Shape { start, end } => {
+            at.push(int_attr("start", *start));
+            if let Some(e) = end {
+                at.push(int_attr("end", *e));
+            }
+        }
+        Op::Constant(t) => {
+            at.push(AttributeProto {
+                name: "value".into(),
+                type_: AttributeType::TENSOR.into(),
+                t: Some(tensor_proto("", t)).into(),
+                ..Default::default()
+            });
+        }
+        Op::Reshape { shape } => {
+            let s: Vec<i64> = us(shape).collect();
+            inputs.push(param(gp, names, &nn, "shape", i64s(&s)));
+        }
+        Op::Transpose { perm } => at.push(ints_attr("perm", us(perm))),
+        Op::Pad(p) => {
+            at.push(string_attr("mode", &format!("{:?}", p.mode).to_lowercase()));
+            inputs.push(param(gp, names, &nn, "pads", i64s(&p.pads)));
+            if p.mode == PadMode::Constant && x_dtype.is_float() {
+                inputs.push(param(gp, names, &nn, "value", scalar_like(x_dtype, p.value).map_err(unsupported)?));
+            }
+        }
+        Op::Split { axis, split } => {
+            at.push(int_attr("axis", *axis));
+            let s: Vec<i64> = us(split).collect();
+            inputs.push(param(gp, names, &nn, "split", i64s(&s)));
+        }
+        Op::LayerNorm { axis, epsilon } => {
+            at.push(int_attr("axis", *axis));
+            at.push(float_attr("epsilon", *epsilon));
+        }
+        Op::Cast { to } => at.push(int_attr("to", to.onnx_code() as i64)),
+    }
+    // Omitted optional inputs at the end are dropped, not written as "":
+    // some readers (tract) count them.
+    while inputs.last().is_some_and(|s| s.is_empty()) {
+        inputs.pop();
+    }
+    np.input = inputs;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! fusec frontends: model files in, [`fuse_ir::Graph`] out.
+//!
+//! - [`onnx`]: ONNX models, opsets 11 to 21.
+//!
+//! Every error is a [`LoadError`] naming the file and, inside it, the node
+//! or tensor at fault.
+
+pub mod onnx;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+/// A file could not be turned into a graph. `Display` gives one line:
+/// `FILE: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {msg}", file.display())]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub msg: String,
+}
+
+impl LoadError {
+    pub fn new(file: &Path, msg: impl Into<String>) -> LoadError {
+        LoadError { file: file.to_path_buf(), msg: msg.into() }
+    }
+}
+
+/// What kind of model file a path holds, judged from its first bytes and
+/// its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Onnx,
+    Safetensors,
+}
+
+pub fn detect_kind(path: &Path) -> Result<FileKind, LoadError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => Ok(FileKind::Onnx),
+        Some("safetensors") => Ok(FileKind::Safetensors),
+        _ => Err(LoadError::new(path, "unknown model file extension: expected .onnx or .safetensors")),
+    }
+}

@@ -1,0 +1,31 @@
+//! fuse-ir: the graph IR every fusec stage reads and writes.
+//!
+//! - [`Graph`]: nodes on a petgraph `StableDiGraph`, values in an arena,
+//!   addressed by typed ids ([`NodeId`], [`ValueId`]).
+//! - [`Op`]: a closed enum, one variant per operator; static parameters are
+//!   attributes (the frontends resolve ONNX's attribute-or-input forms).
+//! - [`shape::infer`]: static shape inference for every op, run when a node is
+//!   added, so every value has a complete [`TensorType`].
+//! - [`text::to_text`]: the deterministic text form used by snapshot tests
+//!   and `fusec inspect --ir`.
+//!
+//! Architecture Invariant: shapes are static. Every value's type is fully
+//! known; an input that is not (a dynamic dimension) is rejected by the
+//! frontend, not carried along.
+//!
+//! Weights ([`Tensor`]) are memory-mapped or moved out of the parsed file,
+//! never copied; cloning a `Tensor` shares its bytes.
+
+mod dtype;
+mod error;
+mod graph;
+mod op;
+pub mod shape;
+mod tensor;
+pub mod text;
+
+pub use dtype::{DType, TensorType};
+pub use error::IrError;
+pub use graph::{known_of, Graph, Node, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};
+pub use op::*;
+pub use tensor::{Bytes, Tensor};

@@ -1,0 +1,295 @@
+//! The closed set of operators fusec understands.
+//!
+//! Static parameters that some ONNX opsets pass as inputs (axes, pads,
+//! sizes, split, min/max, shape) are attributes here: the IR is static, so
+//! the frontend resolves them once and every pass and exporter reads one
+//! form. Inputs are only the tensors the op computes on.
+
+use std::fmt::Write;
+
+use crate::{DType, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Sigmoid,
+    Relu,
+    Tanh,
+    Identity,
+    HardSwish,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+}
+
+/// Conv: inputs `x, w, [b]`. `pads` is `[begin.., end..]`, auto_pad resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub group: usize,
+}
+
+/// MaxPool: input `x`. Only the first output (no indices).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaxPool {
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub ceil_mode: bool,
+}
+
+/// BatchNormalization (inference): inputs `x, scale, bias, mean, var`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm {
+    pub epsilon: f32,
+}
+
+/// Gemm: inputs `a, b, [c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+/// Resize: input `x`. `sizes` is the full output shape; `scales`, when the
+/// source gave scales, is kept because the coordinate transform uses it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub coordinate_transformation_mode: String,
+    pub nearest_mode: String,
+    pub cubic_coeff_a: f32,
+    pub exclude_outside: bool,
+    pub extrapolation_value: f32,
+    pub scales: Option<Vec<f32>>,
+    pub sizes: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+}
+
+/// Pad: input `x`. `pads` is `[begin.., end..]` over every axis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pad {
+    pub mode: PadMode,
+    pub pads: Vec<i64>,
+    pub value: f32,
+}
+
+/// Slice: input `x`, every parameter resolved and as long as `axes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Vec<i64>,
+    pub steps: Vec<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv(Conv),
+    BatchNorm(BatchNorm),
+    Gemm(Gemm),
+    /// MatMul: inputs `a, b` with numpy broadcasting.
+    MatMul,
+    /// Elementwise with numpy broadcasting: inputs `a, b`.
+    Binary(BinaryOp),
+    Unary(UnaryOp),
+    HardSigmoid { alpha: f32, beta: f32 },
+    Clip { min: Option<f32>, max: Option<f32> },
+    /// `axes: None` reduces every axis.
+    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keepdims: bool },
+    MaxPool(MaxPool),
+    GlobalAveragePool,
+    Resize(Resize),
+    Concat { axis: i64 },
+    /// Gather: inputs `data, indices`.
+    Gather { axis: i64 },
+    Unsqueeze { axes: Vec<i64> },
+    Slice(Slice),
+    Shape { start: i64, end: Option<i64> },
+    Constant(Tensor),
+    /// Reshape to a resolved static shape.
+    Reshape { shape: Vec<usize> },
+    Transpose { perm: Vec<usize> },
+    Flatten { axis: i64 },
+    Softmax { axis: i64 },
+    Pad(Pad),
+    Split { axis: i64, split: Vec<usize> },
+    /// LayerNormalization: inputs `x, scale, [bias]`.
+    LayerNorm { axis: i64, epsilon: f32 },
+    Cast { to: DType },
+}
+
+impl Op {
+    /// The ONNX operator type this op corresponds to.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::BatchNorm(_) => "BatchNormalization",
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Binary(BinaryOp::Add) => "Add",
+            Op::Binary(BinaryOp::Sub) => "Sub",
+            Op::Binary(BinaryOp::Mul) => "Mul",
+            Op::Binary(BinaryOp::Div) => "Div",
+            Op::Unary(UnaryOp::Sigmoid) => "Sigmoid",
+            Op::Unary(UnaryOp::Relu) => "Relu",
+            Op::Unary(UnaryOp::Tanh) => "Tanh",
+            Op::Unary(UnaryOp::Identity) => "Identity",
+            Op::Unary(UnaryOp::HardSwish) => "HardSwish",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::Clip { .. } => "Clip",
+            Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
+            Op::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
+            Op::MaxPool(_) => "MaxPool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::Resize(_) => "Resize",
+            Op::Concat { .. } => "Concat",
+            Op::Gather { .. } => "Gather",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Slice(_) => "Slice",
+            Op::Shape { .. } => "Shape",
+            Op::Constant(_) => "Constant",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Flatten { .. } => "Flatten",
+            Op::Softmax { .. } => "Softmax",
+            Op::Pad(_) => "Pad",
+            Op::Split { .. } => "Split",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::Cast { .. } => "Cast",
+        }
+    }
+
+    /// Attributes in a fixed order, for the text form (`{k=v, ...}`), empty
+    /// when the op has none.
+    pub fn attrs_text(&self) -> String {
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "{k}={v}");
+        };
+        match self {
+            Op::Conv(c) => {
+                kv("kernel", list(&c.kernel_shape));
+                kv("strides", list(&c.strides));
+                kv("pads", list(&c.pads));
+                kv("dilations", list(&c.dilations));
+                kv("group", c.group.to_string());
+            }
+            Op::MaxPool(p) => {
+                kv("kernel", list(&p.kernel_shape));
+                kv("strides", list(&p.strides));
+                kv("pads", list(&p.pads));
+                kv("dilations", list(&p.dilations));
+                kv("ceil", p.ceil_mode.to_string());
+            }
+            Op::BatchNorm(b) => kv("eps", fmt_f32(b.epsilon)),
+            Op::Gemm(g) => {
+                kv("alpha", fmt_f32(g.alpha));
+                kv("beta", fmt_f32(g.beta));
+                kv("trans_a", g.trans_a.to_string());
+                kv("trans_b", g.trans_b.to_string());
+            }
+            Op::HardSigmoid { alpha, beta } => {
+                kv("alpha", fmt_f32(*alpha));
+                kv("beta", fmt_f32(*beta));
+            }
+            Op::Clip { min, max } => {
+                kv("min", min.map(fmt_f32).unwrap_or_else(|| "-".into()));
+                kv("max", max.map(fmt_f32).unwrap_or_else(|| "-".into()));
+            }
+            Op::Reduce { axes, keepdims, .. } => {
+                kv("axes", axes.as_ref().map(|a| list(a)).unwrap_or_else(|| "all".into()));
+                kv("keepdims", keepdims.to_string());
+            }
+            Op::Resize(r) => {
+                kv("mode", format!("{:?}", r.mode).to_lowercase());
+                kv("coord", r.coordinate_transformation_mode.clone());
+                kv("nearest", r.nearest_mode.clone());
+                if r.mode == ResizeMode::Cubic {
+                    kv("cubic_a", fmt_f32(r.cubic_coeff_a));
+                    kv("exclude_outside", r.exclude_outside.to_string());
+                }
+                if let Some(sc) = &r.scales {
+                    kv("scales", format!("[{}]", sc.iter().map(|x| fmt_f32(*x)).collect::<Vec<_>>().join(",")));
+                }
+                kv("sizes", list(&r.sizes));
+            }
+            Op::Concat { axis } | Op::Gather { axis } | Op::Flatten { axis } | Op::Softmax { axis } => {
+                kv("axis", axis.to_string())
+            }
+            Op::Unsqueeze { axes } => kv("axes", list(axes)),
+            Op::Slice(sl) => {
+                kv("starts", list(&sl.starts));
+                kv("ends", list(&sl.ends));
+                kv("axes", list(&sl.axes));
+                kv("steps", list(&sl.steps));
+            }
+            Op::Shape { start, end } => {
+                kv("start", start.to_string());
+                if let Some(e) = end {
+                    kv("end", e.to_string());
+                }
+            }
+            Op::Constant(t) => kv("value", format!("{} #{}", t.ty(), t.digest())),
+            Op::Reshape { shape } => kv("shape", list(shape)),
+            Op::Transpose { perm } => kv("perm", list(perm)),
+            Op::Pad(p) => {
+                kv("mode", format!("{:?}", p.mode).to_lowercase());
+                kv("pads", list(&p.pads));
+                kv("value", fmt_f32(p.value));
+            }
+            Op::Split { axis, split } => {
+                kv("axis", axis.to_string());
+                kv("split", list(split));
+            }
+            Op::LayerNorm { axis, epsilon } => {
+                kv("axis", axis.to_string());
+                kv("eps", fmt_f32(*epsilon));
+            }
+            Op::Cast { to } => kv("to", to.name().to_string()),
+            Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::GlobalAveragePool => {}
+        }
+        s
+    }
+}
+
+fn list<T: ToString>(v: &[T]) -> String {
+    format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
+}
+
+/// Shortest text that reads back as the same f32.
+pub fn fmt_f32(x: f32) -> String {
+    format!("{x:?}")
+}

@@ -1,0 +1,490 @@
+//! Static shape inference, one rule per op, plus value inference for small
+//! integer tensors (the shape arithmetic exporters such as torch.onnx emit).
+//! Errors are plain messages; [`crate::Graph`] adds the node name.
+
+use crate::graph::{Value, KNOWN_LIMIT};
+use crate::op::*;
+use crate::{DType, TensorType};
+
+pub type Inferred = (TensorType, Option<Vec<i64>>);
+
+fn input<'a>(ins: &[Option<&'a Value>], i: usize) -> Result<&'a Value, String> {
+    ins.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
+}
+
+fn opt<'a>(ins: &[Option<&'a Value>], i: usize) -> Option<&'a Value> {
+    ins.get(i).copied().flatten()
+}
+
+/// Normalizes a possibly negative axis against `rank`.
+pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    if axis < -r || axis >= r {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+/// Numpy broadcasting of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(format!("shapes {a:?} and {b:?} do not broadcast"));
+        };
+    }
+    Ok(out)
+}
+
+fn known_small(ty: &TensorType, v: Option<Vec<i64>>) -> Option<Vec<i64>> {
+    if ty.dtype.is_int() && ty.numel().is_some_and(|n| n <= KNOWN_LIMIT) {
+        v
+    } else {
+        None
+    }
+}
+
+/// Output length of a conv or pool window along one axis.
+fn window_out(
+    len: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pb: usize,
+    pe: usize,
+    ceil: bool,
+) -> Result<usize, String> {
+    if stride == 0 || dil == 0 || k == 0 {
+        return Err("kernel, stride and dilation must be positive".into());
+    }
+    let span = dil * (k - 1) + 1;
+    let padded = len + pb + pe;
+    if padded < span {
+        return Err(format!("window of {span} does not fit in {padded} (input {len} plus padding)"));
+    }
+    let num = padded - span;
+    let mut out = if ceil { num.div_ceil(stride) + 1 } else { num / stride + 1 };
+    // A ceil-mode window must start inside the input or its begin padding.
+    if ceil && (out - 1) * stride >= len + pb {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+fn check_window(what: &str, spatial: usize, k: &[usize], s: &[usize], p: &[usize], d: &[usize]) -> Result<(), String> {
+    if k.len() != spatial || s.len() != spatial || d.len() != spatial || p.len() != 2 * spatial {
+        return Err(format!(
+            "{what} attributes do not match {spatial} spatial axes (kernel {k:?}, strides {s:?}, pads {p:?}, dilations {d:?})"
+        ));
+    }
+    Ok(())
+}
+
+pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
+    let same = |v: &Value| -> Vec<Inferred> { vec![(v.ty.clone(), None)] };
+    let float_in = |i: usize| -> Result<&Value, String> {
+        let v = input(ins, i)?;
+        if !v.ty.dtype.is_float() {
+            return Err(format!("input {i} `{}` is {} but must be a float tensor", v.name, v.ty));
+        }
+        Ok(v)
+    };
+    Ok(match op {
+        Op::Conv(c) => {
+            let x = float_in(0)?;
+            let w = float_in(1)?;
+            let (xs, ws) = (&x.ty.shape, &w.ty.shape);
+            if xs.len() < 3 || ws.len() != xs.len() {
+                return Err(format!("input is {} and weight {}; expected N,C,spatial.. and M,C/group,k..", x.ty, w.ty));
+            }
+            let sp = xs.len() - 2;
+            check_window("conv", sp, &c.kernel_shape, &c.strides, &c.pads, &c.dilations)?;
+            if c.kernel_shape != ws[2..] {
+                return Err(format!("kernel_shape {:?} differs from weight {}", c.kernel_shape, w.ty));
+            }
+            if c.group == 0 || xs[1] != ws[1] * c.group || ws[0] % c.group != 0 {
+                return Err(format!("input {} and weight {} do not fit group={}", x.ty, w.ty, c.group));
+            }
+            if let Some(b) = opt(ins, 2) {
+                if b.ty.shape != [ws[0]] {
+                    return Err(format!("bias `{}` is {} but must be [{}]", b.name, b.ty, ws[0]));
+                }
+            }
+            let mut out = vec![xs[0], ws[0]];
+            for i in 0..sp {
+                out.push(window_out(xs[2 + i], c.kernel_shape[i], c.strides[i], c.dilations[i], c.pads[i], c.pads[sp + i], false)?);
+            }
+            vec![(TensorType::new(x.ty.dtype, out), None)]
+        }
+        Op::MaxPool(p) => {
+            let x = float_in(0)?;
+            let xs = &x.ty.shape;
+            if xs.len() < 3 {
+                return Err(format!("input is {}; expected N,C,spatial..", x.ty));
+            }
+            let sp = xs.len() - 2;
+            check_window("pool", sp, &p.kernel_shape, &p.strides, &p.pads, &p.dilations)?;
+            let mut out = xs[..2].to_vec();
+            for i in 0..sp {
+                out.push(window_out(xs[2 + i], p.kernel_shape[i], p.strides[i], p.dilations[i], p.pads[i], p.pads[sp + i], p.ceil_mode)?);
+            }
+            vec![(TensorType::new(x.ty.dtype, out), None)]
+        }
+        Op::BatchNorm(_) => {
+            let x = float_in(0)?;
+            if x.ty.rank() < 2 {
+                return Err(format!("input is {}; expected N,C,..", x.ty));
+            }
+            for i in 1..5 {
+                let p = input(ins, i)?;
+                if p.ty.shape != [x.ty.shape[1]] {
+                    return Err(format!("parameter `{}` is {} but must be [{}]", p.name, p.ty, x.ty.shape[1]));
+                }
+            }
+            same(x)
+        }
+        Op::Gemm(g) => {
+            let a = float_in(0)?;
+            let b = float_in(1)?;
+            if a.ty.rank() != 2 || b.ty.rank() != 2 {
+                return Err(format!("Gemm needs 2-D inputs, got {} and {}", a.ty, b.ty));
+            }
+            let (m, k) = if g.trans_a { (a.ty.shape[1], a.ty.shape[0]) } else { (a.ty.shape[0], a.ty.shape[1]) };
+            let (k2, n) = if g.trans_b { (b.ty.shape[1], b.ty.shape[0]) } else { (b.ty.shape[0], b.ty.shape[1]) };
+            if k != k2 {
+                return Err(format!("inner dimensions differ: {} and {}", a.ty, b.ty));
+            }
+            if let Some(c) = opt(ins, 2) {
+                let bc = broadcast(&c.ty.shape, &[m, n])?;
+                if bc != [m, n] {
+                    return Err(format!("C {} does not broadcast to [{m},{n}]", c.ty));
+                }
+            }
+            vec![(TensorType::new(a.ty.dtype, vec![m, n]), None)]
+        }
+        Op::MatMul => {
+            let a = float_in(0)?;
+            let b = float_in(1)?;
+            let (mut sa, mut sb) = (a.ty.shape.clone(), b.ty.shape.clone());
+            if sa.is_empty() || sb.is_empty() {
+                return Err("MatMul inputs must have rank at least 1".into());
+            }
+            let (va, vb) = (sa.len() == 1, sb.len() == 1);
+            if va {
+                sa.insert(0, 1);
+            }
+            if vb {
+                sb.push(1);
+            }
+            let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+            let (k2, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+            if k != k2 {
+                return Err(format!("inner dimensions differ: {} and {}", a.ty, b.ty));
+            }
+            let mut out = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+            if !va {
+                out.push(m);
+            }
+            if !vb {
+                out.push(n);
+            }
+            vec![(TensorType::new(a.ty.dtype, out), None)]
+        }
+        Op::Binary(kind) => {
+            let a = input(ins, 0)?;
+            let b = input(ins, 1)?;
+            if a.ty.dtype != b.ty.dtype {
+                return Err(format!("operands differ in type: {} and {}", a.ty, b.ty));
+            }
+            let shape = broadcast(&a.ty.shape, &b.ty.shape)?;
+            let ty = TensorType::new(a.ty.dtype, shape);
+            let known = match (&a.known, &b.known) {
+                (Some(x), Some(y)) if x.len() == y.len() || x.len() == 1 || y.len() == 1 => {
+                    let n = x.len().max(y.len());
+                    let at = |v: &Vec<i64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+                    (0..n)
+                        .map(|i| {
+                            let (p, q) = (at(x, i), at(y, i));
+                            match kind {
+                                BinaryOp::Add => p.checked_add(q),
+                                BinaryOp::Sub => p.checked_sub(q),
+                                BinaryOp::Mul => p.checked_mul(q),
+                                BinaryOp::Div => p.checked_div(q),
+                            }
+                        })
+                        .collect::<Option<Vec<i64>>>()
+                }
+                _ => None,
+            };
+            let known = known_small(&ty, known);
+            vec![(ty, known)]
+        }
+        Op::Unary(UnaryOp::Identity) => {
+            let x = input(ins, 0)?;
+            vec![(x.ty.clone(), x.known.clone())]
+        }
+        Op::Unary(_) | Op::HardSigmoid { .. } | Op::Softmax { .. } => {
+            let x = float_in(0)?;
+            if let Op::Softmax { axis } = op {
+                norm_axis(*axis, x.ty.rank())?;
+            }
+            same(x)
+        }
+        Op::Clip { .. } => same(input(ins, 0)?),
+        Op::Reduce { axes, keepdims, .. } => {
+            let x = float_in(0)?;
+            let r = x.ty.rank();
+            let axes: Vec<usize> = match axes {
+                Some(a) => a.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?,
+                None => (0..r).collect(),
+            };
+            let mut out = vec![];
+            for (i, &d) in x.ty.shape.iter().enumerate() {
+                if axes.contains(&i) {
+                    if *keepdims {
+                        out.push(1);
+                    }
+                } else {
+                    out.push(d);
+                }
+            }
+            vec![(TensorType::new(x.ty.dtype, out), None)]
+        }
+        Op::GlobalAveragePool => {
+            let x = float_in(0)?;
+            if x.ty.rank() < 3 {
+                return Err(format!("input is {}; expected N,C,spatial..", x.ty));
+            }
+            let mut out = x.ty.shape[..2].to_vec();
+            out.extend(std::iter::repeat_n(1, x.ty.rank() - 2));
+            vec![(TensorType::new(x.ty.dtype, out), None)]
+        }
+        Op::Resize(r) => {
+            let x = float_in(0)?;
+            if r.sizes.len() != x.ty.rank() {
+                return Err(format!("sizes {:?} do not match input {}", r.sizes, x.ty));
+            }
+            if let Some(s) = &r.scales {
+                if s.len() != x.ty.rank() {
+                    return Err(format!("scales {s:?} do not match input {}", x.ty));
+                }
+            }
+            vec![(TensorType::new(x.ty.dtype, r.sizes.clone()), None)]
+        }
+        Op::Concat { axis } => {
+            let first = input(ins, 0)?;
+            let r = first.ty.rank();
+            let ax = norm_axis(*axis, r)?;
+            let mut out = first.ty.shape.clone();
+            out[ax] = 0;
+            let mut known = Some(vec![]);
+            for i in 0..ins.len() {
+                let v = input(ins, i)?;
+                if v.ty.dtype != first.ty.dtype || v.ty.rank() != r {
+                    return Err(format!("input {i} is {} but input 0 is {}", v.ty, first.ty));
+                }
+                for d in 0..r {
+                    if d != ax && v.ty.shape[d] != first.ty.shape[d] {
+                        return Err(format!("input {i} is {} but input 0 is {}", v.ty, first.ty));
+                    }
+                }
+                out[ax] += v.ty.shape[ax];
+                known = match (known, &v.known) {
+                    (Some(mut k), Some(vk)) if r == 1 => {
+                        k.extend(vk);
+                        Some(k)
+                    }
+                    _ => None,
+                };
+            }
+            let ty = TensorType::new(first.ty.dtype, out);
+            let known = known_small(&ty, known);
+            vec![(ty, known)]
+        }
+        Op::Gather { axis } => {
+            let data = input(ins, 0)?;
+            let idx = input(ins, 1)?;
+            if !matches!(idx.ty.dtype, DType::I64 | DType::I32) {
+                return Err(format!("indices `{}` are {} but must be i64 or i32", idx.name, idx.ty));
+            }
+            let ax = norm_axis(*axis, data.ty.rank())?;
+            let dim = data.ty.shape[ax] as i64;
+            if let Some(k) = &idx.known {
+                if let Some(bad) = k.iter().find(|&&i| i < -dim || i >= dim) {
+                    return Err(format!("index {bad} is out of range for axis of size {dim}"));
+                }
+            }
+            let mut out = data.ty.shape[..ax].to_vec();
+            out.extend(&idx.ty.shape);
+            out.extend(&data.ty.shape[ax + 1..]);
+            let ty = TensorType::new(data.ty.dtype, out);
+            let known = match (&data.known, &idx.known) {
+                (Some(d), Some(k)) if data.ty.rank() == 1 => {
+                    Some(k.iter().map(|&i| d[if i < 0 { (i + dim) as usize } else { i as usize }]).collect())
+                }
+                _ => None,
+            };
+            let known = known_small(&ty, known);
+            vec![(ty, known)]
+        }
+        Op::Unsqueeze { axes } => {
+            let x = input(ins, 0)?;
+            let r = x.ty.rank() + axes.len();
+            let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?;
+            ax.sort();
+            if ax.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("axes {axes:?} repeat"));
+            }
+            let mut src = x.ty.shape.iter();
+            let out: Vec<usize> = (0..r).map(|i| if ax.contains(&i) { 1 } else { *src.next().unwrap_or(&1) }).collect();
+            vec![(TensorType::new(x.ty.dtype, out), x.known.clone())]
+        }
+        Op::Slice(s) => {
+            let x = input(ins, 0)?;
+            let n = s.axes.len();
+            if s.starts.len() != n || s.ends.len() != n || s.steps.len() != n {
+                return Err("starts, ends, axes and steps differ in length".into());
+            }
+            let mut out = x.ty.shape.clone();
+            let mut ranges = vec![];
+            for i in 0..n {
+                let ax = norm_axis(s.axes[i], x.ty.rank())?;
+                let (start, end, len) = slice_range(out[ax] as i64, s.starts[i], s.ends[i], s.steps[i])?;
+                out[ax] = len;
+                ranges.push((ax, start, end, s.steps[i]));
+            }
+            let ty = TensorType::new(x.ty.dtype, out);
+            let known = match &x.known {
+                Some(k) if x.ty.rank() == 1 => {
+                    let (mut v, mut i) = (vec![], ranges.first().map(|r| r.1).unwrap_or(0));
+                    let (_, _, end, step) = ranges.first().copied().unwrap_or((0, 0, k.len() as i64, 1));
+                    while (step > 0 && i < end) || (step < 0 && i > end) {
+                        v.push(k[i as usize]);
+                        i += step;
+                    }
+                    Some(v)
+                }
+                _ => None,
+            };
+            let known = known_small(&ty, known);
+            vec![(ty, known)]
+        }
+        Op::Shape { start, end } => {
+            let x = input(ins, 0)?;
+            let r = x.ty.rank() as i64;
+            let clamp = |v: i64| if v < 0 { (v + r).clamp(0, r) } else { v.clamp(0, r) } as usize;
+            let (a, b) = (clamp(*start), clamp(end.unwrap_or(r)));
+            let dims: Vec<i64> = if a < b { x.ty.shape[a..b].iter().map(|&d| d as i64).collect() } else { vec![] };
+            let ty = TensorType::new(DType::I64, vec![dims.len()]);
+            let known = known_small(&ty, Some(dims));
+            vec![(ty, known)]
+        }
+        Op::Constant(t) => vec![(t.ty().clone(), crate::graph::known_of(t))],
+        Op::Reshape { shape } => {
+            let x = input(ins, 0)?;
+            let want = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if want != x.ty.numel() {
+                return Err(format!("cannot reshape {} to {shape:?}", x.ty));
+            }
+            let ty = TensorType::new(x.ty.dtype, shape.clone());
+            let known = known_small(&ty, x.known.clone());
+            vec![(ty, known)]
+        }
+        Op::Transpose { perm } => {
+            let x = input(ins, 0)?;
+            let mut sorted = perm.clone();
+            sorted.sort();
+            if sorted != (0..x.ty.rank()).collect::<Vec<_>>() {
+                return Err(format!("perm {perm:?} is not a permutation of the axes of {}", x.ty));
+            }
+            vec![(TensorType::new(x.ty.dtype, perm.iter().map(|&p| x.ty.shape[p]).collect::<Vec<_>>()), None)]
+        }
+        Op::Flatten { axis } => {
+            let x = input(ins, 0)?;
+            let r = x.ty.rank() as i64;
+            if *axis < -r || *axis > r {
+                return Err(format!("axis {axis} is out of range for rank {r}"));
+            }
+            let ax = if *axis < 0 { axis + r } else { *axis } as usize;
+            let a: usize = x.ty.shape[..ax].iter().product();
+            let b: usize = x.ty.shape[ax..].iter().product();
+            vec![(TensorType::new(x.ty.dtype, vec![a, b]), None)]
+        }
+        Op::Pad(p) => {
+            let x = input(ins, 0)?;
+            let r = x.ty.rank();
+            if p.pads.len() != 2 * r {
+                return Err(format!("pads {:?} do not match rank {r}", p.pads));
+            }
+            let mut out = vec![];
+            for i in 0..r {
+                let d = x.ty.shape[i] as i64 + p.pads[i] + p.pads[r + i];
+                if d < 0 {
+                    return Err(format!("pads {:?} remove more than axis {i} holds", p.pads));
+                }
+                out.push(d as usize);
+            }
+            vec![(TensorType::new(x.ty.dtype, out), None)]
+        }
+        Op::Split { axis, split } => {
+            let x = input(ins, 0)?;
+            let ax = norm_axis(*axis, x.ty.rank())?;
+            if split.iter().sum::<usize>() != x.ty.shape[ax] {
+                return Err(format!("split {split:?} does not add up to axis {ax} of {}", x.ty));
+            }
+            split
+                .iter()
+                .map(|&s| {
+                    let mut sh = x.ty.shape.clone();
+                    sh[ax] = s;
+                    (TensorType::new(x.ty.dtype, sh), None)
+                })
+                .collect()
+        }
+        Op::LayerNorm { axis, .. } => {
+            let x = float_in(0)?;
+            let ax = norm_axis(*axis, x.ty.rank())?;
+            let norm_shape = &x.ty.shape[ax..];
+            for i in 1..3 {
+                if let Some(p) = opt(ins, i) {
+                    if broadcast(&p.ty.shape, norm_shape)? != norm_shape {
+                        return Err(format!("`{}` {} does not broadcast to {norm_shape:?}", p.name, p.ty));
+                    }
+                }
+            }
+            same(x)
+        }
+        Op::Cast { to } => {
+            let x = input(ins, 0)?;
+            let ty = TensorType::new(*to, x.ty.shape.clone());
+            let known = if x.ty.dtype.is_int() { known_small(&ty, x.known.clone()) } else { None };
+            vec![(ty, known)]
+        }
+    })
+}
+
+/// Resolves one Slice axis as ONNX does: clamped start and end, and the
+/// resulting length.
+pub fn slice_range(dim: i64, start: i64, end: i64, step: i64) -> Result<(i64, i64, usize), String> {
+    if step == 0 {
+        return Err("slice step is 0".into());
+    }
+    let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    let (s, e) = (fix(start), fix(end));
+    let (s, e) = if step > 0 { (s.clamp(0, dim), e.clamp(0, dim)) } else { (s.clamp(0, dim - 1), e.clamp(-1, dim - 1)) };
+    let len = if step > 0 {
+        if e > s { (e - s + step - 1) / step } else { 0 }
+    } else if s > e {
+        (s - e + (-step) - 1) / (-step)
+    } else {
+        0
+    };
+    Ok((s, e, len as usize))
+}

@@ -1,0 +1,166 @@
+//! One function per subcommand; they print results and return a [`Failure`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use fuse_ir::{Graph, ValueDef};
+use fusec_exporters::ExportError;
+use fusec_frontends::{detect_kind, FileKind, LoadError};
+use fusec_verify::runtime::SessionConfig;
+use fusec_verify::VerifyError;
+
+use crate::Failure;
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<ExportError> for Failure {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Io { .. } => Failure::Input(e.to_string()),
+            ExportError::Unsupported(m) => Failure::Internal(format!("export failed: {m}")),
+        }
+    }
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Input(_) | VerifyError::Unavailable(_) => Failure::Input(e.to_string()),
+            VerifyError::Runtime(_) => Failure::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Imports any supported model file into the IR.
+fn load_graph(path: &Path) -> Result<Graph, Failure> {
+    match detect_kind(path)? {
+        FileKind::Onnx => Ok(fusec_frontends::onnx::load(path)?),
+        FileKind::Safetensors => Err(Failure::Input(format!(
+            "{}: building a graph from a safetensors checkpoint is not supported yet; use the model's .onnx export",
+            path.display()
+        ))),
+    }
+}
+
+pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
+    if detect_kind(path)? == FileKind::Safetensors && !ir {
+        return inspect_safetensors(path);
+    }
+    let g = load_graph(path)?;
+    if ir {
+        let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::Internal(e.to_string()))?;
+        print!("{text}");
+        return Ok(());
+    }
+    println!("file: {}", path.display());
+    println!("format: onnx");
+    println!("inputs:");
+    for &i in g.inputs() {
+        println!("  {} {}", g.value(i).name, g.value(i).ty);
+    }
+    println!("outputs:");
+    for &o in g.outputs() {
+        println!("  {} {}", g.value(o).name, g.value(o).ty);
+    }
+    let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in g.node_ids() {
+        *hist.entry(g.node(n).op.name()).or_default() += 1;
+    }
+    let mut hist: Vec<(&str, usize)> = hist.into_iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    println!("ops ({} nodes):", g.node_count());
+    for (op, n) in hist {
+        println!("  {op:<20} {n}");
+    }
+    let params: usize = g
+        .weights()
+        .filter(|(_, _, t)| t.ty().dtype.is_float())
+        .filter_map(|(_, _, t)| t.ty().numel())
+        .sum();
+    let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
+    println!("parameters: {params} in {weights} weight tensors");
+    Ok(())
+}
+
+fn inspect_safetensors(path: &Path) -> Result<(), Failure> {
+    let ck = fusec_frontends::safetensors::open(path)?;
+    println!("file: {}", path.display());
+    println!("format: safetensors ({} tensors)", ck.tensors.len());
+    for (k, v) in &ck.metadata {
+        println!("metadata: {k} = {v}");
+    }
+    let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
+    println!("tensors:");
+    for t in &ck.tensors {
+        let n: usize = t.shape.iter().product();
+        *by_dtype.entry(t.dtype.as_str()).or_default() += n;
+        println!("  {} {} {:?}", t.name, t.dtype, t.shape);
+    }
+    let params: usize = by_dtype
+        .iter()
+        .filter(|(d, _)| matches!(**d, "F32" | "F16" | "BF16" | "F64"))
+        .map(|(_, n)| n)
+        .sum();
+    let summary: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {n}")).collect();
+    println!("parameters: {params} ({})", summary.join(", "));
+    Ok(())
+}
+
+pub fn convert(path: &Path, output: &Path) -> Result<(), Failure> {
+    let g = load_graph(path)?;
+    let bytes = fusec_exporters::onnx::export(&g)?;
+    fusec_exporters::write_atomic(output, &bytes)?;
+    eprintln!("wrote {} ({} nodes, {} bytes)", output.display(), g.node_count(), bytes.len());
+    Ok(())
+}
+
+pub fn run(model: &Path, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
+    let g = load_graph(model)?;
+    let inputs = fusec_verify::io::read_tensors(input)?;
+    for &i in g.inputs() {
+        let v = g.value(i);
+        let Some((_, a)) = inputs.iter().find(|(n, _)| *n == v.name) else {
+            let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Failure::Input(format!(
+                "{}: the model needs input `{}` ({}) but the file holds {have:?}",
+                input.display(),
+                v.name,
+                v.ty
+            )));
+        };
+        if a.shape() != v.ty.shape.as_slice() {
+            return Err(Failure::Input(format!(
+                "{}: tensor `{}` is {:?} but the model needs {}",
+                input.display(),
+                v.name,
+                a.shape(),
+                v.ty
+            )));
+        }
+    }
+    debug_assert!(g.outputs().iter().all(|o| !matches!(g.value(*o).def, ValueDef::Input)));
+    let bytes = fusec_exporters::onnx::export(&g)?;
+    let t0 = Instant::now();
+    let mut session = fusec_verify::runtime::load(&bytes, cfg)?;
+    let t1 = Instant::now();
+    let outputs = session.run(&inputs)?;
+    let t2 = Instant::now();
+    let encoded = fusec_verify::io::to_safetensors_bytes(&outputs)?;
+    fusec_exporters::write_atomic(output, &encoded)?;
+    eprintln!(
+        "ran {} on {} ({}): load {:.0} ms, run {:.0} ms; wrote {} outputs to {}",
+        model.display(),
+        cfg.runtime,
+        cfg.device,
+        (t1 - t0).as_secs_f64() * 1e3,
+        (t2 - t1).as_secs_f64() * 1e3,
+        outputs.len(),
+        output.display()
+    );
+    Ok(())
+}

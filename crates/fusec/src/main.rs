@@ -1,0 +1,116 @@
+//! The `fusec` command line.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "fusec",
+    version,
+    about = "Fuse N fine-tuned models of one architecture into one static model",
+    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Runtime {
+    /// tract, pure Rust, needs nothing installed
+    Tract,
+    /// ONNX Runtime, loaded from ORT_DYLIB_PATH
+    Ort,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Cpu,
+    Cuda,
+    Coreml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's inputs, outputs, op histogram and parameter count
+    /// (ONNX), or its tensors (safetensors)
+    #[command(after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors")]
+    Inspect {
+        /// An .onnx model or a .safetensors checkpoint
+        file: std::path::PathBuf,
+        /// Print the imported graph in fusec's IR text form
+        #[arg(long)]
+        ir: bool,
+    },
+    /// Import a model into fusec's IR and export it again as ONNX (opset 17)
+    #[command(after_help = "Example:\n  fusec convert coco.onnx -o coco.fusec.onnx")]
+    Convert {
+        file: std::path::PathBuf,
+        /// Where to write the ONNX model (written atomically)
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
+    /// Run a model on inputs from a safetensors file, write its outputs
+    #[command(after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors")]
+    Run {
+        /// The model (.onnx); it goes through fusec's IR and ONNX exporter
+        model: std::path::PathBuf,
+        /// Input tensors, named as the model's inputs
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "tract")]
+        runtime: Runtime,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+        /// Intra-op threads (ONNX Runtime)
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Where to write the outputs (safetensors, written atomically)
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
+}
+
+/// A failure, classified for the exit code: 2 when the input or the
+/// request must change, 1 when fusec or a runtime failed.
+pub enum Failure {
+    Input(String),
+    Internal(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file, ir } => commands::inspect(&file, ir),
+        Command::Convert { file, output } => commands::convert(&file, &output),
+        Command::Run { model, input, runtime, device, threads, output } => {
+            let cfg = fusec_verify::runtime::SessionConfig {
+                runtime: match runtime {
+                    Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
+                    Runtime::Ort => fusec_verify::runtime::RuntimeKind::Ort,
+                },
+                device: match device {
+                    Device::Cpu => fusec_verify::runtime::Device::Cpu,
+                    Device::Cuda => fusec_verify::runtime::Device::Cuda,
+                    Device::Coreml => fusec_verify::runtime::Device::CoreMl,
+                },
+                threads,
+            };
+            commands::run(&model, &input, &cfg, &output)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (code, msg) = match f {
+                Failure::Input(m) => (2, m),
+                Failure::Internal(m) => (1, m),
+            };
+            eprintln!("error: {}", msg.replace('\n', " "));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Runtimes behind one interface.
+//!
+//! Architecture Invariant: a session runs on the device it was asked for or
+//! is not created. ONNX Runtime falls back to CPU silently when an execution
+//! provider fails to register; we check the library offers the provider and
+//! register it with `error_on_failure`, so that never happens.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ndarray::ArrayD;
+
+use crate::{Tensors, VerifyError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Tract,
+    Ort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    CoreMl,
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::CoreMl => "coreml",
+        })
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Tract => "tract",
+            RuntimeKind::Ort => "ort",
+        })
+    }
+}
+
+/// How to build a session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub runtime: RuntimeKind,
+    pub device: Device,
+    /// Intra-op threads for ONNX Runtime; `None` lets it decide.
+    pub threads: Option<usize>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None }
+    }
+}
+
+/// A loaded model, ready to run.
+pub trait Session {
+    /// Runs the model; outputs come back in the model's output order.
+    fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError>;
+    fn input_names(&self) -> Vec<String>;
+    fn output_names(&self) -> Vec<String>;
+}
+
+/// Loads serialized ONNX bytes on the configured runtime and device.
+pub fn load(onnx: &[u8], cfg: &SessionConfig) -> Result<Box<dyn Session>, VerifyError> {
+    match cfg.runtime {
+        RuntimeKind::Tract => {
+            if cfg.device != Device::Cpu {
+                return Err(VerifyError::Unavailable(format!(
+                    "tract runs on the CPU only; use --runtime ort for --device {}",
+                    cfg.device
+                )));
+            }
+            // tract panics on some malformed models; that must be an error.
+            let s = std::panic::catch_unwind(|| TractSession::new(onnx))
+                .map_err(|_| VerifyError::Runtime("tract panicked while loading the model".into()))??;
+            Ok(Box::new(s))
+        }
+        RuntimeKind::Ort => Ok(Box::new(OrtSession::new(onnx, cfg)?)),
+    }
+}
+
+type TractPlan = std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>;
+
+struct TractSession {
+    plan: TractPlan,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl TractSession {
+    fn new(bytes: &[u8]) -> Result<Self, VerifyError> {
+        use tract_onnx::prelude::*;
+        let rt = |e: TractError| VerifyError::Runtime(format!("tract: {e}"));
+        let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)).map_err(rt)?;
+        let typed = model.into_optimized().map_err(rt)?;
+        let label = |m: &TypedModel, o: OutletId| -> String {
+            m.outlet_label(o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())
+        };
+        let inputs = typed.input_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
+        let outputs = typed.output_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
+        let plan = typed.into_runnable().map_err(rt)?;
+        Ok(TractSession { plan, inputs, outputs })
+    }
+}
+
+/// Orders `given` to match the model's input names.
+fn ordered_inputs<'a>(names: &[String], given: &'a Tensors) -> Result<Vec<&'a ArrayD<f32>>, VerifyError> {
+    names
+        .iter()
+        .map(|n| {
+            given.iter().find(|(g, _)| g == n).map(|(_, a)| a).ok_or_else(|| {
+                let have: Vec<&str> = given.iter().map(|(g, _)| g.as_str()).collect();
+                VerifyError::Input(format!("the model needs input `{n}` but the inputs hold {have:?}"))
+            })
+        })
+        .collect()
+}
+
+impl Session for TractSession {
+    fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError> {
+        use tract_onnx::prelude::*;
+        let ins = ordered_inputs(&self.inputs, inputs)?;
+        let tv: TVec<TValue> = ins.into_iter().map(|a| Tensor::from(a.clone()).into_tvalue()).collect();
+        let plan = self.plan.clone();
+        let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tv)))
+            .map_err(|_| VerifyError::Runtime("tract panicked while running the model".into()))?
+            .map_err(|e| VerifyError::Runtime(format!("tract: {e}")))?;
+        let mut res = vec![];
+        for (name, v) in self.outputs.iter().zip(outs.iter()) {
+            let arr = v
+                .to_plain_array_view::<f32>()
+                .map_err(|e| VerifyError::Runtime(format!("tract: output `{name}`: {e}")))?
+                .to_owned();
+            res.push((name.clone(), arr));
+        }
+        Ok(res)
+    }
+    fn input_names(&self) -> Vec<String> {
+        self.inputs.clone()
+    }
+    fn output_names(&self) -> Vec<String> {
+        self.outputs.clone()
+    }
+}
+
+/// The path of the ONNX Runtime shared library: `ORT_DYLIB_PATH`.
+pub fn ort_library() -> Result<PathBuf, VerifyError> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(VerifyError::Unavailable(format!(
+                    "ORT_DYLIB_PATH points to {}, which is not a file; run scripts/install-ort.sh",
+                    p.display()
+                )))
+            }
+        }
+        _ => Err(VerifyError::Unavailable(
+            "ONNX Runtime is not configured: set ORT_DYLIB_PATH to libonnxruntime.so (scripts/install-ort.sh installs it)"
+                .into(),
+        )),
+    }
+}
+
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn ort_env() -> Result<&'static ort::environment::Environment, VerifyError> {
+    let lib = ort_library()?;
+    let env = ORT_ENV.get_or_init(|| {
+        ort::init_from(&lib)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", lib.display()))?
+            .with_name("fusec")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", lib.display()))
+    });
+    env.as_ref().map_err(|e| VerifyError::Unavailable(e.clone()))
+}
+
+struct OrtSession {
+    session: ort::session::Session,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl OrtSession {
+    fn new(onnx: &[u8], cfg: &SessionConfig) -> Result<Self, VerifyError> {
+        use ort::ep::{self, ExecutionProvider};
+        let env = ort_env()?;
+        let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
+        let mut b = ort::session::Session::builder(env).map_err(rt)?;
+        if let Some(n) = cfg.threads {
+            b = b.with_intra_threads(n).map_err(|e| rt(e.into()))?;
+        }
+        // A fair baseline: spinning threads of several sessions fight over cores.
+        b = b.with_intra_op_spinning(false).map_err(|e| rt(e.into()))?;
+        let missing = |name: &str| {
+            VerifyError::Unavailable(format!(
+                "the loaded ONNX Runtime library ({}) has no {name} execution provider; install a build with {name} support and point ORT_DYLIB_PATH at it",
+                ort_library().map(|p| p.display().to_string()).unwrap_or_default()
+            ))
+        };
+        let dispatch = match cfg.device {
+            Device::Cpu => None,
+            Device::Cuda => {
+                if !ep::CUDA::is_available().map_err(rt)? {
+                    return Err(missing("CUDA"));
+                }
+                Some(ep::CUDA::default().build().error_on_failure())
+            }
+            Device::CoreMl => {
+                if !ep::CoreML::is_available().map_err(rt)? {
+                    return Err(missing("CoreML"));
+                }
+                Some(ep::CoreML::default().build().error_on_failure())
+            }
+        };
+        if let Some(d) = dispatch {
+            b = b.with_execution_providers([d]).map_err(|e| {
+                VerifyError::Unavailable(format!("cannot use --device {}: onnxruntime: {e}", cfg.device))
+            })?;
+        }
+        let session = b.commit_from_memory(onnx).map_err(rt)?;
+        let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        Ok(OrtSession { session, inputs, outputs })
+    }
+}
+
+impl Session for OrtSession {
+    fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError> {
+        let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
+        let ins = ordered_inputs(&self.inputs, inputs)?;
+        let mut feed: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![];
+        for (name, a) in self.inputs.iter().zip(ins) {
+            let t = ort::value::Tensor::from_array(a.clone()).map_err(rt)?;
+            feed.push((name.clone().into(), t.into()));
+        }
+        let outputs = self.outputs.clone();
+        let out = self.session.run(feed).map_err(rt)?;
+        let mut res = vec![];
+        for name in outputs {
+            let v = out.get(&name).ok_or_else(|| VerifyError::Runtime(format!("onnxruntime: no output `{name}`")))?;
+            let arr = v.try_extract_array::<f32>().map_err(rt)?.to_owned();
+            res.push((name, arr));
+        }
+        Ok(res)
+    }
+    fn input_names(&self) -> Vec<String> {
+        self.inputs.clone()
+    }
+    fn output_names(&self) -> Vec<String> {
+        self.outputs.clone()
+    }
+}
