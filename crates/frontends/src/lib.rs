@@ -6,6 +6,7 @@
 //! or tensor at fault.
 
 pub mod onnx;
+pub mod onnx_builder;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};

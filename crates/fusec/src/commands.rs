@@ -1,6 +1,8 @@
 //! One function per subcommand; they print results and return a [`Failure`].
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
@@ -54,18 +56,18 @@ pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
     let g = load_graph(path)?;
     if ir {
         let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::Internal(e.to_string()))?;
-        print!("{text}");
-        return Ok(());
+        return emit(&text);
     }
-    println!("file: {}", path.display());
-    println!("format: onnx");
-    println!("inputs:");
+    let mut o = String::new();
+    let _ = writeln!(o, "file: {}", path.display());
+    let _ = writeln!(o, "format: onnx");
+    let _ = writeln!(o, "inputs:");
     for &i in g.inputs() {
-        println!("  {} {}", g.value(i).name, g.value(i).ty);
+        let _ = writeln!(o, "  {} {}", g.value(i).name, g.value(i).ty);
     }
-    println!("outputs:");
-    for &o in g.outputs() {
-        println!("  {} {}", g.value(o).name, g.value(o).ty);
+    let _ = writeln!(o, "outputs:");
+    for &v in g.outputs() {
+        let _ = writeln!(o, "  {} {}", g.value(v).name, g.value(v).ty);
     }
     let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
     for n in g.node_ids() {
@@ -73,9 +75,9 @@ pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
     }
     let mut hist: Vec<(&str, usize)> = hist.into_iter().collect();
     hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    println!("ops ({} nodes):", g.node_count());
+    let _ = writeln!(o, "ops ({} nodes):", g.node_count());
     for (op, n) in hist {
-        println!("  {op:<20} {n}");
+        let _ = writeln!(o, "  {op:<20} {n}");
     }
     let params: usize = g
         .weights()
@@ -83,23 +85,24 @@ pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
         .filter_map(|(_, _, t)| t.ty().numel())
         .sum();
     let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
-    println!("parameters: {params} in {weights} weight tensors");
-    Ok(())
+    let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
+    emit(&o)
 }
 
 fn inspect_safetensors(path: &Path) -> Result<(), Failure> {
     let ck = fusec_frontends::safetensors::open(path)?;
-    println!("file: {}", path.display());
-    println!("format: safetensors ({} tensors)", ck.tensors.len());
+    let mut o = String::new();
+    let _ = writeln!(o, "file: {}", path.display());
+    let _ = writeln!(o, "format: safetensors ({} tensors)", ck.tensors.len());
     for (k, v) in &ck.metadata {
-        println!("metadata: {k} = {v}");
+        let _ = writeln!(o, "metadata: {k} = {v}");
     }
     let mut by_dtype: BTreeMap<&str, usize> = BTreeMap::new();
-    println!("tensors:");
+    let _ = writeln!(o, "tensors:");
     for t in &ck.tensors {
         let n: usize = t.shape.iter().product();
         *by_dtype.entry(t.dtype.as_str()).or_default() += n;
-        println!("  {} {} {:?}", t.name, t.dtype, t.shape);
+        let _ = writeln!(o, "  {} {} {:?}", t.name, t.dtype, t.shape);
     }
     let params: usize = by_dtype
         .iter()
@@ -107,8 +110,8 @@ fn inspect_safetensors(path: &Path) -> Result<(), Failure> {
         .map(|(_, n)| n)
         .sum();
     let summary: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {n}")).collect();
-    println!("parameters: {params} ({})", summary.join(", "));
-    Ok(())
+    let _ = writeln!(o, "parameters: {params} ({})", summary.join(", "));
+    emit(&o)
 }
 
 pub fn convert(path: &Path, output: &Path) -> Result<(), Failure> {
@@ -163,4 +166,14 @@ pub fn run(model: &Path, input: &Path, cfg: &SessionConfig, output: &Path) -> Re
         output.display()
     );
     Ok(())
+}
+
+/// Writes command output to stdout; a reader that went away (`| head`) is
+/// not an error.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(format!("cannot write to stdout: {e}"))),
+        _ => Ok(()),
+    }
 }

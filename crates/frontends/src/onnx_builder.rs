@@ -1,0 +1,107 @@
+//! A small ONNX model builder for fixtures and tests: write a model in a
+//! few lines, in any opset, without Python.
+
+use fuse_ir::DType;
+use onnx_protobuf::{
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+pub struct OnnxBuilder {
+    opset: i64,
+    graph: GraphProto,
+}
+
+fn value_info(name: &str, dtype: DType, shape: &[i64]) -> ValueInfoProto {
+    let dims = shape
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    let tt = type_proto::Tensor {
+        elem_type: dtype.onnx_code(),
+        shape: Some(TensorShapeProto { dim: dims, ..Default::default() }).into(),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
+        ..Default::default()
+    }
+}
+
+impl OnnxBuilder {
+    pub fn new(opset: i64) -> OnnxBuilder {
+        OnnxBuilder { opset, graph: GraphProto { name: "fixture".into(), ..Default::default() } }
+    }
+
+    pub fn input(mut self, name: &str, shape: &[i64]) -> Self {
+        self.graph.input.push(value_info(name, DType::F32, shape));
+        self
+    }
+
+    pub fn output(mut self, name: &str, shape: &[i64]) -> Self {
+        self.graph.output.push(value_info(name, DType::F32, shape));
+        self
+    }
+
+    pub fn init_f32(mut self, name: &str, shape: &[i64], data: &[f32]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: shape.to_vec(),
+            data_type: DType::F32.onnx_code(),
+            raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        self
+    }
+
+    pub fn init_i64(mut self, name: &str, data: &[i64]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: vec![data.len() as i64],
+            data_type: DType::I64.onnx_code(),
+            int64_data: data.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
+    pub fn node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
+        let i = self.graph.node.len();
+        self.graph.node.push(NodeProto {
+            name: format!("{op}_{i}"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        self
+    }
+
+    pub fn build(self) -> Vec<u8> {
+        let mut m = ModelProto { ir_version: 8, producer_name: "fusec-fixture".into(), ..Default::default() };
+        m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: self.opset, ..Default::default() });
+        m.graph = Some(self.graph).into();
+        m.write_to_bytes().expect("a built model serializes")
+    }
+}
+
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
+}
+
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INTS.into(), ints: v.to_vec(), ..Default::default() }
+}
+
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
+}
+
+pub fn attr_str(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test, ONNX Runtime ones included, on a fresh machine:
+# installs the ONNX Runtime library (scripts/install-ort.sh) and points
+# ORT_DYLIB_PATH at it. Needs ../shared/reference beside the checkout
+# (or FUSEC_REFERENCE_DIR). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ORT_DYLIB_PATH="$(bash scripts/install-ort.sh)"
+export ORT_DYLIB_PATH
+# Snapshot mismatches fail; nothing is rewritten.
+export INSTA_UPDATE=no
+cargo test --workspace --locked "$@"
