@@ -368,3 +368,17 @@ fn tiny_model_runs_on_tract() {
     assert_eq!(got[0].0, "y");
     assert_eq!(got[0].1.iter().copied().collect::<Vec<f32>>(), vec![1.0, 2.0, 0.75, 1.0]);
 }
+
+#[test]
+fn compare_passes_identical_files_and_fails_beyond_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_input(&dir);
+    let res = ok(fusec(&["compare", a.to_str().unwrap(), a.to_str().unwrap()]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("x                       0.000e0"), "{text}");
+    let shifted = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap())];
+    let b = write(&dir, "b.safetensors", &fusec_verify::io::to_safetensors_bytes(&shifted).unwrap());
+    let res = fusec(&["compare", b.to_str().unwrap(), a.to_str().unwrap()]);
+    let err = one_error_line(&res, 1);
+    assert!(err.contains("1 of 1 tensors exceed max abs"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! Every error is a [`LoadError`] naming the file and, inside it, the node
 //! or tensor at fault.
 
+pub mod arch;
 pub mod onnx;
 pub mod onnx_builder;
 pub mod safetensors;

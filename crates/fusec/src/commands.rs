@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use fuse_ir::{Graph, ValueDef};
 use fusec_exporters::ExportError;
+use fusec_frontends::arch::ArchOptions;
 use fusec_frontends::{detect_kind, FileKind, LoadError};
 use fusec_verify::runtime::SessionConfig;
 use fusec_verify::VerifyError;
@@ -38,22 +39,28 @@ impl From<VerifyError> for Failure {
     }
 }
 
-/// Imports any supported model file into the IR.
-fn load_graph(path: &Path) -> Result<Graph, Failure> {
+/// Imports any supported model file into the IR. Safetensors checkpoints
+/// go through the architecture registry; what it recognized goes to stderr.
+fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failure> {
     match detect_kind(path)? {
         FileKind::Onnx => Ok(fusec_frontends::onnx::load(path)?),
-        FileKind::Safetensors => Err(Failure::Input(format!(
-            "{}: building a graph from a safetensors checkpoint is not supported yet; use the model's .onnx export",
-            path.display()
-        ))),
+        FileKind::Safetensors => {
+            let ck = fusec_frontends::safetensors::open(path)?;
+            let built = fusec_frontends::arch::build(&ck, arch)?;
+            for w in &built.warnings {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            eprintln!("{}: {}", path.display(), built.description);
+            Ok(built.graph)
+        }
     }
 }
 
-pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
+pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure> {
     if detect_kind(path)? == FileKind::Safetensors && !ir {
-        return inspect_safetensors(path);
+        return inspect_safetensors(path, arch);
     }
-    let g = load_graph(path)?;
+    let g = load_graph(path, arch)?;
     if ir {
         let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::Internal(e.to_string()))?;
         return emit(&text);
@@ -89,11 +96,19 @@ pub fn inspect(path: &Path, ir: bool) -> Result<(), Failure> {
     emit(&o)
 }
 
-fn inspect_safetensors(path: &Path) -> Result<(), Failure> {
+fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
     let ck = fusec_frontends::safetensors::open(path)?;
     let mut o = String::new();
     let _ = writeln!(o, "file: {}", path.display());
     let _ = writeln!(o, "format: safetensors ({} tensors)", ck.tensors.len());
+    match fusec_frontends::arch::build(&ck, arch) {
+        Ok(b) => {
+            let _ = writeln!(o, "architecture: {}", b.description);
+        }
+        Err(e) => {
+            let _ = writeln!(o, "architecture: not recognized ({})", e.msg);
+        }
+    }
     for (k, v) in &ck.metadata {
         let _ = writeln!(o, "metadata: {k} = {v}");
     }
@@ -114,16 +129,16 @@ fn inspect_safetensors(path: &Path) -> Result<(), Failure> {
     emit(&o)
 }
 
-pub fn convert(path: &Path, output: &Path) -> Result<(), Failure> {
-    let g = load_graph(path)?;
+pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
+    let g = load_graph(path, arch)?;
     let bytes = fusec_exporters::onnx::export(&g)?;
     fusec_exporters::write_atomic(output, &bytes)?;
     eprintln!("wrote {} ({} nodes, {} bytes)", output.display(), g.node_count(), bytes.len());
     Ok(())
 }
 
-pub fn run(model: &Path, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
-    let g = load_graph(model)?;
+pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
+    let g = load_graph(model, arch)?;
     let inputs = fusec_verify::io::read_tensors(input)?;
     for &i in g.inputs() {
         let v = g.value(i);
@@ -165,6 +180,35 @@ pub fn run(model: &Path, input: &Path, cfg: &SessionConfig, output: &Path) -> Re
         outputs.len(),
         output.display()
     );
+    Ok(())
+}
+
+pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result<(), Failure> {
+    let g = fusec_verify::io::read_tensors(got)?;
+    let w = fusec_verify::io::read_tensors(want)?;
+    let mut o = String::new();
+    let _ = writeln!(o, "{:<16} {:>12} {:>12} {:>12}", "tensor", "max abs", "rel L2", "cosine");
+    let (mut compared, mut failed) = (0, vec![]);
+    for (name, wt) in &w {
+        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else { continue };
+        let d = fusec_verify::compare::diff(gt, wt).map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
+        let _ = writeln!(o, "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
+        compared += 1;
+        if !d.within(max_abs, max_rel_l2) {
+            failed.push(name.clone());
+        }
+    }
+    emit(&o)?;
+    if compared == 0 {
+        return Err(Failure::Input(format!("{} and {} share no tensor names", got.display(), want.display())));
+    }
+    if !failed.is_empty() {
+        return Err(Failure::Internal(format!(
+            "{} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}: {}",
+            failed.len(),
+            failed.join(", ")
+        )));
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "fusec",
     version,
     about = "Fuse N fine-tuned models of one architecture into one static model",
-    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors"
+    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,31 +33,57 @@ enum Device {
     Coreml,
 }
 
+/// Options for safetensors checkpoints, which carry no architecture.
+#[derive(clap::Args, Clone, Default)]
+struct ArchArgs {
+    /// Force the architecture of a safetensors checkpoint, e.g.
+    /// efficientdet_d0 or tf_efficientdet_d0 (TensorFlow "same" padding)
+    #[arg(long)]
+    arch: Option<String>,
+    /// Input resolution of a safetensors checkpoint (default: the variant's)
+    #[arg(long)]
+    image_size: Option<usize>,
+}
+
+impl ArchArgs {
+    fn options(&self) -> fusec_frontends::arch::ArchOptions {
+        fusec_frontends::arch::ArchOptions { arch: self.arch.clone(), image_size: self.image_size }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show a model's inputs, outputs, op histogram and parameter count
     /// (ONNX), or its tensors (safetensors)
-    #[command(after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors")]
+    #[command(after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors\n  fusec inspect coco.safetensors --ir")]
     Inspect {
         /// An .onnx model or a .safetensors checkpoint
         file: std::path::PathBuf,
         /// Print the imported graph in fusec's IR text form
         #[arg(long)]
         ir: bool,
+        #[command(flatten)]
+        arch: ArchArgs,
     },
-    /// Import a model into fusec's IR and export it again as ONNX (opset 17)
-    #[command(after_help = "Example:\n  fusec convert coco.onnx -o coco.fusec.onnx")]
+    /// Import a model (ONNX, or a safetensors state_dict) into fusec's IR
+    /// and export it as ONNX (opset 17)
+    #[command(after_help = "Examples:\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec convert coco.safetensors -o coco.onnx\n  fusec convert tf_model.safetensors --arch tf_efficientdet_d0 -o tf_model.onnx")]
     Convert {
         file: std::path::PathBuf,
+        #[command(flatten)]
+        arch: ArchArgs,
         /// Where to write the ONNX model (written atomically)
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
     /// Run a model on inputs from a safetensors file, write its outputs
-    #[command(after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors")]
+    #[command(after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.safetensors --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors")]
     Run {
-        /// The model (.onnx); it goes through fusec's IR and ONNX exporter
+        /// The model (.onnx, or a .safetensors state_dict); it goes through
+        /// fusec's IR and ONNX exporter
         model: std::path::PathBuf,
+        #[command(flatten)]
+        arch: ArchArgs,
         /// Input tensors, named as the model's inputs
         #[arg(long)]
         input: std::path::PathBuf,
@@ -72,6 +98,19 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
+    /// Compare two tensor files tensor by tensor (max abs, relative L2,
+    /// cosine); exits 1 when a shared tensor is outside the tolerances
+    #[command(after_help = "Example:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5")]
+    Compare {
+        /// The tensors to check
+        got: std::path::PathBuf,
+        /// The reference tensors
+        want: std::path::PathBuf,
+        #[arg(long, default_value_t = 1e-4)]
+        max_abs: f64,
+        #[arg(long, default_value_t = 1e-5)]
+        max_rel_l2: f64,
+    },
 }
 
 /// A failure, classified for the exit code: 2 when the input or the
@@ -84,9 +123,10 @@ pub enum Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { file, ir } => commands::inspect(&file, ir),
-        Command::Convert { file, output } => commands::convert(&file, &output),
-        Command::Run { model, input, runtime, device, threads, output } => {
+        Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
+        Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
+        Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
+        Command::Run { model, arch, input, runtime, device, threads, output } => {
             let cfg = fusec_verify::runtime::SessionConfig {
                 runtime: match runtime {
                     Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
@@ -99,7 +139,7 @@ fn main() -> ExitCode {
                 },
                 threads,
             };
-            commands::run(&model, &input, &cfg, &output)
+            commands::run(&model, &arch.options(), &input, &cfg, &output)
         }
     };
     match result {

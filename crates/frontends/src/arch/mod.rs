@@ -1,0 +1,57 @@
+//! The architecture registry: turns a PyTorch `state_dict` (safetensors,
+//! no architecture inside) into a graph by recognizing the family from
+//! tensor names and shapes.
+//!
+//! Families: [`efficientdet`] (the `effdet` package's EfficientDet D0 to D7
+//! and tf_ variants).
+
+pub mod efficientdet;
+
+use fuse_ir::Graph;
+
+use crate::safetensors::Checkpoint;
+use crate::LoadError;
+
+/// What the user may force; everything else is inferred.
+#[derive(Clone, Debug, Default)]
+pub struct ArchOptions {
+    /// `--arch NAME`, e.g. `efficientdet_d0` or `tf_efficientdet_d3`.
+    pub arch: Option<String>,
+    /// Input resolution; defaults to the variant's own.
+    pub image_size: Option<usize>,
+}
+
+/// A graph plus what was recognized, for messages and `inspect`.
+pub struct Built {
+    pub graph: Graph,
+    /// e.g. `efficientdet_d0 (efficientnet_b0 backbone, BiFPN 64x3, ...)`.
+    pub description: String,
+    /// Things the user should know (an ignored metadata hint, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Recognizes the checkpoint's family and builds its graph.
+pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
+    let score = efficientdet::marker_score(ck);
+    if score.present == score.total {
+        return efficientdet::build(ck, opts);
+    }
+    let missing: Vec<String> = score.missing.iter().take(3).map(|m| format!("`{m}`")).collect();
+    let unexpected: Vec<String> = ck
+        .tensors
+        .iter()
+        .filter(|t| !efficientdet::is_family_name(&t.name))
+        .take(3)
+        .map(|t| format!("`{}` {:?}", t.name, t.shape))
+        .collect();
+    let mut msg = format!(
+        "unrecognized checkpoint: closest family is efficientdet ({} of {} marker tensors present); missing {}",
+        score.present,
+        score.total,
+        missing.join(", ")
+    );
+    if !unexpected.is_empty() {
+        msg.push_str(&format!("; unexpected {}", unexpected.join(", ")));
+    }
+    Err(LoadError::new(&ck.path, msg))
+}
