@@ -3,67 +3,14 @@
 //! (`bash scripts/test.sh` installs the library and sets it); without it
 //! they fail rather than skip.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::*;
 use fusec_frontends::onnx_builder::{attr_int, OnnxBuilder};
-use fusec_verify::compare::diff;
 use fusec_verify::io::read_tensors;
-
-/// The tolerances of the foundation issue, against PyTorch's outputs.
-const MAX_ABS: f64 = 1e-4;
-const MAX_REL_L2: f64 = 1e-5;
-const MEMBERS: [&str; 3] = ["coco", "aquarium", "vehicles"];
-
-fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("FUSEC_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/efficientdet_d0"));
-    assert!(dir.is_dir(), "reference models not found at {} (set FUSEC_REFERENCE_DIR)", dir.display());
-    dir
-}
-
-fn fusec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).output().expect("fusec starts")
-}
-
-fn require_ort() {
-    let lib = std::env::var_os("ORT_DYLIB_PATH").unwrap_or_default();
-    assert!(
-        Path::new(&lib).is_file(),
-        "ONNX Runtime tests need ORT_DYLIB_PATH pointing at libonnxruntime.so: run `bash scripts/test.sh`"
-    );
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "fusec failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Compares every reference output (but `detections`, which is not a model
-/// output) with what fusec wrote.
-fn assert_matches_reference(outputs: &Path, member: &str) {
-    let got = read_tensors(outputs).expect("outputs readable");
-    let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
-    let mut compared = 0;
-    for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
-        let (_, g) = got.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{member}: output `{name}` missing"));
-        let d = diff(g, w).unwrap_or_else(|e| panic!("{member}/{name}: {e}"));
-        assert!(
-            d.within(MAX_ABS, MAX_REL_L2),
-            "{member}/{name}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
-            d.max_abs,
-            d.rel_l2
-        );
-        compared += 1;
-    }
-    assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
-}
 
 fn round_trip(member: &str, runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -206,17 +153,6 @@ fn tiny_input(dir: &tempfile::TempDir) -> PathBuf {
     p
 }
 
-/// Asserts exit `code`, no panic, and exactly one `error: ...` line on stderr.
-fn one_error_line(out: &Output, code: i32) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
-}
-
 /// Converting and running `bad` both fail with one line naming the file and
 /// `what`, exit code 2, and leave no output file.
 fn assert_rejected(bad: &Path, what: &str) {
@@ -234,12 +170,6 @@ fn assert_rejected(bad: &Path, what: &str) {
     assert!(err.contains(what), "expected `{what}` in: {err}");
     assert!(!outs.exists(), "run left {}", outs.display());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temporary files left behind");
-}
-
-fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.path().join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
 }
 
 #[test]
@@ -375,7 +305,8 @@ fn compare_passes_identical_files_and_fails_beyond_tolerance() {
     let a = tiny_input(&dir);
     let res = ok(fusec(&["compare", a.to_str().unwrap(), a.to_str().unwrap()]));
     let text = String::from_utf8(res.stdout).unwrap();
-    assert!(text.contains("x                       0.000e0"), "{text}");
+    let row: Vec<&str> = text.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row, ["x", "0.000e0", "0.000e0", "1.000000000"], "{text}");
     let shifted = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap())];
     let b = write(&dir, "b.safetensors", &fusec_verify::io::to_safetensors_bytes(&shifted).unwrap());
     let res = fusec(&["compare", b.to_str().unwrap(), a.to_str().unwrap()]);

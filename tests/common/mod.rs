@@ -1,0 +1,81 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fusec_verify::compare::diff;
+use fusec_verify::io::read_tensors;
+
+/// The tolerances of the foundation issue, against PyTorch's outputs.
+pub const MAX_ABS: f64 = 1e-4;
+pub const MAX_REL_L2: f64 = 1e-5;
+pub const MEMBERS: [&str; 3] = ["coco", "aquarium", "vehicles"];
+
+pub fn reference_dir() -> PathBuf {
+    let dir = std::env::var_os("FUSEC_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/efficientdet_d0"));
+    assert!(dir.is_dir(), "reference models not found at {} (set FUSEC_REFERENCE_DIR)", dir.display());
+    dir
+}
+
+pub fn fusec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).output().expect("fusec starts")
+}
+
+pub fn require_ort() {
+    let lib = std::env::var_os("ORT_DYLIB_PATH").unwrap_or_default();
+    assert!(
+        Path::new(&lib).is_file(),
+        "ONNX Runtime tests need ORT_DYLIB_PATH pointing at libonnxruntime.so: run `bash scripts/test.sh`"
+    );
+}
+
+pub fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "fusec failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Compares every reference output (but `detections`, which is not a model
+/// output) with what fusec wrote.
+pub fn assert_matches_reference(outputs: &Path, member: &str) {
+    let got = read_tensors(outputs).expect("outputs readable");
+    let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
+    let mut compared = 0;
+    for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
+        let (_, g) = got.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{member}: output `{name}` missing"));
+        let d = diff(g, w).unwrap_or_else(|e| panic!("{member}/{name}: {e}"));
+        assert!(
+            d.within(MAX_ABS, MAX_REL_L2),
+            "{member}/{name}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
+            d.max_abs,
+            d.rel_l2
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
+}
+
+/// Asserts exit `code`, no panic, and exactly one `error: ...` line on stderr.
+pub fn one_error_line(out: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
