@@ -443,3 +443,11 @@ fn arch_override_must_agree_with_the_tensors() {
     assert_checkpoint_rejected(&t, &["--arch", "efficientdet_d0"], "--arch efficientdet_d0 has BiFPN 64x3 and 3 head repeats but the checkpoint has BiFPN 16x2 and 2");
     assert_checkpoint_rejected(&t, &["--arch", "yolo_v8"], "unknown --arch `yolo_v8`");
 }
+
+#[test]
+fn scalar_where_a_conv_weight_belongs_is_an_error_not_a_panic() {
+    let mut t = Spec::small(16, 2, 2, 5).tensors();
+    let i = t.iter().position(|(n, _)| n == "box_net.predict.conv_pw.weight").unwrap();
+    t[i].1 = vec![];
+    assert_checkpoint_rejected(&t, &[], "tensor `box_net.predict.conv_pw.weight` has shape [], expected [out, in, k, k]");
+}

@@ -116,8 +116,13 @@ fn parse_arch(name: &str) -> Option<(bool, usize)> {
 /// Infers the configuration from tensor names and shapes.
 pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String>), LoadError> {
     let err = |m: String| LoadError::new(&ck.path, m);
-    let shape = |name: &str| -> Result<Vec<usize>, LoadError> {
-        ck.info(name).map(|t| t.shape.clone()).ok_or_else(|| err(format!("tensor `{name}` is missing")))
+    // The leading dimension of a conv weight, which must be [out, in, k, k].
+    let out_channels = |name: &str| -> Result<usize, LoadError> {
+        let t = ck.info(name).ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
+        match t.shape.as_slice() {
+            [o, _, _, _] => Ok(*o),
+            s => Err(err(format!("tensor `{name}` has shape {s:?}, expected [out, in, k, k]"))),
+        }
     };
     let stage_depths: Vec<usize> =
         (0..).map(|s| count(ck, |b| format!("backbone.blocks.{s}.{b}.conv_dw.weight"))).take_while(|&d| d > 0).collect();
@@ -128,12 +133,11 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
             STAGE_STRIDES.len()
         )));
     }
-    let pw = shape("fpn.cell.0.fnode.0.after_combine.conv.conv_pw.weight")?;
-    let fpn_channels = pw[0];
+    let fpn_channels = out_channels("fpn.cell.0.fnode.0.after_combine.conv.conv_pw.weight")?;
     let fpn_cells = count(ck, |c| format!("fpn.cell.{c}.fnode.0.combine.edge_weights"));
     let head_repeats = count(ck, |r| format!("class_net.conv_rep.{r}.conv_pw.weight"));
-    let box_out = shape("box_net.predict.conv_pw.weight")?[0];
-    let class_out = shape("class_net.predict.conv_pw.weight")?[0];
+    let box_out = out_channels("box_net.predict.conv_pw.weight")?;
+    let class_out = out_channels("class_net.predict.conv_pw.weight")?;
     if box_out % 4 != 0 || box_out == 0 {
         return Err(err(format!("`box_net.predict.conv_pw.weight` has {box_out} outputs, not 4 per anchor")));
     }
@@ -471,7 +475,7 @@ impl B<'_> {
     fn fpn_extra_levels(&mut self, mut feats: Vec<ValueId>) -> Result<Vec<ValueId>, LoadError> {
         for level in 3..5 {
             let prefix = format!("fpn.resample.{level}");
-            let prev = *feats.last().unwrap_or(&feats[0]);
+            let prev = *feats.last().ok_or_else(|| self.err("the backbone gave no features".into()))?;
             let y = self.maybe_resample_conv(prev, &prefix)?;
             let y = self.maxpool_down(y, &format!("{prefix}.downsample"))?;
             feats.push(y);
