@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
-use fusec_frontends::onnx_builder::{attr_int, OnnxBuilder};
+use fusec_exporters::onnx_builder::{attr_int, OnnxBuilder};
 use fusec_verify::io::read_tensors;
 
 fn round_trip(member: &str, runtime: &str) {

@@ -1,12 +1,14 @@
 //! fusec exporters: [`fuse_ir::Graph`] in, deployable model files out.
 //!
 //! - [`onnx`]: ONNX, opset 17, IR version 8.
+//! - [`onnx_builder`]: small ONNX models in any opset, for fixtures and tests.
 //!
 //! Files are written atomically ([`write_atomic`]): a temporary file in the
 //! target's directory, renamed over the target only once complete, so a
 //! failed export never leaves a partial file or breaks an existing one.
 
 pub mod onnx;
+pub mod onnx_builder;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

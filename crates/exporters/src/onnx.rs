@@ -115,7 +115,7 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
     Ok(model)
 }
 
-fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
     let dims = ty
         .shape
         .iter()
@@ -148,7 +148,7 @@ fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
-fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
+pub fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         type_: AttributeType::INTS.into(),
@@ -157,15 +157,15 @@ fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
     }
 }
 
-fn int_attr(name: &str, v: i64) -> AttributeProto {
+pub fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
 }
 
-fn float_attr(name: &str, v: f32) -> AttributeProto {
+pub fn float_attr(name: &str, v: f32) -> AttributeProto {
     AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
 }
 
-fn string_attr(name: &str, v: &str) -> AttributeProto {
+pub fn string_attr(name: &str, v: &str) -> AttributeProto {
     AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
 }
 

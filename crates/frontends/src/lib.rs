@@ -7,7 +7,6 @@
 
 pub mod arch;
 pub mod onnx;
-pub mod onnx_builder;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};

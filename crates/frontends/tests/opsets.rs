@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fusec_frontends::onnx::import;
-use fusec_frontends::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
+use fusec_exporters::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_verify::runtime::{load, SessionConfig};
 
 fn ir(bytes: &[u8]) -> String {

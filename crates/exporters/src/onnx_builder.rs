@@ -1,35 +1,19 @@
 //! A small ONNX model builder for fixtures and tests: write a model in a
 //! few lines, in any opset, without Python.
 
-use fuse_ir::DType;
-use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
-    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use fuse_ir::{DType, TensorType};
+use onnx_protobuf::{AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
+
+pub use crate::onnx::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
+use crate::onnx::ints_attr;
+
+fn value_info(name: &str, dtype: DType, shape: &[i64]) -> onnx_protobuf::ValueInfoProto {
+    crate::onnx::value_info(name, &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()))
+}
 
 pub struct OnnxBuilder {
     opset: i64,
     graph: GraphProto,
-}
-
-fn value_info(name: &str, dtype: DType, shape: &[i64]) -> ValueInfoProto {
-    let dims = shape
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    let tt = type_proto::Tensor {
-        elem_type: dtype.onnx_code(),
-        shape: Some(TensorShapeProto { dim: dims, ..Default::default() }).into(),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: name.into(),
-        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
-        ..Default::default()
-    }
 }
 
 impl OnnxBuilder {
@@ -90,18 +74,6 @@ impl OnnxBuilder {
     }
 }
 
-pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
-}
-
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::INTS.into(), ints: v.to_vec(), ..Default::default() }
-}
-
-pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
-}
-
-pub fn attr_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+    ints_attr(name, v.iter().copied())
 }
