@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use fusec_verify::compare::diff;
@@ -253,7 +253,7 @@ fn image(dir: &tempfile::TempDir, size: usize) -> PathBuf {
     write(dir, "image.safetensors", &fusec_verify::io::to_safetensors_bytes(&t).unwrap())
 }
 
-fn run_to(model: &PathBuf, extra: &[&str], input: &PathBuf, runtime: &str, out: &PathBuf) -> String {
+fn run_to(model: &Path, extra: &[&str], input: &Path, runtime: &str, out: &Path) -> String {
     let mut args = vec!["run", model.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--input", input.to_str().unwrap(), "--runtime", runtime, "-o", out.to_str().unwrap()]);

@@ -1,6 +1,9 @@
 //! fusec frontends: model files in, [`fuse_ir::Graph`] out.
 //!
 //! - [`onnx`]: ONNX models, opsets 11 to 21.
+//! - [`safetensors`]: memory-mapped, validated checkpoints.
+//! - [`arch`]: the architecture registry that builds graphs from
+//!   checkpoints (EfficientDet).
 //!
 //! Every error is a [`LoadError`] naming the file and, inside it, the node
 //! or tensor at fault.
@@ -26,8 +29,8 @@ impl LoadError {
     }
 }
 
-/// What kind of model file a path holds, judged from its first bytes and
-/// its extension.
+/// What kind of model file a path holds, judged from its extension; the
+/// reader then checks the contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Onnx,

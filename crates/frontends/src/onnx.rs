@@ -12,7 +12,7 @@ use std::path::Path;
 
 use fuse_ir::*;
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto,
+    tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto,
     AttributeProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 
@@ -622,15 +622,10 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result
     }
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
-        if rest == 0 || numel % rest != 0 {
+        if rest == 0 || !numel.is_multiple_of(rest) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = numel / rest;
     }
     Ok(out)
-}
-
-#[allow(dead_code)]
-fn attribute_kind(a: &AttributeProto) -> AttributeType {
-    a.type_.enum_value_or_default()
 }

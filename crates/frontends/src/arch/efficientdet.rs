@@ -184,7 +184,7 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
         None => ("efficientdet (custom)".to_string(), false, 512),
     };
     let image_size = opts.image_size.unwrap_or(size);
-    if image_size == 0 || image_size % 128 != 0 {
+    if image_size == 0 || !image_size.is_multiple_of(128) {
         return Err(err(format!("image size {image_size} must be a positive multiple of 128 (P7 is 1/128)")));
     }
     let cfg = Config {
@@ -338,7 +338,7 @@ impl B<'_> {
             .map(|t| t.shape.clone())
             .ok_or_else(|| self.err(format!("tensor `{wname}` is missing ({})", self.cfg.name)))?;
         let cin = self.shape_of(x)[1];
-        if ws.len() != 4 || ws[1] == 0 || cin % ws[1] != 0 || ws[2] != ws[3] {
+        if ws.len() != 4 || ws[1] == 0 || !cin.is_multiple_of(ws[1]) || ws[2] != ws[3] {
             return Err(self.err(format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
         }
         let w = self.weight(&wname, None)?;
