@@ -81,6 +81,9 @@ fn a_member_exports_to_onnx_that_ort_runs() {
 /// An effdet-shaped state_dict: EfficientNet stages (depth, out channels,
 /// expansion, kernel), BiFPN width and cells, head repeats, classes.
 struct Spec {
+    /// effdet's `redundant_bias` (tf_ configs): a bias on every conv before a BN
+    /// outside the backbone.
+    redundant_bias: bool,
     stem: usize,
     stages: Vec<(usize, usize, usize, usize)>,
     fpn: usize,
@@ -94,6 +97,7 @@ impl Spec {
     /// A D0-shaped network with narrow layers: fast to run.
     fn small(fpn: usize, cells: usize, reps: usize, classes: usize) -> Spec {
         Spec {
+            redundant_bias: false,
             stem: 8,
             stages: vec![(1, 8, 1, 3), (2, 8, 2, 3), (1, 16, 2, 5), (1, 16, 2, 3), (2, 24, 2, 5), (1, 24, 2, 5), (1, 32, 2, 3)],
             fpn,
@@ -115,6 +119,10 @@ impl Spec {
         };
         let conv = |t: &mut Vec<(String, Vec<usize>)>, p: &str, o: usize, i: usize, k: usize| {
             t.push((format!("{p}.weight"), vec![o, i, k, k]));
+            let before_bn = p.ends_with("conv.conv") || (p.ends_with("conv_pw") && !p.starts_with("backbone") && !p.contains("predict"));
+            if self.redundant_bias && before_bn {
+                t.push((format!("{p}.bias"), vec![o]));
+            }
         };
         conv(&mut t, "backbone.conv_stem", self.stem, 3, 3);
         bn(&mut t, "backbone.bn1", self.stem);
@@ -325,6 +333,29 @@ fn tf_variant_pads_tensorflow_same_and_changes_the_outputs() {
     // eps show as a 1e-5..1e-4 relative change (measured 1.0e-4 at most).
     let worst = ta.iter().zip(&tb).map(|((_, x), (_, y))| diff(x, y).unwrap().rel_l2).fold(0f64, f64::max);
     assert!(worst > 5e-5, "tf_ padding should change the outputs; worst rel L2 {worst:e}");
+}
+
+#[test]
+fn redundant_biases_of_tf_configs_are_used() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec { redundant_bias: true, ..Spec::small(64, 3, 3, 3) };
+    let ck = checkpoint(&dir, "tf_bias.safetensors", &spec);
+    let args = ["--arch", "tf_efficientdet_d0", "--image-size", "128"];
+    let mut ir_args = vec!["inspect", "--ir"];
+    ir_args.extend_from_slice(&args);
+    ir_args.push(ck.to_str().unwrap());
+    let ir = String::from_utf8(ok(fusec(&ir_args)).stdout).unwrap();
+    let pw = ir.lines().find(|l| l.ends_with("# class_net.conv_rep.0.conv_pw")).unwrap();
+    assert!(!pw.contains(", _)"), "conv_pw should read its bias: {pw}");
+    let input = image(&dir, 128);
+    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    run_to(&ck, &args, &input, "tract", &a);
+    run_to(&ck, &args, &input, "ort", &b);
+    for ((n, x), (_, y)) in read_tensors(&a).unwrap().iter().zip(&read_tensors(&b).unwrap()) {
+        let d = diff(x, y).unwrap();
+        assert!(d.within(MAX_ABS, MAX_REL_L2), "{n}: tract and ort differ: {d:?}");
+    }
 }
 
 #[test]

@@ -328,8 +328,10 @@ impl B<'_> {
         }
     }
 
-    /// Conv `{prefix}.weight` (+ `{prefix}.bias` when `bias`), groups from
-    /// the weight's input channels.
+    /// Conv `{prefix}.weight` plus `{prefix}.bias`, required when `bias`,
+    /// used when present otherwise (effdet's `redundant_bias` configs, the
+    /// tf_ ones, put a bias before every BN); groups from the weight's input
+    /// channels.
     fn conv(&mut self, x: ValueId, prefix: &str, stride: usize, bias: bool) -> Result<ValueId, LoadError> {
         let wname = format!("{prefix}.weight");
         let ws = self
@@ -342,7 +344,8 @@ impl B<'_> {
             return Err(self.err(format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
         }
         let w = self.weight(&wname, None)?;
-        let b = if bias { Some(self.weight(&format!("{prefix}.bias"), Some(&[ws[0]]))?) } else { None };
+        let bname = format!("{prefix}.bias");
+        let b = if bias || self.has(&bname) { Some(self.weight(&bname, Some(&[ws[0]]))?) } else { None };
         let k = ws[2];
         let op = Op::Conv(Conv {
             kernel_shape: vec![k, k],
