@@ -312,3 +312,47 @@ fn compare_passes_identical_files_and_fails_beyond_tolerance() {
     let err = one_error_line(&res, 1);
     assert!(err.contains("1 of 1 tensors exceed max abs"), "{err}");
 }
+
+#[test]
+fn node_names_that_clash_with_tracts_expansions_still_run() {
+    // tract expands BatchNormalization `bn` into nodes named `bn.*`; a
+    // model's own `bn.mul` must not collide with them.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 2, 2, 2])
+        .output("y", &[1, 2, 2, 2])
+        .init_f32("s", &[2], &[1.0, 2.0])
+        .init_f32("b", &[2], &[0.5, -0.5])
+        .init_f32("m", &[2], &[0.0, 1.0])
+        .init_f32("v", &[2], &[1.0, 4.0])
+        .node_named("bn", "BatchNormalization", &["x", "s", "b", "m", "v"], &["t"], vec![])
+        .node_named("bn.mul", "Mul", &["t", "t"], &["y"], vec![])
+        .build();
+    let model = write(&dir, "clash.onnx", &bytes);
+    let input = write(
+        &dir,
+        "x.safetensors",
+        &fusec_verify::io::to_safetensors_bytes(&vec![(
+            "x".to_string(),
+            ndarray::ArrayD::from_shape_vec(vec![1, 2, 2, 2], vec![0.0f32, 1.0, 2.0, 3.0, 1.0, 3.0, 5.0, 7.0]).unwrap(),
+        )])
+        .unwrap(),
+    );
+    let out = dir.path().join("out.safetensors");
+    ok(fusec(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()]));
+    let y: Vec<f32> = read_tensors(&out).unwrap()[0].1.iter().copied().collect();
+    // bn: (x - m) / sqrt(v + 1e-5) * s + b, then squared.
+    let want: Vec<f32> = [0.0f32, 1.0, 2.0, 3.0, 1.0, 3.0, 5.0, 7.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let c = i / 4;
+            let (s, b, m, v) = ([1.0f32, 2.0][c], [0.5f32, -0.5][c], [0.0f32, 1.0][c], [1.0f32, 4.0][c]);
+            let t = (x - m) / (v + 1e-5).sqrt() * s + b;
+            t * t
+        })
+        .collect();
+    for (g, w) in y.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5, "{y:?} vs {want:?}");
+    }
+}

@@ -3,7 +3,7 @@
 //! Static parameters the IR keeps as attributes (axes, pads, sizes, split,
 //! shape, min/max) become small initializers named after their node where
 //! opset 17 wants inputs. Names are made unique; graph inputs and outputs
-//! keep theirs.
+//! keep theirs; node names have `.` replaced by `/` (see `to_model`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -87,7 +87,9 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
             }
         }
         let outputs: Vec<String> = node.outputs.iter().map(|o| names.of(g, *o)).collect();
-        let node_name = names.fresh(&node.name);
+        // tract expands some ops into nodes named `{node}.{suffix}`; with no
+        // `.` in our node names, those can never collide with a node of ours.
+        let node_name = names.fresh(&node.name.replace('.', "/"));
         let mut np = NodeProto { name: node_name.clone(), output: outputs, ..Default::default() };
         lower(g, node, &mut np, inputs, &mut gp, &mut names)?;
         gp.node.push(np);

@@ -53,10 +53,15 @@ impl OnnxBuilder {
         self
     }
 
-    pub fn node(mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
-        let i = self.graph.node.len();
+    /// A node named `{op}_{index}`.
+    pub fn node(self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
+        let name = format!("{op}_{}", self.graph.node.len());
+        self.node_named(&name, op, inputs, outputs, attrs)
+    }
+
+    pub fn node_named(mut self, name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
         self.graph.node.push(NodeProto {
-            name: format!("{op}_{i}"),
+            name: name.into(),
             op_type: op.into(),
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),

@@ -366,9 +366,7 @@ impl B<'_> {
         self.node(prefix, Op::BatchNorm(BatchNorm { epsilon: eps }), ins)
     }
 
-    /// SiLU as torch exports it, `x * sigmoid(x)`. Node names end in
-    /// `/sigmoid`, `/mul`: tract expands BatchNormalization `n` into nodes
-    /// named `n.mul`, `n.add`, which must not collide with ours.
+    /// SiLU as torch exports it, `x * sigmoid(x)`.
     fn silu(&mut self, x: ValueId, name: &str) -> Result<ValueId, LoadError> {
         let s = self.node(&format!("{name}/sigmoid"), Op::Unary(UnaryOp::Sigmoid), vec![Some(x)])?;
         self.node(&format!("{name}/mul"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(s)])
