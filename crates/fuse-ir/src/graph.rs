@@ -88,7 +88,7 @@ impl Graph {
     }
 
     pub fn add_weight(&mut self, name: impl Into<String>, t: Tensor) -> ValueId {
-        let known = known_ints(&t);
+        let known = known_of(&t);
         self.push_value(Value { name: name.into(), ty: t.ty().clone(), def: ValueDef::Weight(t), known })
     }
 
@@ -295,15 +295,11 @@ impl Graph {
     }
 }
 
-fn known_ints(t: &Tensor) -> Option<Vec<i64>> {
+/// The contents of a small integer constant tensor, for [`Value::known`].
+pub fn known_of(t: &Tensor) -> Option<Vec<i64>> {
     if t.ty().dtype.is_int() && t.ty().numel()? <= KNOWN_LIMIT {
         t.to_i64_vec()
     } else {
         None
     }
-}
-
-/// The contents of a small integer constant tensor, for [`Value::known`].
-pub fn known_of(t: &Tensor) -> Option<Vec<i64>> {
-    known_ints(t)
 }
