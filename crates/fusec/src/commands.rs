@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fuse_ir::Graph;
@@ -178,6 +178,92 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
         (t2 - t1).as_secs_f64() * 1e3,
         outputs.len(),
         output.display()
+    );
+    Ok(())
+}
+
+/// Member names: file stems, made unique with `_2`, `_3`, ... when two
+/// files share a stem.
+fn member_names(paths: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = vec![];
+    for p in paths {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
+        let mut name = stem.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{stem}_{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn sha256_file(path: &Path) -> Result<String, Failure> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn fuse(
+    paths: &[PathBuf],
+    arch: &ArchOptions,
+    output: &Path,
+    explain: bool,
+    opts: &fusec_passes::FuseOptions,
+) -> Result<(), Failure> {
+    if output.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        return Err(Failure::Input(format!(
+            "{}: the fused model is written as ONNX; name the output *.onnx",
+            output.display()
+        )));
+    }
+    let t0 = Instant::now();
+    let names = member_names(paths);
+    let mut members = vec![];
+    let mut meta = vec![];
+    for (i, (p, name)) in paths.iter().zip(&names).enumerate() {
+        let graph = load_graph(p, arch)?;
+        meta.push((format!("fusec.member.{i}.name"), name.clone()));
+        meta.push((format!("fusec.member.{i}.file"), p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+        meta.push((format!("fusec.member.{i}.sha256"), sha256_file(p)?));
+        members.push(fusec_passes::Member { name: name.clone(), graph });
+    }
+    let t_load = t0.elapsed();
+    let fused = fusec_passes::fuse(members, opts).map_err(|e| match e {
+        fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
+        _ => Failure::Internal(e.to_string()),
+    })?;
+    let r = &fused.report;
+    for (k, j) in &r.identical {
+        eprintln!(
+            "warning: {} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",
+            paths[*k].display(),
+            paths[*j].display()
+        );
+    }
+    let mut g = fused.graph;
+    g.metadata.extend(meta);
+    g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
+    let t_fuse = t0.elapsed();
+    let bytes = fusec_exporters::onnx::export(&g)?;
+    fusec_exporters::write_atomic(output, &bytes)?;
+    if explain {
+        emit(&fusec_passes::explain(r))?;
+    }
+    eprintln!(
+        "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms)",
+        output.display(),
+        paths.len(),
+        r.fused_nodes,
+        r.fused_convs,
+        bytes.len() as f64 / 1e6,
+        t0.elapsed().as_secs_f64() * 1e3,
+        t_load.as_secs_f64() * 1e3,
+        (t_fuse - t_load).as_secs_f64() * 1e3,
+        (t0.elapsed() - t_fuse).as_secs_f64() * 1e3,
     );
     Ok(())
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "fusec",
     version,
     about = "Fuse N fine-tuned models of one architecture into one static model",
-    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors"
+    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +24,12 @@ enum Runtime {
     Tract,
     /// ONNX Runtime, loaded from ORT_DYLIB_PATH
     Ort,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LoweringArg {
+    Grouped,
+    Separate,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +104,30 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
+    /// Fuse N members of one architecture (safetensors checkpoints and/or
+    /// ONNX files) into one ONNX model with one input and every member's
+    /// outputs, named MEMBER/OUTPUT (MEMBER is the file stem)
+    #[command(after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ...")]
+    Fuse {
+        /// The members, 2 or more: .safetensors state_dicts or .onnx files
+        #[arg(required = true, num_args = 2..)]
+        members: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        arch: ArchArgs,
+        /// Where to write the fused ONNX model (written atomically)
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        /// Print the shared trunk, the grouping and every divergence
+        #[arg(long)]
+        explain: bool,
+        /// Keep BatchNormalization nodes (grouped) instead of folding them into convs
+        #[arg(long)]
+        keep_bn: bool,
+        /// How the aligned layers are lowered: grouped (channel-stacked convs)
+        /// or separate (each member keeps its layers; bit-identical ones are shared)
+        #[arg(long, value_enum, default_value = "grouped")]
+        lowering: LoweringArg,
+    },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
     #[command(after_help = "Example:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5")]
@@ -125,6 +155,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
+        Command::Fuse { members, arch, output, explain, keep_bn, lowering } => {
+            let opts = fusec_passes::FuseOptions {
+                keep_bn,
+                lowering: match lowering {
+                    LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
+                    LoweringArg::Separate => fusec_passes::Lowering::Separate,
+                },
+            };
+            commands::fuse(&members, &arch.options(), &output, explain, &opts)
+        }
         Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
         Command::Run { model, arch, input, runtime, device, threads, output } => {
             let cfg = fusec_verify::runtime::SessionConfig {

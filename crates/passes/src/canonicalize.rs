@@ -1,0 +1,194 @@
+//! Canonicalize and constant-fold.
+//!
+//! - Nodes whose inputs are all constant become weights (BiFPN's
+//!   `relu(w) / (sum(relu(w)) + eps)` turns into one scalar per input;
+//!   Constant nodes and Shape of a static shape too).
+//! - Identity nodes are bypassed.
+//! - `Div(Mul(x, a), b)` with constant `a`, `b` becomes `Mul(x, a / b)`.
+//! - torch's `stack([t0, t1, ...], -1).sum(-1)` (Unsqueeze + Concat +
+//!   ReduceSum) becomes `t0 + t1 + ...`.
+//! - Dead nodes (the shape arithmetic left behind) are removed.
+//!
+//! Every rewrite keeps the value's type; floats may differ by rounding.
+
+use fuse_ir::{shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId};
+
+use crate::util::{use_counts, weight};
+use crate::{dce, eval};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CanonStats {
+    pub folded: usize,
+    pub identities: usize,
+    pub mul_div: usize,
+    pub stack_sums: usize,
+    pub dead: usize,
+}
+
+pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, IrError> {
+    let mut st = CanonStats::default();
+    loop {
+        let before = st.clone();
+        fold_constants(g, &mut st)?;
+        bypass_identities(g, &mut st);
+        merge_mul_div(g, &mut st)?;
+        stack_sums(g, &mut st)?;
+        st.dead += dce(g);
+        if st == before {
+            return Ok(st);
+        }
+    }
+}
+
+fn fold_constants(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
+    for n in g.topo_order()? {
+        let node = g.node(n);
+        let all_const = node.inputs.iter().flatten().all(|v| weight(g, *v).is_some());
+        if !all_const && !matches!(node.op, Op::Shape { .. }) {
+            continue;
+        }
+        let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| weight(g, v))).collect();
+        let tys: Vec<_> = node.inputs.iter().map(|v| v.map(|v| &g.value(v).ty)).collect();
+        let folded = match &node.op {
+            Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
+                let ty = &g.value(node.outputs[0]).ty;
+                ins.first().copied().flatten().and_then(|t| eval::reshape(t, ty)).map(|t| vec![t])
+            }
+            op => eval::fold(op, &ins, &tys),
+        };
+        let Some(folded) = folded else { continue };
+        let outs = node.outputs.clone();
+        if folded.len() != outs.len() || folded.iter().zip(&outs).any(|(t, o)| *t.ty() != g.value(*o).ty) {
+            continue;
+        }
+        for (t, o) in folded.into_iter().zip(outs) {
+            let name = g.value(o).name.clone();
+            let w = g.add_weight(name, t);
+            g.replace_uses(o, w);
+        }
+        g.remove_node(n);
+        st.folded += 1;
+    }
+    Ok(())
+}
+
+fn bypass_identities(g: &mut Graph, st: &mut CanonStats) {
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if node.op != Op::Unary(UnaryOp::Identity) || g.outputs().contains(&node.outputs[0]) {
+            continue;
+        }
+        let (x, o) = (node.inputs[0], node.outputs[0]);
+        if let Some(x) = x {
+            g.replace_uses(o, x);
+            g.remove_node(n);
+            st.identities += 1;
+        }
+    }
+}
+
+/// The producing node of a value, if a node makes it.
+fn producer(g: &Graph, v: ValueId) -> Option<NodeId> {
+    match g.value(v).def {
+        ValueDef::Node { node, .. } => Some(node),
+        _ => None,
+    }
+}
+
+fn merge_mul_div(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
+    let uses = use_counts(g);
+    for n in g.topo_order()? {
+        let div = g.node(n);
+        if div.op != Op::Binary(BinaryOp::Div) {
+            continue;
+        }
+        let (Some(m), Some(b)) = (div.inputs[0], div.inputs[1]) else { continue };
+        let Some(bt) = weight(g, b) else { continue };
+        let Some(mn) = producer(g, m) else { continue };
+        if g.node(mn).op != Op::Binary(BinaryOp::Mul) || uses.get(&m) != Some(&1) {
+            continue;
+        }
+        let mins = &g.node(mn).inputs;
+        let (x, a) = match (mins[0], mins[1]) {
+            (Some(x), Some(a)) if weight(g, a).is_some() => (x, a),
+            (Some(a), Some(x)) if weight(g, a).is_some() => (x, a),
+            _ => continue,
+        };
+        let at = weight(g, a).expect("checked");
+        let Some(c) = eval::fold(&Op::Binary(BinaryOp::Div), &[Some(at), Some(bt)], &[]) else { continue };
+        let c = c.into_iter().next().expect("one output");
+        let out = div.outputs[0];
+        let want = g.value(out).ty.clone();
+        if shape::broadcast(&g.value(x).ty.shape, &c.ty().shape).ok().as_deref() != Some(&want.shape[..]) {
+            continue;
+        }
+        let (name, oname) = (div.name.clone(), g.value(out).name.clone());
+        let cw = g.add_weight(format!("{name}::scale"), c);
+        let new = g.add_node(name, Op::Binary(BinaryOp::Mul), vec![Some(x), Some(cw)], vec![oname])?;
+        let new_out = g.node(new).outputs[0];
+        g.replace_uses(out, new_out);
+        g.remove_node(n);
+        g.remove_node(mn);
+        st.mul_div += 1;
+    }
+    Ok(())
+}
+
+fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
+    let uses = use_counts(g);
+    for n in g.topo_order()? {
+        let red = g.node(n);
+        let Op::Reduce { op: ReduceOp::Sum, axes: Some(axes), keepdims: false } = &red.op else { continue };
+        let Some(c) = red.inputs[0] else { continue };
+        let rank = g.value(c).ty.rank();
+        if axes.len() != 1 || red.inputs.len() > 1 && red.inputs[1].is_some() {
+            continue;
+        }
+        let Ok(k) = shape::norm_axis(axes[0], rank) else { continue };
+        let Some(cn) = producer(g, c) else { continue };
+        let Op::Concat { axis } = g.node(cn).op else { continue };
+        if shape::norm_axis(axis, rank).ok() != Some(k) || uses.get(&c) != Some(&1) {
+            continue;
+        }
+        // Every concatenated piece must be `Unsqueeze(t, [k])`, read once.
+        let mut terms = vec![];
+        let mut unsq = vec![];
+        for u in g.node(cn).inputs.iter() {
+            let Some(u) = *u else { break };
+            let Some(un) = producer(g, u) else { break };
+            let Op::Unsqueeze { axes } = &g.node(un).op else { break };
+            if axes.len() != 1 || shape::norm_axis(axes[0], rank).ok() != Some(k) || uses.get(&u) != Some(&1) {
+                break;
+            }
+            let Some(t) = g.node(un).inputs[0] else { break };
+            terms.push(t);
+            unsq.push(un);
+        }
+        if terms.len() < 2 || terms.len() != g.node(cn).inputs.len() {
+            continue;
+        }
+        let out = red.outputs[0];
+        let (name, oname) = (red.name.clone(), g.value(out).name.clone());
+        let mut acc = terms[0];
+        for (i, &t) in terms.iter().enumerate().skip(1) {
+            let nm = if i + 1 == terms.len() { oname.clone() } else { format!("{oname}::partial{i}") };
+            let a = g.add_node(format!("{name}::add{i}"), Op::Binary(BinaryOp::Add), vec![Some(acc), Some(t)], vec![nm])?;
+            acc = g.node(a).outputs[0];
+        }
+        if g.value(acc).ty != g.value(out).ty {
+            return Err(IrError::Node {
+                node: name,
+                op: "ReduceSum",
+                msg: "stacked-sum rewrite changed the type (internal error)".into(),
+            });
+        }
+        g.replace_uses(out, acc);
+        g.remove_node(n);
+        g.remove_node(cn);
+        for un in unsq {
+            g.remove_node(un);
+        }
+        st.stack_sums += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Evaluates one op on constant inputs, for constant folding.
+//!
+//! Covers the ops that exporters leave on weights and shapes (Relu and
+//! ReduceSum of BiFPN edge weights, Gather of one weight, the Shape → Slice
+//! → Concat size arithmetic of torch.onnx, Constant, Cast, Unsqueeze, ...).
+//! Floats are computed in f32, as a runtime would; `None` means "not
+//! folded", never an error: the node then simply stays.
+
+use fuse_ir::{shape, BinaryOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use ndarray::{ArrayD, Axis, IxDyn};
+
+/// Largest result folded; bigger results stay computed at run time.
+pub const FOLD_LIMIT: usize = 1 << 20;
+
+#[derive(Clone, Debug)]
+enum Val {
+    F(ArrayD<f32>),
+    I(ArrayD<i64>),
+}
+
+fn to_val(t: &Tensor) -> Option<Val> {
+    let shape = IxDyn(&t.ty().shape);
+    if t.ty().dtype.is_float() {
+        ArrayD::from_shape_vec(shape, t.to_f32_vec()?).ok().map(Val::F)
+    } else {
+        ArrayD::from_shape_vec(shape, t.to_i64_vec()?).ok().map(Val::I)
+    }
+}
+
+fn to_tensor(v: &Val, dtype: DType) -> Option<Tensor> {
+    match (v, dtype) {
+        (Val::F(a), DType::F32) => {
+            Tensor::from_f32(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok()
+        }
+        (Val::I(a), DType::I64) => {
+            Tensor::from_i64(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The outputs of `op` on constant `inputs` (`None` for an omitted optional
+/// input), or `None` when the op or dtype is not folded. `input_types` lets
+/// Shape fold on a value that is not constant.
+pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorType>]) -> Option<Vec<Tensor>> {
+    if let Op::Shape { start, end } = op {
+        let ty = input_types.first().copied().flatten()?;
+        let r = ty.rank() as i64;
+        let clamp = |x: i64| if x < 0 { (x + r).max(0) } else { x.min(r) };
+        let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
+        let dims: Vec<i64> = ty.shape[s as usize..e.max(s) as usize].iter().map(|&d| d as i64).collect();
+        return Some(vec![Tensor::from_i64([dims.len()], &dims).ok()?]);
+    }
+    if let Op::Constant(t) = op {
+        return Some(vec![t.clone()]);
+    }
+    let vals: Vec<Option<Val>> = inputs.iter().map(|t| t.and_then(to_val)).collect();
+    let dtype = inputs.first().copied().flatten()?.ty().dtype;
+    if !matches!(dtype, DType::F32 | DType::I64) && !matches!(op, Op::Cast { .. }) {
+        return None;
+    }
+    let x = vals.first()?.clone()?;
+    let out = match op {
+        Op::Unary(u) => match (u, x) {
+            (UnaryOp::Identity, v) => v,
+            (UnaryOp::Relu, Val::F(a)) => Val::F(a.mapv(|v| v.max(0.0))),
+            (UnaryOp::Relu, Val::I(a)) => Val::I(a.mapv(|v| v.max(0))),
+            (UnaryOp::Sigmoid, Val::F(a)) => Val::F(a.mapv(|v| 1.0 / (1.0 + (-v).exp()))),
+            (UnaryOp::Tanh, Val::F(a)) => Val::F(a.mapv(f32::tanh)),
+            _ => return None,
+        },
+        Op::Binary(b) => {
+            let y = vals.get(1)?.clone()?;
+            binary(*b, x, y)?
+        }
+        Op::Reduce { op: r, axes, keepdims } => reduce(*r, x, axes.as_deref(), *keepdims)?,
+        Op::Gather { axis } => {
+            let Some(Val::I(idx)) = vals.get(1)?.clone() else { return None };
+            gather(x, *axis, &idx)?
+        }
+        Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
+            // The output shape is what inference computed; only the shape changes.
+            return None;
+        }
+        Op::Concat { axis } => {
+            let vs: Option<Vec<Val>> = vals.iter().cloned().collect();
+            concat(vs?, *axis)?
+        }
+        Op::Slice(sl) => slice(x, sl)?,
+        Op::Cast { to } => match (x, to) {
+            (Val::F(a), DType::F32) => Val::F(a),
+            (Val::I(a), DType::I64) => Val::I(a),
+            (Val::I(a), DType::F32) => Val::F(a.mapv(|v| v as f32)),
+            (Val::F(a), DType::I64) => Val::I(a.mapv(|v| v as i64)),
+            _ => return None,
+        },
+        Op::Transpose { perm } => match x {
+            Val::F(a) => Val::F(a.permuted_axes(IxDyn(perm)).as_standard_layout().to_owned()),
+            Val::I(a) => Val::I(a.permuted_axes(IxDyn(perm)).as_standard_layout().to_owned()),
+        },
+        _ => return None,
+    };
+    let (n, dt) = match &out {
+        Val::F(a) => (a.len(), DType::F32),
+        Val::I(a) => (a.len(), DType::I64),
+    };
+    if n > FOLD_LIMIT {
+        return None;
+    }
+    Some(vec![to_tensor(&out, dt)?])
+}
+
+/// Reshapes a folded result to a shape computed by inference (Unsqueeze,
+/// Reshape, Flatten keep the data and change only the type).
+pub fn reshape(t: &Tensor, ty: &TensorType) -> Option<Tensor> {
+    if t.ty().dtype != ty.dtype || t.ty().numel() != ty.numel() {
+        return None;
+    }
+    Tensor::new(ty.clone(), t.storage().clone()).ok()
+}
+
+fn bin<T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>>(
+    b: BinaryOp,
+    x: &ArrayD<T>,
+    y: &ArrayD<T>,
+) -> Option<ArrayD<T>> {
+    let shape = shape::broadcast(x.shape(), y.shape()).ok()?;
+    let xb = x.broadcast(IxDyn(&shape))?;
+    let yb = y.broadcast(IxDyn(&shape))?;
+    let mut out = xb.to_owned();
+    ndarray::Zip::from(&mut out).and(&yb).for_each(|o, &v| {
+        *o = match b {
+            BinaryOp::Add => *o + v,
+            BinaryOp::Sub => *o - v,
+            BinaryOp::Mul => *o * v,
+            BinaryOp::Div => *o / v,
+        }
+    });
+    Some(out)
+}
+
+fn binary(b: BinaryOp, x: Val, y: Val) -> Option<Val> {
+    match (x, y) {
+        (Val::F(x), Val::F(y)) => bin(b, &x, &y).map(Val::F),
+        (Val::I(x), Val::I(y)) => {
+            if b == BinaryOp::Div && y.iter().any(|&v| v == 0) {
+                return None;
+            }
+            bin(b, &x, &y).map(Val::I)
+        }
+        _ => None,
+    }
+}
+
+fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<Val> {
+    let Val::F(a) = x else { return None };
+    let rank = a.ndim();
+    let mut axes: Vec<usize> = match axes {
+        None => (0..rank).collect(),
+        Some(ax) => ax.iter().map(|&v| shape::norm_axis(v, rank).ok()).collect::<Option<_>>()?,
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    let mut out = a;
+    for &ax in axes.iter().rev() {
+        let n = out.shape()[ax] as f32;
+        // Sum in index order, as a runtime's reference kernel does.
+        let summed = out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v);
+        out = match r {
+            ReduceOp::Sum => summed,
+            ReduceOp::Mean => summed.mapv(|v| v / n),
+        };
+        if keepdims {
+            out = out.insert_axis(Axis(ax));
+        }
+    }
+    Some(Val::F(out))
+}
+
+fn gather(x: Val, axis: i64, idx: &ArrayD<i64>) -> Option<Val> {
+    fn go<T: Clone>(a: ArrayD<T>, axis: i64, idx: &ArrayD<i64>) -> Option<ArrayD<T>> {
+        let ax = shape::norm_axis(axis, a.ndim()).ok()?;
+        let n = a.shape()[ax] as i64;
+        let flat: Vec<usize> = idx
+            .iter()
+            .map(|&i| {
+                let i = if i < 0 { i + n } else { i };
+                (0..n).contains(&i).then_some(i as usize)
+            })
+            .collect::<Option<_>>()?;
+        let picked = a.select(Axis(ax), &flat);
+        // Replace the gathered axis by the index tensor's shape.
+        let mut shape: Vec<usize> = a.shape()[..ax].to_vec();
+        shape.extend_from_slice(idx.shape());
+        shape.extend_from_slice(&a.shape()[ax + 1..]);
+        let data: Vec<T> = picked.as_standard_layout().iter().cloned().collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), data).ok()
+    }
+    match x {
+        Val::F(a) => go(a, axis, idx).map(Val::F),
+        Val::I(a) => go(a, axis, idx).map(Val::I),
+    }
+}
+
+fn concat(vs: Vec<Val>, axis: i64) -> Option<Val> {
+    let rank = match vs.first()? {
+        Val::F(a) => a.ndim(),
+        Val::I(a) => a.ndim(),
+    };
+    let ax = Axis(shape::norm_axis(axis, rank).ok()?);
+    if vs.iter().all(|v| matches!(v, Val::F(_))) {
+        let views: Vec<_> = vs.iter().map(|v| if let Val::F(a) = v { a.view() } else { unreachable!() }).collect();
+        ndarray::concatenate(ax, &views).ok().map(Val::F)
+    } else if vs.iter().all(|v| matches!(v, Val::I(_))) {
+        let views: Vec<_> = vs.iter().map(|v| if let Val::I(a) = v { a.view() } else { unreachable!() }).collect();
+        ndarray::concatenate(ax, &views).ok().map(Val::I)
+    } else {
+        None
+    }
+}
+
+fn slice(x: Val, sl: &fuse_ir::Slice) -> Option<Val> {
+    fn go<T: Clone>(mut a: ArrayD<T>, sl: &fuse_ir::Slice) -> Option<ArrayD<T>> {
+        for (i, &axis) in sl.axes.iter().enumerate() {
+            let ax = shape::norm_axis(axis, a.ndim()).ok()?;
+            let dim = a.shape()[ax] as i64;
+            let (start, _end, len) = shape::slice_range(dim, sl.starts[i], sl.ends[i], sl.steps[i]).ok()?;
+            let step = sl.steps[i] as isize;
+            let idx: Vec<usize> = (0..len as i64).map(|k| (start + k * step as i64) as usize).collect();
+            a = a.select(Axis(ax), &idx);
+        }
+        Some(a)
+    }
+    match x {
+        Val::F(a) => go(a, sl).map(Val::F),
+        Val::I(a) => go(a, sl).map(Val::I),
+    }
+}

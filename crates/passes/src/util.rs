@@ -1,0 +1,36 @@
+//! Small helpers shared by the passes.
+
+use std::collections::HashMap;
+
+use fuse_ir::{Graph, Tensor, ValueDef, ValueId};
+
+/// How many times each value is read: node inputs plus graph outputs.
+pub fn use_counts(g: &Graph) -> HashMap<ValueId, usize> {
+    let mut uses: HashMap<ValueId, usize> = HashMap::new();
+    for n in g.node_ids() {
+        for v in g.node(n).inputs.iter().flatten() {
+            *uses.entry(*v).or_default() += 1;
+        }
+    }
+    for o in g.outputs() {
+        *uses.entry(*o).or_default() += 1;
+    }
+    uses
+}
+
+/// The constant behind a value, when it is a weight.
+pub fn weight(g: &Graph, v: ValueId) -> Option<&Tensor> {
+    match &g.value(v).def {
+        ValueDef::Weight(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The f32 contents of a weight value.
+pub fn weight_f32(g: &Graph, v: Option<ValueId>) -> Option<Vec<f32>> {
+    let t = weight(g, v?)?;
+    if t.ty().dtype != fuse_ir::DType::F32 {
+        return None;
+    }
+    t.to_f32_vec()
+}
