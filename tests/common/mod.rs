@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod checkpoints;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -71,6 +73,18 @@ pub fn one_error_line(out: &Output, code: i32) -> String {
     assert_eq!(lines.len(), 1, "expected one line, got: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
     lines[0].to_string()
+}
+
+/// Asserts exit `code`, no panic, and one `error: ...` line, the last one
+/// (progress lines such as "FILE: efficientdet_d0 (...)" may come before).
+pub fn last_error_line(out: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {err}");
+    assert_eq!(err.lines().last(), Some(errors[0]), "the error comes last: {err}");
+    errors[0].to_string()
 }
 
 pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {

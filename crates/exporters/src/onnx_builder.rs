@@ -26,6 +26,12 @@ impl OnnxBuilder {
         self
     }
 
+    /// An input of another dtype.
+    pub fn input_typed(mut self, name: &str, dtype: DType, shape: &[i64]) -> Self {
+        self.graph.input.push(value_info(name, dtype, shape));
+        self
+    }
+
     pub fn output(mut self, name: &str, shape: &[i64]) -> Self {
         self.graph.output.push(value_info(name, DType::F32, shape));
         self

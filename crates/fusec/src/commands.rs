@@ -93,6 +93,9 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
         .sum();
     let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
     let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
+    for (k, v) in &g.metadata {
+        let _ = writeln!(o, "metadata: {k} = {v}");
+    }
     emit(&o)
 }
 

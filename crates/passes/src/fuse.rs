@@ -52,6 +52,8 @@ pub struct FuseReport {
     pub groups: usize,
     pub same: usize,
     pub shared: usize,
+    /// Convs among the shared node groups (a frozen backbone's).
+    pub shared_convs: usize,
     pub grouped: usize,
     /// Same node groups the group pass could not stack, run per member.
     pub separate_same: usize,
@@ -112,6 +114,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         }
         if shared[i] {
             report.shared += 1;
+            report.shared_convs += usize::from(matches!(b.node(0, pair).op, Op::Conv(_)));
             b.lower_shared(pair)?;
         } else if pair.same && opts.lowering == Lowering::Grouped && group::lower(&mut b, pair)? {
             report.grouped += 1;
@@ -329,7 +332,7 @@ pub fn explain(r: &FuseReport) -> String {
         let _ = writeln!(s, "  {} is identical to {}", r.members[*k], r.members[*j]);
     }
     let _ = writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
-    let _ = writeln!(s, "  shared (computed once):     {}", r.shared);
+    let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
     let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
     let _ = writeln!(s, "  per member after divergence: {}", r.divergent);

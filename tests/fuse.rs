@@ -1,0 +1,346 @@
+//! `fusec fuse` end to end: the reference 3x D0 set from state_dicts, from
+//! ONNX files and mixed, checked against PyTorch's outputs on ONNX Runtime
+//! and tract; 2 and 8 members; a frozen backbone computed once; members
+//! that cannot be fused; atomic output.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::checkpoints::*;
+use common::*;
+use fusec_verify::compare::diff;
+use fusec_verify::io::read_tensors;
+use fusec_verify::Tensors;
+use sha2::Digest;
+
+fn reference(file: &str) -> PathBuf {
+    reference_dir().join(file)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `fusec fuse MEMBERS -o OUT --explain [extra]`; returns the explain text.
+fn fuse(members: &[&Path], out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["-o", s(out), "--explain"]);
+    args.extend_from_slice(extra);
+    String::from_utf8(ok(fusec(&args)).stdout).unwrap()
+}
+
+fn run(model: &Path, input: &Path, runtime: &str, extra: &[&str]) -> Tensors {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let mut args = vec!["run", s(model), "--input", s(input), "--runtime", runtime, "-o", s(&out)];
+    args.extend_from_slice(extra);
+    ok(fusec(&args));
+    read_tensors(&out).unwrap()
+}
+
+/// Every tensor of `want` against `{prefix}{name}` in `got`.
+fn assert_close(got: &Tensors, prefix: &str, want: &Tensors, what: &str) {
+    let mut compared = 0;
+    for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
+        let key = format!("{prefix}{name}");
+        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("{what}: output `{key}` missing"));
+        let d = diff(g, w).unwrap_or_else(|e| panic!("{what} {key}: {e}"));
+        assert!(
+            d.within(MAX_ABS, MAX_REL_L2),
+            "{what} {key}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
+            d.max_abs,
+            d.rel_l2
+        );
+        compared += 1;
+    }
+    assert!(compared > 0, "{what}: nothing compared");
+}
+
+/// The fused model's outputs for each reference member against PyTorch's.
+fn assert_reproduces_reference(model: &Path, runtime: &str, members: &[&str]) {
+    let got = run(model, &reference("input.safetensors"), runtime, &[]);
+    assert_eq!(got.len(), 10 * members.len(), "one set of 10 outputs per member");
+    for m in members {
+        let want = read_tensors(&reference(&format!("{m}.outputs.safetensors"))).unwrap();
+        assert_close(&got, &format!("{m}/"), &want, &format!("{runtime}:"));
+    }
+}
+
+/// A number from the `--explain` line starting with `label`: the first
+/// integer after it.
+fn count(explain: &str, label: &str) -> usize {
+    let line = explain.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no `{label}` in:\n{explain}"));
+    let rest = &line.trim_start()[label.len()..];
+    let digits: String = rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number in `{line}`"))
+}
+
+fn fused_convs(explain: &str) -> usize {
+    let line = explain.lines().find(|l| l.starts_with("fused graph:")).unwrap();
+    let before = line.split(" Conv").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The fused graph holds one member's convs plus, per divergence, the
+/// other members' own copy of the diverging conv: not N members' worth.
+fn assert_fused_conv_count(explain: &str, n: usize) {
+    let member_convs: usize = explain
+        .lines()
+        .find(|l| l.contains(" Conv (folded"))
+        .map(|l| l.split(" nodes, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .unwrap_or_else(|| panic!("no member line in:\n{explain}"));
+    let diverging_convs = explain.lines().filter(|l| l.contains("(Conv): ")).count();
+    assert_eq!(diverging_convs, 5, "the 5 class-head predict convs diverge:\n{explain}");
+    assert_eq!(fused_convs(explain), member_convs + (n - 1) * diverging_convs, "{explain}");
+    assert!(fused_convs(explain) < 2 * member_convs, "{explain}");
+}
+
+fn sha256(p: &Path) -> String {
+    sha2::Sha256::digest(std::fs::read(p).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn three_state_dicts_fuse_and_reproduce_every_member_on_ort_and_tract() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.safetensors"))).collect();
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    let explain = fuse(&refs, &out, &[]);
+    assert_fused_conv_count(&explain, 3);
+    assert_eq!(count(&explain, "grouped (channel-stacked):"), count(&explain, "aligned node groups:") - 5, "{explain}");
+    assert_reproduces_reference(&out, "ort", &MEMBERS);
+    assert_reproduces_reference(&out, "tract", &MEMBERS);
+
+    let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
+    assert!(info.contains("  image f32[1,3,512,512]\n"), "{info}");
+    assert!(info.contains("  coco/class_out_0 f32[1,810,64,64]\n"), "{info}");
+    assert!(info.contains("  aquarium/class_out_0 f32[1,63,64,64]\n"), "{info}");
+    assert!(info.contains("  vehicles/box_out_4 f32[1,36,4,4]\n"), "{info}");
+    assert!(info.contains("metadata: fusec.members = coco,aquarium,vehicles\n"), "{info}");
+    assert!(info.contains(&format!("metadata: fusec.version = {}\n", env!("CARGO_PKG_VERSION"))), "{info}");
+    for (i, p) in members.iter().enumerate() {
+        assert!(info.contains(&format!("metadata: fusec.member.{i}.sha256 = {}\n", sha256(p))), "{info}");
+    }
+    assert!(!info.contains("BatchNormalization"), "BatchNorm is folded by default:\n{info}");
+}
+
+#[test]
+fn three_onnx_files_fuse_and_reproduce_every_member_on_ort_and_tract() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.onnx"))).collect();
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    let explain = fuse(&refs, &out, &[]);
+    assert_fused_conv_count(&explain, 3);
+    assert_reproduces_reference(&out, "ort", &MEMBERS);
+    assert_reproduces_reference(&out, "tract", &MEMBERS);
+}
+
+#[test]
+fn onnx_files_and_state_dicts_fuse_together() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    let (a, b, c) = (reference("coco.onnx"), reference("aquarium.safetensors"), reference("vehicles.onnx"));
+    let explain = fuse(&[&a, &b, &c], &out, &[]);
+    assert_fused_conv_count(&explain, 3);
+    assert_reproduces_reference(&out, "ort", &MEMBERS);
+}
+
+#[test]
+fn two_members_fuse_with_batchnorm_kept() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pair.onnx");
+    let (a, b) = (reference("coco.safetensors"), reference("vehicles.safetensors"));
+    let explain = fuse(&[&a, &b], &out, &["--keep-bn"]);
+    assert_fused_conv_count(&explain, 2);
+    let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
+    assert!(info.contains("BatchNormalization"), "--keep-bn keeps (grouped) BatchNormalization:\n{info}");
+    assert_reproduces_reference(&out, "ort", &["coco", "vehicles"]);
+}
+
+#[test]
+fn separate_lowering_keeps_members_apart_and_stays_exact() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("side.onnx");
+    let (a, b) = (reference("aquarium.onnx"), reference("vehicles.onnx"));
+    let explain = fuse(&[&a, &b], &out, &["--lowering", "separate"]);
+    assert_eq!(count(&explain, "grouped (channel-stacked):"), 0, "{explain}");
+    assert_eq!(fused_convs(&explain), 2 * 214, "{explain}");
+    assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
+}
+
+/// Eight narrow members with their own weights and class counts: the fused
+/// model gives each member's outputs as the member alone does.
+#[test]
+fn eight_members_fuse_and_match_each_member_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = vec![];
+    for k in 0..8u64 {
+        let p = dir.path().join(format!("m{k}.safetensors"));
+        write_checkpoint_seeded(&p, &Spec::small(16, 2, 2, 2 + k as usize).tensors(), None, 100 + k);
+        members.push(p);
+    }
+    let input = image(&dir, 128);
+    let out = dir.path().join("eight.onnx");
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    let explain = fuse(&refs, &out, &["--image-size", "128"]);
+    assert_eq!(count(&explain, "members:"), 8, "{explain}");
+    assert_eq!(count(&explain, "shared (computed once):"), 0, "{explain}");
+    let fused = run(&out, &input, "tract", &[]);
+    assert_eq!(fused.len(), 80);
+    for (k, m) in members.iter().enumerate() {
+        let alone = run(m, &input, "tract", &["--image-size", "128"]);
+        assert_close(&fused, &format!("m{k}/"), &alone, &format!("member m{k}"));
+    }
+}
+
+/// Copies `member`'s checkpoint with every `backbone.*` tensor taken from `base`.
+fn with_frozen_backbone(base: &Path, member: &Path, out: &Path) {
+    let (bb, mb) = (std::fs::read(base).unwrap(), std::fs::read(member).unwrap());
+    let (bt, mt) = (safetensors::SafeTensors::deserialize(&bb).unwrap(), safetensors::SafeTensors::deserialize(&mb).unwrap());
+    let mut names: Vec<String> = mt.names().into_iter().map(String::from).collect();
+    names.sort();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = names
+        .iter()
+        .map(|n| (n.clone(), if n.starts_with("backbone.") { bt.tensor(n).unwrap() } else { mt.tensor(n).unwrap() }))
+        .collect();
+    std::fs::write(out, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn frozen_backbone_is_computed_once() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let coco = reference("coco.safetensors");
+    let mut members = vec![coco.clone()];
+    for m in ["aquarium", "vehicles"] {
+        let p = dir.path().join(format!("{m}.safetensors"));
+        with_frozen_backbone(&coco, &reference(&format!("{m}.safetensors")), &p);
+        members.push(p);
+    }
+    let out = dir.path().join("frozen.onnx");
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    let explain = fuse(&refs, &out, &[]);
+    // Every backbone conv (one 4-D `backbone.*weight` each) is computed once.
+    let bytes = std::fs::read(&coco).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let backbone_convs = st
+        .tensors()
+        .iter()
+        .filter(|(n, t)| n.starts_with("backbone.") && n.ends_with(".weight") && t.shape().len() == 4)
+        .count();
+    // conv_stem, 4 in block 0 (dw, SE reduce/expand, pw), 5 in each of the other 15.
+    assert_eq!(backbone_convs, 1 + 4 + 15 * 5);
+    let shared_convs: usize = explain
+        .lines()
+        .find(|l| l.contains("shared (computed once):"))
+        .and_then(|l| l.split('(').nth(2))
+        .and_then(|x| x.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    assert_eq!(shared_convs, backbone_convs, "{explain}");
+    // One backbone plus three stacked BiFPN/heads: the rest are grouped.
+    assert_eq!(fused_convs(&explain), 214 + 2 * 5, "{explain}");
+    let input = reference("input.safetensors");
+    let fused = run(&out, &input, "ort", &[]);
+    for (m, p) in MEMBERS.iter().zip(&members) {
+        let alone = run(p, &input, "ort", &[]);
+        assert_close(&fused, &format!("{m}/"), &alone, m);
+    }
+    let want = read_tensors(&reference("coco.outputs.safetensors")).unwrap();
+    assert_close(&fused, "coco/", &want, "coco vs PyTorch");
+}
+
+#[test]
+fn identical_members_fuse_with_a_warning() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("twice.onnx");
+    let a = reference("aquarium.onnx");
+    let res = ok(fusec(&["fuse", s(&a), s(&a), "-o", s(&out)]));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("warning: ") && err.contains("is identical to"), "{err}");
+    let got = run(&out, &reference("input.safetensors"), "ort", &[]);
+    let want = read_tensors(&reference("aquarium.outputs.safetensors")).unwrap();
+    assert_close(&got, "aquarium/", &want, "first copy");
+    assert_close(&got, "aquarium_2/", &want, "second copy");
+}
+
+/// A fuse that fails leaves an existing output untouched and no temporary file.
+fn assert_fuse_rejected(members: &[&Path], extra: &[&str], needles: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    std::fs::write(&out, b"previous good model").unwrap();
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["-o", s(&out)]);
+    args.extend_from_slice(extra);
+    let line = last_error_line(&fusec(&args), 2);
+    for n in needles {
+        assert!(line.contains(n), "`{n}` not in: {line}");
+    }
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous good model");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left behind");
+    line
+}
+
+#[test]
+fn different_input_sizes_cannot_fuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(&dir, "small.safetensors", &Spec::small(16, 2, 2, 5));
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    ok(fusec(&["convert", s(&ck), "--image-size", "128", "-o", s(&a)]));
+    ok(fusec(&["convert", s(&ck), "--image-size", "256", "-o", s(&b)]));
+    assert_fuse_rejected(&[&a, &b], &[], &["cannot fuse", "input `image`", "f32[1,3,128,128]", "f32[1,3,256,256]", "a", "b"]);
+}
+
+#[test]
+fn different_architectures_cannot_fuse_and_the_first_divergence_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = checkpoint(&dir, "two_cells.safetensors", &Spec::small(16, 2, 2, 5));
+    let b = checkpoint(&dir, "three_cells.safetensors", &Spec::small(16, 3, 2, 5));
+    let line = assert_fuse_rejected(&[&a, &b], &["--image-size", "128"], &["cannot fuse", "differ in structure", "node `"]);
+    assert!(line.contains("two_cells") && line.contains("three_cells"), "{line}");
+    // Wider BiFPN: the same dataflow, but the first BiFPN conv differs in shape.
+    let c = checkpoint(&dir, "wide.safetensors", &Spec::small(24, 2, 2, 5));
+    assert_fuse_rejected(&[&a, &c], &["--image-size", "128"], &["cannot fuse", "first divergence", "fpn."]);
+}
+
+#[test]
+fn different_input_dtypes_cannot_fuse() {
+    use fusec_exporters::onnx_builder::{attr_int, OnnxBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let f32_model = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .node("Relu", &["x"], &["y"], vec![])
+        .build();
+    let f16_model = OnnxBuilder::new(17)
+        .input_typed("x", fuse_ir::DType::F16, &[1, 4])
+        .output("y", &[1, 4])
+        .node("Cast", &["x"], &["y"], vec![attr_int("to", 1)])
+        .build();
+    let a = write(&dir, "a.onnx", &f32_model);
+    let b = write(&dir, "b.onnx", &f16_model);
+    assert_fuse_rejected(&[&a, &b], &[], &["cannot fuse", "input `x`", "f32[1,4]", "f16[1,4]"]);
+}
+
+#[test]
+fn fuse_needs_two_members_and_an_onnx_output() {
+    let coco = reference("coco.onnx");
+    let out = fusec(&["fuse", s(&coco), "-o", "/tmp/never.onnx"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!Path::new("/tmp/never.onnx").exists());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("super.bin");
+    let line = one_error_line(&fusec(&["fuse", s(&coco), s(&coco), "-o", s(&bad)]), 2);
+    assert!(line.contains("super.bin") && line.contains(".onnx"), "{line}");
+    assert!(!bad.exists());
+}
