@@ -24,14 +24,26 @@ pub enum ExportError {
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    write_atomic_with(path, |w| w.write_all(bytes).map(|_| bytes.len() as u64)).map(|_| ())
+}
+
+/// Like [`write_atomic`], with the content produced by `write` (buffered);
+/// returns what `write` returns (the byte count). On any error the
+/// temporary file is removed and `path` is left as it was.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<u64>,
+) -> Result<u64, ExportError> {
     let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
+    let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let n = write(&mut buf).map_err(io)?;
+    let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    Ok(n)
 }

@@ -21,10 +21,97 @@ pub const IR_VERSION: i64 = 8;
 
 /// Serializes the graph to ONNX bytes.
 pub fn export(g: &Graph) -> Result<Vec<u8>, ExportError> {
-    let model = to_model(g)?;
-    model
-        .write_to_bytes()
-        .map_err(|e| ExportError::Unsupported(format!("protobuf encoding failed: {e}")))
+    let mut out = vec![];
+    write_to(g, &mut out).map_err(|e| ExportError::Unsupported(format!("encoding failed: {e}")))?;
+    Ok(out)
+}
+
+/// Writes the graph as ONNX to `path`, atomically, streaming each weight's
+/// bytes straight from the graph: memory stays near the graph's own size
+/// (no copy of the weights into a protobuf message and then into a buffer).
+pub fn write_file(g: &Graph, path: &std::path::Path) -> Result<u64, ExportError> {
+    let (model, pending) = build(g)?;
+    crate::write_atomic_with(path, |w| stream(model, &pending, w))
+}
+
+/// Protobuf wire format: a varint.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> u64 {
+    let mut b = vec![];
+    varint(v, &mut b);
+    b.len() as u64
+}
+
+/// Writes the model: ModelProto's other fields, then the `graph` field
+/// (7) with its nodes and inputs, then each initializer (GraphProto field
+/// 5) whose `raw_data` (TensorProto field 9) is copied from the tensor as
+/// it is written. Lengths are computed up front, so the bytes are exactly
+/// those of a normal protobuf encoding with fields in another order, which
+/// the format allows.
+pub fn write_to(g: &Graph, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+    let (model, pending) = build(g).map_err(|e| std::io::Error::other(e.to_string()))?;
+    stream(model, &pending, w)
+}
+
+fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+    let enc = |e: protobuf::Error| std::io::Error::other(format!("protobuf encoding failed: {e}"));
+    let mut gp = model.graph.take().unwrap_or_default();
+    let inits = std::mem::take(&mut gp.initializer);
+    let head = model.write_to_bytes().map_err(enc)?;
+    let body = gp.write_to_bytes().map_err(enc)?;
+    let mut parts: Vec<(Vec<u8>, Option<&Tensor>)> = vec![];
+    let mut graph_len = body.len() as u64;
+    for (tp, t) in inits.iter().zip(pending) {
+        let mut b = vec![0x2a]; // field 5, length-delimited
+        let tp_bytes = tp.write_to_bytes().map_err(enc)?;
+        let raw = t.map(|t| t.bytes().len() as u64);
+        let tp_len = tp_bytes.len() as u64 + raw.map(|n| 1 + varint_len(n) + n).unwrap_or(0);
+        varint(tp_len, &mut b);
+        b.extend_from_slice(&tp_bytes);
+        if let Some(n) = raw {
+            b.push(0x4a); // field 9, length-delimited
+            varint(n, &mut b);
+        }
+        graph_len += b.len() as u64 + raw.unwrap_or(0);
+        parts.push((b, *t));
+    }
+    let mut written = 0u64;
+    let mut put = |w: &mut dyn std::io::Write, b: &[u8]| -> std::io::Result<()> {
+        written += b.len() as u64;
+        w.write_all(b)
+    };
+    put(w, &head)?;
+    let mut gh = vec![0x3a]; // field 7, length-delimited
+    varint(graph_len, &mut gh);
+    put(w, &gh)?;
+    put(w, &body)?;
+    for (b, t) in parts {
+        put(w, &b)?;
+        if let Some(t) = t {
+            put(w, t.bytes())?;
+        }
+    }
+    Ok(written)
+}
+
+/// The model as a protobuf message, weights included.
+pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
+    let (mut model, pending) = build(g)?;
+    if let Some(gp) = model.graph.as_mut() {
+        for (tp, t) in gp.initializer.iter_mut().zip(pending) {
+            if let Some(t) = t {
+                tp.raw_data = t.bytes().to_vec();
+            }
+        }
+    }
+    Ok(model)
 }
 
 struct Names {
@@ -53,7 +140,11 @@ impl Names {
     }
 }
 
-pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
+/// The model with the graph's weights left out of their initializers: the
+/// second vector, parallel to the initializers, holds the tensor whose
+/// bytes belong in each one's `raw_data` (`None` for the exporter's own
+/// small parameters, which are complete).
+fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     g.validate().map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
     let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
     let mut names = Names { of: HashMap::new(), used: HashSet::new() };
@@ -69,6 +160,7 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
         }
     }
     let mut emitted_weights = HashSet::new();
+    let mut pending: Vec<(usize, &Tensor)> = vec![];
     for nid in order {
         let node = g.node(nid);
         let mut inputs = vec![];
@@ -79,7 +171,8 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
                     let n = names.of(g, *v);
                     if let ValueDef::Weight(t) = &g.value(*v).def {
                         if emitted_weights.insert(*v) {
-                            gp.initializer.push(tensor_proto(&n, t));
+                            gp.initializer.push(tensor_header(&n, t));
+                            pending.push((gp.initializer.len() - 1, t));
                         }
                     }
                     inputs.push(n);
@@ -98,7 +191,8 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
         let n = names.of(g, o);
         if let ValueDef::Weight(t) = &g.value(o).def {
             if emitted_weights.insert(o) {
-                gp.initializer.push(tensor_proto(&n, t));
+                gp.initializer.push(tensor_header(&n, t));
+                pending.push((gp.initializer.len() - 1, t));
             }
         }
         gp.output.push(value_info(&n, &g.value(o).ty));
@@ -113,8 +207,12 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
     for (k, v) in &g.metadata {
         model.metadata_props.push(StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() });
     }
+    let mut by_init: Vec<Option<&Tensor>> = vec![None; gp.initializer.len()];
+    for (i, t) in pending {
+        by_init[i] = Some(t);
+    }
     model.graph = Some(gp).into();
-    Ok(model)
+    Ok((model, by_init))
 }
 
 pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
@@ -140,6 +238,16 @@ pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
 
 /// A `TensorProto` with raw little-endian data. The bytes are copied here:
 /// the protobuf message owns its buffer.
+/// A TensorProto without its data.
+fn tensor_header(name: &str, t: &Tensor) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: t.ty().shape.iter().map(|&d| d as i64).collect(),
+        data_type: t.ty().dtype.onnx_code(),
+        ..Default::default()
+    }
+}
+
 fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     TensorProto {
         name: name.into(),
@@ -328,4 +436,30 @@ fn lower(
     }
     np.input = inputs;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed bytes parse back to the same message `to_model` builds.
+    #[test]
+    fn streamed_bytes_parse_to_the_built_message() {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", TensorType::new(DType::F32, [1, 2, 4, 4]));
+        let w = g.add_weight("w", Tensor::from_f32([3, 2, 1, 1], &[0.5, -1.0, 2.0, 0.25, 1.5, -0.75]).unwrap());
+        let big: Vec<f32> = (0..300).map(|i| i as f32).collect();
+        let b = g.add_weight("b", Tensor::from_f32([300], &big).unwrap());
+        let conv = Op::Conv(Conv { kernel_shape: vec![1, 1], strides: vec![1, 1], pads: vec![0; 4], dilations: vec![1, 1], group: 1 });
+        let c = g.add_node("c", conv, vec![Some(x), Some(w), None], vec!["y".into()]).unwrap();
+        let y = g.node(c).outputs[0];
+        let r = g.add_node("r", Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![1]), keepdims: true }, vec![Some(y)], vec!["z".into()]).unwrap();
+        let z = g.node(r).outputs[0];
+        g.set_outputs(vec![z, b]);
+        g.metadata.push(("k".into(), "v".into()));
+        let bytes = export(&g).unwrap();
+        let parsed = ModelProto::parse_from_bytes(&bytes).unwrap();
+        assert_eq!(parsed, to_model(&g).unwrap());
+        assert_eq!(parsed.graph.initializer.iter().find(|t| t.name == "b").unwrap().raw_data.len(), 1200);
+    }
 }

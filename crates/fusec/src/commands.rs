@@ -134,9 +134,8 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
 
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
     let g = load_graph(path, arch)?;
-    let bytes = fusec_exporters::onnx::export(&g)?;
-    fusec_exporters::write_atomic(output, &bytes)?;
-    eprintln!("wrote {} ({} nodes, {} bytes)", output.display(), g.node_count(), bytes.len());
+    let size = fusec_exporters::onnx::write_file(&g, output)?;
+    eprintln!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count());
     Ok(())
 }
 
@@ -251,8 +250,7 @@ pub fn fuse(
     g.metadata.extend(meta);
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
-    let bytes = fusec_exporters::onnx::export(&g)?;
-    fusec_exporters::write_atomic(output, &bytes)?;
+    let size = fusec_exporters::onnx::write_file(&g, output)?;
     if explain {
         emit(&fusec_passes::explain(r))?;
     }
@@ -262,7 +260,7 @@ pub fn fuse(
         paths.len(),
         r.fused_nodes,
         r.fused_convs,
-        bytes.len() as f64 / 1e6,
+        size as f64 / 1e6,
         t0.elapsed().as_secs_f64() * 1e3,
         t_load.as_secs_f64() * 1e3,
         (t_fuse - t_load).as_secs_f64() * 1e3,
