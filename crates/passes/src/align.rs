@@ -232,7 +232,8 @@ pub fn describe(members: &[&Graph], names: &[String], pairs: &[Pair], d: &Diverg
     let n0 = members[0].node(pairs[d.pair].nodes[0]);
     let nk = members[d.member].node(pairs[d.pair].nodes[d.member]);
     let _ = nk;
-    format!("node `{}` ({}): {} ({} vs {})", n0.name, n0.op.name(), d.what, names[0], names[d.member])
+    let out = n0.outputs.first().map(|o| members[0].value(*o).name.as_str()).unwrap_or("");
+    format!("node `{}` ({}) -> `{out}`: {} ({} vs {})", n0.name, n0.op.name(), d.what, names[0], names[d.member])
 }
 
 fn structure_error(
