@@ -41,7 +41,7 @@ impl From<VerifyError> for Failure {
 
 /// Imports any supported model file into the IR. Safetensors checkpoints
 /// go through the architecture registry; what it recognized goes to stderr.
-fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failure> {
+pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failure> {
     match detect_kind(path)? {
         FileKind::Onnx => Ok(fusec_frontends::onnx::load(path)?),
         FileKind::Safetensors => {
@@ -186,7 +186,7 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
 
 /// Member names: file stems, made unique with `_2`, `_3`, ... when two
 /// files share a stem.
-fn member_names(paths: &[PathBuf]) -> Vec<String> {
+pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = vec![];
     for p in paths {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
@@ -300,7 +300,7 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
 
 /// Writes command output to stdout; a reader that went away (`| head`) is
 /// not an error.
-fn emit(text: &str) -> Result<(), Failure> {
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(format!("cannot write to stdout: {e}"))),

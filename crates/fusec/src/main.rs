@@ -1,6 +1,7 @@
 //! The `fusec` command line.
 
 mod commands;
+mod speed;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,7 @@ enum Runtime {
 enum LoweringArg {
     Grouped,
     Separate,
+    Regions,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -37,6 +39,48 @@ enum Device {
     Cpu,
     Cuda,
     Coreml,
+}
+
+#[derive(clap::Args, Clone)]
+struct RuntimeArgs {
+    #[arg(long, value_enum, default_value = "ort")]
+    runtime: Runtime,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    /// Intra-op threads (ONNX Runtime); spinning is always off
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl RuntimeArgs {
+    fn config(&self) -> fusec_verify::runtime::SessionConfig {
+        session_config(self.runtime, self.device, self.threads)
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct SpeedArgs {
+    /// Untimed rounds first
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed rounds (0: no timing)
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+}
+
+fn session_config(runtime: Runtime, device: Device, threads: Option<usize>) -> fusec_verify::runtime::SessionConfig {
+    fusec_verify::runtime::SessionConfig {
+        runtime: match runtime {
+            Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
+            Runtime::Ort => fusec_verify::runtime::RuntimeKind::Ort,
+        },
+        device: match device {
+            Device::Cpu => fusec_verify::runtime::Device::Cpu,
+            Device::Cuda => fusec_verify::runtime::Device::Cuda,
+            Device::Coreml => fusec_verify::runtime::Device::CoreMl,
+        },
+        threads,
+    }
 }
 
 /// Options for safetensors checkpoints, which carry no architecture.
@@ -123,10 +167,69 @@ enum Command {
         /// Keep BatchNormalization nodes (grouped) instead of folding them into convs
         #[arg(long)]
         keep_bn: bool,
-        /// How the aligned layers are lowered: grouped (channel-stacked convs)
-        /// or separate (each member keeps its layers; bit-identical ones are shared)
+        /// How the aligned layers are lowered: grouped (channel-stacked convs
+        /// throughout), separate (each member keeps its layers; bit-identical
+        /// ones are shared), or regions (members keep their own layers until
+        /// the first output of at most --group-area pixels, grouped after)
         #[arg(long, value_enum, default_value = "grouped")]
         lowering: LoweringArg,
+        /// For --lowering regions: where grouping starts, as a fraction of
+        /// the aligned nodes in dataflow order (0 = all grouped, 1 = none)
+        #[arg(long, default_value_t = 0.5)]
+        group_from: f32,
+    },
+    /// Check a fused model against its members: every output pair (max abs,
+    /// relative L2, cosine, elements outside atol/rtol) and speed (members
+    /// one after another vs fused); exits 1 when an output differs
+    #[command(after_help = "Examples:\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors\n  fusec verify super.onnx --members coco.onnx aquarium.onnx vehicles.onnx --input input.safetensors --runtime ort --threads 2\n  fusec verify super.onnx --members a.onnx b.onnx --images 4 --runs 0   # equivalence only")]
+    Verify {
+        /// The fused ONNX model (from `fusec fuse`)
+        model: std::path::PathBuf,
+        /// The members it was fused from, in any order; names are file stems
+        #[arg(long, required = true, num_args = 1..)]
+        members: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        arch: ArchArgs,
+        /// Inputs (safetensors, named as the model's inputs); default:
+        /// --images deterministic random images
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        images: usize,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+        /// Absolute tolerance (fp32 default; use 1e-2 for fp16 models)
+        #[arg(long, default_value_t = 1e-4)]
+        atol: f64,
+        /// Relative tolerance, per element: |fused - member| <= atol + rtol * |member|
+        #[arg(long, default_value_t = 1e-4)]
+        rtol: f64,
+        #[command(flatten)]
+        speed: SpeedArgs,
+    },
+    /// Benchmark, in one run: the members one after another (the baseline)
+    /// against fused models with several lowerings; prints speed and
+    /// output-difference tables
+    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json bench.json --markdown bench.md")]
+    Bench {
+        /// The members, 2 or more
+        #[arg(required = true, num_args = 2..)]
+        members: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        arch: ArchArgs,
+        /// Input (safetensors); default: a deterministic random image
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+        #[command(flatten)]
+        speed: SpeedArgs,
+        /// Also write the results as JSON
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Also write the tables as Markdown
+        #[arg(long)]
+        markdown: Option<std::path::PathBuf>,
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
@@ -155,32 +258,41 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
-        Command::Fuse { members, arch, output, explain, keep_bn, lowering } => {
+        Command::Fuse { members, arch, output, explain, keep_bn, lowering, group_from } => {
             let opts = fusec_passes::FuseOptions {
                 keep_bn,
                 lowering: match lowering {
                     LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
                     LoweringArg::Separate => fusec_passes::Lowering::Separate,
+                    LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
                 },
             };
             commands::fuse(&members, &arch.options(), &output, explain, &opts)
         }
         Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
         Command::Run { model, arch, input, runtime, device, threads, output } => {
-            let cfg = fusec_verify::runtime::SessionConfig {
-                runtime: match runtime {
-                    Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
-                    Runtime::Ort => fusec_verify::runtime::RuntimeKind::Ort,
-                },
-                device: match device {
-                    Device::Cpu => fusec_verify::runtime::Device::Cpu,
-                    Device::Cuda => fusec_verify::runtime::Device::Cuda,
-                    Device::Coreml => fusec_verify::runtime::Device::CoreMl,
-                },
-                threads,
-            };
-            commands::run(&model, &arch.options(), &input, &cfg, &output)
+            commands::run(&model, &arch.options(), &input, &session_config(runtime, device, threads), &output)
         }
+        Command::Verify { model, members, arch, input, images, rt, atol, rtol, speed } => speed::verify(
+            &model,
+            &members,
+            &arch.options(),
+            input.as_deref(),
+            images,
+            &rt.config(),
+            atol,
+            rtol,
+            &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
+        ),
+        Command::Bench { members, arch, input, rt, speed, json, markdown } => speed::bench(
+            &members,
+            &arch.options(),
+            input.as_deref(),
+            &rt.config(),
+            &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
+            json.as_deref(),
+            markdown.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,19 +13,24 @@ use std::fmt::Write as _;
 
 use fuse_ir::{Bytes, Graph, Node, Op, Tensor, TensorType, UnaryOp, ValueDef, ValueId};
 
-use crate::align::{align, describe, Alignment, Pair};
+use crate::align::{align, describe, Pair};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::share::{identical_members, shared_pairs};
 use crate::{dce, fold_bn, group, heads, PassError};
 
 /// How aligned, non-shared node groups are lowered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Lowering {
     /// Channel-stacked: grouped convs, concatenated parameters.
     #[default]
     Grouped,
     /// Every member keeps its own nodes (only bit-identical layers are shared).
     Separate,
+    /// Regions: members keep their own nodes for the first `from` fraction
+    /// of the aligned nodes (in dataflow order, 0.0 to 1.0); the rest is
+    /// grouped. On CPU the big early layers are compute-bound and gain
+    /// nothing from grouping; the many small late ones (BiFPN, heads) do.
+    Regions { from: f32 },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -104,6 +109,11 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     }
     report.divergences = al.divergences.iter().map(|d| describe(&graphs, &names, &al.pairs, d)).collect();
 
+    let cut = match opts.lowering {
+        Lowering::Grouped => 0,
+        Lowering::Separate => al.pairs.len(),
+        Lowering::Regions { from } => ((from.clamp(0.0, 1.0) * al.pairs.len() as f32).round() as usize).min(al.pairs.len()),
+    };
     let mut b = Builder::new(&graphs, &names);
     for (i, pair) in al.pairs.iter().enumerate() {
         report.groups += 1;
@@ -116,7 +126,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.shared += 1;
             report.shared_convs += usize::from(matches!(b.node(0, pair).op, Op::Conv(_)));
             b.lower_shared(pair)?;
-        } else if pair.same && opts.lowering == Lowering::Grouped && group::lower(&mut b, pair)? {
+        } else if pair.same && i >= cut && group::lower(&mut b, pair)? {
             report.grouped += 1;
         } else {
             if pair.same {
@@ -130,7 +140,6 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     g.validate()?;
     report.fused_nodes = g.node_count();
     report.fused_convs = conv_count(&g);
-    let _: &Alignment = &al;
     Ok(Fused { graph: g, report })
 }
 
@@ -153,6 +162,9 @@ pub(crate) struct Builder<'a> {
     weights: HashMap<(usize, ValueId), ValueId>,
     splits: HashMap<ValueId, Vec<ValueId>>,
     stacks: HashMap<Vec<ValueId>, ValueId>,
+    /// Concatenated weights by the members' weight values: a weight read by
+    /// several nodes (effdet's heads share convs across levels) is stacked once.
+    stacked_weights: HashMap<Vec<ValueId>, ValueId>,
 }
 
 impl<'a> Builder<'a> {
@@ -167,7 +179,16 @@ impl<'a> Builder<'a> {
                 repr[k].insert(g.inputs()[j], Repr::Shared(fi));
             }
         }
-        Builder { f, members, names, repr, weights: HashMap::new(), splits: HashMap::new(), stacks: HashMap::new() }
+        Builder {
+            f,
+            members,
+            names,
+            repr,
+            weights: HashMap::new(),
+            splits: HashMap::new(),
+            stacks: HashMap::new(),
+            stacked_weights: HashMap::new(),
+        }
     }
 
     pub fn n(&self) -> usize {
@@ -248,6 +269,10 @@ impl<'a> Builder<'a> {
 
     /// Member tensors concatenated on axis 0 (conv weights, biases, BN parameters).
     pub fn concat_weights(&mut self, pair: &Pair, slot: usize) -> Option<ValueId> {
+        let key: Vec<ValueId> = (0..self.n()).map(|k| self.node(k, pair).inputs.get(slot).copied().flatten()).collect::<Option<_>>()?;
+        if let Some(w) = self.stacked_weights.get(&key) {
+            return Some(*w);
+        }
         let mut bytes = vec![];
         let mut ty: Option<TensorType> = None;
         let mut name = String::new();
@@ -266,7 +291,9 @@ impl<'a> Builder<'a> {
         let mut ty = ty?;
         ty.shape[0] *= self.n();
         let t = Tensor::new(ty, Bytes::from(bytes)).ok()?;
-        Some(self.f.add_weight(name, t))
+        let w = self.f.add_weight(name, t);
+        self.stacked_weights.insert(key, w);
+        Some(w)
     }
 
     fn lower_shared(&mut self, pair: &Pair) -> Result<(), PassError> {

@@ -37,3 +37,19 @@ pub fn diff(got: &ArrayD<f32>, want: &ArrayD<f32>) -> Result<Diff, String> {
     let nan = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
     Ok(Diff { max_abs, rel_l2: nan(rel_l2), cosine: if cosine.is_nan() { 0.0 } else { cosine } })
 }
+
+/// Elements outside `|got - want| <= atol + rtol * |want|` (numpy's
+/// `allclose` rule); NaN counts as outside. Shapes must match.
+pub fn allclose_violations(got: &ArrayD<f32>, want: &ArrayD<f32>, atol: f64, rtol: f64) -> Result<usize, String> {
+    if got.shape() != want.shape() {
+        return Err(format!("shapes differ: {:?} against {:?}", got.shape(), want.shape()));
+    }
+    Ok(got
+        .iter()
+        .zip(want.iter())
+        .filter(|(&g, &w)| {
+            let d = (g as f64 - w as f64).abs();
+            !(d <= atol + rtol * (w as f64).abs())
+        })
+        .count())
+}

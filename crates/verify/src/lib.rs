@@ -5,10 +5,12 @@
 //!   loaded at run time (`ORT_DYLIB_PATH`).
 //! - [`compare`]: max abs error, relative L2 error, cosine similarity.
 //! - [`io`]: named f32 tensors in safetensors files.
+//! - [`timing`]: latency statistics (mean, p50, p99) of interleaved runs.
 
 pub mod compare;
 pub mod io;
 pub mod runtime;
+pub mod timing;
 
 /// Named f32 tensors, in a meaningful order (model inputs or outputs).
 pub type Tensors = Vec<(String, ndarray::ArrayD<f32>)>;

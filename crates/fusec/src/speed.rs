@@ -1,0 +1,337 @@
+//! `fusec verify` and `fusec bench`: the fused model against its members,
+//! for equivalence and for speed, on one runtime, measured side by side.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use fuse_ir::Graph;
+use fusec_frontends::arch::ArchOptions;
+use fusec_passes::{FuseOptions, Lowering, Member};
+use fusec_verify::compare::{allclose_violations, diff};
+use fusec_verify::runtime::{Session, SessionConfig};
+use fusec_verify::timing::{interleaved, Stats};
+use fusec_verify::{Tensors, VerifyError};
+
+use crate::commands::{emit, load_graph, member_names};
+use crate::Failure;
+
+/// Inputs for the models: the given file, or `images` deterministic
+/// pseudo-random tensors shaped like the graph's inputs (uniform in [-1, 1]).
+fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>, Failure> {
+    if let Some(f) = file {
+        let t = fusec_verify::io::read_tensors(f)?;
+        for &i in g.inputs() {
+            let v = g.value(i);
+            let Some((_, a)) = t.iter().find(|(n, _)| *n == v.name) else {
+                return Err(Failure::Input(format!("{}: no tensor `{}` ({}) for the model's input", f.display(), v.name, v.ty)));
+            };
+            if a.shape() != v.ty.shape.as_slice() {
+                return Err(Failure::Input(format!("{}: tensor `{}` is {:?} but the model needs {}", f.display(), v.name, a.shape(), v.ty)));
+            }
+        }
+        return Ok(vec![t]);
+    }
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    Ok((0..images.max(1))
+        .map(|_| {
+            g.inputs()
+                .iter()
+                .map(|&i| {
+                    let v = g.value(i);
+                    let n: usize = v.ty.shape.iter().product();
+                    let data: Vec<f32> = (0..n).map(|_| next()).collect();
+                    (v.name.clone(), ndarray::ArrayD::from_shape_vec(v.ty.shape.clone(), data).expect("shape fits"))
+                })
+                .collect()
+        })
+        .collect())
+}
+
+fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
+    let bytes = fusec_exporters::onnx::export(g)?;
+    Ok(fusec_verify::runtime::load(&bytes, cfg)?)
+}
+
+fn describe_cfg(cfg: &SessionConfig) -> String {
+    let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
+    format!("{} ({}{threads})", cfg.runtime, cfg.device)
+}
+
+fn speed_table(rows: &[(String, Stats)], baseline: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "| config | mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for (name, s) in rows {
+        let _ = writeln!(
+            o,
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
+            s.mean_ms,
+            s.p50_ms,
+            s.p99_ms,
+            s.rps,
+            baseline.p50_ms / s.p50_ms
+        );
+    }
+    o
+}
+
+pub struct SpeedArgs {
+    pub warmup: usize,
+    pub runs: usize,
+}
+
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds, {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn verify(
+    model: &Path,
+    member_paths: &[PathBuf],
+    arch: &ArchOptions,
+    input: Option<&Path>,
+    images: usize,
+    cfg: &SessionConfig,
+    atol: f64,
+    rtol: f64,
+    speed: &SpeedArgs,
+) -> Result<(), Failure> {
+    let fused_graph = fusec_frontends::onnx::load(model)?;
+    let names = member_names(member_paths);
+    let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
+    for (m, g) in names.iter().zip(&members) {
+        for &o in g.outputs() {
+            let want = format!("{m}/{}", g.value(o).name);
+            if !fused_graph.outputs().iter().any(|f| fused_graph.value(*f).name == want) {
+                return Err(Failure::Input(format!(
+                    "{}: no output `{want}`: was it fused from these members (names are file stems)?",
+                    model.display()
+                )));
+            }
+        }
+    }
+    let ins = inputs(&fused_graph, input, images)?;
+    let mut fused = session(&fused_graph, cfg)?;
+    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
+
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "verify {} against {} members on {}, {} input(s){}",
+        model.display(),
+        members.len(),
+        describe_cfg(cfg),
+        ins.len(),
+        if input.is_some() { "" } else { " (deterministic random)" }
+    );
+    let _ = writeln!(o, "{:<12} {:<16} {:>11} {:>11} {:>13} {:>9}", "member", "output", "max abs", "rel L2", "cosine", "outside");
+    let mut failed = vec![];
+    let mut compared = 0;
+    for x in &ins {
+        let got = fused.run(x)?;
+        for ((m, s), g) in names.iter().zip(sessions.iter_mut()).zip(&members) {
+            let want = s.run(x)?;
+            for (oname, w) in &want {
+                let key = format!("{m}/{oname}");
+                let (_, f) = got.iter().find(|(n, _)| *n == key).expect("checked above");
+                let d = diff(f, w).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
+                let outside = allclose_violations(f, w, atol, rtol).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
+                let _ = writeln!(o, "{m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}", d.max_abs, d.rel_l2, d.cosine);
+                compared += 1;
+                if outside > 0 {
+                    failed.push(format!("{key} ({outside} elements)"));
+                }
+            }
+            let _ = g;
+        }
+    }
+    let _ = writeln!(
+        o,
+        "equivalence: {} ({compared} outputs compared, |fused - member| <= {atol:e} + {rtol:e} * |member|)",
+        if failed.is_empty() { "ok" } else { "FAILED" }
+    );
+    emit(&o)?;
+
+    if speed.runs > 0 {
+        let x = &ins[0];
+        let pb = progress(speed.runs as u64, "timing");
+        let mut base = || -> Result<(), VerifyError> {
+            for s in sessions.iter_mut() {
+                s.run(x)?;
+            }
+            Ok(())
+        };
+        let mut fus = || -> Result<(), VerifyError> { fused.run(x).map(|_| ()) };
+        let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
+        pb.finish_and_clear();
+        let rows = vec![("members one after another".to_string(), stats[0].clone()), ("fused".to_string(), stats[1].clone())];
+        let mut t = String::new();
+        let _ = writeln!(t, "speed on {}: {} warm-up + {} timed rounds, interleaved", describe_cfg(cfg), speed.warmup, speed.runs);
+        t.push_str(&speed_table(&rows, &stats[0]));
+        emit(&t)?;
+    }
+    if !failed.is_empty() {
+        return Err(Failure::Internal(format!(
+            "{} of {compared} outputs differ beyond atol {atol:e} / rtol {rtol:e}: {}",
+            failed.len(),
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// One benchmarked configuration.
+#[derive(serde::Serialize)]
+struct BenchRow {
+    config: String,
+    device: String,
+    #[serde(flatten)]
+    stats: Stats,
+    speedup_p50: f64,
+    /// Worst output difference against the members run alone.
+    max_abs: f64,
+    rel_l2: f64,
+}
+
+/// The lowerings `fusec bench` compares against the members one after another.
+pub fn bench_configs() -> Vec<(String, FuseOptions)> {
+    let mut v = vec![
+        ("fused, grouped".to_string(), FuseOptions { keep_bn: false, lowering: Lowering::Grouped }),
+        ("fused, grouped, BatchNorm kept".to_string(), FuseOptions { keep_bn: true, lowering: Lowering::Grouped }),
+        ("fused, separate".to_string(), FuseOptions { keep_bn: false, lowering: Lowering::Separate }),
+    ];
+    for from in [0.3f32, 0.5, 0.6, 0.7, 0.8] {
+        v.push((format!("fused, regions from {from}"), FuseOptions { keep_bn: false, lowering: Lowering::Regions { from } }));
+    }
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    member_paths: &[PathBuf],
+    arch: &ArchOptions,
+    input: Option<&Path>,
+    cfg: &SessionConfig,
+    speed: &SpeedArgs,
+    json: Option<&Path>,
+    markdown: Option<&Path>,
+) -> Result<(), Failure> {
+    let names = member_names(member_paths);
+    let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
+    let ins = inputs(&members[0], input, 1)?;
+    let x = &ins[0];
+    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
+    let mut want: Vec<(String, ndarray::ArrayD<f32>)> = vec![];
+    for (m, s) in names.iter().zip(sessions.iter_mut()) {
+        for (o, t) in s.run(x)? {
+            want.push((format!("{m}/{o}"), t));
+        }
+    }
+    let configs = bench_configs();
+    let mut fused_sessions = vec![];
+    let mut diffs = vec![];
+    let pb = progress(configs.len() as u64, "building");
+    for (name, opts) in &configs {
+        let ms = names.iter().zip(&members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
+        let f = fusec_passes::fuse(ms, opts).map_err(|e| match e {
+            fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
+            _ => Failure::Internal(e.to_string()),
+        })?;
+        let mut s = session(&f.graph, cfg)?;
+        let got = s.run(x)?;
+        let (mut max_abs, mut rel) = (0f64, 0f64);
+        for (k, w) in &want {
+            let (_, g) = got.iter().find(|(n, _)| n == k).ok_or_else(|| Failure::Internal(format!("{name}: output {k} missing")))?;
+            let d = diff(g, w).map_err(|e| Failure::Internal(format!("{name} {k}: {e}")))?;
+            max_abs = max_abs.max(d.max_abs);
+            rel = rel.max(d.rel_l2);
+        }
+        diffs.push((max_abs, rel));
+        fused_sessions.push(s);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let pb = progress(speed.runs as u64, "timing");
+    let mut base = || -> Result<(), VerifyError> {
+        for s in sessions.iter_mut() {
+            s.run(x)?;
+        }
+        Ok(())
+    };
+    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base)];
+    for s in fused_sessions.iter_mut() {
+        runners.push(Box::new(move || s.run(x).map(|_| ())));
+    }
+    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> = runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+    let stats = interleaved(&mut refs, speed.warmup, speed.runs, &mut || pb.inc(1))?;
+    drop(refs);
+    drop(runners);
+    pb.finish_and_clear();
+
+    let device = describe_cfg(cfg);
+    let mut rows = vec![BenchRow {
+        config: "members one after another".into(),
+        device: device.clone(),
+        stats: stats[0].clone(),
+        speedup_p50: 1.0,
+        max_abs: 0.0,
+        rel_l2: 0.0,
+    }];
+    for (i, (name, _)) in configs.iter().enumerate() {
+        rows.push(BenchRow {
+            config: name.clone(),
+            device: device.clone(),
+            stats: stats[i + 1].clone(),
+            speedup_p50: stats[0].p50_ms / stats[i + 1].p50_ms,
+            max_abs: diffs[i].0,
+            rel_l2: diffs[i].1,
+        });
+    }
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "{} members ({}) on {}: {} warm-up + {} timed rounds, every config once per round\n",
+        names.len(),
+        names.join(", "),
+        device,
+        speed.warmup,
+        speed.runs
+    );
+    let _ = writeln!(md, "| config | device | mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
+            r.config, r.device, r.stats.mean_ms, r.stats.p50_ms, r.stats.p99_ms, r.stats.rps, r.speedup_p50
+        );
+    }
+    let _ = writeln!(md, "\n| config | worst max abs vs members | worst rel L2 vs members |\n|---|---|---|");
+    for r in rows.iter().skip(1) {
+        let _ = writeln!(md, "| {} | {:.2e} | {:.2e} |", r.config, r.max_abs, r.rel_l2);
+    }
+    let best = rows.iter().skip(1).max_by(|a, b| a.speedup_p50.total_cmp(&b.speedup_p50)).expect("configs");
+    let _ = writeln!(md, "\nfastest: {} ({:.2}x the members one after another)", best.config, best.speedup_p50);
+    emit(&md)?;
+    if let Some(p) = markdown {
+        fusec_exporters::write_atomic(p, md.as_bytes())?;
+    }
+    if let Some(p) = json {
+        let j = serde_json::to_vec_pretty(&serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }))
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        fusec_exporters::write_atomic(p, &j)?;
+    }
+    Ok(())
+}
