@@ -344,3 +344,88 @@ fn fuse_needs_two_members_and_an_onnx_output() {
     assert!(line.contains("super.bin") && line.contains(".onnx"), "{line}");
     assert!(!bad.exists());
 }
+
+/// Two narrow members fused; returns (dir, members, fused model, input).
+fn small_fused() -> (tempfile::TempDir, Vec<PathBuf>, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = vec![];
+    for (k, classes) in [3usize, 6].iter().enumerate() {
+        let p = dir.path().join(format!("s{k}.safetensors"));
+        write_checkpoint_seeded(&p, &Spec::small(16, 2, 2, *classes).tensors(), None, 7 + k as u64);
+        members.push(p);
+    }
+    let input = image(&dir, 128);
+    let out = dir.path().join("small.onnx");
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    fuse(&refs, &out, &["--image-size", "128"]);
+    (dir, members, out, input)
+}
+
+fn verify_args<'a>(model: &'a Path, members: &'a [PathBuf], input: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["verify", s(model), "--members"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["--image-size", "128", "--input", s(input), "--runtime", "tract", "--runs", "2", "--warmup", "1"]);
+    args
+}
+
+#[test]
+fn verify_reports_equivalence_and_speed() {
+    let (_dir, members, model, input) = small_fused();
+    let out = ok(fusec(&verify_args(&model, &members, &input)));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("equivalence: ok (20 outputs compared"), "{text}");
+    assert!(text.contains("| members one after another |") && text.contains("| fused |"), "{text}");
+    assert!(text.contains("s1           class_out_0"), "{text}");
+}
+
+#[test]
+fn verify_fails_on_a_fused_model_with_one_corrupted_weight() {
+    let (dir, members, model, input) = small_fused();
+    // Scale one weight of the fused model, the stacked box-head conv, by 1.05.
+    let mut g = fusec_frontends::onnx::load(&model).unwrap();
+    let (id, t) = g
+        .weights()
+        .find(|(_, v, t)| v.name.starts_with("box_net.predict.conv_pw.weight") && t.ty().rank() == 4)
+        .map(|(id, _, t)| (id, t.clone()))
+        .expect("the box head's weight");
+    let scaled: Vec<f32> = t.to_f32_vec().unwrap().iter().map(|x| x * 1.05).collect();
+    g.value_mut(id).def = fuse_ir::ValueDef::Weight(fuse_ir::Tensor::from_f32(t.ty().shape.clone(), &scaled).unwrap());
+    let bad = dir.path().join("corrupt.onnx");
+    std::fs::write(&bad, fusec_exporters::onnx::export(&g).unwrap()).unwrap();
+    let res = fusec(&verify_args(&bad, &members, &input));
+    let line = last_error_line(&res, 1);
+    assert!(line.contains("differ beyond atol"), "{line}");
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("equivalence: FAILED"), "{text}");
+}
+
+#[test]
+fn verify_needs_the_members_it_was_fused_from() {
+    let (_dir, members, model, input) = small_fused();
+    let other = vec![members[0].clone(), reference("coco.onnx")];
+    let res = fusec(&verify_args(&model, &other, &input));
+    let line = last_error_line(&res, 2);
+    assert!(line.contains("no output `coco/class_out_0`"), "{line}");
+}
+
+#[test]
+fn bench_compares_every_lowering_against_the_members_in_one_run() {
+    let (dir, members, _model, input) = small_fused();
+    let (json, md) = (dir.path().join("bench.json"), dir.path().join("bench.md"));
+    let res = ok(fusec(&[
+        "bench", s(&members[0]), s(&members[1]), "--image-size", "128", "--input", s(&input), "--runtime", "tract",
+        "--runs", "2", "--warmup", "1", "--json", s(&json), "--markdown", s(&md),
+    ]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |"] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9);
+    for r in rows {
+        assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        assert!(r["max_abs"].as_f64().unwrap() <= MAX_ABS, "{r}");
+    }
+}

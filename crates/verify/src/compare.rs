@@ -49,7 +49,8 @@ pub fn allclose_violations(got: &ArrayD<f32>, want: &ArrayD<f32>, atol: f64, rto
         .zip(want.iter())
         .filter(|(&g, &w)| {
             let d = (g as f64 - w as f64).abs();
-            !(d <= atol + rtol * (w as f64).abs())
+            let ok = d <= atol + rtol * (w as f64).abs();
+            !ok
         })
         .count())
 }
