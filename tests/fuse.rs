@@ -91,7 +91,7 @@ fn assert_fused_conv_count(explain: &str, n: usize) {
         .find(|l| l.contains(" Conv (folded"))
         .map(|l| l.split(" nodes, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
         .unwrap_or_else(|| panic!("no member line in:\n{explain}"));
-    let diverging_convs = explain.lines().filter(|l| l.contains("(Conv): ")).count();
+    let diverging_convs = explain.lines().filter(|l| l.contains("(Conv) -> ")).count();
     assert_eq!(diverging_convs, 5, "the 5 class-head predict convs diverge:\n{explain}");
     assert_eq!(fused_convs(explain), member_convs + (n - 1) * diverging_convs, "{explain}");
     assert!(fused_convs(explain) < 2 * member_convs, "{explain}");
