@@ -292,3 +292,23 @@ fn scalar_where_a_conv_weight_belongs_is_an_error_not_a_panic() {
     t[i].1 = vec![];
     assert_checkpoint_rejected(&t, &[], "tensor `box_net.predict.conv_pw.weight` has shape [], expected [out, in, k, k]");
 }
+
+/// The detection decoder against effdet's own `detections` (DetBenchPredict)
+/// on PyTorch's head outputs: same boxes, scores and classes.
+#[test]
+fn decoder_reproduces_effdets_detections() {
+    for m in MEMBERS {
+        let outs = read_tensors(&reference_dir().join(format!("{m}.outputs.safetensors"))).unwrap();
+        let heads: fusec_verify::Tensors = outs.iter().filter(|(n, _)| n != "detections").cloned().collect();
+        let got = fusec_verify::detect::detect(&heads, 512, 512).unwrap();
+        let want_t = &outs.iter().find(|(n, _)| n == "detections").unwrap().1;
+        let want: Vec<[f32; 6]> = (0..want_t.shape()[1])
+            .map(|i| std::array::from_fn(|j| want_t[[0, i, j]]))
+            .filter(|d: &[f32; 6]| d[4] > 0.0)
+            .collect();
+        assert_eq!(got.len(), want.len(), "{m}");
+        let d = fusec_verify::detect::compare(&got, &want);
+        assert!(d.boxes_mse < 1e-6 && d.scores_mse < 1e-10, "{m}: {d:?}");
+        assert_eq!((d.label_accuracy, d.mean_iou > 0.9999), (1.0, true), "{m}: {d:?}");
+    }
+}

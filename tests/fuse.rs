@@ -429,3 +429,23 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         assert!(r["max_abs"].as_f64().unwrap() <= MAX_ABS, "{r}");
     }
 }
+
+#[test]
+fn verify_on_the_reference_set_reports_detection_metrics() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.onnx"))).collect();
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    fuse(&refs, &out, &[]);
+    let input = reference("input.safetensors");
+    let mut args = vec!["verify", s(&out), "--members"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(text.contains("equivalence: ok (30 outputs compared"), "{text}");
+    for m in MEMBERS {
+        let row = text.lines().find(|l| l.starts_with(&format!("| {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.ends_with("| 1.0000 | 1.0000 |"), "labels and boxes agree: {row}");
+    }
+}

@@ -51,6 +51,21 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
         .collect())
 }
 
+/// Detections of one member from a set of outputs whose names carry
+/// `prefix` (`coco/` in the fused model, none for the member alone).
+fn detections(outs: &Tensors, prefix: &str, g: &Graph) -> Result<Option<Vec<fusec_verify::detect::Detection>>, Failure> {
+    let names: Vec<&str> = g.outputs().iter().map(|o| g.value(*o).name.as_str()).collect();
+    if !fusec_verify::detect::is_efficientdet(&names) {
+        return Ok(None);
+    }
+    let sh = &g.value(g.inputs()[0]).ty.shape;
+    let mine: Tensors = outs
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
+        .collect();
+    fusec_verify::detect::detect(&mine, sh[2], sh[3]).map(Some).map_err(|e| Failure::Internal(format!("decoding detections: {e}")))
+}
+
 fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
     let bytes = fusec_exporters::onnx::export(g)?;
     Ok(fusec_verify::runtime::load(&bytes, cfg)?)
@@ -138,10 +153,24 @@ pub fn verify(
     let _ = writeln!(o, "{:<12} {:<16} {:>11} {:>11} {:>13} {:>9}", "member", "output", "max abs", "rel L2", "cosine", "outside");
     let mut failed = vec![];
     let mut compared = 0;
+    let mut det_rows = String::new();
     for x in &ins {
         let got = fused.run(x)?;
         for ((m, s), g) in names.iter().zip(sessions.iter_mut()).zip(&members) {
             let want = s.run(x)?;
+            if let (Some(dw), Some(dg)) = (detections(&want, "", g)?, detections(&got, &format!("{m}/"), g)?) {
+                let d = fusec_verify::detect::compare(&dg, &dw);
+                let _ = writeln!(
+                    det_rows,
+                    "| {m} | {} / {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
+                    dg.len(),
+                    dw.len(),
+                    d.boxes_mse,
+                    d.scores_mse,
+                    d.label_accuracy,
+                    d.mean_iou
+                );
+            }
             for (oname, w) in &want {
                 let key = format!("{m}/{oname}");
                 let (_, f) = got.iter().find(|(n, _)| *n == key).expect("checked above");
@@ -153,8 +182,13 @@ pub fn verify(
                     failed.push(format!("{key} ({outside} elements)"));
                 }
             }
-            let _ = g;
         }
+    }
+    if !det_rows.is_empty() {
+        let _ = writeln!(o, "detections (effdet decoding and NMS, fused vs member, per input):");
+        let _ = writeln!(o, "| member | detections fused / member | boxes MSE | scores MSE | label accuracy | mean IoU |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        o.push_str(&det_rows);
     }
     let _ = writeln!(
         o,
@@ -202,6 +236,8 @@ struct BenchRow {
     /// Worst output difference against the members run alone.
     max_abs: f64,
     rel_l2: f64,
+    /// Worst detection metrics over the members (EfficientDet heads only).
+    detections: Option<fusec_verify::detect::DetectionDiff>,
 }
 
 /// The lowerings `fusec bench` compares against the members one after another.
@@ -238,6 +274,8 @@ pub fn bench(
             want.push((format!("{m}/{o}"), t));
         }
     }
+    let want_dets: Vec<Option<Vec<fusec_verify::detect::Detection>>> =
+        names.iter().zip(&members).map(|(m, g)| detections(&want, &format!("{m}/"), g)).collect::<Result<_, _>>()?;
     let configs = bench_configs();
     let mut fused_sessions = vec![];
     let mut diffs = vec![];
@@ -257,7 +295,23 @@ pub fn bench(
             max_abs = max_abs.max(d.max_abs);
             rel = rel.max(d.rel_l2);
         }
-        diffs.push((max_abs, rel));
+        let mut worst: Option<fusec_verify::detect::DetectionDiff> = None;
+        for ((m, g), wd) in names.iter().zip(&members).zip(&want_dets) {
+            if let (Some(wd), Some(gd)) = (wd, detections(&got, &format!("{m}/"), g)?) {
+                let d = fusec_verify::detect::compare(&gd, wd);
+                worst = Some(match worst {
+                    None => d,
+                    Some(w) => fusec_verify::detect::DetectionDiff {
+                        count: w.count.min(d.count),
+                        boxes_mse: w.boxes_mse.max(d.boxes_mse),
+                        scores_mse: w.scores_mse.max(d.scores_mse),
+                        label_accuracy: w.label_accuracy.min(d.label_accuracy),
+                        mean_iou: w.mean_iou.min(d.mean_iou),
+                    },
+                });
+            }
+        }
+        diffs.push((max_abs, rel, worst));
         fused_sessions.push(s);
         pb.inc(1);
     }
@@ -288,6 +342,7 @@ pub fn bench(
         speedup_p50: 1.0,
         max_abs: 0.0,
         rel_l2: 0.0,
+        detections: None,
     }];
     for (i, (name, _)) in configs.iter().enumerate() {
         rows.push(BenchRow {
@@ -297,6 +352,7 @@ pub fn bench(
             speedup_p50: stats[0].p50_ms / stats[i + 1].p50_ms,
             max_abs: diffs[i].0,
             rel_l2: diffs[i].1,
+            detections: diffs[i].2,
         });
     }
     let mut md = String::new();
@@ -318,10 +374,18 @@ pub fn bench(
             r.config, r.device, r.stats.mean_ms, r.stats.p50_ms, r.stats.p99_ms, r.stats.rps, r.speedup_p50
         );
     }
-    let _ = writeln!(md, "\n| config | worst max abs vs members | worst rel L2 vs members |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n| config | worst max abs | worst rel L2 | boxes MSE | scores MSE | label accuracy | mean IoU |\n|---|---|---|---|---|---|---|"
+    );
     for r in rows.iter().skip(1) {
-        let _ = writeln!(md, "| {} | {:.2e} | {:.2e} |", r.config, r.max_abs, r.rel_l2);
+        let det = match &r.detections {
+            Some(d) => format!("{:.2e} | {:.2e} | {:.4} | {:.4}", d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou),
+            None => "- | - | - | -".into(),
+        };
+        let _ = writeln!(md, "| {} | {:.2e} | {:.2e} | {det} |", r.config, r.max_abs, r.rel_l2);
     }
+    let _ = writeln!(md, "\n(output differences against the members run alone; detection metrics: the worst member, effdet decoding and NMS)");
     let best = rows.iter().skip(1).max_by(|a, b| a.speedup_p50.total_cmp(&b.speedup_p50)).expect("configs");
     let _ = writeln!(md, "\nfastest: {} ({:.2}x the members one after another)", best.config, best.speedup_p50);
     emit(&md)?;

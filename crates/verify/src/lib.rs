@@ -4,10 +4,12 @@
 //!   (pure Rust, the default) and ONNX Runtime through `ort` with a library
 //!   loaded at run time (`ORT_DYLIB_PATH`).
 //! - [`compare`]: max abs error, relative L2 error, cosine similarity.
+//! - [`detect`]: EfficientDet anchors, box decoding and NMS as effdet does them, detection metrics.
 //! - [`io`]: named f32 tensors in safetensors files.
 //! - [`timing`]: latency statistics (mean, p50, p99) of interleaved runs.
 
 pub mod compare;
+pub mod detect;
 pub mod io;
 pub mod runtime;
 pub mod timing;
