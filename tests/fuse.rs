@@ -108,7 +108,7 @@ fn three_state_dicts_fuse_and_reproduce_every_member_on_ort_and_tract() {
     let out = dir.path().join("super.onnx");
     let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.safetensors"))).collect();
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
-    let explain = fuse(&refs, &out, &[]);
+    let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
     assert_eq!(count(&explain, "grouped (channel-stacked):"), count(&explain, "aligned node groups:") - 5, "{explain}");
     assert_reproduces_reference(&out, "ort", &MEMBERS);
@@ -134,7 +134,7 @@ fn three_onnx_files_fuse_and_reproduce_every_member_on_ort_and_tract() {
     let out = dir.path().join("super.onnx");
     let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.onnx"))).collect();
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
-    let explain = fuse(&refs, &out, &[]);
+    let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
     assert_reproduces_reference(&out, "ort", &MEMBERS);
     assert_reproduces_reference(&out, "tract", &MEMBERS);
@@ -146,7 +146,7 @@ fn onnx_files_and_state_dicts_fuse_together() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("super.onnx");
     let (a, b, c) = (reference("coco.onnx"), reference("aquarium.safetensors"), reference("vehicles.onnx"));
-    let explain = fuse(&[&a, &b, &c], &out, &[]);
+    let explain = fuse(&[&a, &b, &c], &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
     assert_reproduces_reference(&out, "ort", &MEMBERS);
 }
@@ -157,7 +157,7 @@ fn two_members_fuse_with_batchnorm_kept() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pair.onnx");
     let (a, b) = (reference("coco.safetensors"), reference("vehicles.safetensors"));
-    let explain = fuse(&[&a, &b], &out, &["--keep-bn"]);
+    let explain = fuse(&[&a, &b], &out, &["--keep-bn", "--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 2);
     let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
     assert!(info.contains("BatchNormalization"), "--keep-bn keeps (grouped) BatchNormalization:\n{info}");
@@ -227,7 +227,7 @@ fn frozen_backbone_is_computed_once() {
     }
     let out = dir.path().join("frozen.onnx");
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
-    let explain = fuse(&refs, &out, &[]);
+    let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     // Every backbone conv (one 4-D `backbone.*weight` each) is computed once.
     let bytes = std::fs::read(&coco).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -417,13 +417,13 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         "--runs", "2", "--warmup", "1", "--json", s(&json), "--markdown", s(&md),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
-    for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |"] {
+    for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |"] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 12, "the baseline and 11 fused configurations");
     for r in rows {
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
         assert!(r["max_abs"].as_f64().unwrap() <= MAX_ABS, "{r}");

@@ -169,13 +169,15 @@ enum Command {
         keep_bn: bool,
         /// How the aligned layers are lowered: grouped (channel-stacked convs
         /// throughout), separate (each member keeps its layers; bit-identical
-        /// ones are shared), or regions (members keep their own layers until
-        /// the first output of at most --group-area pixels, grouped after)
-        #[arg(long, value_enum, default_value = "grouped")]
+        /// ones are shared), or regions (members keep their own layers for the
+        /// first --group-from fraction of the graph, in dataflow order; grouped
+        /// after). The default, regions from 0.25, measured fastest with ONNX
+        /// Runtime on a 2-core CPU (README); `fusec bench` measures yours
+        #[arg(long, value_enum, default_value = "regions")]
         lowering: LoweringArg,
         /// For --lowering regions: where grouping starts, as a fraction of
         /// the aligned nodes in dataflow order (0 = all grouped, 1 = none)
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.25)]
         group_from: f32,
     },
     /// Check a fused model against its members: every output pair (max abs,
@@ -261,6 +263,8 @@ fn main() -> ExitCode {
         Command::Fuse { members, arch, output, explain, keep_bn, lowering, group_from } => {
             let opts = fusec_passes::FuseOptions {
                 keep_bn,
+                split_depthwise: false,
+                split_pointwise: false,
                 lowering: match lowering {
                     LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
                     LoweringArg::Separate => fusec_passes::Lowering::Separate,

@@ -242,13 +242,16 @@ struct BenchRow {
 
 /// The lowerings `fusec bench` compares against the members one after another.
 pub fn bench_configs() -> Vec<(String, FuseOptions)> {
+    let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions { keep_bn, lowering, split_depthwise, split_pointwise };
     let mut v = vec![
-        ("fused, grouped".to_string(), FuseOptions { keep_bn: false, lowering: Lowering::Grouped }),
-        ("fused, grouped, BatchNorm kept".to_string(), FuseOptions { keep_bn: true, lowering: Lowering::Grouped }),
-        ("fused, separate".to_string(), FuseOptions { keep_bn: false, lowering: Lowering::Separate }),
+        ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
+        ("fused, grouped, BatchNorm kept".to_string(), o(Lowering::Grouped, true, false, false)),
+        ("fused, grouped, depthwise split".to_string(), o(Lowering::Grouped, false, true, false)),
+        ("fused, grouped, pointwise split".to_string(), o(Lowering::Grouped, false, false, true)),
+        ("fused, separate".to_string(), o(Lowering::Separate, false, false, false)),
     ];
-    for from in [0.3f32, 0.5, 0.6, 0.7, 0.8] {
-        v.push((format!("fused, regions from {from}"), FuseOptions { keep_bn: false, lowering: Lowering::Regions { from } }));
+    for from in [0.2f32, 0.25, 0.3, 0.4, 0.5, 0.7] {
+        v.push((format!("fused, regions from {from}"), o(Lowering::Regions { from }, false, false, false)));
     }
     v
 }

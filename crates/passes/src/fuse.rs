@@ -38,6 +38,11 @@ pub struct FuseOptions {
     /// Keep BatchNormalization nodes (grouped) instead of folding them into convs.
     pub keep_bn: bool,
     pub lowering: Lowering,
+    /// Per-layer choice inside grouped regions: run depthwise convs per
+    /// member (split) instead of as one grouped conv.
+    pub split_depthwise: bool,
+    /// Likewise for pointwise (1x1, group 1) convs.
+    pub split_pointwise: bool,
 }
 
 pub struct Member {
@@ -126,7 +131,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.shared += 1;
             report.shared_convs += usize::from(matches!(b.node(0, pair).op, Op::Conv(_)));
             b.lower_shared(pair)?;
-        } else if pair.same && i >= cut && group::lower(&mut b, pair)? {
+        } else if pair.same && i >= cut && group::lower(&mut b, pair, opts)? {
             report.grouped += 1;
         } else {
             if pair.same {

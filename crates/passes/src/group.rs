@@ -20,10 +20,10 @@ use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::align::Pair;
 use crate::fuse::{Builder, Repr};
-use crate::PassError;
+use crate::{FuseOptions, PassError};
 
 /// Lowers `pair` stacked; `Ok(false)` when the op cannot be stacked.
-pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<bool, PassError> {
+pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<bool, PassError> {
     let n = b.n();
     let n0 = b.node(0, pair);
     let g0 = b.members[0];
@@ -41,6 +41,11 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<bool, PassError> {
     match &n0.op {
         Op::Conv(c) => {
             if is_weight(n0.inputs[0]) || !is_weight(n0.inputs[1]) {
+                return Ok(false);
+            }
+            let depthwise = c.group > 1 && g0.value(n0.inputs[0].expect("conv input")).ty.shape[1] == c.group;
+            let pointwise = c.group == 1 && c.kernel_shape.iter().all(|&k| k == 1);
+            if (depthwise && opts.split_depthwise) || (pointwise && opts.split_pointwise) {
                 return Ok(false);
             }
             let x = per_member(b, pair, 0);

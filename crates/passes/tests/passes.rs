@@ -185,7 +185,7 @@ fn align_pairs_every_node_and_finds_the_class_head_divergence() {
 
 fn fused(lowering: Lowering, members: Vec<(&str, Graph)>) -> fusec_passes::Fused {
     let members = members.into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
-    fuse(members, &FuseOptions { keep_bn: false, lowering }).unwrap()
+    fuse(members, &FuseOptions { keep_bn: false, lowering, ..Default::default() }).unwrap()
 }
 
 /// The fused model gives each member's outputs, under `m{k}/`.
