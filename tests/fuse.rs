@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use common::checkpoints::*;
 use common::*;
-use fusec_verify::compare::diff;
 use fusec_verify::io::read_tensors;
 use fusec_verify::Tensors;
 use sha2::Digest;
@@ -38,24 +37,6 @@ fn run(model: &Path, input: &Path, runtime: &str, extra: &[&str]) -> Tensors {
     args.extend_from_slice(extra);
     ok(fusec(&args));
     read_tensors(&out).unwrap()
-}
-
-/// Every tensor of `want` against `{prefix}{name}` in `got`.
-fn assert_close(got: &Tensors, prefix: &str, want: &Tensors, what: &str) {
-    let mut compared = 0;
-    for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
-        let key = format!("{prefix}{name}");
-        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("{what}: output `{key}` missing"));
-        let d = diff(g, w).unwrap_or_else(|e| panic!("{what} {key}: {e}"));
-        assert!(
-            d.within(MAX_ABS, MAX_REL_L2),
-            "{what} {key}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
-            d.max_abs,
-            d.rel_l2
-        );
-        compared += 1;
-    }
-    assert!(compared > 0, "{what}: nothing compared");
 }
 
 /// The fused model's outputs for each reference member against PyTorch's.

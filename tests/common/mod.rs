@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use fusec_verify::compare::diff;
 use fusec_verify::io::read_tensors;
+use fusec_verify::Tensors;
 
 /// The tolerances of the foundation issue, against PyTorch's outputs.
 pub const MAX_ABS: f64 = 1e-4;
@@ -49,19 +50,28 @@ pub fn ok(out: Output) -> Output {
 pub fn assert_matches_reference(outputs: &Path, member: &str) {
     let got = read_tensors(outputs).expect("outputs readable");
     let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
+    let compared = assert_close(&got, "", &want, member);
+    assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
+}
+
+/// Every tensor of `want` (but `detections`) against `{prefix}{name}` in
+/// `got`, within [`MAX_ABS`] and [`MAX_REL_L2`]; returns how many were compared.
+pub fn assert_close(got: &Tensors, prefix: &str, want: &Tensors, what: &str) -> usize {
     let mut compared = 0;
     for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
-        let (_, g) = got.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{member}: output `{name}` missing"));
-        let d = diff(g, w).unwrap_or_else(|e| panic!("{member}/{name}: {e}"));
+        let key = format!("{prefix}{name}");
+        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("{what}: output `{key}` missing"));
+        let d = diff(g, w).unwrap_or_else(|e| panic!("{what} {key}: {e}"));
         assert!(
             d.within(MAX_ABS, MAX_REL_L2),
-            "{member}/{name}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
+            "{what} {key}: max abs {:.3e} (limit {MAX_ABS:e}), rel L2 {:.3e} (limit {MAX_REL_L2:e})",
             d.max_abs,
             d.rel_l2
         );
         compared += 1;
     }
-    assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
+    assert!(compared > 0, "{what}: nothing compared");
+    compared
 }
 
 /// Asserts exit `code`, no panic, and exactly one `error: ...` line on stderr.

@@ -43,10 +43,9 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
     out.push(v as u8);
 }
 
+/// Bytes of `v` as a varint: 7 bits each.
 fn varint_len(v: u64) -> u64 {
-    let mut b = vec![];
-    varint(v, &mut b);
-    b.len() as u64
+    (64 - u64::from(v.max(1).leading_zeros())).div_ceil(7)
 }
 
 /// Writes the model: ModelProto's other fields, then the `graph` field

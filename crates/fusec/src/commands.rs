@@ -139,16 +139,17 @@ pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Fai
     Ok(())
 }
 
-pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
-    let g = load_graph(model, arch)?;
-    let inputs = fusec_verify::io::read_tensors(input)?;
+/// Reads the tensors in `file` and checks they hold every input of `g`
+/// with its shape.
+pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensors, Failure> {
+    let inputs = fusec_verify::io::read_tensors(file)?;
     for &i in g.inputs() {
         let v = g.value(i);
         let Some((_, a)) = inputs.iter().find(|(n, _)| *n == v.name) else {
             let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
             return Err(Failure::Input(format!(
                 "{}: the model needs input `{}` ({}) but the file holds {have:?}",
-                input.display(),
+                file.display(),
                 v.name,
                 v.ty
             )));
@@ -156,13 +157,19 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
         if a.shape() != v.ty.shape.as_slice() {
             return Err(Failure::Input(format!(
                 "{}: tensor `{}` is {:?} but the model needs {}",
-                input.display(),
+                file.display(),
                 v.name,
                 a.shape(),
                 v.ty
             )));
         }
     }
+    Ok(inputs)
+}
+
+pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
+    let g = load_graph(model, arch)?;
+    let inputs = read_inputs(&g, input)?;
     let bytes = fusec_exporters::onnx::export(&g)?;
     let t0 = Instant::now();
     let mut session = fusec_verify::runtime::load(&bytes, cfg)?;

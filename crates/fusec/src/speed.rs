@@ -12,24 +12,14 @@ use fusec_verify::runtime::{Session, SessionConfig};
 use fusec_verify::timing::{interleaved, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
-use crate::commands::{emit, load_graph, member_names};
+use crate::commands::{emit, load_graph, member_names, read_inputs};
 use crate::Failure;
 
 /// Inputs for the models: the given file, or `images` deterministic
 /// pseudo-random tensors shaped like the graph's inputs (uniform in [-1, 1]).
 fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>, Failure> {
     if let Some(f) = file {
-        let t = fusec_verify::io::read_tensors(f)?;
-        for &i in g.inputs() {
-            let v = g.value(i);
-            let Some((_, a)) = t.iter().find(|(n, _)| *n == v.name) else {
-                return Err(Failure::Input(format!("{}: no tensor `{}` ({}) for the model's input", f.display(), v.name, v.ty)));
-            };
-            if a.shape() != v.ty.shape.as_slice() {
-                return Err(Failure::Input(format!("{}: tensor `{}` is {:?} but the model needs {}", f.display(), v.name, a.shape(), v.ty)));
-            }
-        }
-        return Ok(vec![t]);
+        return Ok(vec![read_inputs(g, f)?]);
     }
     let mut seed = 0x5eed_u64;
     let mut next = move || {
@@ -76,14 +66,20 @@ fn describe_cfg(cfg: &SessionConfig) -> String {
     format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }
 
-fn speed_table(rows: &[(String, Stats)], baseline: &Stats) -> String {
+/// The speed table: one row per config, speedup against `baseline`'s p50;
+/// with a device column when `device` is given.
+fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) -> String {
+    let (dh, dsep, dcell) = match device {
+        Some(d) => (" device |", "---|", format!(" {d} |")),
+        None => ("", "", String::new()),
+    };
     let mut o = String::new();
-    let _ = writeln!(o, "| config | mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
+    let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|");
     for (name, s) in rows {
         let _ = writeln!(
             o,
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
+            "| {name} |{dcell} {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
             s.mean_ms,
             s.p50_ms,
             s.p99_ms,
@@ -209,10 +205,10 @@ pub fn verify(
         let mut fus = || -> Result<(), VerifyError> { fused.run(x).map(|_| ()) };
         let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
         pb.finish_and_clear();
-        let rows = vec![("members one after another".to_string(), stats[0].clone()), ("fused".to_string(), stats[1].clone())];
+        let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
         let mut t = String::new();
         let _ = writeln!(t, "speed on {}: {} warm-up + {} timed rounds, interleaved", describe_cfg(cfg), speed.warmup, speed.runs);
-        t.push_str(&speed_table(&rows, &stats[0]));
+        t.push_str(&speed_table(&rows, &stats[0], None));
         emit(&t)?;
     }
     if !failed.is_empty() {
@@ -302,16 +298,7 @@ pub fn bench(
         for ((m, g), wd) in names.iter().zip(&members).zip(&want_dets) {
             if let (Some(wd), Some(gd)) = (wd, detections(&got, &format!("{m}/"), g)?) {
                 let d = fusec_verify::detect::compare(&gd, wd);
-                worst = Some(match worst {
-                    None => d,
-                    Some(w) => fusec_verify::detect::DetectionDiff {
-                        count: w.count.min(d.count),
-                        boxes_mse: w.boxes_mse.max(d.boxes_mse),
-                        scores_mse: w.scores_mse.max(d.scores_mse),
-                        label_accuracy: w.label_accuracy.min(d.label_accuracy),
-                        mean_iou: w.mean_iou.min(d.mean_iou),
-                    },
-                });
+                worst = Some(worst.map_or(d, |w| w.worst(&d)));
             }
         }
         diffs.push((max_abs, rel, worst));
@@ -368,15 +355,8 @@ pub fn bench(
         speed.warmup,
         speed.runs
     );
-    let _ = writeln!(md, "| config | device | mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-    for r in &rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
-            r.config, r.device, r.stats.mean_ms, r.stats.p50_ms, r.stats.p99_ms, r.stats.rps, r.speedup_p50
-        );
-    }
+    let table: Vec<(&str, &Stats)> = rows.iter().map(|r| (r.config.as_str(), &r.stats)).collect();
+    md.push_str(&speed_table(&table, &stats[0], Some(&device)));
     let _ = writeln!(
         md,
         "\n| config | worst max abs | worst rel L2 | boxes MSE | scores MSE | label accuracy | mean IoU |\n|---|---|---|---|---|---|---|"

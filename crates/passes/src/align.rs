@@ -49,14 +49,10 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
     let m0 = members[0];
     let incompatible = |msg: String| PassError::Incompatible(msg);
     for (k, g) in members.iter().enumerate().skip(1) {
-        if g.inputs().len() != m0.inputs().len() {
-            return Err(incompatible(format!(
-                "{} has {} inputs but {} has {}",
-                names[0],
-                m0.inputs().len(),
-                names[k],
-                g.inputs().len()
-            )));
+        for (what, a, b) in [("inputs", m0.inputs().len(), g.inputs().len()), ("outputs", m0.outputs().len(), g.outputs().len())] {
+            if a != b {
+                return Err(incompatible(format!("{} has {a} {what} but {} has {b}", names[0], names[k])));
+            }
         }
         for (a, b) in m0.inputs().iter().zip(g.inputs()) {
             let (a, b) = (m0.value(*a), g.value(*b));
@@ -66,15 +62,6 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
                     a.name, a.ty, names[0], b.ty, names[k]
                 )));
             }
-        }
-        if g.outputs().len() != m0.outputs().len() {
-            return Err(incompatible(format!(
-                "{} has {} outputs but {} has {}",
-                names[0],
-                m0.outputs().len(),
-                names[k],
-                g.outputs().len()
-            )));
         }
     }
 
@@ -230,8 +217,6 @@ fn difference(ga: &Graph, gb: &Graph, a: NodeId, b: NodeId) -> Option<String> {
 /// One line naming the pair's node in member 0, the differing member and what differs.
 pub fn describe(members: &[&Graph], names: &[String], pairs: &[Pair], d: &Divergence) -> String {
     let n0 = members[0].node(pairs[d.pair].nodes[0]);
-    let nk = members[d.member].node(pairs[d.pair].nodes[d.member]);
-    let _ = nk;
     let out = n0.outputs.first().map(|o| members[0].value(*o).name.as_str()).unwrap_or("");
     format!("node `{}` ({}) -> `{out}`: {} ({} vs {})", n0.name, n0.op.name(), d.what, names[0], names[d.member])
 }

@@ -227,6 +227,21 @@ impl<'a> Builder<'a> {
         w
     }
 
+    /// The inputs of member k's `node` in the fused graph: its weights
+    /// (keeping their names when `shared`, prefixed by the member otherwise)
+    /// and member k's own tensors for its data inputs.
+    pub fn member_inputs(&mut self, k: usize, node: &Node, shared: bool) -> Result<Vec<Option<ValueId>>, PassError> {
+        let g = self.members[k];
+        node.inputs
+            .iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(v) if matches!(g.value(*v).def, ValueDef::Weight(_)) => Ok(Some(self.weight(k, *v, shared))),
+                Some(v) => self.member_value(k, *v).map(Some),
+            })
+            .collect()
+    }
+
     /// Member k's value `v` as its own tensor (splitting a stacked value).
     pub fn member_value(&mut self, k: usize, v: ValueId) -> Result<ValueId, PassError> {
         if matches!(self.members[k].value(v).def, ValueDef::Weight(_)) {
@@ -303,14 +318,7 @@ impl<'a> Builder<'a> {
 
     fn lower_shared(&mut self, pair: &Pair) -> Result<(), PassError> {
         let n0 = self.node(0, pair);
-        let mut ins = vec![];
-        for v in &n0.inputs {
-            ins.push(match v {
-                None => None,
-                Some(v) if matches!(self.members[0].value(*v).def, ValueDef::Weight(_)) => Some(self.weight(0, *v, true)),
-                Some(v) => Some(self.member_value(0, *v)?),
-            });
-        }
+        let ins = self.member_inputs(0, n0, true)?;
         let outs = n0.outputs.iter().map(|o| self.members[0].value(*o).name.clone()).collect();
         let node = self.f.add_node(n0.name.clone(), n0.op.clone(), ins, outs)?;
         let fo = self.f.node(node).outputs.clone();

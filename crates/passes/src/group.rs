@@ -15,7 +15,7 @@
 //! Anything else (Reshape, Transpose, Gemm, MatMul, LayerNorm, ops on the
 //! channel axis) returns `false`: the caller runs it per member.
 
-use fuse_ir::{shape, BinaryOp, DType, Op, Tensor, TensorType, ValueDef, ValueId};
+use fuse_ir::{shape, DType, Op, Tensor, TensorType, ValueDef, ValueId};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 use crate::align::Pair;
@@ -135,7 +135,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
                 return concat_channels(b, pair, parts).map(|()| true);
             }
         }
-        Op::Binary(bop) => match binary_inputs(b, pair, *bop)? {
+        Op::Binary(_) => match binary_inputs(b, pair)? {
             Some(v) => ins = v,
             None => return Ok(false),
         },
@@ -201,7 +201,7 @@ fn concat_channels(b: &mut Builder, pair: &Pair, parts: Vec<ValueId>) -> Result<
 }
 
 /// Inputs of a stacked Add/Sub/Mul/Div, or `None` when it cannot be stacked.
-fn binary_inputs(b: &mut Builder, pair: &Pair, _op: BinaryOp) -> Result<Option<Vec<Option<ValueId>>>, PassError> {
+fn binary_inputs(b: &mut Builder, pair: &Pair) -> Result<Option<Vec<Option<ValueId>>>, PassError> {
     let n0 = b.node(0, pair);
     let g0 = b.members[0];
     let out = g0.value(n0.outputs[0]).ty.clone();

@@ -3,8 +3,6 @@
 //! per member: each member's own node, reading that member's own tensors
 //! (a stacked input is split once, the split shared by every reader).
 
-use fuse_ir::ValueDef;
-
 use crate::align::Pair;
 use crate::fuse::{Builder, Repr};
 use crate::PassError;
@@ -13,14 +11,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<(), PassError> {
     for k in 0..b.n() {
         let nk = b.node(k, pair);
         let g = b.members[k];
-        let mut ins = vec![];
-        for v in &nk.inputs {
-            ins.push(match v {
-                None => None,
-                Some(v) if matches!(g.value(*v).def, ValueDef::Weight(_)) => Some(b.weight(k, *v, false)),
-                Some(v) => Some(b.member_value(k, *v)?),
-            });
-        }
+        let ins = b.member_inputs(k, nk, false)?;
         let member = &b.names[k];
         let outs = nk.outputs.iter().map(|o| format!("{member}/{}", g.value(*o).name)).collect();
         let node = b.f.add_node(format!("{member}/{}", nk.name), nk.op.clone(), ins, outs)?;

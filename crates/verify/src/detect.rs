@@ -150,6 +150,19 @@ pub struct DetectionDiff {
     pub mean_iou: f64,
 }
 
+impl DetectionDiff {
+    /// The worse of two, metric by metric (over members).
+    pub fn worst(&self, o: &DetectionDiff) -> DetectionDiff {
+        DetectionDiff {
+            count: self.count.min(o.count),
+            boxes_mse: self.boxes_mse.max(o.boxes_mse),
+            scores_mse: self.scores_mse.max(o.scores_mse),
+            label_accuracy: self.label_accuracy.min(o.label_accuracy),
+            mean_iou: self.mean_iou.min(o.mean_iou),
+        }
+    }
+}
+
 /// How far detections `got` are from `want` (the original study's
 /// metrics). Each detection of `got`, best score first, is paired with the
 /// unpaired detection of `want` it overlaps most: near-equal scores that two
