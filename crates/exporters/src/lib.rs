@@ -1,12 +1,14 @@
 //! fusec exporters: [`fuse_ir::Graph`] in, deployable model files out.
 //!
 //! - [`onnx`]: ONNX, opset 17, IR version 8.
+//! - [`coreml`]: Core ML ML program packages (`.mlpackage`), fp32 or fp16.
 //! - [`onnx_builder`]: small ONNX models in any opset, for fixtures and tests.
 //!
 //! Files are written atomically ([`write_atomic`]): a temporary file in the
 //! target's directory, renamed over the target only once complete, so a
 //! failed export never leaves a partial file or breaks an existing one.
 
+pub mod coreml;
 pub mod onnx;
 pub mod onnx_builder;
 
