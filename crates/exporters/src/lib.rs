@@ -20,6 +20,10 @@ pub enum ExportError {
     /// The graph holds something the format cannot express.
     #[error("{0}")]
     Unsupported(String),
+    /// The target format has no mapping for something in the input model
+    /// (a Core ML op, a dtype); the message names the node or tensor.
+    #[error("{0}")]
+    Unmapped(String),
     #[error("{}: {msg}", path.display())]
     Io { path: PathBuf, msg: String },
 }
@@ -36,12 +40,19 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<u64>,
 ) -> Result<u64, ExportError> {
-    let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
+    let io = |e: std::io::Error| ExportError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".fusec-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
     let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let n = write(&mut buf).map_err(io)?;
     let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;

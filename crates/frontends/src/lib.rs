@@ -25,7 +25,10 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn new(file: &Path, msg: impl Into<String>) -> LoadError {
-        LoadError { file: file.to_path_buf(), msg: msg.into() }
+        LoadError {
+            file: file.to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -41,6 +44,10 @@ pub fn detect_kind(path: &Path) -> Result<FileKind, LoadError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(FileKind::Onnx),
         Some("safetensors") => Ok(FileKind::Safetensors),
+        Some("mlpackage" | "mlmodel") => Err(LoadError::new(
+            path,
+            "a Core ML model: fusec reads ONNX and safetensors, and runs models with ONNX Runtime or tract; run Core ML packages on macOS, and verify the .onnx export of the same fusion here",
+        )),
         _ => Err(LoadError::new(path, "unknown model file extension: expected .onnx or .safetensors")),
     }
 }

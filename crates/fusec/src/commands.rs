@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fuse_ir::Graph;
+use fusec_exporters::coreml::Precision;
 use fusec_exporters::ExportError;
 use fusec_frontends::arch::ArchOptions;
 use fusec_frontends::{detect_kind, FileKind, LoadError};
@@ -26,6 +27,7 @@ impl From<ExportError> for Failure {
         match e {
             ExportError::Io { .. } => Failure::Input(e.to_string()),
             ExportError::Unsupported(m) => Failure::Internal(format!("export failed: {m}")),
+            ExportError::Unmapped(m) => Failure::Input(format!("Core ML export: {m}")),
         }
     }
 }
@@ -91,7 +93,10 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
         .filter(|(_, _, t)| t.ty().dtype.is_float())
         .filter_map(|(_, _, t)| t.ty().numel())
         .sum();
-    let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
+    let weights = g
+        .weights()
+        .filter(|(id, _, _)| !g.users(*id).is_empty())
+        .count();
     let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
     for (k, v) in &g.metadata {
         let _ = writeln!(o, "metadata: {k} = {v}");
@@ -135,7 +140,11 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
     let g = load_graph(path, arch)?;
     let size = fusec_exporters::onnx::write_file(&g, output)?;
-    eprintln!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count());
+    eprintln!(
+        "wrote {} ({} nodes, {size} bytes)",
+        output.display(),
+        g.node_count()
+    );
     Ok(())
 }
 
@@ -167,7 +176,13 @@ pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensor
     Ok(inputs)
 }
 
-pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
+pub fn run(
+    model: &Path,
+    arch: &ArchOptions,
+    input: &Path,
+    cfg: &SessionConfig,
+    output: &Path,
+) -> Result<(), Failure> {
     let g = load_graph(model, arch)?;
     let inputs = read_inputs(&g, input)?;
     let bytes = fusec_exporters::onnx::export(&g)?;
@@ -196,7 +211,10 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
 pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = vec![];
     for p in paths {
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "member".into());
         let mut name = stem.clone();
         let mut k = 2;
         while names.contains(&name) {
@@ -210,10 +228,31 @@ pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
 
 fn sha256_file(path: &Path) -> Result<String, Failure> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutputFormat {
+    Onnx,
+    CoreMl,
+}
+
+impl OutputFormat {
+    fn of(output: &Path) -> Result<OutputFormat, Failure> {
+        match output.extension().and_then(|e| e.to_str()) {
+            Some("onnx") => Ok(OutputFormat::Onnx),
+            Some("mlpackage") => Ok(OutputFormat::CoreMl),
+            _ => Err(Failure::Input(format!(
+                "{}: name the output *.onnx (ONNX) or *.mlpackage (Core ML ML program)",
+                output.display()
+            ))),
+        }
+    }
 }
 
 pub fn fuse(
@@ -222,10 +261,12 @@ pub fn fuse(
     output: &Path,
     explain: bool,
     opts: &fusec_passes::FuseOptions,
+    precision: Precision,
 ) -> Result<(), Failure> {
-    if output.extension().and_then(|e| e.to_str()) != Some("onnx") {
+    let format = OutputFormat::of(output)?;
+    if format == OutputFormat::Onnx && precision != Precision::F32 {
         return Err(Failure::Input(format!(
-            "{}: the fused model is written as ONNX; name the output *.onnx",
+            "{}: --precision fp16 applies to Core ML packages (*.mlpackage); ONNX output is fp32",
             output.display()
         )));
     }
@@ -236,9 +277,17 @@ pub fn fuse(
     for (i, (p, name)) in paths.iter().zip(&names).enumerate() {
         let graph = load_graph(p, arch)?;
         meta.push((format!("fusec.member.{i}.name"), name.clone()));
-        meta.push((format!("fusec.member.{i}.file"), p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+        meta.push((
+            format!("fusec.member.{i}.file"),
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ));
         meta.push((format!("fusec.member.{i}.sha256"), sha256_file(p)?));
-        members.push(fusec_passes::Member { name: name.clone(), graph });
+        members.push(fusec_passes::Member {
+            name: name.clone(),
+            graph,
+        });
     }
     let t_load = t0.elapsed();
     let fused = fusec_passes::fuse(members, opts).map_err(|e| match e {
@@ -255,9 +304,22 @@ pub fn fuse(
     }
     let mut g = fused.graph;
     g.metadata.extend(meta);
-    g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
+    g.metadata
+        .push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
-    let size = fusec_exporters::onnx::write_file(&g, output)?;
+    let size = match format {
+        OutputFormat::Onnx => fusec_exporters::onnx::write_file(&g, output)?,
+        OutputFormat::CoreMl => {
+            let info = fusec_exporters::coreml::write_package(&g, output, precision)?;
+            if let Some((onnx, coreml)) = info.renamed.first() {
+                eprintln!(
+                    "note: Core ML names are identifiers: {} inputs/outputs renamed (`{onnx}` is `{coreml}`); the package's metadata maps fusec.name.NEW to the ONNX name",
+                    info.renamed.len()
+                );
+            }
+            info.weight_bytes
+        }
+    };
     if explain {
         emit(&fusec_passes::explain(r))?;
     }
@@ -280,12 +342,23 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
     let g = fusec_verify::io::read_tensors(got)?;
     let w = fusec_verify::io::read_tensors(want)?;
     let mut o = String::new();
-    let _ = writeln!(o, "{:<16} {:>12} {:>12} {:>12}", "tensor", "max abs", "rel L2", "cosine");
+    let _ = writeln!(
+        o,
+        "{:<16} {:>12} {:>12} {:>12}",
+        "tensor", "max abs", "rel L2", "cosine"
+    );
     let (mut compared, mut failed) = (0, vec![]);
     for (name, wt) in &w {
-        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else { continue };
-        let d = fusec_verify::compare::diff(gt, wt).map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
-        let _ = writeln!(o, "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
+        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let d = fusec_verify::compare::diff(gt, wt)
+            .map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
+        let _ = writeln!(
+            o,
+            "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}",
+            d.max_abs, d.rel_l2, d.cosine
+        );
         compared += 1;
         if !d.within(max_abs, max_rel_l2) {
             failed.push(name.clone());
@@ -293,7 +366,11 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
     }
     emit(&o)?;
     if compared == 0 {
-        return Err(Failure::Input(format!("{} and {} share no tensor names", got.display(), want.display())));
+        return Err(Failure::Input(format!(
+            "{} and {} share no tensor names",
+            got.display(),
+            want.display()
+        )));
     }
     if !failed.is_empty() {
         return Err(Failure::Internal(format!(
@@ -310,7 +387,9 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
 pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(format!("cannot write to stdout: {e}"))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Internal(format!("cannot write to stdout: {e}")))
+        }
         _ => Ok(()),
     }
 }

@@ -17,10 +17,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Seek, Write};
 
 use coreml_proto::proto::mil_spec::{
-    argument, dimension, tensor_value, value, value_type, Argument, DataType, Dimension, NamedValueType,
-    TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
+    argument, dimension, tensor_value, value, value_type, Argument, DataType, Dimension,
+    NamedValueType, TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
 };
-use fuse_ir::{shape, BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef, ValueId};
+use fuse_ir::{
+    shape, BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef,
+    ValueId,
+};
 
 use super::blob::{BlobType, BlobWriter};
 use super::wire;
@@ -73,20 +76,34 @@ struct Lowering<'g, W: Write + Seek> {
 
 type Res<T> = Result<T, ExportError>;
 
-pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobWriter<W>) -> Res<Lowered> {
-    let mut l = Lowering { g, precision, blobs, ops: vec![], defined: HashMap::new(), used: HashSet::new() };
+pub fn lower<W: Write + Seek>(
+    g: &Graph,
+    precision: Precision,
+    blobs: &mut BlobWriter<W>,
+) -> Res<Lowered> {
+    let mut l = Lowering {
+        g,
+        precision,
+        blobs,
+        ops: vec![],
+        defined: HashMap::new(),
+        used: HashSet::new(),
+    };
     let mut inputs = vec![];
     let mut fn_inputs = vec![];
     for &v in g.inputs() {
         let val = g.value(v);
         if val.ty.dtype != DType::F32 {
-            return Err(ExportError::Unsupported(format!(
+            return Err(ExportError::Unmapped(format!(
                 "input `{}` is {}: Core ML inputs here are f32",
                 val.name, val.ty
             )));
         }
         let name = l.ident(&val.name);
-        fn_inputs.push(NamedValueType { name: name.clone(), r#type: Some(tensor_type(DataType::Float32, &val.ty.shape)) });
+        fn_inputs.push(NamedValueType {
+            name: name.clone(),
+            r#type: Some(tensor_type(DataType::Float32, &val.ty.shape)),
+        });
         inputs.push((name.clone(), val.name.clone(), val.ty.clone()));
         let inner = match precision {
             Precision::F32 => name,
@@ -95,14 +112,20 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
         l.defined.insert(v, inner);
     }
     // The interface names are taken first so no inner value can claim them.
-    let out_names: Vec<String> = g.outputs().iter().map(|&v| l.ident(&g.value(v).name)).collect();
+    let out_names: Vec<String> = g
+        .outputs()
+        .iter()
+        .map(|&v| l.ident(&g.value(v).name))
+        .collect();
     let mut wanted: HashMap<ValueId, String> = HashMap::new();
     if precision == Precision::F32 {
         for (&v, name) in g.outputs().iter().zip(&out_names) {
             wanted.entry(v).or_insert_with(|| name.clone());
         }
     }
-    let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let order = g
+        .topo_order()
+        .map_err(|e| ExportError::Unsupported(e.to_string()))?;
     for id in order {
         l.node(id, &wanted)?;
     }
@@ -117,25 +140,46 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
                 }
                 _ => {
                     let ty = l.value_type(v);
-                    l.op("identity", name, vec![("x", vec![inner])], vec![(name.clone(), ty)]);
+                    l.op(
+                        "identity",
+                        name,
+                        vec![("x", vec![inner])],
+                        vec![(name.clone(), ty)],
+                    );
                 }
             }
         }
         outputs.push((name.clone(), val.name.clone(), val.ty.clone()));
     }
-    let block = wire::Block { outputs: out_names, operations: l.ops };
+    let block = wire::Block {
+        outputs: out_names,
+        operations: l.ops,
+    };
     let function = wire::Function {
         inputs: fn_inputs,
         opset: OPSET.into(),
         block_specializations: BTreeMap::from([(OPSET.to_string(), block)]),
     };
-    Ok(Lowered { function, inputs, outputs })
+    Ok(Lowered {
+        function,
+        inputs,
+        outputs,
+    })
 }
 
 impl<W: Write + Seek> Lowering<'_, W> {
     /// A fresh identifier made from `raw`.
     fn ident(&mut self, raw: &str) -> String {
-        let mut s: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let mut s: String = raw
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             s.insert(0, '_');
         }
@@ -175,7 +219,10 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         let val = self.g.value(v);
         let ValueDef::Weight(t) = &val.def else {
-            return Err(ExportError::Unsupported(format!("value `{}` is used before it is defined", val.name)));
+            return Err(ExportError::Unsupported(format!(
+                "value `{}` is used before it is defined",
+                val.name
+            )));
         };
         let name = self.ident(&val.name);
         let shape = t.ty().shape.clone();
@@ -183,13 +230,18 @@ impl<W: Write + Seek> Lowering<'_, W> {
             let data = t.to_f32_lossy();
             if data.len() > IMMEDIATE_LIMIT {
                 let (ty, bytes) = match self.precision {
-                    Precision::F32 => (BlobType::F32, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
+                    Precision::F32 => (
+                        BlobType::F32,
+                        data.iter()
+                            .flat_map(|x| x.to_le_bytes())
+                            .collect::<Vec<u8>>(),
+                    ),
                     Precision::F16 => (BlobType::F16, f16_bytes(&data)),
                 };
-                let offset = self
-                    .blobs
-                    .add(ty, &bytes)
-                    .map_err(|e| ExportError::Unsupported(format!("writing weight `{}`: {e}", val.name)))?;
+                let offset = self.blobs.add(ty, &bytes).map_err(|e| ExportError::Io {
+                    path: "weight.bin".into(),
+                    msg: format!("writing weight `{}`: {e}", val.name),
+                })?;
                 MilValue {
                     doc_string: String::new(),
                     r#type: Some(tensor_type(self.float(), &shape)),
@@ -202,14 +254,19 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 self.float_tensor(&data, &shape)
             }
         } else {
-            let ints = t
-                .to_i64_vec()
-                .ok_or_else(|| ExportError::Unsupported(format!("weight `{}` is {}", val.name, t.ty())))?;
+            let ints = t.to_i64_vec().ok_or_else(|| {
+                ExportError::Unmapped(format!("weight `{}` is {}", val.name, t.ty()))
+            })?;
             let ints = ints
                 .iter()
                 .map(|&x| i32::try_from(x))
                 .collect::<Result<Vec<i32>, _>>()
-                .map_err(|_| ExportError::Unsupported(format!("weight `{}` holds values outside int32", val.name)))?;
+                .map_err(|_| {
+                    ExportError::Unmapped(format!(
+                        "weight `{}` holds values outside int32",
+                        val.name
+                    ))
+                })?;
             imm_value(Imm::Ints(ints, shape), self.float())
         };
         self.push_const(&name, value);
@@ -219,8 +276,12 @@ impl<W: Write + Seek> Lowering<'_, W> {
 
     fn float_tensor(&self, data: &[f32], shape: &[usize]) -> MilValue {
         let tv = match self.precision {
-            Precision::F32 => tensor_value::Value::Floats(tensor_value::RepeatedFloats { values: data.to_vec() }),
-            Precision::F16 => tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(data) }),
+            Precision::F32 => tensor_value::Value::Floats(tensor_value::RepeatedFloats {
+                values: data.to_vec(),
+            }),
+            Precision::F16 => tensor_value::Value::Bytes(tensor_value::RepeatedBytes {
+                values: f16_bytes(data),
+            }),
         };
         immediate(tensor_type(self.float(), shape), tv)
     }
@@ -233,7 +294,10 @@ impl<W: Write + Seek> Lowering<'_, W> {
         self.ops.push(wire::Operation {
             r#type: "const".into(),
             inputs: BTreeMap::new(),
-            outputs: vec![NamedValueType { name: name.into(), r#type: ty }],
+            outputs: vec![NamedValueType {
+                name: name.into(),
+                r#type: ty,
+            }],
             attributes,
         });
     }
@@ -249,18 +313,32 @@ impl<W: Write + Seek> Lowering<'_, W> {
         name
     }
 
-    fn op(&mut self, ty: &str, name: &str, inputs: Vec<(&str, Vec<String>)>, outputs: Vec<(String, ValueType)>) {
+    fn op(
+        &mut self,
+        ty: &str,
+        name: &str,
+        inputs: Vec<(&str, Vec<String>)>,
+        outputs: Vec<(String, ValueType)>,
+    ) {
         let inputs = inputs
             .into_iter()
             .map(|(k, names)| {
                 let arguments = names
                     .into_iter()
-                    .map(|n| argument::Binding { binding: Some(argument::binding::Binding::Name(n)) })
+                    .map(|n| argument::Binding {
+                        binding: Some(argument::binding::Binding::Name(n)),
+                    })
                     .collect();
                 (k.to_string(), Argument { arguments })
             })
             .collect();
-        let outputs = outputs.into_iter().map(|(n, t)| NamedValueType { name: n, r#type: Some(t) }).collect();
+        let outputs = outputs
+            .into_iter()
+            .map(|(n, t)| NamedValueType {
+                name: n,
+                r#type: Some(t),
+            })
+            .collect();
         self.ops.push(wire::Operation {
             r#type: ty.into(),
             inputs,
@@ -270,17 +348,32 @@ impl<W: Write + Seek> Lowering<'_, W> {
     }
 
     fn cast(&mut self, x: &str, out: &str, dtype: &str, shape: &[usize]) -> Res<String> {
-        let out = if self.used.contains(out) { out.to_string() } else { self.ident(out) };
+        let out = if self.used.contains(out) {
+            out.to_string()
+        } else {
+            self.ident(out)
+        };
         let d = self.imm(&out, "dtype", Imm::Str(dtype.into()));
-        let dt = if dtype == "fp16" { DataType::Float16 } else { DataType::Float32 };
-        self.op("cast", &out, vec![("x", vec![x.into()]), ("dtype", vec![d])], vec![(out.clone(), tensor_type(dt, shape))]);
+        let dt = if dtype == "fp16" {
+            DataType::Float16
+        } else {
+            DataType::Float32
+        };
+        self.op(
+            "cast",
+            &out,
+            vec![("x", vec![x.into()]), ("dtype", vec![d])],
+            vec![(out.clone(), tensor_type(dt, shape))],
+        );
         Ok(out)
     }
 
     fn node(&mut self, id: NodeId, wanted: &HashMap<ValueId, String>) -> Res<()> {
         let g = self.g;
         let node = g.node(id);
-        let fail = |msg: String| ExportError::Unsupported(format!("node `{}` ({}): {msg}", node.name, node.op.name()));
+        let fail = |msg: String| {
+            ExportError::Unmapped(format!("node `{}` ({}): {msg}", node.name, node.op.name()))
+        };
         // Output names: the interface name for a graph output, else the value's.
         let mut outs = vec![];
         for &o in &node.outputs {
@@ -297,7 +390,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
         for v in node.inputs.iter().flatten() {
             x.push(self.arg(*v)?);
         }
-        let in_shape = |i: usize| input(i).map(|v| g.value(v).ty.shape.clone()).unwrap_or_default();
+        let in_shape = |i: usize| {
+            input(i)
+                .map(|v| g.value(v).ty.shape.clone())
+                .unwrap_or_default()
+        };
         let ints = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
         let list = |v: Vec<i32>| {
             let n = v.len();
@@ -306,16 +403,30 @@ impl<W: Write + Seek> Lowering<'_, W> {
         match &node.op {
             Op::Conv(c) => {
                 let k = c.kernel_shape.len();
-                let pad: Vec<i32> = (0..k).flat_map(|i| [c.pads[i] as i32, c.pads[i + k] as i32]).collect();
+                let pad: Vec<i32> = (0..k)
+                    .flat_map(|i| [c.pads[i] as i32, c.pads[i + k] as i32])
+                    .collect();
                 let mut ins = vec![("x", vec![x[0].clone()]), ("weight", vec![x[1].clone()])];
                 if let Some(b) = input(2) {
                     ins.push(("bias", vec![self.arg(b)?]));
                 }
-                ins.push(("strides", vec![self.imm(&n, "strides", list(ints(&c.strides)))]));
-                ins.push(("pad_type", vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))]));
+                ins.push((
+                    "strides",
+                    vec![self.imm(&n, "strides", list(ints(&c.strides)))],
+                ));
+                ins.push((
+                    "pad_type",
+                    vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))],
+                ));
                 ins.push(("pad", vec![self.imm(&n, "pad", list(pad))]));
-                ins.push(("dilations", vec![self.imm(&n, "dilations", list(ints(&c.dilations)))]));
-                ins.push(("groups", vec![self.imm(&n, "groups", Imm::Int(c.group as i32))]));
+                ins.push((
+                    "dilations",
+                    vec![self.imm(&n, "dilations", list(ints(&c.dilations)))],
+                ));
+                ins.push((
+                    "groups",
+                    vec![self.imm(&n, "groups", Imm::Int(c.group as i32))],
+                ));
                 self.op("conv", &n, ins, outs);
             }
             Op::BatchNorm(b) => {
@@ -337,19 +448,36 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     BinaryOp::Mul => "mul",
                     BinaryOp::Div => "real_div",
                 };
-                self.op(ty, &n, vec![("x", vec![x[0].clone()]), ("y", vec![x[1].clone()])], outs);
+                self.op(
+                    ty,
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("y", vec![x[1].clone()])],
+                    outs,
+                );
             }
             Op::Unary(UnaryOp::HardSwish) => {
-                let (alpha, beta) = (self.imm(&n, "alpha", Imm::Float(1.0 / 6.0)), self.imm(&n, "beta", Imm::Float(0.5)));
+                let (alpha, beta) = (
+                    self.imm(&n, "alpha", Imm::Float(1.0 / 6.0)),
+                    self.imm(&n, "beta", Imm::Float(0.5)),
+                );
                 let gate = self.ident(&format!("{n}_gate"));
                 let gate_ty = outs[0].1.clone();
                 self.op(
                     "sigmoid_hard",
                     &gate,
-                    vec![("x", vec![x[0].clone()]), ("alpha", vec![alpha]), ("beta", vec![beta])],
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("alpha", vec![alpha]),
+                        ("beta", vec![beta]),
+                    ],
                     vec![(gate.clone(), gate_ty)],
                 );
-                self.op("mul", &n, vec![("x", vec![x[0].clone()]), ("y", vec![gate])], outs);
+                self.op(
+                    "mul",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("y", vec![gate])],
+                    outs,
+                );
             }
             Op::Unary(u) => {
                 let ty = match u {
@@ -362,8 +490,20 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 self.op(ty, &n, vec![("x", vec![x[0].clone()])], outs);
             }
             Op::HardSigmoid { alpha, beta } => {
-                let (a, b) = (self.imm(&n, "alpha", Imm::Float(*alpha)), self.imm(&n, "beta", Imm::Float(*beta)));
-                self.op("sigmoid_hard", &n, vec![("x", vec![x[0].clone()]), ("alpha", vec![a]), ("beta", vec![b])], outs);
+                let (a, b) = (
+                    self.imm(&n, "alpha", Imm::Float(*alpha)),
+                    self.imm(&n, "beta", Imm::Float(*beta)),
+                );
+                self.op(
+                    "sigmoid_hard",
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("alpha", vec![a]),
+                        ("beta", vec![b]),
+                    ],
+                    outs,
+                );
             }
             Op::Clip { min, max } => {
                 let big = match self.precision {
@@ -372,7 +512,16 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 };
                 let a = self.imm(&n, "alpha", Imm::Float(min.unwrap_or(-big).max(-big)));
                 let b = self.imm(&n, "beta", Imm::Float(max.unwrap_or(big).min(big)));
-                self.op("clip", &n, vec![("x", vec![x[0].clone()]), ("alpha", vec![a]), ("beta", vec![b])], outs);
+                self.op(
+                    "clip",
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("alpha", vec![a]),
+                        ("beta", vec![b]),
+                    ],
+                    outs,
+                );
             }
             Op::Reduce { op, axes, keepdims } => {
                 let rank = in_shape(0).len() as i32;
@@ -386,27 +535,59 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 };
                 let a = self.imm(&n, "axes", list(axes));
                 let k = self.imm(&n, "keep_dims", Imm::Bool(*keepdims));
-                self.op(ty, &n, vec![("x", vec![x[0].clone()]), ("axes", vec![a]), ("keep_dims", vec![k])], outs);
+                self.op(
+                    ty,
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("axes", vec![a]),
+                        ("keep_dims", vec![k]),
+                    ],
+                    outs,
+                );
             }
             Op::GlobalAveragePool => {
                 let rank = in_shape(0).len() as i32;
                 let a = self.imm(&n, "axes", list((2..rank).collect()));
                 let k = self.imm(&n, "keep_dims", Imm::Bool(true));
-                self.op("reduce_mean", &n, vec![("x", vec![x[0].clone()]), ("axes", vec![a]), ("keep_dims", vec![k])], outs);
+                self.op(
+                    "reduce_mean",
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("axes", vec![a]),
+                        ("keep_dims", vec![k]),
+                    ],
+                    outs,
+                );
             }
             Op::MaxPool(p) => {
                 if p.dilations.iter().any(|&d| d != 1) {
                     return Err(fail("MIL max_pool has no dilations".into()));
                 }
                 let k = p.kernel_shape.len();
-                let pad: Vec<i32> = (0..k).flat_map(|i| [p.pads[i] as i32, p.pads[i + k] as i32]).collect();
+                let pad: Vec<i32> = (0..k)
+                    .flat_map(|i| [p.pads[i] as i32, p.pads[i + k] as i32])
+                    .collect();
                 let ins = vec![
                     ("x", vec![x[0].clone()]),
-                    ("kernel_sizes", vec![self.imm(&n, "kernel_sizes", list(ints(&p.kernel_shape)))]),
-                    ("strides", vec![self.imm(&n, "strides", list(ints(&p.strides)))]),
-                    ("pad_type", vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))]),
+                    (
+                        "kernel_sizes",
+                        vec![self.imm(&n, "kernel_sizes", list(ints(&p.kernel_shape)))],
+                    ),
+                    (
+                        "strides",
+                        vec![self.imm(&n, "strides", list(ints(&p.strides)))],
+                    ),
+                    (
+                        "pad_type",
+                        vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))],
+                    ),
                     ("pad", vec![self.imm(&n, "pad", list(pad))]),
-                    ("ceil_mode", vec![self.imm(&n, "ceil_mode", Imm::Bool(p.ceil_mode))]),
+                    (
+                        "ceil_mode",
+                        vec![self.imm(&n, "ceil_mode", Imm::Bool(p.ceil_mode))],
+                    ),
                 ];
                 self.op("max_pool", &n, ins, outs);
             }
@@ -424,7 +605,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     )));
                 }
                 let factor = |i: usize| -> Option<i32> {
-                    (s[i] > 0 && r.sizes[i] % s[i] == 0 && r.sizes[i] >= s[i]).then(|| (r.sizes[i] / s[i]) as i32)
+                    (s[i] > 0 && r.sizes[i] % s[i] == 0 && r.sizes[i] >= s[i])
+                        .then(|| (r.sizes[i] / s[i]) as i32)
                 };
                 let (fh, fw) = match (s.len(), factor(2), factor(3)) {
                     (4, Some(h), Some(w)) if r.sizes[0] == s[0] && r.sizes[1] == s[1] => (h, w),
@@ -440,40 +622,87 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 self.op(
                     "upsample_nearest_neighbor",
                     &n,
-                    vec![("x", vec![x[0].clone()]), ("scale_factor_height", vec![h]), ("scale_factor_width", vec![w])],
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("scale_factor_height", vec![h]),
+                        ("scale_factor_width", vec![w]),
+                    ],
                     outs,
                 );
             }
             Op::Concat { axis } => {
                 let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
                 let i = self.imm(&n, "interleave", Imm::Bool(false));
-                self.op("concat", &n, vec![("values", x.clone()), ("axis", vec![a]), ("interleave", vec![i])], outs);
+                self.op(
+                    "concat",
+                    &n,
+                    vec![
+                        ("values", x.clone()),
+                        ("axis", vec![a]),
+                        ("interleave", vec![i]),
+                    ],
+                    outs,
+                );
             }
             Op::Split { axis, split } => {
                 let s = self.imm(&n, "split_sizes", list(ints(split)));
                 let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op("split", &n, vec![("x", vec![x[0].clone()]), ("split_sizes", vec![s]), ("axis", vec![a])], outs);
+                self.op(
+                    "split",
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("split_sizes", vec![s]),
+                        ("axis", vec![a]),
+                    ],
+                    outs,
+                );
             }
             Op::Reshape { shape } => {
                 let s = self.imm(&n, "shape", list(ints(shape)));
-                self.op("reshape", &n, vec![("x", vec![x[0].clone()]), ("shape", vec![s])], outs);
+                self.op(
+                    "reshape",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("shape", vec![s])],
+                    outs,
+                );
             }
             Op::Flatten { .. } => {
                 let out = &g.value(node.outputs[0]).ty.shape;
                 let s = self.imm(&n, "shape", list(ints(out)));
-                self.op("reshape", &n, vec![("x", vec![x[0].clone()]), ("shape", vec![s])], outs);
+                self.op(
+                    "reshape",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("shape", vec![s])],
+                    outs,
+                );
             }
             Op::Transpose { perm } => {
                 let p = self.imm(&n, "perm", list(ints(perm)));
-                self.op("transpose", &n, vec![("x", vec![x[0].clone()]), ("perm", vec![p])], outs);
+                self.op(
+                    "transpose",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("perm", vec![p])],
+                    outs,
+                );
             }
             Op::Unsqueeze { axes } => {
                 let a = self.imm(&n, "axes", list(axes.iter().map(|&a| a as i32).collect()));
-                self.op("expand_dims", &n, vec![("x", vec![x[0].clone()]), ("axes", vec![a])], outs);
+                self.op(
+                    "expand_dims",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("axes", vec![a])],
+                    outs,
+                );
             }
             Op::Softmax { axis } => {
                 let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op("softmax", &n, vec![("x", vec![x[0].clone()]), ("axis", vec![a])], outs);
+                self.op(
+                    "softmax",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("axis", vec![a])],
+                    outs,
+                );
             }
             Op::Slice(sl) => {
                 let s = in_shape(0);
@@ -485,7 +714,9 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     if sl.steps[i] < 0 {
                         return Err(fail("negative slice steps are not mapped to MIL".into()));
                     }
-                    let (b, e, _) = shape::slice_range(s[axis] as i64, sl.starts[i], sl.ends[i], sl.steps[i]).map_err(fail)?;
+                    let (b, e, _) =
+                        shape::slice_range(s[axis] as i64, sl.starts[i], sl.ends[i], sl.steps[i])
+                            .map_err(fail)?;
                     begin[axis] = b as i32;
                     end[axis] = e.max(b) as i32;
                     stride[axis] = sl.steps[i] as i32;
@@ -500,10 +731,14 @@ impl<W: Write + Seek> Lowering<'_, W> {
             }
             Op::Pad(p) => {
                 if p.pads.iter().any(|&v| v < 0) {
-                    return Err(fail("negative pads (cropping) are not mapped to MIL".into()));
+                    return Err(fail(
+                        "negative pads (cropping) are not mapped to MIL".into(),
+                    ));
                 }
                 let r = p.pads.len() / 2;
-                let pad: Vec<i32> = (0..r).flat_map(|i| [p.pads[i] as i32, p.pads[i + r] as i32]).collect();
+                let pad: Vec<i32> = (0..r)
+                    .flat_map(|i| [p.pads[i] as i32, p.pads[i + r] as i32])
+                    .collect();
                 let mode = match p.mode {
                     PadMode::Constant => "constant",
                     PadMode::Reflect => "reflect",
@@ -513,13 +748,25 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     ("x", vec![x[0].clone()]),
                     ("pad", vec![self.imm(&n, "pad", list(pad))]),
                     ("mode", vec![self.imm(&n, "mode", Imm::Str(mode.into()))]),
-                    ("constant_val", vec![self.imm(&n, "constant_val", Imm::Float(p.value))]),
+                    (
+                        "constant_val",
+                        vec![self.imm(&n, "constant_val", Imm::Float(p.value))],
+                    ),
                 ];
                 self.op("pad", &n, ins, outs);
             }
             Op::Gather { axis } => {
                 let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op("gather", &n, vec![("x", vec![x[0].clone()]), ("indices", vec![x[1].clone()]), ("axis", vec![a])], outs);
+                self.op(
+                    "gather",
+                    &n,
+                    vec![
+                        ("x", vec![x[0].clone()]),
+                        ("indices", vec![x[1].clone()]),
+                        ("axis", vec![a]),
+                    ],
+                    outs,
+                );
             }
             Op::MatMul => {
                 let tx = self.imm(&n, "transpose_x", Imm::Bool(false));
@@ -534,7 +781,9 @@ impl<W: Write + Seek> Lowering<'_, W> {
             }
             Op::Gemm(gm) => {
                 if gm.alpha != 1.0 || (input(2).is_some() && gm.beta != 1.0) {
-                    return Err(fail("Gemm with alpha or beta other than 1 is not mapped to MIL".into()));
+                    return Err(fail(
+                        "Gemm with alpha or beta other than 1 is not mapped to MIL".into(),
+                    ));
                 }
                 let tx = self.imm(&n, "transpose_x", Imm::Bool(gm.trans_a));
                 let ty = self.imm(&n, "transpose_y", Imm::Bool(gm.trans_b));
@@ -559,7 +808,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 let first = shape::norm_axis(*axis, rank).map_err(fail)?;
                 let a = self.imm(&n, "axes", list((first as i32..rank as i32).collect()));
                 let eps = self.imm(&n, "epsilon", Imm::Float(*epsilon));
-                let mut ins = vec![("x", vec![x[0].clone()]), ("axes", vec![a]), ("gamma", vec![x[1].clone()])];
+                let mut ins = vec![
+                    ("x", vec![x[0].clone()]),
+                    ("axes", vec![a]),
+                    ("gamma", vec![x[1].clone()]),
+                ];
                 if let Some(b) = input(2) {
                     ins.push(("beta", vec![self.arg(b)?]));
                 }
@@ -574,10 +827,17 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     _ => "bool",
                 };
                 let d = self.imm(&n, "dtype", Imm::Str(dtype.into()));
-                self.op("cast", &n, vec![("x", vec![x[0].clone()]), ("dtype", vec![d])], outs);
+                self.op(
+                    "cast",
+                    &n,
+                    vec![("x", vec![x[0].clone()]), ("dtype", vec![d])],
+                    outs,
+                );
             }
             Op::Constant(_) | Op::Shape { .. } => {
-                return Err(fail("no MIL mapping: canonicalize folds it before export".into()));
+                return Err(fail(
+                    "no MIL mapping: canonicalize folds it before export".into(),
+                ));
             }
         }
         for (&o, name) in node.outputs.iter().zip(out_names) {
@@ -591,7 +851,9 @@ pub fn tensor_type(dt: DataType, shape: &[usize]) -> ValueType {
     let dimensions = shape
         .iter()
         .map(|&d| Dimension {
-            dimension: Some(dimension::Dimension::Constant(dimension::ConstantDimension { size: d as u64 })),
+            dimension: Some(dimension::Dimension::Constant(
+                dimension::ConstantDimension { size: d as u64 },
+            )),
         })
         .collect();
     ValueType {
@@ -609,32 +871,39 @@ fn immediate(ty: ValueType, tv: tensor_value::Value) -> MilValue {
         doc_string: String::new(),
         r#type: Some(ty),
         value: Some(value::Value::ImmediateValue(value::ImmediateValue {
-            value: Some(value::immediate_value::Value::Tensor(TensorValue { value: Some(tv) })),
+            value: Some(value::immediate_value::Value::Tensor(TensorValue {
+                value: Some(tv),
+            })),
         })),
     }
 }
 
 fn imm_value(v: Imm, float: DataType) -> MilValue {
     match v {
-        Imm::Ints(values, shape) => {
-            immediate(tensor_type(DataType::Int32, &shape), tensor_value::Value::Ints(tensor_value::RepeatedInts { values }))
-        }
-        Imm::Int(x) => {
-            immediate(tensor_type(DataType::Int32, &[]), tensor_value::Value::Ints(tensor_value::RepeatedInts { values: vec![x] }))
-        }
+        Imm::Ints(values, shape) => immediate(
+            tensor_type(DataType::Int32, &shape),
+            tensor_value::Value::Ints(tensor_value::RepeatedInts { values }),
+        ),
+        Imm::Int(x) => immediate(
+            tensor_type(DataType::Int32, &[]),
+            tensor_value::Value::Ints(tensor_value::RepeatedInts { values: vec![x] }),
+        ),
         Imm::Float(x) => match float {
             DataType::Float16 => immediate(
                 tensor_type(DataType::Float16, &[]),
-                tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(&[x]) }),
+                tensor_value::Value::Bytes(tensor_value::RepeatedBytes {
+                    values: f16_bytes(&[x]),
+                }),
             ),
             _ => immediate(
                 tensor_type(DataType::Float32, &[]),
                 tensor_value::Value::Floats(tensor_value::RepeatedFloats { values: vec![x] }),
             ),
         },
-        Imm::Bool(b) => {
-            immediate(tensor_type(DataType::Bool, &[]), tensor_value::Value::Bools(tensor_value::RepeatedBools { values: vec![b] }))
-        }
+        Imm::Bool(b) => immediate(
+            tensor_type(DataType::Bool, &[]),
+            tensor_value::Value::Bools(tensor_value::RepeatedBools { values: vec![b] }),
+        ),
         Imm::Str(s) => str_value(&s),
     }
 }
@@ -642,10 +911,14 @@ fn imm_value(v: Imm, float: DataType) -> MilValue {
 fn str_value(s: &str) -> MilValue {
     immediate(
         tensor_type(DataType::String, &[]),
-        tensor_value::Value::Strings(tensor_value::RepeatedStrings { values: vec![s.to_string()] }),
+        tensor_value::Value::Strings(tensor_value::RepeatedStrings {
+            values: vec![s.to_string()],
+        }),
     )
 }
 
 fn f16_bytes(data: &[f32]) -> Vec<u8> {
-    data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
+    data.iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect()
 }

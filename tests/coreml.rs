@@ -1,0 +1,286 @@
+//! Core ML export, end to end through the CLI: `fusec fuse ... -o
+//! super.mlpackage`, checked by coremltools (installed by
+//! scripts/install-coremltools.sh; scripts/test.sh sets FUSEC_COREML_PYTHON).
+//! Core ML itself runs only on macOS, so these tests check that the package
+//! loads and type-checks, op by op, in coremltools, and snapshot the MIL
+//! program's ops, shapes and dtypes as coremltools reads them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fusec, ok, one_error_line, reference_dir, require_ort, write};
+use fusec_exporters::onnx_builder::{attr_ints, attr_str, OnnxBuilder};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn coreml_python() -> PathBuf {
+    let py = std::env::var_os("FUSEC_COREML_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    assert!(
+        py.is_file(),
+        "Core ML tests need FUSEC_COREML_PYTHON pointing at a python with coremltools: run `bash scripts/test.sh`"
+    );
+    py
+}
+
+/// Runs scripts/check-coreml.py on `package`; returns its stdout.
+fn coremltools_check(package: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check-coreml.py");
+    let out = Command::new(coreml_python())
+        .arg(script)
+        .arg(package)
+        .arg("--ops")
+        .output()
+        .expect("python starts");
+    assert!(
+        out.status.success(),
+        "coremltools rejected {}: {}",
+        package.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn reference_members() -> Vec<String> {
+    ["coco", "aquarium", "vehicles"]
+        .iter()
+        .map(|m| {
+            reference_dir()
+                .join(format!("{m}.safetensors"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn fuse_to(out: &Path, extra: &[&str]) -> String {
+    let members = reference_members();
+    let mut args: Vec<&str> = vec!["fuse"];
+    args.extend(members.iter().map(|m| m.as_str()));
+    args.extend(["-o", s(out)]);
+    args.extend(extra);
+    String::from_utf8(ok(fusec(&args)).stderr).unwrap()
+}
+
+fn package_files(p: &Path) -> Vec<(String, Vec<u8>)> {
+    [
+        "Manifest.json",
+        "Data/com.apple.CoreML/model.mlmodel",
+        "Data/com.apple.CoreML/weights/weight.bin",
+    ]
+    .iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            std::fs::read(p.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", p.display())),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn reference_fusion_exports_a_package_that_coremltools_loads_and_type_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("super.mlpackage");
+    let log = fuse_to(&pkg, &[]);
+    assert!(
+        log.contains("30 inputs/outputs renamed")
+            && log.contains("`coco/class_out_0` is `coco_class_out_0`"),
+        "{log}"
+    );
+    let written = package_files(&pkg);
+    let report = coremltools_check(&pkg);
+    insta::assert_snapshot!("d0x3_fp32_mil", report);
+    // Weights: fp32, every float weight of the fused graph (48.6 MB).
+    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin"))
+        .unwrap()
+        .len();
+    assert!(weights > 48_000_000, "{weights}");
+
+    // Deterministic: the same members give byte-identical packages.
+    let dir2 = tempfile::tempdir().unwrap();
+    let again = dir2.path().join("super.mlpackage");
+    fuse_to(&again, &[]);
+    assert!(
+        written == package_files(&again),
+        "two fusions of the same members differ"
+    );
+    // coremltools found nothing to rewrite (it reformats a manifest it dislikes).
+    assert!(
+        written == package_files(&pkg),
+        "coremltools rewrote part of the package"
+    );
+}
+
+#[test]
+fn fp16_package_keeps_an_fp32_interface_and_halves_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("super16.mlpackage");
+    fuse_to(
+        &pkg,
+        &["--precision", "fp16", "--lowering", "grouped", "--keep-bn"],
+    );
+    let report = coremltools_check(&pkg);
+    insta::assert_snapshot!("d0x3_fp16_grouped_bn_mil", report);
+    assert!(
+        report.contains("input image fp32[1, 3, 512, 512]"),
+        "{report}"
+    );
+    assert!(
+        report.contains("output coco_class_out_0 fp32[1, 810, 64, 64]"),
+        "{report}"
+    );
+    assert!(report.contains("conv fp16[1, "), "{report}");
+    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin"))
+        .unwrap()
+        .len();
+    assert!((24_000_000..25_500_000).contains(&weights), "{weights}");
+}
+
+/// Two small ONNX members: conv then an upsampling Resize in `mode`.
+fn resize_members(dir: &tempfile::TempDir, mode: &str) -> (PathBuf, PathBuf) {
+    let member = |seed: f32| {
+        let w: Vec<f32> = (0..2 * 2 * 3 * 3)
+            .map(|i| (i as f32 * 0.37 + seed).sin())
+            .collect();
+        OnnxBuilder::new(17)
+            .input("x", &[1, 2, 4, 4])
+            .output("y", &[1, 2, 8, 8])
+            .init_f32("w", &[2, 2, 3, 3], &w)
+            .init_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0])
+            .node_named(
+                "conv",
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![attr_ints("pads", &[1, 1, 1, 1])],
+            )
+            .node_named(
+                "up",
+                "Resize",
+                &["c", "", "scales"],
+                &["y"],
+                vec![attr_str("mode", mode)],
+            )
+            .build()
+    };
+    (
+        write(dir, &format!("a_{mode}.onnx"), &member(0.0)),
+        write(dir, &format!("b_{mode}.onnx"), &member(1.0)),
+    )
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".fusec"))
+        .collect()
+}
+
+#[test]
+fn an_op_without_a_mil_mapping_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("super.mlpackage");
+    // Nearest upsampling maps to upsample_nearest_neighbor: a good package.
+    let (a, b) = resize_members(&dir, "nearest");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]));
+    let report = coremltools_check(&pkg);
+    assert!(
+        report.contains("op upsample_nearest_neighbor 1"),
+        "{report}"
+    );
+    let good = package_files(&pkg);
+
+    // Linear resize has no mapping: exit 2, the node named, the good package kept.
+    let (a, b) = resize_members(&dir, "linear");
+    let line = one_error_line(&fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]), 2);
+    assert!(
+        line.contains("Core ML export") && line.contains("(Resize)") && line.contains("Linear"),
+        "{line}"
+    );
+    assert!(
+        package_files(&pkg) == good,
+        "a failed export changed the existing package"
+    );
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+
+    // A directory that is not a package is never replaced.
+    let other = dir.path().join("photos.mlpackage");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), b"mine").unwrap();
+    let (a, b) = resize_members(&dir, "nearest");
+    let line = one_error_line(&fusec(&["fuse", s(&a), s(&b), "-o", s(&other)]), 2);
+    assert!(line.contains("not a Core ML package"), "{line}");
+    assert_eq!(std::fs::read(other.join("keep.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn precision_fp16_is_for_core_ml_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = resize_members(&dir, "nearest");
+    let out = dir.path().join("super.onnx");
+    let line = one_error_line(
+        &fusec(&["fuse", s(&a), s(&b), "-o", s(&out), "--precision", "fp16"]),
+        2,
+    );
+    assert!(
+        line.contains("--precision fp16") && line.contains(".mlpackage"),
+        "{line}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn verify_and_bench_with_device_coreml_say_it_is_not_available_here() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = resize_members(&dir, "nearest");
+    let onnx = dir.path().join("super.onnx");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&onnx)]));
+    let verify = fusec(&[
+        "verify",
+        s(&onnx),
+        "--members",
+        s(&a),
+        s(&b),
+        "--device",
+        "coreml",
+        "--runs",
+        "1",
+    ]);
+    let bench = fusec(&["bench", s(&a), s(&b), "--device", "coreml", "--runs", "1"]);
+    for out in [verify, bench] {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let line = err.lines().last().unwrap();
+        assert!(
+            line.starts_with("error: ") && line.contains("no CoreML execution provider"),
+            "{err}"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(
+                line.contains("on Linux, --device coreml is not available"),
+                "{line}"
+            );
+        }
+    }
+    // A Core ML package is not something verify can run here: it says so.
+    let pkg = dir.path().join("super.mlpackage");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]));
+    let line = one_error_line(&fusec(&["verify", s(&pkg), "--members", s(&a), s(&b)]), 2);
+    assert!(
+        line.contains("a Core ML model") && line.contains("macOS"),
+        "{line}"
+    );
+}
