@@ -16,12 +16,7 @@ fn round_trip(member: &str, runtime: &str) {
     let src = reference_dir().join(format!("{member}.onnx"));
     let exported = dir.path().join(format!("{member}.fusec.onnx"));
     let outputs = dir.path().join("out.safetensors");
-    ok(fusec(&[
-        "convert",
-        src.to_str().unwrap(),
-        "-o",
-        exported.to_str().unwrap(),
-    ]));
+    ok(fusec(&["convert", src.to_str().unwrap(), "-o", exported.to_str().unwrap()]));
     let input = reference_dir().join("input.safetensors");
     ok(fusec(&[
         "run",
@@ -71,43 +66,26 @@ fn round_trip_vehicles_ort() {
 
 #[test]
 fn coco_ir_snapshot() {
-    let out = ok(fusec(&[
-        "inspect",
-        "--ir",
-        reference_dir().join("coco.onnx").to_str().unwrap(),
-    ]));
+    let out = ok(fusec(&["inspect", "--ir", reference_dir().join("coco.onnx").to_str().unwrap()]));
     insta::assert_snapshot!("coco_ir", String::from_utf8(out.stdout).unwrap());
 }
 
 #[test]
 fn inspect_onnx_reports_io_ops_and_parameters() {
-    let out = ok(fusec(&[
-        "inspect",
-        reference_dir().join("aquarium.onnx").to_str().unwrap(),
-    ]));
+    let out = ok(fusec(&["inspect", reference_dir().join("aquarium.onnx").to_str().unwrap()]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("image f32[1,3,512,512]"), "{text}");
     assert!(text.contains("class_out_0 f32[1,63,64,64]"), "{text}"); // 9 anchors x 7 classes
     assert!(text.contains("box_out_4 f32[1,36,4,4]"), "{text}");
-    assert!(
-        text.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Conv", "214"]),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Conv", "214"]), "{text}");
     assert!(text.contains("parameters: "), "{text}");
 }
 
 #[test]
 fn inspect_safetensors_lists_tensors() {
-    let out = ok(fusec(&[
-        "inspect",
-        reference_dir().join("coco.safetensors").to_str().unwrap(),
-    ]));
+    let out = ok(fusec(&["inspect", reference_dir().join("coco.safetensors").to_str().unwrap()]));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("backbone.conv_stem.weight F32 [32, 3, 3, 3]"),
-        "{text}"
-    );
+    assert!(text.contains("backbone.conv_stem.weight F32 [32, 3, 3, 3]"), "{text}");
     assert!(text.contains("num_batches_tracked I64 []"), "{text}");
     // The manifest's PyTorch parameter count (running stats are buffers, not
     // parameters, so the float total is larger).
@@ -128,15 +106,7 @@ fn ort_with_missing_cuda_provider_is_a_clear_error() {
     let input = tiny_input(&dir);
     let out = dir.path().join("out.safetensors");
     let res = fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--runtime",
-        "ort",
-        "--device",
-        "cuda",
-        "-o",
+        "run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--runtime", "ort", "--device", "cuda", "-o",
         out.to_str().unwrap(),
     ]);
     let err = one_error_line(&res, 2);
@@ -151,13 +121,7 @@ fn tract_rejects_gpu_devices() {
     let input = tiny_input(&dir);
     let out = dir.path().join("out.safetensors");
     let res = fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--device",
-        "coreml",
-        "-o",
+        "run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--device", "coreml", "-o",
         out.to_str().unwrap(),
     ]);
     let err = one_error_line(&res, 2);
@@ -182,10 +146,7 @@ fn tiny_model(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 fn tiny_input(dir: &tempfile::TempDir) -> PathBuf {
-    let t = vec![(
-        "x".to_string(),
-        ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.0]).unwrap(),
-    )];
+    let t = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.0]).unwrap())];
     let p = dir.path().join("x.safetensors");
     std::fs::write(&p, fusec_verify::io::to_safetensors_bytes(&t).unwrap()).unwrap();
     p
@@ -196,37 +157,18 @@ fn tiny_input(dir: &tempfile::TempDir) -> PathBuf {
 fn assert_rejected(bad: &Path, what: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
-    let res = fusec(&[
-        "convert",
-        bad.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let res = fusec(&["convert", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     let err = one_error_line(&res, 2);
-    assert!(
-        err.contains(bad.to_str().unwrap()),
-        "error does not name the file: {err}"
-    );
+    assert!(err.contains(bad.to_str().unwrap()), "error does not name the file: {err}");
     assert!(err.contains(what), "expected `{what}` in: {err}");
     assert!(!out.exists(), "convert left {}", out.display());
     let outs = dir.path().join("out.safetensors");
     let input = reference_dir().join("input.safetensors");
-    let res = fusec(&[
-        "run",
-        bad.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "-o",
-        outs.to_str().unwrap(),
-    ]);
+    let res = fusec(&["run", bad.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", outs.to_str().unwrap()]);
     let err = one_error_line(&res, 2);
     assert!(err.contains(what), "expected `{what}` in: {err}");
     assert!(!outs.exists(), "run left {}", outs.display());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "temporary files left behind"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temporary files left behind");
 }
 
 #[test]
@@ -254,10 +196,7 @@ fn random_bytes_are_rejected() {
 fn truncated_onnx_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let full = std::fs::read(reference_dir().join("coco.onnx")).unwrap();
-    assert_rejected(
-        &write(&dir, "truncated.onnx", &full[..full.len() / 2]),
-        "not a valid ONNX model",
-    );
+    assert_rejected(&write(&dir, "truncated.onnx", &full[..full.len() / 2]), "not a valid ONNX model");
 }
 
 #[test]
@@ -269,10 +208,7 @@ fn node_reading_an_undefined_value_is_rejected() {
         .node("Relu", &["x"], &["r"], vec![])
         .node("Add", &["r", "ghost"], &["y"], vec![])
         .build();
-    assert_rejected(
-        &write(&dir, "dangling.onnx", &bytes),
-        "reads `ghost`, which no node, input or initializer defines",
-    );
+    assert_rejected(&write(&dir, "dangling.onnx", &bytes), "reads `ghost`, which no node, input or initializer defines");
 }
 
 #[test]
@@ -281,17 +217,9 @@ fn unknown_op_is_rejected() {
     let bytes = OnnxBuilder::new(17)
         .input("x", &[1, 4])
         .output("y", &[1, 4])
-        .node(
-            "FancyActivation",
-            &["x"],
-            &["y"],
-            vec![attr_int("alpha", 1)],
-        )
+        .node("FancyActivation", &["x"], &["y"], vec![attr_int("alpha", 1)])
         .build();
-    assert_rejected(
-        &write(&dir, "unknown_op.onnx", &bytes),
-        "unsupported op `FancyActivation`",
-    );
+    assert_rejected(&write(&dir, "unknown_op.onnx", &bytes), "unsupported op `FancyActivation`");
 }
 
 #[test]
@@ -316,10 +244,7 @@ fn shape_mismatch_names_the_node() {
         .init_f32("b", &[3], &[1.0, 2.0, 3.0])
         .node("Add", &["x", "b"], &["y"], vec![])
         .build();
-    assert_rejected(
-        &write(&dir, "mismatch.onnx", &bytes),
-        "node `Add_0` (Add): shapes [1, 4] and [3] do not broadcast",
-    );
+    assert_rejected(&write(&dir, "mismatch.onnx", &bytes), "node `Add_0` (Add): shapes [1, 4] and [3] do not broadcast");
 }
 
 /// A safetensors header claiming 1000 floats over a 16-byte payload.
@@ -337,26 +262,13 @@ fn safetensors_header_lying_about_sizes_is_rejected() {
     let bad = lying_safetensors(&dir);
     let res = fusec(&["inspect", bad.to_str().unwrap()]);
     let err = one_error_line(&res, 2);
-    assert!(
-        err.contains(bad.to_str().unwrap()) && err.contains("not a valid safetensors file"),
-        "{err}"
-    );
+    assert!(err.contains(bad.to_str().unwrap()) && err.contains("not a valid safetensors file"), "{err}");
 
     let model = tiny_model(&dir);
     let out = dir.path().join("out.safetensors");
-    let res = fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        bad.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let res = fusec(&["run", model.to_str().unwrap(), "--input", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     let err = one_error_line(&res, 2);
-    assert!(
-        err.contains(bad.to_str().unwrap()) && err.contains("not a valid safetensors file"),
-        "{err}"
-    );
+    assert!(err.contains(bad.to_str().unwrap()) && err.contains("not a valid safetensors file"), "{err}");
     assert!(!out.exists());
 }
 
@@ -367,14 +279,7 @@ fn wrong_input_name_or_shape_is_rejected() {
     let out = dir.path().join("out.safetensors");
     // The reference image is named `image` and is 1x3x512x512, not `x`.
     let input = reference_dir().join("input.safetensors");
-    let res = fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let res = fusec(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     let err = one_error_line(&res, 2);
     assert!(err.contains("needs input `x`"), "{err}");
     assert!(!out.exists());
@@ -386,49 +291,23 @@ fn tiny_model_runs_on_tract() {
     let model = tiny_model(&dir);
     let input = tiny_input(&dir);
     let out = dir.path().join("out.safetensors");
-    ok(fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]));
+    ok(fusec(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()]));
     let got = read_tensors(&out).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, "y");
-    assert_eq!(
-        got[0].1.iter().copied().collect::<Vec<f32>>(),
-        vec![1.0, 2.0, 0.75, 1.0]
-    );
+    assert_eq!(got[0].1.iter().copied().collect::<Vec<f32>>(), vec![1.0, 2.0, 0.75, 1.0]);
 }
 
 #[test]
 fn compare_passes_identical_files_and_fails_beyond_tolerance() {
     let dir = tempfile::tempdir().unwrap();
     let a = tiny_input(&dir);
-    let res = ok(fusec(&[
-        "compare",
-        a.to_str().unwrap(),
-        a.to_str().unwrap(),
-    ]));
+    let res = ok(fusec(&["compare", a.to_str().unwrap(), a.to_str().unwrap()]));
     let text = String::from_utf8(res.stdout).unwrap();
-    let row: Vec<&str> = text
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let row: Vec<&str> = text.lines().nth(1).unwrap_or_default().split_whitespace().collect();
     assert_eq!(row, ["x", "0.000e0", "0.000e0", "1.000000000"], "{text}");
-    let shifted = vec![(
-        "x".to_string(),
-        ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap(),
-    )];
-    let b = write(
-        &dir,
-        "b.safetensors",
-        &fusec_verify::io::to_safetensors_bytes(&shifted).unwrap(),
-    );
+    let shifted = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap())];
+    let b = write(&dir, "b.safetensors", &fusec_verify::io::to_safetensors_bytes(&shifted).unwrap());
     let res = fusec(&["compare", b.to_str().unwrap(), a.to_str().unwrap()]);
     let err = one_error_line(&res, 1);
     assert!(err.contains("1 of 1 tensors exceed max abs"), "{err}");
@@ -446,13 +325,7 @@ fn node_names_that_clash_with_tracts_expansions_still_run() {
         .init_f32("b", &[2], &[0.5, -0.5])
         .init_f32("m", &[2], &[0.0, 1.0])
         .init_f32("v", &[2], &[1.0, 4.0])
-        .node_named(
-            "bn",
-            "BatchNormalization",
-            &["x", "s", "b", "m", "v"],
-            &["t"],
-            vec![],
-        )
+        .node_named("bn", "BatchNormalization", &["x", "s", "b", "m", "v"], &["t"], vec![])
         .node_named("bn.mul", "Mul", &["t", "t"], &["y"], vec![])
         .build();
     let model = write(&dir, "clash.onnx", &bytes);
@@ -461,23 +334,12 @@ fn node_names_that_clash_with_tracts_expansions_still_run() {
         "x.safetensors",
         &fusec_verify::io::to_safetensors_bytes(&vec![(
             "x".to_string(),
-            ndarray::ArrayD::from_shape_vec(
-                vec![1, 2, 2, 2],
-                vec![0.0f32, 1.0, 2.0, 3.0, 1.0, 3.0, 5.0, 7.0],
-            )
-            .unwrap(),
+            ndarray::ArrayD::from_shape_vec(vec![1, 2, 2, 2], vec![0.0f32, 1.0, 2.0, 3.0, 1.0, 3.0, 5.0, 7.0]).unwrap(),
         )])
         .unwrap(),
     );
     let out = dir.path().join("out.safetensors");
-    ok(fusec(&[
-        "run",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]));
+    ok(fusec(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()]));
     let y: Vec<f32> = read_tensors(&out).unwrap()[0].1.iter().copied().collect();
     // bn: (x - m) / sqrt(v + 1e-5) * s + b, then squared.
     let want: Vec<f32> = [0.0f32, 1.0, 2.0, 3.0, 1.0, 3.0, 5.0, 7.0]
@@ -485,12 +347,7 @@ fn node_names_that_clash_with_tracts_expansions_still_run() {
         .enumerate()
         .map(|(i, &x)| {
             let c = i / 4;
-            let (s, b, m, v) = (
-                [1.0f32, 2.0][c],
-                [0.5f32, -0.5][c],
-                [0.0f32, 1.0][c],
-                [1.0f32, 4.0][c],
-            );
+            let (s, b, m, v) = ([1.0f32, 2.0][c], [0.5f32, -0.5][c], [0.0f32, 1.0][c], [1.0f32, 4.0][c]);
             let t = (x - m) / (v + 1e-5).sqrt() * s + b;
             t * t
         })

@@ -33,16 +33,7 @@ fn fuse(members: &[&Path], out: &Path, extra: &[&str]) -> String {
 fn run(model: &Path, input: &Path, runtime: &str, extra: &[&str]) -> Tensors {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
-    let mut args = vec![
-        "run",
-        s(model),
-        "--input",
-        s(input),
-        "--runtime",
-        runtime,
-        "-o",
-        s(&out),
-    ];
+    let mut args = vec!["run", s(model), "--input", s(input), "--runtime", runtime, "-o", s(&out)];
     args.extend_from_slice(extra);
     ok(fusec(&args));
     read_tensors(&out).unwrap()
@@ -51,11 +42,7 @@ fn run(model: &Path, input: &Path, runtime: &str, extra: &[&str]) -> Tensors {
 /// The fused model's outputs for each reference member against PyTorch's.
 fn assert_reproduces_reference(model: &Path, runtime: &str, members: &[&str]) {
     let got = run(model, &reference("input.safetensors"), runtime, &[]);
-    assert_eq!(
-        got.len(),
-        10 * members.len(),
-        "one set of 10 outputs per member"
-    );
+    assert_eq!(got.len(), 10 * members.len(), "one set of 10 outputs per member");
     for m in members {
         let want = read_tensors(&reference(&format!("{m}.outputs.safetensors"))).unwrap();
         assert_close(&got, &format!("{m}/"), &want, &format!("{runtime}:"));
@@ -65,26 +52,14 @@ fn assert_reproduces_reference(model: &Path, runtime: &str, members: &[&str]) {
 /// A number from the `--explain` line starting with `label`: the first
 /// integer after it.
 fn count(explain: &str, label: &str) -> usize {
-    let line = explain
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .unwrap_or_else(|| panic!("no `{label}` in:\n{explain}"));
+    let line = explain.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no `{label}` in:\n{explain}"));
     let rest = &line.trim_start()[label.len()..];
-    let digits: String = rest
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number in `{line}`"))
+    let digits: String = rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number in `{line}`"))
 }
 
 fn fused_convs(explain: &str) -> usize {
-    let line = explain
-        .lines()
-        .find(|l| l.starts_with("fused graph:"))
-        .unwrap();
+    let line = explain.lines().find(|l| l.starts_with("fused graph:")).unwrap();
     let before = line.split(" Conv").next().unwrap();
     before.rsplit(' ').next().unwrap().parse().unwrap()
 }
@@ -95,35 +70,16 @@ fn assert_fused_conv_count(explain: &str, n: usize) {
     let member_convs: usize = explain
         .lines()
         .find(|l| l.contains(" Conv (folded"))
-        .map(|l| {
-            l.split(" nodes, ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|l| l.split(" nodes, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
         .unwrap_or_else(|| panic!("no member line in:\n{explain}"));
     let diverging_convs = explain.lines().filter(|l| l.contains("(Conv) -> ")).count();
-    assert_eq!(
-        diverging_convs, 5,
-        "the 5 class-head predict convs diverge:\n{explain}"
-    );
-    assert_eq!(
-        fused_convs(explain),
-        member_convs + (n - 1) * diverging_convs,
-        "{explain}"
-    );
+    assert_eq!(diverging_convs, 5, "the 5 class-head predict convs diverge:\n{explain}");
+    assert_eq!(fused_convs(explain), member_convs + (n - 1) * diverging_convs, "{explain}");
     assert!(fused_convs(explain) < 2 * member_convs, "{explain}");
 }
 
 fn sha256(p: &Path) -> String {
-    sha2::Sha256::digest(std::fs::read(p).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(std::fs::read(p).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -131,59 +87,25 @@ fn three_state_dicts_fuse_and_reproduce_every_member_on_ort_and_tract() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("super.onnx");
-    let members: Vec<PathBuf> = MEMBERS
-        .iter()
-        .map(|m| reference(&format!("{m}.safetensors")))
-        .collect();
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.safetensors"))).collect();
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
     let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
-    assert_eq!(
-        count(&explain, "grouped (channel-stacked):"),
-        count(&explain, "aligned node groups:") - 5,
-        "{explain}"
-    );
+    assert_eq!(count(&explain, "grouped (channel-stacked):"), count(&explain, "aligned node groups:") - 5, "{explain}");
     assert_reproduces_reference(&out, "ort", &MEMBERS);
     assert_reproduces_reference(&out, "tract", &MEMBERS);
 
     let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
     assert!(info.contains("  image f32[1,3,512,512]\n"), "{info}");
-    assert!(
-        info.contains("  coco/class_out_0 f32[1,810,64,64]\n"),
-        "{info}"
-    );
-    assert!(
-        info.contains("  aquarium/class_out_0 f32[1,63,64,64]\n"),
-        "{info}"
-    );
-    assert!(
-        info.contains("  vehicles/box_out_4 f32[1,36,4,4]\n"),
-        "{info}"
-    );
-    assert!(
-        info.contains("metadata: fusec.members = coco,aquarium,vehicles\n"),
-        "{info}"
-    );
-    assert!(
-        info.contains(&format!(
-            "metadata: fusec.version = {}\n",
-            env!("CARGO_PKG_VERSION")
-        )),
-        "{info}"
-    );
+    assert!(info.contains("  coco/class_out_0 f32[1,810,64,64]\n"), "{info}");
+    assert!(info.contains("  aquarium/class_out_0 f32[1,63,64,64]\n"), "{info}");
+    assert!(info.contains("  vehicles/box_out_4 f32[1,36,4,4]\n"), "{info}");
+    assert!(info.contains("metadata: fusec.members = coco,aquarium,vehicles\n"), "{info}");
+    assert!(info.contains(&format!("metadata: fusec.version = {}\n", env!("CARGO_PKG_VERSION"))), "{info}");
     for (i, p) in members.iter().enumerate() {
-        assert!(
-            info.contains(&format!(
-                "metadata: fusec.member.{i}.sha256 = {}\n",
-                sha256(p)
-            )),
-            "{info}"
-        );
+        assert!(info.contains(&format!("metadata: fusec.member.{i}.sha256 = {}\n", sha256(p))), "{info}");
     }
-    assert!(
-        !info.contains("BatchNormalization"),
-        "BatchNorm is folded by default:\n{info}"
-    );
+    assert!(!info.contains("BatchNormalization"), "BatchNorm is folded by default:\n{info}");
 }
 
 #[test]
@@ -191,10 +113,7 @@ fn three_onnx_files_fuse_and_reproduce_every_member_on_ort_and_tract() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("super.onnx");
-    let members: Vec<PathBuf> = MEMBERS
-        .iter()
-        .map(|m| reference(&format!("{m}.onnx")))
-        .collect();
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.onnx"))).collect();
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
     let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
@@ -207,11 +126,7 @@ fn onnx_files_and_state_dicts_fuse_together() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("super.onnx");
-    let (a, b, c) = (
-        reference("coco.onnx"),
-        reference("aquarium.safetensors"),
-        reference("vehicles.onnx"),
-    );
+    let (a, b, c) = (reference("coco.onnx"), reference("aquarium.safetensors"), reference("vehicles.onnx"));
     let explain = fuse(&[&a, &b, &c], &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
     assert_reproduces_reference(&out, "ort", &MEMBERS);
@@ -222,17 +137,11 @@ fn two_members_fuse_with_batchnorm_kept() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pair.onnx");
-    let (a, b) = (
-        reference("coco.safetensors"),
-        reference("vehicles.safetensors"),
-    );
+    let (a, b) = (reference("coco.safetensors"), reference("vehicles.safetensors"));
     let explain = fuse(&[&a, &b], &out, &["--keep-bn", "--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 2);
     let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
-    assert!(
-        info.contains("BatchNormalization"),
-        "--keep-bn keeps (grouped) BatchNormalization:\n{info}"
-    );
+    assert!(info.contains("BatchNormalization"), "--keep-bn keeps (grouped) BatchNormalization:\n{info}");
     assert_reproduces_reference(&out, "ort", &["coco", "vehicles"]);
 }
 
@@ -243,11 +152,7 @@ fn separate_lowering_keeps_members_apart_and_stays_exact() {
     let out = dir.path().join("side.onnx");
     let (a, b) = (reference("aquarium.onnx"), reference("vehicles.onnx"));
     let explain = fuse(&[&a, &b], &out, &["--lowering", "separate"]);
-    assert_eq!(
-        count(&explain, "grouped (channel-stacked):"),
-        0,
-        "{explain}"
-    );
+    assert_eq!(count(&explain, "grouped (channel-stacked):"), 0, "{explain}");
     assert_eq!(fused_convs(&explain), 2 * 214, "{explain}");
     assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
 }
@@ -260,12 +165,7 @@ fn eight_members_fuse_and_match_each_member_alone() {
     let mut members = vec![];
     for k in 0..8u64 {
         let p = dir.path().join(format!("m{k}.safetensors"));
-        write_checkpoint_seeded(
-            &p,
-            &Spec::small(16, 2, 2, 2 + k as usize).tensors(),
-            None,
-            100 + k,
-        );
+        write_checkpoint_seeded(&p, &Spec::small(16, 2, 2, 2 + k as usize).tensors(), None, 100 + k);
         members.push(p);
     }
     let input = image(&dir, 128);
@@ -285,24 +185,12 @@ fn eight_members_fuse_and_match_each_member_alone() {
 /// Copies `member`'s checkpoint with every `backbone.*` tensor taken from `base`.
 fn with_frozen_backbone(base: &Path, member: &Path, out: &Path) {
     let (bb, mb) = (std::fs::read(base).unwrap(), std::fs::read(member).unwrap());
-    let (bt, mt) = (
-        safetensors::SafeTensors::deserialize(&bb).unwrap(),
-        safetensors::SafeTensors::deserialize(&mb).unwrap(),
-    );
+    let (bt, mt) = (safetensors::SafeTensors::deserialize(&bb).unwrap(), safetensors::SafeTensors::deserialize(&mb).unwrap());
     let mut names: Vec<String> = mt.names().into_iter().map(String::from).collect();
     names.sort();
     let views: Vec<(String, safetensors::tensor::TensorView)> = names
         .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                if n.starts_with("backbone.") {
-                    bt.tensor(n).unwrap()
-                } else {
-                    mt.tensor(n).unwrap()
-                },
-            )
-        })
+        .map(|n| (n.clone(), if n.starts_with("backbone.") { bt.tensor(n).unwrap() } else { mt.tensor(n).unwrap() }))
         .collect();
     std::fs::write(out, safetensors::serialize(views, None).unwrap()).unwrap();
 }
@@ -327,9 +215,7 @@ fn frozen_backbone_is_computed_once() {
     let backbone_convs = st
         .tensors()
         .iter()
-        .filter(|(n, t)| {
-            n.starts_with("backbone.") && n.ends_with(".weight") && t.shape().len() == 4
-        })
+        .filter(|(n, t)| n.starts_with("backbone.") && n.ends_with(".weight") && t.shape().len() == 4)
         .count();
     // conv_stem, 4 in block 0 (dw, SE reduce/expand, pw), 5 in each of the other 15.
     assert_eq!(backbone_convs, 1 + 4 + 15 * 5);
@@ -361,10 +247,7 @@ fn identical_members_fuse_with_a_warning() {
     let a = reference("aquarium.onnx");
     let res = ok(fusec(&["fuse", s(&a), s(&a), "-o", s(&out)]));
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        err.contains("warning: ") && err.contains("is identical to"),
-        "{err}"
-    );
+    assert!(err.contains("warning: ") && err.contains("is identical to"), "{err}");
     let got = run(&out, &reference("input.safetensors"), "ort", &[]);
     let want = read_tensors(&reference("aquarium.outputs.safetensors")).unwrap();
     assert_close(&got, "aquarium/", &want, "first copy");
@@ -385,11 +268,7 @@ fn assert_fuse_rejected(members: &[&Path], extra: &[&str], needles: &[&str]) -> 
         assert!(line.contains(n), "`{n}` not in: {line}");
     }
     assert_eq!(std::fs::read(&out).unwrap(), b"previous good model");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "a temporary file was left behind"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left behind");
     line
 }
 
@@ -398,34 +277,9 @@ fn different_input_sizes_cannot_fuse() {
     let dir = tempfile::tempdir().unwrap();
     let ck = checkpoint(&dir, "small.safetensors", &Spec::small(16, 2, 2, 5));
     let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
-    ok(fusec(&[
-        "convert",
-        s(&ck),
-        "--image-size",
-        "128",
-        "-o",
-        s(&a),
-    ]));
-    ok(fusec(&[
-        "convert",
-        s(&ck),
-        "--image-size",
-        "256",
-        "-o",
-        s(&b),
-    ]));
-    assert_fuse_rejected(
-        &[&a, &b],
-        &[],
-        &[
-            "cannot fuse",
-            "input `image`",
-            "f32[1,3,128,128]",
-            "f32[1,3,256,256]",
-            "a",
-            "b",
-        ],
-    );
+    ok(fusec(&["convert", s(&ck), "--image-size", "128", "-o", s(&a)]));
+    ok(fusec(&["convert", s(&ck), "--image-size", "256", "-o", s(&b)]));
+    assert_fuse_rejected(&[&a, &b], &[], &["cannot fuse", "input `image`", "f32[1,3,128,128]", "f32[1,3,256,256]", "a", "b"]);
 }
 
 #[test]
@@ -433,22 +287,11 @@ fn different_architectures_cannot_fuse_and_the_first_divergence_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let a = checkpoint(&dir, "two_cells.safetensors", &Spec::small(16, 2, 2, 5));
     let b = checkpoint(&dir, "three_cells.safetensors", &Spec::small(16, 3, 2, 5));
-    let line = assert_fuse_rejected(
-        &[&a, &b],
-        &["--image-size", "128"],
-        &["cannot fuse", "differ in structure", "node `"],
-    );
-    assert!(
-        line.contains("two_cells") && line.contains("three_cells"),
-        "{line}"
-    );
+    let line = assert_fuse_rejected(&[&a, &b], &["--image-size", "128"], &["cannot fuse", "differ in structure", "node `"]);
+    assert!(line.contains("two_cells") && line.contains("three_cells"), "{line}");
     // Wider BiFPN: the same dataflow, but the first BiFPN conv differs in shape.
     let c = checkpoint(&dir, "wide.safetensors", &Spec::small(24, 2, 2, 5));
-    assert_fuse_rejected(
-        &[&a, &c],
-        &["--image-size", "128"],
-        &["cannot fuse", "first divergence", "fpn."],
-    );
+    assert_fuse_rejected(&[&a, &c], &["--image-size", "128"], &["cannot fuse", "first divergence", "fpn."]);
 }
 
 #[test]
@@ -467,11 +310,7 @@ fn different_input_dtypes_cannot_fuse() {
         .build();
     let a = write(&dir, "a.onnx", &f32_model);
     let b = write(&dir, "b.onnx", &f16_model);
-    assert_fuse_rejected(
-        &[&a, &b],
-        &[],
-        &["cannot fuse", "input `x`", "f32[1,4]", "f16[1,4]"],
-    );
+    assert_fuse_rejected(&[&a, &b], &[], &["cannot fuse", "input `x`", "f32[1,4]", "f16[1,4]"]);
 }
 
 #[test]
@@ -483,10 +322,7 @@ fn fuse_needs_two_members_and_an_onnx_output() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("super.bin");
     let line = one_error_line(&fusec(&["fuse", s(&coco), s(&coco), "-o", s(&bad)]), 2);
-    assert!(
-        line.contains("super.bin") && line.contains(".onnx"),
-        "{line}"
-    );
+    assert!(line.contains("super.bin") && line.contains(".onnx"), "{line}");
     assert!(!bad.exists());
 }
 
@@ -496,12 +332,7 @@ fn small_fused() -> (tempfile::TempDir, Vec<PathBuf>, PathBuf, PathBuf) {
     let mut members = vec![];
     for (k, classes) in [3usize, 6].iter().enumerate() {
         let p = dir.path().join(format!("s{k}.safetensors"));
-        write_checkpoint_seeded(
-            &p,
-            &Spec::small(16, 2, 2, *classes).tensors(),
-            None,
-            7 + k as u64,
-        );
+        write_checkpoint_seeded(&p, &Spec::small(16, 2, 2, *classes).tensors(), None, 7 + k as u64);
         members.push(p);
     }
     let input = image(&dir, 128);
@@ -514,18 +345,7 @@ fn small_fused() -> (tempfile::TempDir, Vec<PathBuf>, PathBuf, PathBuf) {
 fn verify_args<'a>(model: &'a Path, members: &'a [PathBuf], input: &'a Path) -> Vec<&'a str> {
     let mut args = vec!["verify", s(model), "--members"];
     args.extend(members.iter().map(|p| s(p)));
-    args.extend_from_slice(&[
-        "--image-size",
-        "128",
-        "--input",
-        s(input),
-        "--runtime",
-        "tract",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
-    ]);
+    args.extend_from_slice(&["--image-size", "128", "--input", s(input), "--runtime", "tract", "--runs", "2", "--warmup", "1"]);
     args
 }
 
@@ -534,14 +354,8 @@ fn verify_reports_equivalence_and_speed() {
     let (_dir, members, model, input) = small_fused();
     let out = ok(fusec(&verify_args(&model, &members, &input)));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("equivalence: ok (20 outputs compared"),
-        "{text}"
-    );
-    assert!(
-        text.contains("| members one after another |") && text.contains("| fused |"),
-        "{text}"
-    );
+    assert!(text.contains("equivalence: ok (20 outputs compared"), "{text}");
+    assert!(text.contains("| members one after another |") && text.contains("| fused |"), "{text}");
     assert!(text.contains("s1           class_out_0"), "{text}");
 }
 
@@ -552,15 +366,11 @@ fn verify_fails_on_a_fused_model_with_one_corrupted_weight() {
     let mut g = fusec_frontends::onnx::load(&model).unwrap();
     let (id, t) = g
         .weights()
-        .find(|(_, v, t)| {
-            v.name.starts_with("box_net.predict.conv_pw.weight") && t.ty().rank() == 4
-        })
+        .find(|(_, v, t)| v.name.starts_with("box_net.predict.conv_pw.weight") && t.ty().rank() == 4)
         .map(|(id, _, t)| (id, t.clone()))
         .expect("the box head's weight");
     let scaled: Vec<f32> = t.to_f32_vec().unwrap().iter().map(|x| x * 1.05).collect();
-    g.value_mut(id).def = fuse_ir::ValueDef::Weight(
-        fuse_ir::Tensor::from_f32(t.ty().shape.clone(), &scaled).unwrap(),
-    );
+    g.value_mut(id).def = fuse_ir::ValueDef::Weight(fuse_ir::Tensor::from_f32(t.ty().shape.clone(), &scaled).unwrap());
     let bad = dir.path().join("corrupt.onnx");
     std::fs::write(&bad, fusec_exporters::onnx::export(&g).unwrap()).unwrap();
     let res = fusec(&verify_args(&bad, &members, &input));
@@ -584,34 +394,11 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let (dir, members, _model, input) = small_fused();
     let (json, md) = (dir.path().join("bench.json"), dir.path().join("bench.md"));
     let res = ok(fusec(&[
-        "bench",
-        s(&members[0]),
-        s(&members[1]),
-        "--image-size",
-        "128",
-        "--input",
-        s(&input),
-        "--runtime",
-        "tract",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
-        "--json",
-        s(&json),
-        "--markdown",
-        s(&md),
+        "bench", s(&members[0]), s(&members[1]), "--image-size", "128", "--input", s(&input), "--runtime", "tract",
+        "--runs", "2", "--warmup", "1", "--json", s(&json), "--markdown", s(&md),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
-    for row in [
-        "| members one after another |",
-        "| fused, grouped |",
-        "| fused, separate |",
-        "| fused, grouped, BatchNorm kept |",
-        "| fused, regions from 0.5 |",
-        "| fused, grouped, depthwise split |",
-        "| fused, grouped, pointwise split |",
-    ] {
+    for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |"] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
@@ -619,10 +406,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 12, "the baseline and 11 fused configurations");
     for r in rows {
-        assert!(
-            r["p50_ms"].as_f64().unwrap() > 0.0
-                && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap()
-        );
+        assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
         assert!(r["max_abs"].as_f64().unwrap() <= MAX_ABS, "{r}");
     }
 }
@@ -632,10 +416,7 @@ fn verify_on_the_reference_set_reports_detection_metrics() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("super.onnx");
-    let members: Vec<PathBuf> = MEMBERS
-        .iter()
-        .map(|m| reference(&format!("{m}.onnx")))
-        .collect();
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.onnx"))).collect();
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
     fuse(&refs, &out, &[]);
     let input = reference("input.safetensors");
@@ -643,18 +424,9 @@ fn verify_on_the_reference_set_reports_detection_metrics() {
     args.extend(members.iter().map(|p| s(p)));
     args.extend_from_slice(&["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
-    assert!(
-        text.contains("equivalence: ok (30 outputs compared"),
-        "{text}"
-    );
+    assert!(text.contains("equivalence: ok (30 outputs compared"), "{text}");
     for m in MEMBERS {
-        let row = text
-            .lines()
-            .find(|l| l.starts_with(&format!("| {m} | 100 / 100 |")))
-            .unwrap_or_else(|| panic!("{text}"));
-        assert!(
-            row.ends_with("| 1.0000 | 1.0000 |"),
-            "labels and boxes agree: {row}"
-        );
+        let row = text.lines().find(|l| l.starts_with(&format!("| {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.ends_with("| 1.0000 | 1.0000 |"), "labels and boxes agree: {row}");
     }
 }

@@ -18,22 +18,13 @@ pub const MEMBERS: [&str; 3] = ["coco", "aquarium", "vehicles"];
 pub fn reference_dir() -> PathBuf {
     let dir = std::env::var_os("FUSEC_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/efficientdet_d0")
-        });
-    assert!(
-        dir.is_dir(),
-        "reference models not found at {} (set FUSEC_REFERENCE_DIR)",
-        dir.display()
-    );
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/efficientdet_d0"));
+    assert!(dir.is_dir(), "reference models not found at {} (set FUSEC_REFERENCE_DIR)", dir.display());
     dir
 }
 
 pub fn fusec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusec"))
-        .args(args)
-        .output()
-        .expect("fusec starts")
+    Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).output().expect("fusec starts")
 }
 
 pub fn require_ort() {
@@ -58,13 +49,9 @@ pub fn ok(out: Output) -> Output {
 /// output) with what fusec wrote.
 pub fn assert_matches_reference(outputs: &Path, member: &str) {
     let got = read_tensors(outputs).expect("outputs readable");
-    let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors")))
-        .expect("reference readable");
+    let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
     let compared = assert_close(&got, "", &want, member);
-    assert_eq!(
-        compared, 10,
-        "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)"
-    );
+    assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
 }
 
 /// Every tensor of `want` (but `detections`) against `{prefix}{name}` in
@@ -73,10 +60,7 @@ pub fn assert_close(got: &Tensors, prefix: &str, want: &Tensors, what: &str) -> 
     let mut compared = 0;
     for (name, w) in want.iter().filter(|(n, _)| n != "detections") {
         let key = format!("{prefix}{name}");
-        let (_, g) = got
-            .iter()
-            .find(|(n, _)| *n == key)
-            .unwrap_or_else(|| panic!("{what}: output `{key}` missing"));
+        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("{what}: output `{key}` missing"));
         let d = diff(g, w).unwrap_or_else(|e| panic!("{what} {key}: {e}"));
         assert!(
             d.within(MAX_ABS, MAX_REL_L2),
@@ -109,11 +93,7 @@ pub fn last_error_line(out: &Output, code: i32) -> String {
     assert!(!err.contains("panicked"), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "expected one error line, got: {err}");
-    assert_eq!(
-        err.lines().last(),
-        Some(errors[0]),
-        "the error comes last: {err}"
-    );
+    assert_eq!(err.lines().last(), Some(errors[0]), "the error comes last: {err}");
     errors[0].to_string()
 }
 
@@ -122,3 +102,4 @@ pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).unwrap();
     p
 }
+

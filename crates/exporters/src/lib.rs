@@ -40,19 +40,12 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<u64>,
 ) -> Result<u64, ExportError> {
-    let io = |e: std::io::Error| ExportError::Io {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".fusec-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
     let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let n = write(&mut buf).map_err(io)?;
     let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;

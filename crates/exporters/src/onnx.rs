@@ -9,9 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use fuse_ir::*;
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
+    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use crate::ExportError;
@@ -60,11 +59,7 @@ pub fn write_to(g: &Graph, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
     stream(model, &pending, w)
 }
 
-fn stream(
-    mut model: ModelProto,
-    pending: &[Option<&Tensor>],
-    w: &mut dyn std::io::Write,
-) -> std::io::Result<u64> {
+fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::io::Write) -> std::io::Result<u64> {
     let enc = |e: protobuf::Error| std::io::Error::other(format!("protobuf encoding failed: {e}"));
     let mut gp = model.graph.take().unwrap_or_default();
     let inits = std::mem::take(&mut gp.initializer);
@@ -149,19 +144,10 @@ impl Names {
 /// bytes belong in each one's `raw_data` (`None` for the exporter's own
 /// small parameters, which are complete).
 fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
-    g.validate()
-        .map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
-    let order = g
-        .topo_order()
-        .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-    let mut names = Names {
-        of: HashMap::new(),
-        used: HashSet::new(),
-    };
-    let mut gp = GraphProto {
-        name: g.name.clone(),
-        ..Default::default()
-    };
+    g.validate().map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
+    let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let mut names = Names { of: HashMap::new(), used: HashSet::new() };
+    let mut gp = GraphProto { name: g.name.clone(), ..Default::default() };
     // Inputs and outputs claim their names first so they stay exact.
     for &i in g.inputs() {
         let n = names.of(g, i);
@@ -196,11 +182,7 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         // tract expands some ops into nodes named `{node}.{suffix}`; with no
         // `.` in our node names, those can never collide with a node of ours.
         let node_name = names.fresh(&node.name.replace('.', "/"));
-        let mut np = NodeProto {
-            name: node_name.clone(),
-            output: outputs,
-            ..Default::default()
-        };
+        let mut np = NodeProto { name: node_name.clone(), output: outputs, ..Default::default() };
         lower(g, node, &mut np, inputs, &mut gp, &mut names)?;
         gp.node.push(np);
     }
@@ -220,17 +202,9 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         producer_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    model.opset_import.push(OperatorSetIdProto {
-        domain: String::new(),
-        version: OPSET,
-        ..Default::default()
-    });
+    model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() });
     for (k, v) in &g.metadata {
-        model.metadata_props.push(StringStringEntryProto {
-            key: k.clone(),
-            value: v.clone(),
-            ..Default::default()
-        });
+        model.metadata_props.push(StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() });
     }
     let mut by_init: Vec<Option<&Tensor>> = vec![None; gp.initializer.len()];
     for (i, t) in pending {
@@ -251,20 +225,12 @@ pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
         .collect();
     let tt = type_proto::Tensor {
         elem_type: ty.dtype.onnx_code(),
-        shape: Some(TensorShapeProto {
-            dim: dims,
-            ..Default::default()
-        })
-        .into(),
+        shape: Some(TensorShapeProto { dim: dims, ..Default::default() }).into(),
         ..Default::default()
     };
     ValueInfoProto {
         name: name.into(),
-        type_: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tt)),
-            ..Default::default()
-        })
-        .into(),
+        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
         ..Default::default()
     }
 }
@@ -301,30 +267,15 @@ pub fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto
 }
 
 pub fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        type_: AttributeType::INT.into(),
-        i: v,
-        ..Default::default()
-    }
+    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
 }
 
 pub fn float_attr(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        type_: AttributeType::FLOAT.into(),
-        f: v,
-        ..Default::default()
-    }
+    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
 }
 
 pub fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        type_: AttributeType::STRING.into(),
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
+    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
 }
 
 fn us(v: &[usize]) -> impl Iterator<Item = i64> + '_ {
@@ -346,14 +297,8 @@ fn i64s(v: &[i64]) -> Tensor {
 fn scalar_like(dtype: DType, x: f32) -> Result<Tensor, String> {
     match dtype {
         DType::F32 => Tensor::from_f32(vec![], &[x]),
-        DType::F16 => Tensor::new(
-            TensorType::new(DType::F16, vec![]),
-            half::f16::from_f32(x).to_le_bytes().to_vec().into(),
-        ),
-        DType::F64 => Tensor::new(
-            TensorType::new(DType::F64, vec![]),
-            (x as f64).to_le_bytes().to_vec().into(),
-        ),
+        DType::F16 => Tensor::new(TensorType::new(DType::F16, vec![]), half::f16::from_f32(x).to_le_bytes().to_vec().into()),
+        DType::F64 => Tensor::new(TensorType::new(DType::F64, vec![]), (x as f64).to_le_bytes().to_vec().into()),
         d => Err(format!("no {d} scalar")),
     }
 }
@@ -367,16 +312,8 @@ fn lower(
     names: &mut Names,
 ) -> Result<(), ExportError> {
     let nn = np.name.clone();
-    let unsupported = |m: String| {
-        ExportError::Unsupported(format!("node `{}` ({}): {m}", node.name, node.op.name()))
-    };
-    let x_dtype = node
-        .inputs
-        .first()
-        .copied()
-        .flatten()
-        .map(|v| g.value(v).ty.dtype)
-        .unwrap_or(DType::F32);
+    let unsupported = |m: String| ExportError::Unsupported(format!("node `{}` ({}): {m}", node.name, node.op.name()));
+    let x_dtype = node.inputs.first().copied().flatten().map(|v| g.value(v).ty.dtype).unwrap_or(DType::F32);
     np.op_type = node.op.name().into();
     let at = &mut np.attribute;
     match &node.op {
@@ -409,13 +346,7 @@ fn lower(
         Op::Clip { min, max } => {
             for (what, v) in [("min", min), ("max", max)] {
                 let name = match v {
-                    Some(v) => param(
-                        gp,
-                        names,
-                        &nn,
-                        what,
-                        scalar_like(x_dtype, *v).map_err(unsupported)?,
-                    ),
+                    Some(v) => param(gp, names, &nn, what, scalar_like(x_dtype, *v).map_err(unsupported)?),
                     None => String::new(),
                 };
                 inputs.push(name);
@@ -432,10 +363,7 @@ fn lower(
         }
         Op::Resize(r) => {
             at.push(string_attr("mode", &format!("{:?}", r.mode).to_lowercase()));
-            at.push(string_attr(
-                "coordinate_transformation_mode",
-                &r.coordinate_transformation_mode,
-            ));
+            at.push(string_attr("coordinate_transformation_mode", &r.coordinate_transformation_mode));
             at.push(string_attr("nearest_mode", &r.nearest_mode));
             at.push(float_attr("cubic_coeff_a", r.cubic_coeff_a));
             at.push(int_attr("exclude_outside", r.exclude_outside as i64));
@@ -486,13 +414,7 @@ fn lower(
             at.push(string_attr("mode", &format!("{:?}", p.mode).to_lowercase()));
             inputs.push(param(gp, names, &nn, "pads", i64s(&p.pads)));
             if p.mode == PadMode::Constant && x_dtype.is_float() {
-                inputs.push(param(
-                    gp,
-                    names,
-                    &nn,
-                    "value",
-                    scalar_like(x_dtype, p.value).map_err(unsupported)?,
-                ));
+                inputs.push(param(gp, names, &nn, "value", scalar_like(x_dtype, p.value).map_err(unsupported)?));
             }
         }
         Op::Split { axis, split } => {
@@ -524,51 +446,19 @@ mod tests {
     fn streamed_bytes_parse_to_the_built_message() {
         let mut g = Graph::new("t");
         let x = g.add_input("x", TensorType::new(DType::F32, [1, 2, 4, 4]));
-        let w = g.add_weight(
-            "w",
-            Tensor::from_f32([3, 2, 1, 1], &[0.5, -1.0, 2.0, 0.25, 1.5, -0.75]).unwrap(),
-        );
+        let w = g.add_weight("w", Tensor::from_f32([3, 2, 1, 1], &[0.5, -1.0, 2.0, 0.25, 1.5, -0.75]).unwrap());
         let big: Vec<f32> = (0..300).map(|i| i as f32).collect();
         let b = g.add_weight("b", Tensor::from_f32([300], &big).unwrap());
-        let conv = Op::Conv(Conv {
-            kernel_shape: vec![1, 1],
-            strides: vec![1, 1],
-            pads: vec![0; 4],
-            dilations: vec![1, 1],
-            group: 1,
-        });
-        let c = g
-            .add_node("c", conv, vec![Some(x), Some(w), None], vec!["y".into()])
-            .unwrap();
+        let conv = Op::Conv(Conv { kernel_shape: vec![1, 1], strides: vec![1, 1], pads: vec![0; 4], dilations: vec![1, 1], group: 1 });
+        let c = g.add_node("c", conv, vec![Some(x), Some(w), None], vec!["y".into()]).unwrap();
         let y = g.node(c).outputs[0];
-        let r = g
-            .add_node(
-                "r",
-                Op::Reduce {
-                    op: ReduceOp::Sum,
-                    axes: Some(vec![1]),
-                    keepdims: true,
-                },
-                vec![Some(y)],
-                vec!["z".into()],
-            )
-            .unwrap();
+        let r = g.add_node("r", Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![1]), keepdims: true }, vec![Some(y)], vec!["z".into()]).unwrap();
         let z = g.node(r).outputs[0];
         g.set_outputs(vec![z, b]);
         g.metadata.push(("k".into(), "v".into()));
         let bytes = export(&g).unwrap();
         let parsed = ModelProto::parse_from_bytes(&bytes).unwrap();
         assert_eq!(parsed, to_model(&g).unwrap());
-        assert_eq!(
-            parsed
-                .graph
-                .initializer
-                .iter()
-                .find(|t| t.name == "b")
-                .unwrap()
-                .raw_data
-                .len(),
-            1200
-        );
+        assert_eq!(parsed.graph.initializer.iter().find(|t| t.name == "b").unwrap().raw_data.len(), 1200);
     }
 }

@@ -2,18 +2,13 @@
 //! few lines, in any opset, without Python.
 
 use fuse_ir::{DType, TensorType};
-use onnx_protobuf::{
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-};
+use onnx_protobuf::{AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
-use crate::onnx::ints_attr;
 pub use crate::onnx::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
+use crate::onnx::ints_attr;
 
 fn value_info(name: &str, dtype: DType, shape: &[i64]) -> onnx_protobuf::ValueInfoProto {
-    crate::onnx::value_info(
-        name,
-        &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()),
-    )
+    crate::onnx::value_info(name, &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()))
 }
 
 pub struct OnnxBuilder {
@@ -23,13 +18,7 @@ pub struct OnnxBuilder {
 
 impl OnnxBuilder {
     pub fn new(opset: i64) -> OnnxBuilder {
-        OnnxBuilder {
-            opset,
-            graph: GraphProto {
-                name: "fixture".into(),
-                ..Default::default()
-            },
-        }
+        OnnxBuilder { opset, graph: GraphProto { name: "fixture".into(), ..Default::default() } }
     }
 
     pub fn input(mut self, name: &str, shape: &[i64]) -> Self {
@@ -71,25 +60,12 @@ impl OnnxBuilder {
     }
 
     /// A node named `{op}_{index}`.
-    pub fn node(
-        self,
-        op: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<AttributeProto>,
-    ) -> Self {
+    pub fn node(self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
         let name = format!("{op}_{}", self.graph.node.len());
         self.node_named(&name, op, inputs, outputs, attrs)
     }
 
-    pub fn node_named(
-        mut self,
-        name: &str,
-        op: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attrs: Vec<AttributeProto>,
-    ) -> Self {
+    pub fn node_named(mut self, name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
         self.graph.node.push(NodeProto {
             name: name.into(),
             op_type: op.into(),
@@ -102,16 +78,8 @@ impl OnnxBuilder {
     }
 
     pub fn build(self) -> Vec<u8> {
-        let mut m = ModelProto {
-            ir_version: 8,
-            producer_name: "fusec-fixture".into(),
-            ..Default::default()
-        };
-        m.opset_import.push(OperatorSetIdProto {
-            domain: String::new(),
-            version: self.opset,
-            ..Default::default()
-        });
+        let mut m = ModelProto { ir_version: 8, producer_name: "fusec-fixture".into(), ..Default::default() };
+        m.opset_import.push(OperatorSetIdProto { domain: String::new(), version: self.opset, ..Default::default() });
         m.graph = Some(self.graph).into();
         m.write_to_bytes().expect("a built model serializes")
     }

@@ -25,10 +25,7 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn new(file: &Path, msg: impl Into<String>) -> LoadError {
-        LoadError {
-            file: file.to_path_buf(),
-            msg: msg.into(),
-        }
+        LoadError { file: file.to_path_buf(), msg: msg.into() }
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use fuse_ir::*;
 use onnx_protobuf::{
-    tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto, AttributeProto, Message,
-    ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    tensor_proto::DataLocation, tensor_shape_proto::dimension, type_proto,
+    AttributeProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 
 use crate::LoadError;
@@ -23,8 +23,7 @@ pub const MAX_OPSET: i64 = 21;
 
 /// Reads and imports an ONNX file.
 pub fn load(path: &Path) -> Result<Graph, LoadError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
     import(&bytes, path)
 }
 
@@ -34,11 +33,8 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
     if bytes.is_empty() {
         return Err(err("empty file, not an ONNX model".into()));
     }
-    let mut model = ModelProto::parse_from_bytes(bytes).map_err(|e| {
-        err(format!(
-            "not a valid ONNX model (protobuf decoding failed: {e})"
-        ))
-    })?;
+    let mut model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| err(format!("not a valid ONNX model (protobuf decoding failed: {e})")))?;
     if model.ir_version <= 0 || model.graph.is_none() {
         return Err(err("not an ONNX model: no IR version or no graph".into()));
     }
@@ -49,24 +45,16 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
         .map(|o| o.version)
         .ok_or_else(|| err("the model imports no default-domain (ai.onnx) opset".into()))?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(err(format!(
-            "opset {opset} is not supported (fusec reads opsets {MIN_OPSET} to {MAX_OPSET})"
-        )));
+        return Err(err(format!("opset {opset} is not supported (fusec reads opsets {MIN_OPSET} to {MAX_OPSET})")));
     }
     let mut gp = model.graph.take().unwrap_or_default();
     let name = if gp.name.is_empty() {
-        file.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     } else {
         gp.name.clone()
     };
     let mut g = Graph::new(name);
-    g.metadata = model
-        .metadata_props
-        .iter()
-        .map(|p| (p.key.clone(), p.value.clone()))
-        .collect();
+    g.metadata = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
     let mut env: HashMap<String, ValueId> = HashMap::new();
 
     for mut tp in std::mem::take(&mut gp.initializer) {
@@ -74,8 +62,7 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
         if tname.is_empty() {
             return Err(err("an initializer has no name".into()));
         }
-        let t =
-            tensor_from_proto(&mut tp).map_err(|m| err(format!("initializer `{tname}`: {m}")))?;
+        let t = tensor_from_proto(&mut tp).map_err(|m| err(format!("initializer `{tname}`: {m}")))?;
         let id = g.add_weight(tname.clone(), t);
         env.insert(tname, id);
     }
@@ -94,10 +81,7 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
         let nname = node_name(node, i);
         let nerr = |m: String| err(format!("node `{nname}` ({}): {m}", node.op_type));
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-            return Err(nerr(format!(
-                "unsupported op `{}` from domain `{}`",
-                node.op_type, node.domain
-            )));
+            return Err(nerr(format!("unsupported op `{}` from domain `{}`", node.op_type, node.domain)));
         }
         let (op, inputs) = convert_node(node, opset, &g, &env).map_err(nerr)?;
         let n_out = match &op {
@@ -111,9 +95,7 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
         if let Some(extra) = node.output.iter().skip(n_out).find(|o| !o.is_empty()) {
             return Err(nerr(format!("optional output `{extra}` is not supported")));
         }
-        let id = g
-            .add_node(nname.clone(), op, inputs, outputs)
-            .map_err(|e| err(e.to_string()))?;
+        let id = g.add_node(nname.clone(), op, inputs, outputs).map_err(|e| err(e.to_string()))?;
         for (o, v) in node.output.iter().zip(g.node(id).outputs.clone()) {
             env.insert(o.clone(), v);
         }
@@ -121,12 +103,9 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
 
     let mut outs = vec![];
     for vi in &gp.output {
-        let id = *env.get(&vi.name).ok_or_else(|| {
-            err(format!(
-                "graph output `{}` is not produced by any node",
-                vi.name
-            ))
-        })?;
+        let id = *env
+            .get(&vi.name)
+            .ok_or_else(|| err(format!("graph output `{}` is not produced by any node", vi.name)))?;
         outs.push(id);
     }
     if outs.is_empty() {
@@ -152,10 +131,7 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
     for (i, n) in nodes.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
             if env.contains_key(o) || producer.insert(o.as_str(), i).is_some() {
-                return Err(format!(
-                    "node `{}`: output `{o}` is defined more than once",
-                    node_name(n, i)
-                ));
+                return Err(format!("node `{}`: output `{o}` is defined more than once", node_name(n, i)));
             }
         }
     }
@@ -176,8 +152,7 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
         }
     }
     let mut indeg: Vec<usize> = deps.iter().map(|d| d.len()).collect();
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..nodes.len()).filter(|&i| indeg[i] == 0).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -190,33 +165,23 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
     }
     if order.len() != nodes.len() {
         let i = (0..nodes.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
-        return Err(format!(
-            "the graph has a cycle through node `{}`",
-            node_name(&nodes[i], i)
-        ));
+        return Err(format!("the graph has a cycle through node `{}`", node_name(&nodes[i], i)));
     }
     Ok(order)
 }
 
 fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
-    let Some(type_proto::Value::TensorType(t)) = vi.type_.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(type_proto::Value::TensorType(t)) = vi.type_.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err("is not a tensor".into());
     };
-    let dtype = DType::from_onnx(t.elem_type)
-        .ok_or_else(|| format!("unsupported element type {}", t.elem_type))?;
-    let shape = t
-        .shape
-        .as_ref()
-        .ok_or("has no shape: fusec needs static input shapes")?;
+    let dtype = DType::from_onnx(t.elem_type).ok_or_else(|| format!("unsupported element type {}", t.elem_type))?;
+    let shape = t.shape.as_ref().ok_or("has no shape: fusec needs static input shapes")?;
     let mut dims = vec![];
     for d in &shape.dim {
         match &d.value {
             Some(dimension::Value::DimValue(v)) if *v >= 0 => dims.push(*v as usize),
             Some(dimension::Value::DimParam(p)) => {
-                return Err(format!(
-                    "has dynamic dimension `{p}`: fusec needs static input shapes"
-                ))
+                return Err(format!("has dynamic dimension `{p}`: fusec needs static input shapes"))
             }
             _ => return Err("has an unknown dimension: fusec needs static input shapes".into()),
         }
@@ -226,12 +191,9 @@ fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
 
 /// Converts a `TensorProto`, moving its raw bytes out rather than copying.
 pub fn tensor_from_proto(tp: &mut TensorProto) -> Result<Tensor, String> {
-    let dtype = DType::from_onnx(tp.data_type)
-        .ok_or_else(|| format!("unsupported data type {}", tp.data_type))?;
+    let dtype = DType::from_onnx(tp.data_type).ok_or_else(|| format!("unsupported data type {}", tp.data_type))?;
     if tp.data_location.enum_value() == Ok(DataLocation::EXTERNAL) || !tp.external_data.is_empty() {
-        return Err(
-            "external data is not supported: save the model with its weights inside".into(),
-        );
+        return Err("external data is not supported: save the model with its weights inside".into());
     }
     let mut shape = vec![];
     for &d in &tp.dims {
@@ -241,43 +203,17 @@ pub fn tensor_from_proto(tp: &mut TensorProto) -> Result<Tensor, String> {
         shape.push(d as usize);
     }
     let ty = TensorType::new(dtype, shape);
-    let n = ty
-        .numel()
-        .ok_or_else(|| format!("{ty} has too many elements"))?;
+    let n = ty.numel().ok_or_else(|| format!("{ty} has too many elements"))?;
     let bytes: Vec<u8> = if !tp.raw_data.is_empty() {
         std::mem::take(&mut tp.raw_data)
     } else {
         let (got, b): (usize, Vec<u8>) = match dtype {
-            DType::F32 => (
-                tp.float_data.len(),
-                tp.float_data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
-            DType::F64 => (
-                tp.double_data.len(),
-                tp.double_data
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect(),
-            ),
-            DType::I64 => (
-                tp.int64_data.len(),
-                tp.int64_data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
-            DType::I32 => (
-                tp.int32_data.len(),
-                tp.int32_data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ),
-            DType::F16 => (
-                tp.int32_data.len(),
-                tp.int32_data
-                    .iter()
-                    .flat_map(|&x| (x as u16).to_le_bytes())
-                    .collect(),
-            ),
-            DType::I8 | DType::U8 | DType::Bool => (
-                tp.int32_data.len(),
-                tp.int32_data.iter().map(|&x| x as u8).collect(),
-            ),
+            DType::F32 => (tp.float_data.len(), tp.float_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::F64 => (tp.double_data.len(), tp.double_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::I64 => (tp.int64_data.len(), tp.int64_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::I32 => (tp.int32_data.len(), tp.int32_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            DType::F16 => (tp.int32_data.len(), tp.int32_data.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect()),
+            DType::I8 | DType::U8 | DType::Bool => (tp.int32_data.len(), tp.int32_data.iter().map(|&x| x as u8).collect()),
         };
         if got != n {
             return Err(format!("{ty} needs {n} values but the tensor holds {got}"));
@@ -304,18 +240,13 @@ impl<'a> Attrs<'a> {
         self.get(name).map(|a| a.ints.clone())
     }
     fn string(&self, name: &str, default: &str) -> String {
-        self.get(name)
-            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
-            .unwrap_or_else(|| default.into())
+        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_else(|| default.into())
     }
     fn usizes(&self, name: &str) -> Result<Option<Vec<usize>>, String> {
         self.ints(name)
             .map(|v| {
                 v.iter()
-                    .map(|&x| {
-                        usize::try_from(x)
-                            .map_err(|_| format!("attribute `{name}` has negative value {x}"))
-                    })
+                    .map(|&x| usize::try_from(x).map_err(|_| format!("attribute `{name}` has negative value {x}")))
                     .collect()
             })
             .transpose()
@@ -331,24 +262,17 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Input `i`, `None` when absent or empty.
     fn opt(&self, i: usize) -> Option<ValueId> {
-        self.node
-            .input
-            .get(i)
-            .filter(|s| !s.is_empty())
-            .and_then(|s| self.env.get(s).copied())
+        self.node.input.get(i).filter(|s| !s.is_empty()).and_then(|s| self.env.get(s).copied())
     }
     fn req(&self, i: usize) -> Result<ValueId, String> {
-        self.opt(i)
-            .ok_or_else(|| format!("required input {i} is missing"))
+        self.opt(i).ok_or_else(|| format!("required input {i} is missing"))
     }
     fn ty(&self, i: usize) -> Result<&TensorType, String> {
         Ok(&self.g.value(self.req(i)?).ty)
     }
     /// Integer contents of input `i`, which must be known statically.
     fn ints(&self, i: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
-        let Some(v) = self.opt(i) else {
-            return Ok(None);
-        };
+        let Some(v) = self.opt(i) else { return Ok(None) };
         let val = self.g.value(v);
         if let Some(k) = &val.known {
             return Ok(Some(k.clone()));
@@ -358,21 +282,13 @@ impl Ctx<'_> {
                 return Ok(Some(k));
             }
         }
-        Err(format!(
-            "{what} (`{}`) must be a constant: fusec builds static graphs",
-            val.name
-        ))
+        Err(format!("{what} (`{}`) must be a constant: fusec builds static graphs", val.name))
     }
     fn floats(&self, i: usize, what: &str) -> Result<Option<Vec<f32>>, String> {
-        let Some(v) = self.opt(i) else {
-            return Ok(None);
-        };
+        let Some(v) = self.opt(i) else { return Ok(None) };
         match const_tensor(self.g, v).and_then(|t| t.to_f32_vec()) {
             Some(f) => Ok(Some(f)),
-            None => Err(format!(
-                "{what} (`{}`) must be a float constant",
-                self.g.value(v).name
-            )),
+            None => Err(format!("{what} (`{}`) must be a float constant", self.g.value(v).name)),
         }
     }
     fn scalar(&self, i: usize, what: &str) -> Result<Option<f32>, String> {
@@ -417,11 +333,7 @@ fn resolve_pads(
                 let span = dilations[i] * (kernel[i].max(1) - 1) + 1;
                 let total = ((out - 1) * s + span).saturating_sub(spatial[i]);
                 let (small, big) = (total / 2, total - total / 2);
-                (pads[i], pads[n + i]) = if auto == "SAME_UPPER" {
-                    (small, big)
-                } else {
-                    (big, small)
-                };
+                (pads[i], pads[n + i]) = if auto == "SAME_UPPER" { (small, big) } else { (big, small) };
             }
             Ok(pads)
         }
@@ -438,8 +350,7 @@ fn convert_node(
     let a = Attrs(node);
     let c = Ctx { node, g, env };
     let x = || c.req(0);
-    let unary =
-        |op: Op| -> Result<(Op, Vec<Option<ValueId>>), String> { Ok((op, vec![Some(c.req(0)?)])) };
+    let unary = |op: Op| -> Result<(Op, Vec<Option<ValueId>>), String> { Ok((op, vec![Some(c.req(0)?)])) };
     let binary = |op: BinaryOp| -> Result<(Op, Vec<Option<ValueId>>), String> {
         Ok((Op::Binary(op), vec![Some(c.req(0)?), Some(c.req(1)?)]))
     };
@@ -448,31 +359,18 @@ fn convert_node(
             let xs = c.ty(0)?.shape.clone();
             let ws = c.ty(1)?.shape.clone();
             if xs.len() < 3 || ws.len() != xs.len() {
-                return Err(format!(
-                    "input {xs:?} and weight {ws:?} are not N,C,spatial.. and M,C,k.."
-                ));
+                return Err(format!("input {xs:?} and weight {ws:?} are not N,C,spatial.. and M,C,k.."));
             }
             let sp = xs.len() - 2;
-            let kernel = a
-                .usizes("kernel_shape")?
-                .unwrap_or_else(|| ws[2..].to_vec());
+            let kernel = a.usizes("kernel_shape")?.unwrap_or_else(|| ws[2..].to_vec());
             let strides = a.usizes("strides")?.unwrap_or_else(|| vec![1; sp]);
             let dilations = a.usizes("dilations")?.unwrap_or_else(|| vec![1; sp]);
             if kernel.len() != sp || strides.len() != sp || dilations.len() != sp {
-                return Err(
-                    "kernel_shape, strides or dilations do not match the spatial rank".into(),
-                );
+                return Err("kernel_shape, strides or dilations do not match the spatial rank".into());
             }
             let pads = resolve_pads(&a, &xs[2..], &kernel, &strides, &dilations)?;
-            let group =
-                usize::try_from(a.int("group", 1)).map_err(|_| "negative group".to_string())?;
-            let conv = Conv {
-                kernel_shape: kernel,
-                strides,
-                pads,
-                dilations,
-                group,
-            };
+            let group = usize::try_from(a.int("group", 1)).map_err(|_| "negative group".to_string())?;
+            let conv = Conv { kernel_shape: kernel, strides, pads, dilations, group };
             (Op::Conv(conv), vec![Some(x()?), Some(c.req(1)?), c.opt(2)])
         }
         "MaxPool" => {
@@ -481,39 +379,22 @@ fn convert_node(
                 return Err(format!("input {xs:?} is not N,C,spatial.."));
             }
             let sp = xs.len() - 2;
-            let kernel = a
-                .usizes("kernel_shape")?
-                .ok_or("kernel_shape is required")?;
+            let kernel = a.usizes("kernel_shape")?.ok_or("kernel_shape is required")?;
             let strides = a.usizes("strides")?.unwrap_or_else(|| vec![1; sp]);
             let dilations = a.usizes("dilations")?.unwrap_or_else(|| vec![1; sp]);
             if kernel.len() != sp || strides.len() != sp || dilations.len() != sp {
-                return Err(
-                    "kernel_shape, strides or dilations do not match the spatial rank".into(),
-                );
+                return Err("kernel_shape, strides or dilations do not match the spatial rank".into());
             }
             let pads = resolve_pads(&a, &xs[2..], &kernel, &strides, &dilations)?;
-            let p = MaxPool {
-                kernel_shape: kernel,
-                strides,
-                pads,
-                dilations,
-                ceil_mode: a.int("ceil_mode", 0) != 0,
-            };
+            let p = MaxPool { kernel_shape: kernel, strides, pads, dilations, ceil_mode: a.int("ceil_mode", 0) != 0 };
             (Op::MaxPool(p), vec![Some(x()?)])
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0) != 0 {
                 return Err("training_mode=1 is not supported (inference graphs only)".into());
             }
-            let ins = (0..5)
-                .map(|i| c.req(i).map(Some))
-                .collect::<Result<Vec<_>, _>>()?;
-            (
-                Op::BatchNorm(BatchNorm {
-                    epsilon: a.float("epsilon", 1e-5),
-                }),
-                ins,
-            )
+            let ins = (0..5).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            (Op::BatchNorm(BatchNorm { epsilon: a.float("epsilon", 1e-5) }), ins)
         }
         "Gemm" => {
             let gemm = Gemm {
@@ -534,46 +415,21 @@ fn convert_node(
         "Tanh" => unary(Op::Unary(UnaryOp::Tanh))?,
         "Identity" => unary(Op::Unary(UnaryOp::Identity))?,
         "HardSwish" => unary(Op::Unary(UnaryOp::HardSwish))?,
-        "HardSigmoid" => unary(Op::HardSigmoid {
-            alpha: a.float("alpha", 0.2),
-            beta: a.float("beta", 0.5),
-        })?,
+        "HardSigmoid" => unary(Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) })?,
         "GlobalAveragePool" => unary(Op::GlobalAveragePool)?,
         "Clip" => {
-            let op = Op::Clip {
-                min: c.scalar(1, "min")?,
-                max: c.scalar(2, "max")?,
-            };
+            let op = Op::Clip { min: c.scalar(1, "min")?, max: c.scalar(2, "max")? };
             (op, vec![Some(x()?)])
         }
         "ReduceSum" | "ReduceMean" => {
-            let kind = if node.op_type == "ReduceSum" {
-                ReduceOp::Sum
-            } else {
-                ReduceOp::Mean
-            };
-            let axes_as_input = if kind == ReduceOp::Sum {
-                opset >= 13
-            } else {
-                opset >= 18
-            };
-            let axes = if axes_as_input {
-                c.ints(1, "axes")?
-            } else {
-                a.ints("axes")
-            };
+            let kind = if node.op_type == "ReduceSum" { ReduceOp::Sum } else { ReduceOp::Mean };
+            let axes_as_input = if kind == ReduceOp::Sum { opset >= 13 } else { opset >= 18 };
+            let axes = if axes_as_input { c.ints(1, "axes")? } else { a.ints("axes") };
             let axes = axes.filter(|v| !v.is_empty());
             if axes.is_none() && a.int("noop_with_empty_axes", 0) != 0 {
                 return unary(Op::Unary(UnaryOp::Identity));
             }
-            (
-                Op::Reduce {
-                    op: kind,
-                    axes,
-                    keepdims: a.int("keepdims", 1) != 0,
-                },
-                vec![Some(x()?)],
-            )
+            (Op::Reduce { op: kind, axes, keepdims: a.int("keepdims", 1) != 0 }, vec![Some(x()?)])
         }
         "Resize" => {
             let xs = c.ty(0)?.shape.clone();
@@ -585,9 +441,7 @@ fn convert_node(
             };
             let coord = a.string("coordinate_transformation_mode", "half_pixel");
             if coord == "tf_crop_and_resize" {
-                return Err(
-                    "coordinate_transformation_mode tf_crop_and_resize is not supported".into(),
-                );
+                return Err("coordinate_transformation_mode tf_crop_and_resize is not supported".into());
             }
             if a.int("antialias", 0) != 0 || a.get("axes").is_some() {
                 return Err("antialias and axes are not supported".into());
@@ -602,11 +456,9 @@ fn convert_node(
                     .iter()
                     .map(|&d| usize::try_from(d).map_err(|_| format!("negative size {d}")))
                     .collect::<Result<_, _>>()?,
-                (None, Some(sc)) if sc.len() == xs.len() => xs
-                    .iter()
-                    .zip(sc)
-                    .map(|(&d, &s)| (d as f32 * s).floor().max(0.0) as usize)
-                    .collect(),
+                (None, Some(sc)) if sc.len() == xs.len() => {
+                    xs.iter().zip(sc).map(|(&d, &s)| (d as f32 * s).floor().max(0.0) as usize).collect()
+                }
                 _ => return Err("needs constant scales or sizes matching the input rank".into()),
             };
             let r = Resize {
@@ -622,62 +474,25 @@ fn convert_node(
             (Op::Resize(r), vec![Some(x()?)])
         }
         "Concat" => {
-            let ins = (0..node.input.len())
-                .map(|i| c.req(i).map(Some))
-                .collect::<Result<Vec<_>, _>>()?;
-            (
-                Op::Concat {
-                    axis: a.get("axis").ok_or("axis is required")?.i,
-                },
-                ins,
-            )
+            let ins = (0..node.input.len()).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            (Op::Concat { axis: a.get("axis").ok_or("axis is required")?.i }, ins)
         }
-        "Gather" => (
-            Op::Gather {
-                axis: a.int("axis", 0),
-            },
-            vec![Some(x()?), Some(c.req(1)?)],
-        ),
+        "Gather" => (Op::Gather { axis: a.int("axis", 0) }, vec![Some(x()?), Some(c.req(1)?)]),
         "Unsqueeze" => {
-            let axes = if opset >= 13 {
-                c.ints(1, "axes")?
-            } else {
-                a.ints("axes")
-            };
-            (
-                Op::Unsqueeze {
-                    axes: axes.ok_or("axes are required")?,
-                },
-                vec![Some(x()?)],
-            )
+            let axes = if opset >= 13 { c.ints(1, "axes")? } else { a.ints("axes") };
+            (Op::Unsqueeze { axes: axes.ok_or("axes are required")? }, vec![Some(x()?)])
         }
         "Slice" => {
             let starts = c.ints(1, "starts")?.ok_or("starts are required")?;
             let ends = c.ints(2, "ends")?.ok_or("ends are required")?;
             let n = starts.len();
-            let axes = c
-                .ints(3, "axes")?
-                .unwrap_or_else(|| (0..n as i64).collect());
+            let axes = c.ints(3, "axes")?.unwrap_or_else(|| (0..n as i64).collect());
             let steps = c.ints(4, "steps")?.unwrap_or_else(|| vec![1; n]);
-            (
-                Op::Slice(Slice {
-                    starts,
-                    ends,
-                    axes,
-                    steps,
-                }),
-                vec![Some(x()?)],
-            )
+            (Op::Slice(Slice { starts, ends, axes, steps }), vec![Some(x()?)])
         }
         "Shape" => {
             let end = a.get("end").map(|e| e.i);
-            (
-                Op::Shape {
-                    start: a.int("start", 0),
-                    end,
-                },
-                vec![Some(x()?)],
-            )
+            (Op::Shape { start: a.int("start", 0), end }, vec![Some(x()?)])
         }
         "Constant" => (Op::Constant(constant_value(&a)?), vec![]),
         "Reshape" => {
@@ -691,16 +506,12 @@ fn convert_node(
             let perm = a.usizes("perm")?.unwrap_or_else(|| (0..r).rev().collect());
             (Op::Transpose { perm }, vec![Some(x()?)])
         }
-        "Flatten" => unary(Op::Flatten {
-            axis: a.int("axis", 1),
-        })?,
+        "Flatten" => unary(Op::Flatten { axis: a.int("axis", 1) })?,
         "Softmax" => {
             let r = c.ty(0)?.rank() as i64;
             let axis = a.int("axis", if opset >= 13 { -1 } else { 1 });
             if opset < 13 && (axis + r) % r != r - 1 {
-                return Err(format!(
-                    "opset {opset} Softmax over axis {axis} (not the last) is not supported"
-                ));
+                return Err(format!("opset {opset} Softmax over axis {axis} (not the last) is not supported"));
             }
             unary(Op::Softmax { axis })?
         }
@@ -714,8 +525,7 @@ fn convert_node(
             };
             let given = c.ints(1, "pads")?.ok_or("pads are required")?;
             let value = c.scalar(2, "constant_value").or_else(|_| {
-                c.ints(2, "constant_value")
-                    .map(|v| v.and_then(|v| v.first().map(|&x| x as f32)))
+                c.ints(2, "constant_value").map(|v| v.and_then(|v| v.first().map(|&x| x as f32)))
             })?;
             let pads = match c.ints(3, "axes")? {
                 None => given,
@@ -732,28 +542,14 @@ fn convert_node(
                     full
                 }
             };
-            (
-                Op::Pad(Pad {
-                    mode,
-                    pads,
-                    value: value.unwrap_or(0.0),
-                }),
-                vec![Some(x()?)],
-            )
+            (Op::Pad(Pad { mode, pads, value: value.unwrap_or(0.0) }), vec![Some(x()?)])
         }
         "Split" => {
             let xt = c.ty(0)?.clone();
             let axis = a.int("axis", 0);
             let ax = fuse_ir::shape::norm_axis(axis, xt.rank())?;
-            let given = if opset >= 13 {
-                c.ints(1, "split")?
-            } else {
-                a.ints("split")
-            };
-            let n_out = a
-                .get("num_outputs")
-                .map(|n| n.i as usize)
-                .unwrap_or(node.output.len());
+            let given = if opset >= 13 { c.ints(1, "split")? } else { a.ints("split") };
+            let n_out = a.get("num_outputs").map(|n| n.i as usize).unwrap_or(node.output.len());
             let split: Vec<usize> = match given {
                 Some(s) => s
                     .iter()
@@ -765,24 +561,18 @@ fn convert_node(
                     }
                     let d = xt.shape[ax];
                     let chunk = d.div_ceil(n_out);
-                    (0..n_out)
-                        .map(|i| chunk.min(d.saturating_sub(i * chunk)))
-                        .collect()
+                    (0..n_out).map(|i| chunk.min(d.saturating_sub(i * chunk))).collect()
                 }
             };
             (Op::Split { axis, split }, vec![Some(x()?)])
         }
         "LayerNormalization" => {
-            let op = Op::LayerNorm {
-                axis: a.int("axis", -1),
-                epsilon: a.float("epsilon", 1e-5),
-            };
+            let op = Op::LayerNorm { axis: a.int("axis", -1), epsilon: a.float("epsilon", 1e-5) };
             (op, vec![Some(x()?), Some(c.req(1)?), c.opt(2)])
         }
         "Cast" => {
             let to = a.int("to", 0) as i32;
-            let to =
-                DType::from_onnx(to).ok_or_else(|| format!("cast to unsupported type {to}"))?;
+            let to = DType::from_onnx(to).ok_or_else(|| format!("cast to unsupported type {to}"))?;
             unary(Op::Cast { to })?
         }
         other => return Err(format!("unsupported op `{other}`")),
@@ -795,10 +585,7 @@ fn sizes_given(c: &Ctx) -> bool {
 
 fn constant_value(a: &Attrs) -> Result<Tensor, String> {
     if let Some(t) = a.get("value") {
-        let mut tp =
-            t.t.as_ref()
-                .cloned()
-                .ok_or("value attribute holds no tensor")?;
+        let mut tp = t.t.as_ref().cloned().ok_or("value attribute holds no tensor")?;
         return tensor_from_proto(&mut tp);
     }
     if let Some(f) = a.get("value_float") {
@@ -818,11 +605,7 @@ fn constant_value(a: &Attrs) -> Result<Tensor, String> {
 }
 
 /// Resolves a Reshape spec (`0` copies, `-1` infers) to a static shape.
-pub fn resolve_reshape(
-    input: &[usize],
-    spec: &[i64],
-    allowzero: bool,
-) -> Result<Vec<usize>, String> {
+pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
     let numel: usize = input.iter().product();
     let mut out = vec![];
     let mut infer = None;
@@ -832,11 +615,7 @@ pub fn resolve_reshape(
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(
-                *input
-                    .get(i)
-                    .ok_or("shape copies a dimension the input lacks")?,
-            ),
+            0 if !allowzero => out.push(*input.get(i).ok_or("shape copies a dimension the input lacks")?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(format!("invalid reshape spec {spec:?}")),
         }

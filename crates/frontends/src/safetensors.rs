@@ -43,8 +43,7 @@ pub fn open(path: &Path) -> Result<Checkpoint, LoadError> {
     let map = Arc::new(map);
     let base = map.as_ptr() as usize;
     let (tensors, metadata) = {
-        let st = SafeTensors::deserialize(&map)
-            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
         let mut tensors: Vec<TensorInfo> = st
             .iter()
             .map(|(name, v)| TensorInfo {
@@ -56,22 +55,13 @@ pub fn open(path: &Path) -> Result<Checkpoint, LoadError> {
             })
             .collect();
         tensors.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
-        let (_, meta) = SafeTensors::read_metadata(&map)
-            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-        let mut metadata: Vec<(String, String)> = meta
-            .metadata()
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let (_, meta) = SafeTensors::read_metadata(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let mut metadata: Vec<(String, String)> =
+            meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
         metadata.sort();
         (tensors, metadata)
     };
-    Ok(Checkpoint {
-        path: path.to_path_buf(),
-        map,
-        tensors,
-        metadata,
-    })
+    Ok(Checkpoint { path: path.to_path_buf(), map, tensors, metadata })
 }
 
 impl Checkpoint {
@@ -94,17 +84,10 @@ impl Checkpoint {
             "U8" => DType::U8,
             "BOOL" => DType::Bool,
             other => {
-                return Err(LoadError::new(
-                    &self.path,
-                    format!("tensor `{name}` has unsupported dtype {other}"),
-                ))
+                return Err(LoadError::new(&self.path, format!("tensor `{name}` has unsupported dtype {other}")))
             }
         };
-        let bytes = Bytes::Mapped {
-            map: self.map.clone(),
-            start: info.start,
-            len: info.len,
-        };
+        let bytes = Bytes::Mapped { map: self.map.clone(), start: info.start, len: info.len };
         Tensor::new(TensorType::new(dtype, info.shape.clone()), bytes)
             .map_err(|m| LoadError::new(&self.path, format!("tensor `{name}`: {m}")))
     }

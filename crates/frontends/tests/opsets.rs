@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use fusec_exporters::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_frontends::onnx::import;
+use fusec_exporters::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_verify::runtime::{load, SessionConfig};
 
 fn ir(bytes: &[u8]) -> String {
@@ -15,13 +15,8 @@ fn ir(bytes: &[u8]) -> String {
 
 fn input(shape: &[usize]) -> fusec_verify::Tensors {
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n)
-        .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
-        .collect();
-    vec![(
-        "x".into(),
-        ndarray::ArrayD::from_shape_vec(shape.to_vec(), data).unwrap(),
-    )]
+    let data: Vec<f32> = (0..n).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    vec![("x".into(), ndarray::ArrayD::from_shape_vec(shape.to_vec(), data).unwrap())]
 }
 
 /// Runs `src` as given and after import + export, on tract; outputs must be
@@ -45,12 +40,7 @@ fn reduce_sum_axes_attribute_and_input_agree() {
     let old = OnnxBuilder::new(11)
         .input("x", &[1, 4, 6, 6])
         .output("y", &[1, 4, 1, 1])
-        .node(
-            "ReduceSum",
-            &["x"],
-            &["y"],
-            vec![attr_ints("axes", &[2, 3])],
-        )
+        .node("ReduceSum", &["x"], &["y"], vec![attr_ints("axes", &[2, 3])])
         .build();
     let new = OnnxBuilder::new(13)
         .input("x", &[1, 4, 6, 6])
@@ -59,11 +49,7 @@ fn reduce_sum_axes_attribute_and_input_agree() {
         .node("ReduceSum", &["x", "axes"], &["y"], vec![])
         .build();
     assert_eq!(ir(&old), ir(&new));
-    assert!(
-        ir(&new).contains("ReduceSum(%0) {axes=[2,3], keepdims=true} : f32[1,4,1,1]"),
-        "{}",
-        ir(&new)
-    );
+    assert!(ir(&new).contains("ReduceSum(%0) {axes=[2,3], keepdims=true} : f32[1,4,1,1]"), "{}", ir(&new));
     assert_same_numerics(&old, &[1, 4, 6, 6]);
     assert_same_numerics(&new, &[1, 4, 6, 6]);
 }
@@ -73,23 +59,13 @@ fn reduce_mean_axes_attribute_and_input_agree() {
     let old = OnnxBuilder::new(17)
         .input("x", &[1, 4, 6, 6])
         .output("y", &[1, 4])
-        .node(
-            "ReduceMean",
-            &["x"],
-            &["y"],
-            vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)],
-        )
+        .node("ReduceMean", &["x"], &["y"], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)])
         .build();
     let new = OnnxBuilder::new(18)
         .input("x", &[1, 4, 6, 6])
         .output("y", &[1, 4])
         .init_i64("axes", &[2, 3])
-        .node(
-            "ReduceMean",
-            &["x", "axes"],
-            &["y"],
-            vec![attr_int("keepdims", 0)],
-        )
+        .node("ReduceMean", &["x", "axes"], &["y"], vec![attr_int("keepdims", 0)])
         .build();
     assert_eq!(ir(&old), ir(&new));
     assert_same_numerics(&old, &[1, 4, 6, 6]);
@@ -101,12 +77,7 @@ fn unsqueeze_and_split_attribute_and_input_agree() {
         .input("x", &[2, 6])
         .output("a", &[1, 2, 2])
         .output("b", &[1, 2, 4])
-        .node(
-            "Split",
-            &["x"],
-            &["s0", "s1"],
-            vec![attr_int("axis", 1), attr_ints("split", &[2, 4])],
-        )
+        .node("Split", &["x"], &["s0", "s1"], vec![attr_int("axis", 1), attr_ints("split", &[2, 4])])
         .node("Unsqueeze", &["s0"], &["a"], vec![attr_ints("axes", &[0])])
         .node("Unsqueeze", &["s1"], &["b"], vec![attr_ints("axes", &[0])])
         .build();
@@ -116,12 +87,7 @@ fn unsqueeze_and_split_attribute_and_input_agree() {
         .output("b", &[1, 2, 4])
         .init_i64("split", &[2, 4])
         .init_i64("axes", &[0])
-        .node(
-            "Split",
-            &["x", "split"],
-            &["s0", "s1"],
-            vec![attr_int("axis", 1)],
-        )
+        .node("Split", &["x", "split"], &["s0", "s1"], vec![attr_int("axis", 1)])
         .node("Unsqueeze", &["s0", "axes"], &["a"], vec![])
         .node("Unsqueeze", &["s1", "axes"], &["b"], vec![])
         .build();
@@ -136,52 +102,25 @@ fn split_num_outputs_of_opset_18_is_an_even_split() {
         .input("x", &[2, 6])
         .output("a", &[2, 3])
         .output("b", &[2, 3])
-        .node(
-            "Split",
-            &["x"],
-            &["a", "b"],
-            vec![attr_int("axis", 1), attr_int("num_outputs", 2)],
-        )
+        .node("Split", &["x"], &["a", "b"], vec![attr_int("axis", 1), attr_int("num_outputs", 2)])
         .build();
-    assert!(
-        ir(&m).contains("Split(%0) {axis=1, split=[3,3]}"),
-        "{}",
-        ir(&m)
-    );
+    assert!(ir(&m).contains("Split(%0) {axis=1, split=[3,3]}"), "{}", ir(&m));
 }
 
 #[test]
 fn auto_pad_same_upper_becomes_explicit_pads() {
-    let w: Vec<f32> = (0..2 * 3 * 3 * 3)
-        .map(|i| (i as f32 - 20.0) / 30.0)
-        .collect();
+    let w: Vec<f32> = (0..2 * 3 * 3 * 3).map(|i| (i as f32 - 20.0) / 30.0).collect();
     let auto = OnnxBuilder::new(13)
         .input("x", &[1, 3, 7, 7])
         .output("y", &[1, 2, 4, 4])
         .init_f32("w", &[2, 3, 3, 3], &w)
-        .node(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr_str("auto_pad", "SAME_UPPER"),
-                attr_ints("strides", &[2, 2]),
-            ],
-        )
+        .node("Conv", &["x", "w"], &["y"], vec![attr_str("auto_pad", "SAME_UPPER"), attr_ints("strides", &[2, 2])])
         .build();
     let explicit = OnnxBuilder::new(13)
         .input("x", &[1, 3, 7, 7])
         .output("y", &[1, 2, 4, 4])
         .init_f32("w", &[2, 3, 3, 3], &w)
-        .node(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr_ints("pads", &[1, 1, 1, 1]),
-                attr_ints("strides", &[2, 2]),
-            ],
-        )
+        .node("Conv", &["x", "w"], &["y"], vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])])
         .build();
     assert_eq!(ir(&auto), ir(&explicit));
     assert_same_numerics(&auto, &[1, 3, 7, 7]);
@@ -198,21 +137,12 @@ fn shape_arithmetic_feeds_resize_sizes() {
         .init_i64("hw", &[8, 8])
         .node("Shape", &["x"], &["shp"], vec![])
         .node("Slice", &["shp", "s0", "s1"], &["nc"], vec![])
-        .node(
-            "Concat",
-            &["nc", "hw"],
-            &["sizes"],
-            vec![attr_int("axis", 0)],
-        )
+        .node("Concat", &["nc", "hw"], &["sizes"], vec![attr_int("axis", 0)])
         .node(
             "Resize",
             &["x", "", "", "sizes"],
             &["y"],
-            vec![
-                attr_str("mode", "nearest"),
-                attr_str("coordinate_transformation_mode", "asymmetric"),
-                attr_str("nearest_mode", "floor"),
-            ],
+            vec![attr_str("mode", "nearest"), attr_str("coordinate_transformation_mode", "asymmetric"), attr_str("nearest_mode", "floor")],
         )
         .build();
     assert!(ir(&m).contains("sizes=[1,2,8,8]"), "{}", ir(&m));
@@ -228,66 +158,32 @@ fn clip_pad_and_softmax_round_trip() {
         .init_f32("hi", &[], &[0.75])
         .init_i64("pads", &[0, 0, 1, 1, 0, 0, 1, 1])
         .node("Clip", &["x", "lo", "hi"], &["c"], vec![])
-        .node(
-            "Pad",
-            &["c", "pads"],
-            &["p"],
-            vec![attr_str("mode", "edge")],
-        )
+        .node("Pad", &["c", "pads"], &["p"], vec![attr_str("mode", "edge")])
         .node("Softmax", &["p"], &["y"], vec![attr_int("axis", 3)])
         .build();
-    assert!(
-        ir(&m).contains("Clip(%0) {min=-0.5, max=0.75}"),
-        "{}",
-        ir(&m)
-    );
+    assert!(ir(&m).contains("Clip(%0) {min=-0.5, max=0.75}"), "{}", ir(&m));
     assert_same_numerics(&m, &[1, 2, 3, 3]);
 }
 
 #[test]
 fn opset_outside_range_is_rejected() {
-    let m = OnnxBuilder::new(9)
-        .input("x", &[1])
-        .output("y", &[1])
-        .node("Relu", &["x"], &["y"], vec![])
-        .build();
-    let e = import(&m, Path::new("old.onnx"))
-        .err()
-        .expect("opset 9 is rejected")
-        .to_string();
-    assert_eq!(
-        e,
-        "old.onnx: opset 9 is not supported (fusec reads opsets 11 to 21)"
-    );
+    let m = OnnxBuilder::new(9).input("x", &[1]).output("y", &[1]).node("Relu", &["x"], &["y"], vec![]).build();
+    let e = import(&m, Path::new("old.onnx")).err().expect("opset 9 is rejected").to_string();
+    assert_eq!(e, "old.onnx: opset 9 is not supported (fusec reads opsets 11 to 21)");
 }
 
 #[test]
 fn dynamic_input_dimension_is_rejected() {
     use onnx_protobuf::{Message, ModelProto};
-    let m = OnnxBuilder::new(17)
-        .input("x", &[1])
-        .output("y", &[1])
-        .node("Relu", &["x"], &["y"], vec![])
-        .build();
+    let m = OnnxBuilder::new(17).input("x", &[1]).output("y", &[1]).node("Relu", &["x"], &["y"], vec![]).build();
     let mut model = ModelProto::parse_from_bytes(&m).unwrap();
-    let onnx_protobuf::type_proto::Value::TensorType(t) = model.graph.as_mut().unwrap().input[0]
-        .type_
-        .as_mut()
-        .unwrap()
-        .value
-        .as_mut()
-        .unwrap()
+    let onnx_protobuf::type_proto::Value::TensorType(t) =
+        model.graph.as_mut().unwrap().input[0].type_.as_mut().unwrap().value.as_mut().unwrap()
     else {
         unreachable!()
     };
     t.shape.as_mut().unwrap().dim[0].value =
         Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimParam("batch".into()));
-    let e = import(&model.write_to_bytes().unwrap(), Path::new("dyn.onnx"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("graph input `x`: has dynamic dimension `batch`"),
-        "{e}"
-    );
+    let e = import(&model.write_to_bytes().unwrap(), Path::new("dyn.onnx")).err().unwrap().to_string();
+    assert!(e.contains("graph input `x`: has dynamic dimension `batch`"), "{e}");
 }

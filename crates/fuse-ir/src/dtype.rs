@@ -92,10 +92,7 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, shape: impl Into<Vec<usize>>) -> Self {
-        TensorType {
-            dtype,
-            shape: shape.into(),
-        }
+        TensorType { dtype, shape: shape.into() }
     }
 
     pub fn rank(&self) -> usize {
@@ -104,9 +101,7 @@ impl TensorType {
 
     /// Number of elements, or `None` when it overflows `usize`.
     pub fn numel(&self) -> Option<usize> {
-        self.shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
     /// Size in bytes, or `None` on overflow.

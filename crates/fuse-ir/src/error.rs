@@ -5,11 +5,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum IrError {
     #[error("node `{node}` ({op}): {msg}")]
-    Node {
-        node: String,
-        op: &'static str,
-        msg: String,
-    },
+    Node { node: String, op: &'static str, msg: String },
     #[error("tensor `{name}`: {msg}")]
     Tensor { name: String, msg: String },
     #[error("the graph has a cycle through node `{node}`")]

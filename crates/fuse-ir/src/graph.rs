@@ -73,10 +73,7 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph {
-            name: name.into(),
-            ..Default::default()
-        }
+        Graph { name: name.into(), ..Default::default() }
     }
 
     fn push_value(&mut self, v: Value) -> ValueId {
@@ -85,24 +82,14 @@ impl Graph {
     }
 
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> ValueId {
-        let id = self.push_value(Value {
-            name: name.into(),
-            ty,
-            def: ValueDef::Input,
-            known: None,
-        });
+        let id = self.push_value(Value { name: name.into(), ty, def: ValueDef::Input, known: None });
         self.inputs.push(id);
         id
     }
 
     pub fn add_weight(&mut self, name: impl Into<String>, t: Tensor) -> ValueId {
         let known = known_of(&t);
-        self.push_value(Value {
-            name: name.into(),
-            ty: t.ty().clone(),
-            def: ValueDef::Weight(t),
-            known,
-        })
+        self.push_value(Value { name: name.into(), ty: t.ty().clone(), def: ValueDef::Weight(t), known })
     }
 
     /// Adds a node after its inputs, inferring its output types. Fails,
@@ -115,43 +102,22 @@ impl Graph {
         output_names: Vec<String>,
     ) -> Result<NodeId, IrError> {
         let name = name.into();
-        let err = |msg: String| IrError::Node {
-            node: name.clone(),
-            op: op.name(),
-            msg,
-        };
+        let err = |msg: String| IrError::Node { node: name.clone(), op: op.name(), msg };
         for v in inputs.iter().flatten() {
             if v.index() >= self.values.len() {
                 return Err(err(format!("input value %{} does not exist", v.index())));
             }
         }
-        let in_vals: Vec<Option<&Value>> = inputs
-            .iter()
-            .map(|v| v.map(|v| &self.values[v.index()]))
-            .collect();
+        let in_vals: Vec<Option<&Value>> = inputs.iter().map(|v| v.map(|v| &self.values[v.index()])).collect();
         let inferred = shape::infer(&op, &in_vals).map_err(err)?;
         if inferred.len() != output_names.len() {
-            return Err(err(format!(
-                "has {} outputs but {} were named",
-                inferred.len(),
-                output_names.len()
-            )));
+            return Err(err(format!("has {} outputs but {} were named", inferred.len(), output_names.len())));
         }
-        let node = self.dag.add_node(Node {
-            name,
-            op,
-            inputs: inputs.clone(),
-            outputs: vec![],
-        });
+        let node = self.dag.add_node(Node { name, op, inputs: inputs.clone(), outputs: vec![] });
         let id = NodeId(node);
         let mut outs = Vec::with_capacity(inferred.len());
         for (slot, ((ty, known), oname)) in inferred.into_iter().zip(output_names).enumerate() {
-            outs.push(self.push_value(Value {
-                name: oname,
-                ty,
-                def: ValueDef::Node { node: id, slot },
-                known,
-            }));
+            outs.push(self.push_value(Value { name: oname, ty, def: ValueDef::Node { node: id, slot }, known }));
         }
         self.dag[node].outputs = outs;
         for (slot, v) in inputs.iter().enumerate() {
@@ -251,28 +217,19 @@ impl Graph {
 
     /// All weights, in arena order, whether used or not.
     pub fn weights(&self) -> impl Iterator<Item = (ValueId, &Value, &Tensor)> {
-        self.values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| match &v.def {
-                ValueDef::Weight(t) => Some((ValueId(i as u32), v, t)),
-                _ => None,
-            })
+        self.values.iter().enumerate().filter_map(|(i, v)| match &v.def {
+            ValueDef::Weight(t) => Some((ValueId(i as u32), v, t)),
+            _ => None,
+        })
     }
 
     /// Nodes in a deterministic topological order: among ready nodes, the
     /// one inserted first goes first, so a graph built in order keeps it.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, IrError> {
-        let mut indeg: std::collections::HashMap<NodeIndex, usize> = self
-            .dag
-            .node_indices()
-            .map(|n| (n, self.dag.edges_directed(n, Direction::Incoming).count()))
-            .collect();
-        let mut ready: std::collections::BTreeSet<NodeIndex> = indeg
-            .iter()
-            .filter(|(_, d)| **d == 0)
-            .map(|(n, _)| *n)
-            .collect();
+        let mut indeg: std::collections::HashMap<NodeIndex, usize> =
+            self.dag.node_indices().map(|n| (n, self.dag.edges_directed(n, Direction::Incoming).count())).collect();
+        let mut ready: std::collections::BTreeSet<NodeIndex> =
+            indeg.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(n) = ready.pop_first() {
             order.push(NodeId(n));
@@ -304,17 +261,11 @@ impl Graph {
         };
         for n in self.dag.node_indices() {
             let node = &self.dag[n];
-            let err = |msg: String| IrError::Node {
-                node: node.name.clone(),
-                op: node.op.name(),
-                msg,
-            };
+            let err = |msg: String| IrError::Node { node: node.name.clone(), op: node.op.name(), msg };
             for (slot, v) in node.inputs.iter().enumerate() {
                 let Some(v) = *v else { continue };
                 if !defined(v) {
-                    return Err(err(format!(
-                        "input {slot} reads a value that no longer exists"
-                    )));
+                    return Err(err(format!("input {slot} reads a value that no longer exists")));
                 }
                 let edges = self
                     .dag
@@ -323,32 +274,20 @@ impl Graph {
                     .count();
                 let want = usize::from(matches!(self.values[v.index()].def, ValueDef::Node { .. }));
                 if edges != want {
-                    return Err(err(format!(
-                        "input {slot} has {edges} dag edges, expected {want}"
-                    )));
+                    return Err(err(format!("input {slot} has {edges} dag edges, expected {want}")));
                 }
             }
-            let in_vals: Vec<Option<&Value>> = node
-                .inputs
-                .iter()
-                .map(|v| v.map(|v| &self.values[v.index()]))
-                .collect();
+            let in_vals: Vec<Option<&Value>> = node.inputs.iter().map(|v| v.map(|v| &self.values[v.index()])).collect();
             let inferred = shape::infer(&node.op, &in_vals).map_err(err)?;
             for ((ty, _), o) in inferred.iter().zip(&node.outputs) {
                 if *ty != self.values[o.index()].ty {
-                    return Err(err(format!(
-                        "output type is {} but inference gives {ty}",
-                        self.values[o.index()].ty
-                    )));
+                    return Err(err(format!("output type is {} but inference gives {ty}", self.values[o.index()].ty)));
                 }
             }
         }
         for o in &self.outputs {
             if !defined(*o) {
-                return Err(IrError::Invalid(format!(
-                    "graph output %{} is not defined",
-                    o.index()
-                )));
+                return Err(IrError::Invalid(format!("graph output %{} is not defined", o.index())));
             }
         }
         self.topo_order()?;

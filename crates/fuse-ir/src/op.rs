@@ -122,65 +122,30 @@ pub enum Op {
     /// Elementwise with numpy broadcasting: inputs `a, b`.
     Binary(BinaryOp),
     Unary(UnaryOp),
-    HardSigmoid {
-        alpha: f32,
-        beta: f32,
-    },
-    Clip {
-        min: Option<f32>,
-        max: Option<f32>,
-    },
+    HardSigmoid { alpha: f32, beta: f32 },
+    Clip { min: Option<f32>, max: Option<f32> },
     /// `axes: None` reduces every axis.
-    Reduce {
-        op: ReduceOp,
-        axes: Option<Vec<i64>>,
-        keepdims: bool,
-    },
+    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keepdims: bool },
     MaxPool(MaxPool),
     GlobalAveragePool,
     Resize(Resize),
-    Concat {
-        axis: i64,
-    },
+    Concat { axis: i64 },
     /// Gather: inputs `data, indices`.
-    Gather {
-        axis: i64,
-    },
-    Unsqueeze {
-        axes: Vec<i64>,
-    },
+    Gather { axis: i64 },
+    Unsqueeze { axes: Vec<i64> },
     Slice(Slice),
-    Shape {
-        start: i64,
-        end: Option<i64>,
-    },
+    Shape { start: i64, end: Option<i64> },
     Constant(Tensor),
     /// Reshape to a resolved static shape.
-    Reshape {
-        shape: Vec<usize>,
-    },
-    Transpose {
-        perm: Vec<usize>,
-    },
-    Flatten {
-        axis: i64,
-    },
-    Softmax {
-        axis: i64,
-    },
+    Reshape { shape: Vec<usize> },
+    Transpose { perm: Vec<usize> },
+    Flatten { axis: i64 },
+    Softmax { axis: i64 },
     Pad(Pad),
-    Split {
-        axis: i64,
-        split: Vec<usize>,
-    },
+    Split { axis: i64, split: Vec<usize> },
     /// LayerNormalization: inputs `x, scale, [bias]`.
-    LayerNorm {
-        axis: i64,
-        epsilon: f32,
-    },
-    Cast {
-        to: DType,
-    },
+    LayerNorm { axis: i64, epsilon: f32 },
+    Cast { to: DType },
 }
 
 impl Op {
@@ -202,12 +167,8 @@ impl Op {
             Op::Unary(UnaryOp::HardSwish) => "HardSwish",
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::Clip { .. } => "Clip",
-            Op::Reduce {
-                op: ReduceOp::Sum, ..
-            } => "ReduceSum",
-            Op::Reduce {
-                op: ReduceOp::Mean, ..
-            } => "ReduceMean",
+            Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
+            Op::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
             Op::MaxPool(_) => "MaxPool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Resize(_) => "Resize",
@@ -269,12 +230,7 @@ impl Op {
                 kv("max", max.map(fmt_f32).unwrap_or_else(|| "-".into()));
             }
             Op::Reduce { axes, keepdims, .. } => {
-                kv(
-                    "axes",
-                    axes.as_ref()
-                        .map(|a| list(a))
-                        .unwrap_or_else(|| "all".into()),
-                );
+                kv("axes", axes.as_ref().map(|a| list(a)).unwrap_or_else(|| "all".into()));
                 kv("keepdims", keepdims.to_string());
             }
             Op::Resize(r) => {
@@ -286,20 +242,13 @@ impl Op {
                     kv("exclude_outside", r.exclude_outside.to_string());
                 }
                 if let Some(sc) = &r.scales {
-                    kv(
-                        "scales",
-                        format!(
-                            "[{}]",
-                            sc.iter().map(|x| fmt_f32(*x)).collect::<Vec<_>>().join(",")
-                        ),
-                    );
+                    kv("scales", format!("[{}]", sc.iter().map(|x| fmt_f32(*x)).collect::<Vec<_>>().join(",")));
                 }
                 kv("sizes", list(&r.sizes));
             }
-            Op::Concat { axis }
-            | Op::Gather { axis }
-            | Op::Flatten { axis }
-            | Op::Softmax { axis } => kv("axis", axis.to_string()),
+            Op::Concat { axis } | Op::Gather { axis } | Op::Flatten { axis } | Op::Softmax { axis } => {
+                kv("axis", axis.to_string())
+            }
             Op::Unsqueeze { axes } => kv("axes", list(axes)),
             Op::Slice(sl) => {
                 kv("starts", list(&sl.starts));
@@ -337,13 +286,7 @@ impl Op {
 }
 
 fn list<T: ToString>(v: &[T]) -> String {
-    format!(
-        "[{}]",
-        v.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    )
+    format!("[{}]", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
 }
 
 /// Shortest text that reads back as the same f32.

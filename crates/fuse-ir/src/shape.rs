@@ -9,10 +9,7 @@ use crate::{DType, TensorType};
 pub type Inferred = (TensorType, Option<Vec<i64>>);
 
 fn input<'a>(ins: &[Option<&'a Value>], i: usize) -> Result<&'a Value, String> {
-    ins.get(i)
-        .copied()
-        .flatten()
-        .ok_or_else(|| format!("input {i} is missing"))
+    ins.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
 }
 
 fn opt<'a>(ins: &[Option<&'a Value>], i: usize) -> Option<&'a Value> {
@@ -25,11 +22,7 @@ pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     if axis < -r || axis >= r {
         return Err(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 {
-        (axis + r) as usize
-    } else {
-        axis as usize
-    })
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
 }
 
 /// Numpy broadcasting of two shapes.
@@ -37,16 +30,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n {
-            a[i + a.len() - n]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= n {
-            b[i + b.len() - n]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -82,16 +67,10 @@ fn window_out(
     let span = dil * (k - 1) + 1;
     let padded = len + pb + pe;
     if padded < span {
-        return Err(format!(
-            "window of {span} does not fit in {padded} (input {len} plus padding)"
-        ));
+        return Err(format!("window of {span} does not fit in {padded} (input {len} plus padding)"));
     }
     let num = padded - span;
-    let mut out = if ceil {
-        num.div_ceil(stride) + 1
-    } else {
-        num / stride + 1
-    };
+    let mut out = if ceil { num.div_ceil(stride) + 1 } else { num / stride + 1 };
     // A ceil-mode window must start inside the input or its begin padding.
     if ceil && (out - 1) * stride >= len + pb {
         out -= 1;
@@ -99,14 +78,7 @@ fn window_out(
     Ok(out)
 }
 
-fn check_window(
-    what: &str,
-    spatial: usize,
-    k: &[usize],
-    s: &[usize],
-    p: &[usize],
-    d: &[usize],
-) -> Result<(), String> {
+fn check_window(what: &str, spatial: usize, k: &[usize], s: &[usize], p: &[usize], d: &[usize]) -> Result<(), String> {
     if k.len() != spatial || s.len() != spatial || d.len() != spatial || p.len() != 2 * spatial {
         return Err(format!(
             "{what} attributes do not match {spatial} spatial axes (kernel {k:?}, strides {s:?}, pads {p:?}, dilations {d:?})"
@@ -120,10 +92,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
     let float_in = |i: usize| -> Result<&Value, String> {
         let v = input(ins, i)?;
         if !v.ty.dtype.is_float() {
-            return Err(format!(
-                "input {i} `{}` is {} but must be a float tensor",
-                v.name, v.ty
-            ));
+            return Err(format!("input {i} `{}` is {} but must be a float tensor", v.name, v.ty));
         }
         Ok(v)
     };
@@ -133,51 +102,24 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let w = float_in(1)?;
             let (xs, ws) = (&x.ty.shape, &w.ty.shape);
             if xs.len() < 3 || ws.len() != xs.len() {
-                return Err(format!(
-                    "input is {} and weight {}; expected N,C,spatial.. and M,C/group,k..",
-                    x.ty, w.ty
-                ));
+                return Err(format!("input is {} and weight {}; expected N,C,spatial.. and M,C/group,k..", x.ty, w.ty));
             }
             let sp = xs.len() - 2;
-            check_window(
-                "conv",
-                sp,
-                &c.kernel_shape,
-                &c.strides,
-                &c.pads,
-                &c.dilations,
-            )?;
+            check_window("conv", sp, &c.kernel_shape, &c.strides, &c.pads, &c.dilations)?;
             if c.kernel_shape != ws[2..] {
-                return Err(format!(
-                    "kernel_shape {:?} differs from weight {}",
-                    c.kernel_shape, w.ty
-                ));
+                return Err(format!("kernel_shape {:?} differs from weight {}", c.kernel_shape, w.ty));
             }
             if c.group == 0 || xs[1] != ws[1] * c.group || ws[0] % c.group != 0 {
-                return Err(format!(
-                    "input {} and weight {} do not fit group={}",
-                    x.ty, w.ty, c.group
-                ));
+                return Err(format!("input {} and weight {} do not fit group={}", x.ty, w.ty, c.group));
             }
             if let Some(b) = opt(ins, 2) {
                 if b.ty.shape != [ws[0]] {
-                    return Err(format!(
-                        "bias `{}` is {} but must be [{}]",
-                        b.name, b.ty, ws[0]
-                    ));
+                    return Err(format!("bias `{}` is {} but must be [{}]", b.name, b.ty, ws[0]));
                 }
             }
             let mut out = vec![xs[0], ws[0]];
             for i in 0..sp {
-                out.push(window_out(
-                    xs[2 + i],
-                    c.kernel_shape[i],
-                    c.strides[i],
-                    c.dilations[i],
-                    c.pads[i],
-                    c.pads[sp + i],
-                    false,
-                )?);
+                out.push(window_out(xs[2 + i], c.kernel_shape[i], c.strides[i], c.dilations[i], c.pads[i], c.pads[sp + i], false)?);
             }
             vec![(TensorType::new(x.ty.dtype, out), None)]
         }
@@ -188,25 +130,10 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
                 return Err(format!("input is {}; expected N,C,spatial..", x.ty));
             }
             let sp = xs.len() - 2;
-            check_window(
-                "pool",
-                sp,
-                &p.kernel_shape,
-                &p.strides,
-                &p.pads,
-                &p.dilations,
-            )?;
+            check_window("pool", sp, &p.kernel_shape, &p.strides, &p.pads, &p.dilations)?;
             let mut out = xs[..2].to_vec();
             for i in 0..sp {
-                out.push(window_out(
-                    xs[2 + i],
-                    p.kernel_shape[i],
-                    p.strides[i],
-                    p.dilations[i],
-                    p.pads[i],
-                    p.pads[sp + i],
-                    p.ceil_mode,
-                )?);
+                out.push(window_out(xs[2 + i], p.kernel_shape[i], p.strides[i], p.dilations[i], p.pads[i], p.pads[sp + i], p.ceil_mode)?);
             }
             vec![(TensorType::new(x.ty.dtype, out), None)]
         }
@@ -218,10 +145,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             for i in 1..5 {
                 let p = input(ins, i)?;
                 if p.ty.shape != [x.ty.shape[1]] {
-                    return Err(format!(
-                        "parameter `{}` is {} but must be [{}]",
-                        p.name, p.ty, x.ty.shape[1]
-                    ));
+                    return Err(format!("parameter `{}` is {} but must be [{}]", p.name, p.ty, x.ty.shape[1]));
                 }
             }
             same(x)
@@ -232,16 +156,8 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             if a.ty.rank() != 2 || b.ty.rank() != 2 {
                 return Err(format!("Gemm needs 2-D inputs, got {} and {}", a.ty, b.ty));
             }
-            let (m, k) = if g.trans_a {
-                (a.ty.shape[1], a.ty.shape[0])
-            } else {
-                (a.ty.shape[0], a.ty.shape[1])
-            };
-            let (k2, n) = if g.trans_b {
-                (b.ty.shape[1], b.ty.shape[0])
-            } else {
-                (b.ty.shape[0], b.ty.shape[1])
-            };
+            let (m, k) = if g.trans_a { (a.ty.shape[1], a.ty.shape[0]) } else { (a.ty.shape[0], a.ty.shape[1]) };
+            let (k2, n) = if g.trans_b { (b.ty.shape[1], b.ty.shape[0]) } else { (b.ty.shape[0], b.ty.shape[1]) };
             if k != k2 {
                 return Err(format!("inner dimensions differ: {} and {}", a.ty, b.ty));
             }
@@ -326,10 +242,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let x = float_in(0)?;
             let r = x.ty.rank();
             let axes: Vec<usize> = match axes {
-                Some(a) => a
-                    .iter()
-                    .map(|&a| norm_axis(a, r))
-                    .collect::<Result<_, _>>()?,
+                Some(a) => a.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?,
                 None => (0..r).collect(),
             };
             let mut out = vec![];
@@ -399,18 +312,13 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let data = input(ins, 0)?;
             let idx = input(ins, 1)?;
             if !matches!(idx.ty.dtype, DType::I64 | DType::I32) {
-                return Err(format!(
-                    "indices `{}` are {} but must be i64 or i32",
-                    idx.name, idx.ty
-                ));
+                return Err(format!("indices `{}` are {} but must be i64 or i32", idx.name, idx.ty));
             }
             let ax = norm_axis(*axis, data.ty.rank())?;
             let dim = data.ty.shape[ax] as i64;
             if let Some(k) = &idx.known {
                 if let Some(bad) = k.iter().find(|&&i| i < -dim || i >= dim) {
-                    return Err(format!(
-                        "index {bad} is out of range for axis of size {dim}"
-                    ));
+                    return Err(format!("index {bad} is out of range for axis of size {dim}"));
                 }
             }
             let mut out = data.ty.shape[..ax].to_vec();
@@ -418,17 +326,9 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             out.extend(&data.ty.shape[ax + 1..]);
             let ty = TensorType::new(data.ty.dtype, out);
             let known = match (&data.known, &idx.known) {
-                (Some(d), Some(k)) if data.ty.rank() == 1 => Some(
-                    k.iter()
-                        .map(|&i| {
-                            d[if i < 0 {
-                                (i + dim) as usize
-                            } else {
-                                i as usize
-                            }]
-                        })
-                        .collect(),
-                ),
+                (Some(d), Some(k)) if data.ty.rank() == 1 => {
+                    Some(k.iter().map(|&i| d[if i < 0 { (i + dim) as usize } else { i as usize }]).collect())
+                }
                 _ => None,
             };
             let known = known_small(&ty, known);
@@ -437,24 +337,13 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
         Op::Unsqueeze { axes } => {
             let x = input(ins, 0)?;
             let r = x.ty.rank() + axes.len();
-            let mut ax: Vec<usize> = axes
-                .iter()
-                .map(|&a| norm_axis(a, r))
-                .collect::<Result<_, _>>()?;
+            let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?;
             ax.sort();
             if ax.windows(2).any(|w| w[0] == w[1]) {
                 return Err(format!("axes {axes:?} repeat"));
             }
             let mut src = x.ty.shape.iter();
-            let out: Vec<usize> = (0..r)
-                .map(|i| {
-                    if ax.contains(&i) {
-                        1
-                    } else {
-                        *src.next().unwrap_or(&1)
-                    }
-                })
-                .collect();
+            let out: Vec<usize> = (0..r).map(|i| if ax.contains(&i) { 1 } else { *src.next().unwrap_or(&1) }).collect();
             vec![(TensorType::new(x.ty.dtype, out), x.known.clone())]
         }
         Op::Slice(s) => {
@@ -467,8 +356,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let mut ranges = vec![];
             for i in 0..n {
                 let ax = norm_axis(s.axes[i], x.ty.rank())?;
-                let (start, end, len) =
-                    slice_range(out[ax] as i64, s.starts[i], s.ends[i], s.steps[i])?;
+                let (start, end, len) = slice_range(out[ax] as i64, s.starts[i], s.ends[i], s.steps[i])?;
                 out[ax] = len;
                 ranges.push((ax, start, end, s.steps[i]));
             }
@@ -476,8 +364,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let known = match &x.known {
                 Some(k) if x.ty.rank() == 1 => {
                     let (mut v, mut i) = (vec![], ranges.first().map(|r| r.1).unwrap_or(0));
-                    let (_, _, end, step) =
-                        ranges.first().copied().unwrap_or((0, 0, k.len() as i64, 1));
+                    let (_, _, end, step) = ranges.first().copied().unwrap_or((0, 0, k.len() as i64, 1));
                     while (step > 0 && i < end) || (step < 0 && i > end) {
                         v.push(k[i as usize]);
                         i += step;
@@ -494,11 +381,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let r = x.ty.rank() as i64;
             let clamp = |v: i64| if v < 0 { (v + r).clamp(0, r) } else { v.clamp(0, r) } as usize;
             let (a, b) = (clamp(*start), clamp(end.unwrap_or(r)));
-            let dims: Vec<i64> = if a < b {
-                x.ty.shape[a..b].iter().map(|&d| d as i64).collect()
-            } else {
-                vec![]
-            };
+            let dims: Vec<i64> = if a < b { x.ty.shape[a..b].iter().map(|&d| d as i64).collect() } else { vec![] };
             let ty = TensorType::new(DType::I64, vec![dims.len()]);
             let known = known_small(&ty, Some(dims));
             vec![(ty, known)]
@@ -519,18 +402,9 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let mut sorted = perm.clone();
             sorted.sort();
             if sorted != (0..x.ty.rank()).collect::<Vec<_>>() {
-                return Err(format!(
-                    "perm {perm:?} is not a permutation of the axes of {}",
-                    x.ty
-                ));
+                return Err(format!("perm {perm:?} is not a permutation of the axes of {}", x.ty));
             }
-            vec![(
-                TensorType::new(
-                    x.ty.dtype,
-                    perm.iter().map(|&p| x.ty.shape[p]).collect::<Vec<_>>(),
-                ),
-                None,
-            )]
+            vec![(TensorType::new(x.ty.dtype, perm.iter().map(|&p| x.ty.shape[p]).collect::<Vec<_>>()), None)]
         }
         Op::Flatten { axis } => {
             let x = input(ins, 0)?;
@@ -563,10 +437,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let x = input(ins, 0)?;
             let ax = norm_axis(*axis, x.ty.rank())?;
             if split.iter().sum::<usize>() != x.ty.shape[ax] {
-                return Err(format!(
-                    "split {split:?} does not add up to axis {ax} of {}",
-                    x.ty
-                ));
+                return Err(format!("split {split:?} does not add up to axis {ax} of {}", x.ty));
             }
             split
                 .iter()
@@ -584,10 +455,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             for i in 1..3 {
                 if let Some(p) = opt(ins, i) {
                     if broadcast(&p.ty.shape, norm_shape)? != norm_shape {
-                        return Err(format!(
-                            "`{}` {} does not broadcast to {norm_shape:?}",
-                            p.name, p.ty
-                        ));
+                        return Err(format!("`{}` {} does not broadcast to {norm_shape:?}", p.name, p.ty));
                     }
                 }
             }
@@ -596,11 +464,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
         Op::Cast { to } => {
             let x = input(ins, 0)?;
             let ty = TensorType::new(*to, x.ty.shape.clone());
-            let known = if x.ty.dtype.is_int() {
-                known_small(&ty, x.known.clone())
-            } else {
-                None
-            };
+            let known = if x.ty.dtype.is_int() { known_small(&ty, x.known.clone()) } else { None };
             vec![(ty, known)]
         }
     })
@@ -614,17 +478,9 @@ pub fn slice_range(dim: i64, start: i64, end: i64, step: i64) -> Result<(i64, i6
     }
     let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
     let (s, e) = (fix(start), fix(end));
-    let (s, e) = if step > 0 {
-        (s.clamp(0, dim), e.clamp(0, dim))
-    } else {
-        (s.clamp(0, dim - 1), e.clamp(-1, dim - 1))
-    };
+    let (s, e) = if step > 0 { (s.clamp(0, dim), e.clamp(0, dim)) } else { (s.clamp(0, dim - 1), e.clamp(-1, dim - 1)) };
     let len = if step > 0 {
-        if e > s {
-            (e - s + step - 1) / step
-        } else {
-            0
-        }
+        if e > s { (e - s + step - 1) / step } else { 0 }
     } else if s > e {
         (s - e + (-step) - 1) / (-step)
     } else {

@@ -12,11 +12,7 @@ use crate::{DType, TensorType};
 #[derive(Clone)]
 pub enum Bytes {
     Owned(Arc<Vec<u8>>),
-    Mapped {
-        map: Arc<memmap2::Mmap>,
-        start: usize,
-        len: usize,
-    },
+    Mapped { map: Arc<memmap2::Mmap>, start: usize, len: usize },
 }
 
 impl Bytes {
@@ -58,18 +54,12 @@ impl Tensor {
     }
 
     pub fn from_f32(shape: impl Into<Vec<usize>>, data: &[f32]) -> Result<Tensor, String> {
-        let bytes = data
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>();
+        let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         Tensor::new(TensorType::new(DType::F32, shape), bytes.into())
     }
 
     pub fn from_i64(shape: impl Into<Vec<usize>>, data: &[i64]) -> Result<Tensor, String> {
-        let bytes = data
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>();
+        let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         Tensor::new(TensorType::new(DType::I64, shape), bytes.into())
     }
 
@@ -89,14 +79,8 @@ impl Tensor {
     pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
         let b = self.bytes();
         Some(match self.ty.dtype {
-            DType::I64 => b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-            DType::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
-                .collect(),
+            DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
             _ => return None,
@@ -107,18 +91,12 @@ impl Tensor {
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
         let b = self.bytes();
         Some(match self.ty.dtype {
-            DType::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-                .collect(),
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect(),
             DType::F16 => b
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f32())
                 .collect(),
-            DType::F64 => b
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
             _ => return None,
         })
     }
@@ -126,10 +104,7 @@ impl Tensor {
     /// Values as f32 whatever the dtype (integers converted).
     pub fn to_f32_lossy(&self) -> Vec<f32> {
         self.to_f32_vec()
-            .or_else(|| {
-                self.to_i64_vec()
-                    .map(|v| v.into_iter().map(|x| x as f32).collect())
-            })
+            .or_else(|| self.to_i64_vec().map(|v| v.into_iter().map(|x| x as f32).collect()))
             .unwrap_or_default()
     }
 

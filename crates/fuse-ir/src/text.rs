@@ -30,13 +30,7 @@ pub fn to_text(g: &Graph) -> Result<String, IrError> {
             if let ValueDef::Weight(t) = &val.def {
                 let n = num.len();
                 num.insert(*v, n);
-                let _ = writeln!(
-                    s,
-                    "  weight %{n} {:?}: {} #{}",
-                    val.name,
-                    val.ty,
-                    t.digest()
-                );
+                let _ = writeln!(s, "  weight %{n} {:?}: {} #{}", val.name, val.ty, t.digest());
             }
         }
     }
@@ -55,24 +49,13 @@ pub fn to_text(g: &Graph) -> Result<String, IrError> {
             .inputs
             .iter()
             .map(|v| match v {
-                Some(v) => num
-                    .get(v)
-                    .map(|n| format!("%{n}"))
-                    .unwrap_or_else(|| "%?".into()),
+                Some(v) => num.get(v).map(|n| format!("%{n}")).unwrap_or_else(|| "%?".into()),
                 None => "_".into(),
             })
             .collect();
-        let tys: Vec<String> = node
-            .outputs
-            .iter()
-            .map(|o| g.value(*o).ty.to_string())
-            .collect();
+        let tys: Vec<String> = node.outputs.iter().map(|o| g.value(*o).ty.to_string()).collect();
         let attrs = node.op.attrs_text();
-        let attrs = if attrs.is_empty() {
-            String::new()
-        } else {
-            format!(" {{{attrs}}}")
-        };
+        let attrs = if attrs.is_empty() { String::new() } else { format!(" {{{attrs}}}") };
         let _ = writeln!(
             s,
             "  {} = {}({}){attrs} : {}  # {}",
@@ -85,10 +68,7 @@ pub fn to_text(g: &Graph) -> Result<String, IrError> {
     }
     for &o in g.outputs() {
         let v = g.value(o);
-        let n = num
-            .get(&o)
-            .map(|n| format!("%{n}"))
-            .unwrap_or_else(|| "%?".into());
+        let n = num.get(&o).map(|n| format!("%{n}")).unwrap_or_else(|| "%?".into());
         let _ = writeln!(s, "  output {n} {:?}: {}", v.name, v.ty);
     }
     Ok(s)

@@ -8,13 +8,7 @@ fn f32t(shape: &[usize]) -> TensorType {
 }
 
 fn conv(k: usize, s: usize, p: usize, group: usize) -> Op {
-    Op::Conv(Conv {
-        kernel_shape: vec![k, k],
-        strides: vec![s, s],
-        pads: vec![p; 4],
-        dilations: vec![1, 1],
-        group,
-    })
+    Op::Conv(Conv { kernel_shape: vec![k, k], strides: vec![s, s], pads: vec![p; 4], dilations: vec![1, 1], group })
 }
 
 /// x -> depthwise conv -> sigmoid * x, the SiLU-after-conv shape of EfficientNet.
@@ -22,32 +16,11 @@ fn small_graph() -> (Graph, ValueId) {
     let mut g = Graph::new("small");
     let x = g.add_input("x", f32t(&[1, 4, 8, 8]));
     let w = g.add_weight("w", Tensor::from_f32(vec![4, 1, 3, 3], &[0.5; 36]).unwrap());
-    let c = g
-        .add_node(
-            "conv",
-            conv(3, 2, 1, 4),
-            vec![Some(x), Some(w), None],
-            vec!["c".into()],
-        )
-        .unwrap();
+    let c = g.add_node("conv", conv(3, 2, 1, 4), vec![Some(x), Some(w), None], vec!["c".into()]).unwrap();
     let c = g.node(c).outputs[0];
-    let s = g
-        .add_node(
-            "sig",
-            Op::Unary(UnaryOp::Sigmoid),
-            vec![Some(c)],
-            vec!["s".into()],
-        )
-        .unwrap();
+    let s = g.add_node("sig", Op::Unary(UnaryOp::Sigmoid), vec![Some(c)], vec!["s".into()]).unwrap();
     let s = g.node(s).outputs[0];
-    let m = g
-        .add_node(
-            "mul",
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(c), Some(s)],
-            vec!["y".into()],
-        )
-        .unwrap();
+    let m = g.add_node("mul", Op::Binary(BinaryOp::Mul), vec![Some(c), Some(s)], vec!["y".into()]).unwrap();
     let y = g.node(m).outputs[0];
     g.set_outputs(vec![y]);
     (g, y)
@@ -81,18 +54,8 @@ fn bad_nodes_are_named_in_errors() {
     let mut g = Graph::new("bad");
     let x = g.add_input("x", f32t(&[1, 3, 8, 8]));
     let w = g.add_weight("w", Tensor::from_f32(vec![4, 2, 3, 3], &[0.0; 72]).unwrap());
-    let e = g
-        .add_node(
-            "stem",
-            conv(3, 1, 1, 1),
-            vec![Some(x), Some(w)],
-            vec!["y".into()],
-        )
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "node `stem` (Conv): input f32[1,3,8,8] and weight f32[4,2,3,3] do not fit group=1"
-    );
+    let e = g.add_node("stem", conv(3, 1, 1, 1), vec![Some(x), Some(w)], vec!["y".into()]).unwrap_err();
+    assert_eq!(e.to_string(), "node `stem` (Conv): input f32[1,3,8,8] and weight f32[4,2,3,3] do not fit group=1");
 }
 
 #[test]
@@ -100,14 +63,7 @@ fn replace_uses_keeps_edges_in_sync() {
     let (mut g, y) = small_graph();
     let mul = g.node_ids()[2];
     let c = g.node(mul).inputs[0].unwrap();
-    let r = g
-        .add_node(
-            "relu",
-            Op::Unary(UnaryOp::Relu),
-            vec![Some(c)],
-            vec!["r".into()],
-        )
-        .unwrap();
+    let r = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec![Some(c)], vec!["r".into()]).unwrap();
     let r = g.node(r).outputs[0];
     g.replace_uses(y, r);
     assert_eq!(g.outputs(), &[r]);
@@ -125,10 +81,7 @@ fn removing_a_used_node_fails_validation() {
     let sig = g.node_ids()[1];
     g.remove_node(sig);
     let e = g.validate().unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "node `mul` (Mul): input 1 reads a value that no longer exists"
-    );
+    assert_eq!(e, "node `mul` (Mul): input 1 reads a value that no longer exists");
 }
 
 #[test]
@@ -143,9 +96,7 @@ fn ceil_mode_pooling_adds_a_window_but_not_one_starting_in_end_padding() {
             dilations: vec![1, 1],
             ceil_mode: ceil,
         });
-        let n = g
-            .add_node("pool", p, vec![Some(x)], vec!["y".into()])
-            .unwrap();
+        let n = g.add_node("pool", p, vec![Some(x)], vec!["y".into()]).unwrap();
         g.value(g.node(n).outputs[0]).ty.shape[2]
     };
     // 6 wide, 3x3 stride 2: floor gives 2 windows, ceil a partial third.
@@ -161,49 +112,19 @@ fn ceil_mode_pooling_adds_a_window_but_not_one_starting_in_end_padding() {
 fn shape_arithmetic_values_are_tracked() {
     let mut g = Graph::new("shape");
     let x = g.add_input("x", f32t(&[1, 64, 8, 8]));
-    let s = g
-        .add_node(
-            "shape",
-            Op::Shape {
-                start: 0,
-                end: None,
-            },
-            vec![Some(x)],
-            vec!["s".into()],
-        )
-        .unwrap();
+    let s = g.add_node("shape", Op::Shape { start: 0, end: None }, vec![Some(x)], vec!["s".into()]).unwrap();
     let s = g.node(s).outputs[0];
-    let sl = Op::Slice(Slice {
-        starts: vec![0],
-        ends: vec![2],
-        axes: vec![0],
-        steps: vec![1],
-    });
-    let nc = g
-        .add_node("slice", sl, vec![Some(s)], vec!["nc".into()])
-        .unwrap();
+    let sl = Op::Slice(Slice { starts: vec![0], ends: vec![2], axes: vec![0], steps: vec![1] });
+    let nc = g.add_node("slice", sl, vec![Some(s)], vec!["nc".into()]).unwrap();
     let nc = g.node(nc).outputs[0];
     let hw = g.add_weight("hw", Tensor::from_i64(vec![2], &[16, 16]).unwrap());
-    let cat = g
-        .add_node(
-            "cat",
-            Op::Concat { axis: 0 },
-            vec![Some(nc), Some(hw)],
-            vec!["sizes".into()],
-        )
-        .unwrap();
-    assert_eq!(
-        g.value(g.node(cat).outputs[0]).known,
-        Some(vec![1, 64, 16, 16])
-    );
+    let cat = g.add_node("cat", Op::Concat { axis: 0 }, vec![Some(nc), Some(hw)], vec!["sizes".into()]).unwrap();
+    assert_eq!(g.value(g.node(cat).outputs[0]).known, Some(vec![1, 64, 16, 16]));
 }
 
 #[test]
 fn broadcasting_and_slicing_follow_onnx() {
-    assert_eq!(
-        broadcast(&[1, 64, 8, 8], &[64, 1, 1]).unwrap(),
-        vec![1, 64, 8, 8]
-    );
+    assert_eq!(broadcast(&[1, 64, 8, 8], &[64, 1, 1]).unwrap(), vec![1, 64, 8, 8]);
     assert!(broadcast(&[2, 3], &[4]).is_err());
     assert_eq!(slice_range(10, 0, i64::MAX, 1).unwrap(), (0, 10, 10));
     assert_eq!(slice_range(10, -1, i64::MIN, -1).unwrap(), (9, -1, 10));

@@ -93,10 +93,7 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
         .filter(|(_, _, t)| t.ty().dtype.is_float())
         .filter_map(|(_, _, t)| t.ty().numel())
         .sum();
-    let weights = g
-        .weights()
-        .filter(|(id, _, _)| !g.users(*id).is_empty())
-        .count();
+    let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
     let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
     for (k, v) in &g.metadata {
         let _ = writeln!(o, "metadata: {k} = {v}");
@@ -140,11 +137,7 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
     let g = load_graph(path, arch)?;
     let size = fusec_exporters::onnx::write_file(&g, output)?;
-    eprintln!(
-        "wrote {} ({} nodes, {size} bytes)",
-        output.display(),
-        g.node_count()
-    );
+    eprintln!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count());
     Ok(())
 }
 
@@ -176,13 +169,7 @@ pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensor
     Ok(inputs)
 }
 
-pub fn run(
-    model: &Path,
-    arch: &ArchOptions,
-    input: &Path,
-    cfg: &SessionConfig,
-    output: &Path,
-) -> Result<(), Failure> {
+pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
     let g = load_graph(model, arch)?;
     let inputs = read_inputs(&g, input)?;
     let bytes = fusec_exporters::onnx::export(&g)?;
@@ -211,10 +198,7 @@ pub fn run(
 pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = vec![];
     for p in paths {
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "member".into());
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
         let mut name = stem.clone();
         let mut k = 2;
         while names.contains(&name) {
@@ -228,11 +212,9 @@ pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
 
 fn sha256_file(path: &Path) -> Result<String, Failure> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h)
-        .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    std::io::copy(&mut f, &mut h).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -277,17 +259,9 @@ pub fn fuse(
     for (i, (p, name)) in paths.iter().zip(&names).enumerate() {
         let graph = load_graph(p, arch)?;
         meta.push((format!("fusec.member.{i}.name"), name.clone()));
-        meta.push((
-            format!("fusec.member.{i}.file"),
-            p.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ));
+        meta.push((format!("fusec.member.{i}.file"), p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
         meta.push((format!("fusec.member.{i}.sha256"), sha256_file(p)?));
-        members.push(fusec_passes::Member {
-            name: name.clone(),
-            graph,
-        });
+        members.push(fusec_passes::Member { name: name.clone(), graph });
     }
     let t_load = t0.elapsed();
     let fused = fusec_passes::fuse(members, opts).map_err(|e| match e {
@@ -304,8 +278,7 @@ pub fn fuse(
     }
     let mut g = fused.graph;
     g.metadata.extend(meta);
-    g.metadata
-        .push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
+    g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
     let size = match format {
         OutputFormat::Onnx => fusec_exporters::onnx::write_file(&g, output)?,
@@ -342,23 +315,12 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
     let g = fusec_verify::io::read_tensors(got)?;
     let w = fusec_verify::io::read_tensors(want)?;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<16} {:>12} {:>12} {:>12}",
-        "tensor", "max abs", "rel L2", "cosine"
-    );
+    let _ = writeln!(o, "{:<16} {:>12} {:>12} {:>12}", "tensor", "max abs", "rel L2", "cosine");
     let (mut compared, mut failed) = (0, vec![]);
     for (name, wt) in &w {
-        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        let d = fusec_verify::compare::diff(gt, wt)
-            .map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
-        let _ = writeln!(
-            o,
-            "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}",
-            d.max_abs, d.rel_l2, d.cosine
-        );
+        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else { continue };
+        let d = fusec_verify::compare::diff(gt, wt).map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
+        let _ = writeln!(o, "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
         compared += 1;
         if !d.within(max_abs, max_rel_l2) {
             failed.push(name.clone());
@@ -366,11 +328,7 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
     }
     emit(&o)?;
     if compared == 0 {
-        return Err(Failure::Input(format!(
-            "{} and {} share no tensor names",
-            got.display(),
-            want.display()
-        )));
+        return Err(Failure::Input(format!("{} and {} share no tensor names", got.display(), want.display())));
     }
     if !failed.is_empty() {
         return Err(Failure::Internal(format!(
@@ -387,9 +345,7 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
 pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::Internal(format!("cannot write to stdout: {e}")))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(format!("cannot write to stdout: {e}"))),
         _ => Ok(()),
     }
 }

@@ -74,11 +74,7 @@ struct SpeedArgs {
     runs: usize,
 }
 
-fn session_config(
-    runtime: Runtime,
-    device: Device,
-    threads: Option<usize>,
-) -> fusec_verify::runtime::SessionConfig {
+fn session_config(runtime: Runtime, device: Device, threads: Option<usize>) -> fusec_verify::runtime::SessionConfig {
     fusec_verify::runtime::SessionConfig {
         runtime: match runtime {
             Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
@@ -107,10 +103,7 @@ struct ArchArgs {
 
 impl ArchArgs {
     fn options(&self) -> fusec_frontends::arch::ArchOptions {
-        fusec_frontends::arch::ArchOptions {
-            arch: self.arch.clone(),
-            image_size: self.image_size,
-        }
+        fusec_frontends::arch::ArchOptions { arch: self.arch.clone(), image_size: self.image_size }
     }
 }
 
@@ -118,9 +111,7 @@ impl ArchArgs {
 enum Command {
     /// Show a model's inputs, outputs, op histogram and parameter count
     /// (ONNX), or its tensors (safetensors)
-    #[command(
-        after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors\n  fusec inspect coco.safetensors --ir"
-    )]
+    #[command(after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors\n  fusec inspect coco.safetensors --ir")]
     Inspect {
         /// An .onnx model or a .safetensors checkpoint
         file: std::path::PathBuf,
@@ -132,9 +123,7 @@ enum Command {
     },
     /// Import a model (ONNX, or a safetensors state_dict) into fusec's IR
     /// and export it as ONNX (opset 17)
-    #[command(
-        after_help = "Examples:\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec convert coco.safetensors -o coco.onnx\n  fusec convert tf_model.safetensors --arch tf_efficientdet_d0 -o tf_model.onnx"
-    )]
+    #[command(after_help = "Examples:\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec convert coco.safetensors -o coco.onnx\n  fusec convert tf_model.safetensors --arch tf_efficientdet_d0 -o tf_model.onnx")]
     Convert {
         file: std::path::PathBuf,
         #[command(flatten)]
@@ -144,9 +133,7 @@ enum Command {
         output: std::path::PathBuf,
     },
     /// Run a model on inputs from a safetensors file, write its outputs
-    #[command(
-        after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.safetensors --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors"
-    )]
+    #[command(after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.safetensors --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors")]
     Run {
         /// The model (.onnx, or a .safetensors state_dict); it goes through
         /// fusec's IR and ONNX exporter
@@ -171,9 +158,7 @@ enum Command {
     /// ONNX files) into one ONNX model or Core ML package with one input and
     /// every member's outputs, named MEMBER/OUTPUT (MEMBER is the file stem;
     /// MEMBER_OUTPUT in Core ML, whose names are identifiers)
-    #[command(
-        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
-    )]
+    #[command(after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ...")]
     Fuse {
         /// The members, 2 or more: .safetensors state_dicts or .onnx files
         #[arg(required = true, num_args = 2..)]
@@ -209,9 +194,7 @@ enum Command {
     /// Check a fused model against its members: every output pair (max abs,
     /// relative L2, cosine, elements outside atol/rtol) and speed (members
     /// one after another vs fused); exits 1 when an output differs
-    #[command(
-        after_help = "Examples:\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors\n  fusec verify super.onnx --members coco.onnx aquarium.onnx vehicles.onnx --input input.safetensors --runtime ort --threads 2\n  fusec verify super.onnx --members a.onnx b.onnx --images 4 --runs 0   # equivalence only"
-    )]
+    #[command(after_help = "Examples:\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors\n  fusec verify super.onnx --members coco.onnx aquarium.onnx vehicles.onnx --input input.safetensors --runtime ort --threads 2\n  fusec verify super.onnx --members a.onnx b.onnx --images 4 --runs 0   # equivalence only")]
     Verify {
         /// The fused ONNX model (from `fusec fuse`)
         model: std::path::PathBuf,
@@ -240,9 +223,7 @@ enum Command {
     /// Benchmark, in one run: the members one after another (the baseline)
     /// against fused models with several lowerings; prints speed and
     /// output-difference tables
-    #[command(
-        after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json bench.json --markdown bench.md"
-    )]
+    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json bench.json --markdown bench.md")]
     Bench {
         /// The members, 2 or more
         #[arg(required = true, num_args = 2..)]
@@ -265,9 +246,7 @@ enum Command {
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
-    #[command(
-        after_help = "Example:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5"
-    )]
+    #[command(after_help = "Example:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5")]
     Compare {
         /// The tensors to check
         got: std::path::PathBuf,
@@ -291,19 +270,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
-        Command::Convert { file, output, arch } => {
-            commands::convert(&file, &arch.options(), &output)
-        }
-        Command::Fuse {
-            members,
-            arch,
-            output,
-            precision,
-            explain,
-            keep_bn,
-            lowering,
-            group_from,
-        } => {
+        Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
+        Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from } => {
             let opts = fusec_passes::FuseOptions {
                 keep_bn,
                 split_depthwise: false,
@@ -318,47 +286,13 @@ fn main() -> ExitCode {
                 PrecisionArg::Fp32 => fusec_exporters::coreml::Precision::F32,
                 PrecisionArg::Fp16 => fusec_exporters::coreml::Precision::F16,
             };
-            commands::fuse(
-                &members,
-                &arch.options(),
-                &output,
-                explain,
-                &opts,
-                precision,
-            )
+            commands::fuse(&members, &arch.options(), &output, explain, &opts, precision)
         }
-        Command::Compare {
-            got,
-            want,
-            max_abs,
-            max_rel_l2,
-        } => commands::compare(&got, &want, max_abs, max_rel_l2),
-        Command::Run {
-            model,
-            arch,
-            input,
-            runtime,
-            device,
-            threads,
-            output,
-        } => commands::run(
-            &model,
-            &arch.options(),
-            &input,
-            &session_config(runtime, device, threads),
-            &output,
-        ),
-        Command::Verify {
-            model,
-            members,
-            arch,
-            input,
-            images,
-            rt,
-            atol,
-            rtol,
-            speed,
-        } => speed::verify(
+        Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
+        Command::Run { model, arch, input, runtime, device, threads, output } => {
+            commands::run(&model, &arch.options(), &input, &session_config(runtime, device, threads), &output)
+        }
+        Command::Verify { model, members, arch, input, images, rt, atol, rtol, speed } => speed::verify(
             &model,
             &members,
             &arch.options(),
@@ -367,28 +301,14 @@ fn main() -> ExitCode {
             &rt.config(),
             atol,
             rtol,
-            &speed::SpeedArgs {
-                warmup: speed.warmup,
-                runs: speed.runs,
-            },
+            &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
         ),
-        Command::Bench {
-            members,
-            arch,
-            input,
-            rt,
-            speed,
-            json,
-            markdown,
-        } => speed::bench(
+        Command::Bench { members, arch, input, rt, speed, json, markdown } => speed::bench(
             &members,
             &arch.options(),
             input.as_deref(),
             &rt.config(),
-            &speed::SpeedArgs {
-                warmup: speed.warmup,
-                runs: speed.runs,
-            },
+            &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
             json.as_deref(),
             markdown.as_deref(),
         ),

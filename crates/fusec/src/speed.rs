@@ -23,9 +23,7 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
     }
     let mut seed = 0x5eed_u64;
     let mut next = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     };
     Ok((0..images.max(1))
@@ -36,11 +34,7 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
                     let v = g.value(i);
                     let n: usize = v.ty.shape.iter().product();
                     let data: Vec<f32> = (0..n).map(|_| next()).collect();
-                    (
-                        v.name.clone(),
-                        ndarray::ArrayD::from_shape_vec(v.ty.shape.clone(), data)
-                            .expect("shape fits"),
-                    )
+                    (v.name.clone(), ndarray::ArrayD::from_shape_vec(v.ty.shape.clone(), data).expect("shape fits"))
                 })
                 .collect()
         })
@@ -49,16 +43,8 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
 
 /// Detections of one member from a set of outputs whose names carry
 /// `prefix` (`coco/` in the fused model, none for the member alone).
-fn detections(
-    outs: &Tensors,
-    prefix: &str,
-    g: &Graph,
-) -> Result<Option<Vec<fusec_verify::detect::Detection>>, Failure> {
-    let names: Vec<&str> = g
-        .outputs()
-        .iter()
-        .map(|o| g.value(*o).name.as_str())
-        .collect();
+fn detections(outs: &Tensors, prefix: &str, g: &Graph) -> Result<Option<Vec<fusec_verify::detect::Detection>>, Failure> {
+    let names: Vec<&str> = g.outputs().iter().map(|o| g.value(*o).name.as_str()).collect();
     if !fusec_verify::detect::is_efficientdet(&names) {
         return Ok(None);
     }
@@ -67,9 +53,7 @@ fn detections(
         .iter()
         .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
         .collect();
-    fusec_verify::detect::detect(&mine, sh[2], sh[3])
-        .map(Some)
-        .map_err(|e| Failure::Internal(format!("decoding detections: {e}")))
+    fusec_verify::detect::detect(&mine, sh[2], sh[3]).map(Some).map_err(|e| Failure::Internal(format!("decoding detections: {e}")))
 }
 
 fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
@@ -78,10 +62,7 @@ fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> 
 }
 
 fn describe_cfg(cfg: &SessionConfig) -> String {
-    let threads = cfg
-        .threads
-        .map(|t| format!(", {t} threads"))
-        .unwrap_or_default();
+    let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
     format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }
 
@@ -93,10 +74,7 @@ fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) 
         None => ("", "", String::new()),
     };
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) |"
-    );
+    let _ = writeln!(o, "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
     let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|");
     for (name, s) in rows {
         let _ = writeln!(
@@ -140,10 +118,7 @@ pub fn verify(
     rtol: f64,
     speed: &SpeedArgs,
 ) -> Result<(), Failure> {
-    if !matches!(
-        fusec_frontends::detect_kind(model)?,
-        fusec_frontends::FileKind::Onnx
-    ) {
+    if !matches!(fusec_frontends::detect_kind(model)?, fusec_frontends::FileKind::Onnx) {
         return Err(Failure::Input(format!(
             "{}: verify takes the fused ONNX model (fusec fuse ... -o super.onnx)",
             model.display()
@@ -151,18 +126,11 @@ pub fn verify(
     }
     let fused_graph = fusec_frontends::onnx::load(model)?;
     let names = member_names(member_paths);
-    let members: Vec<Graph> = member_paths
-        .iter()
-        .map(|p| load_graph(p, arch))
-        .collect::<Result<_, _>>()?;
+    let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
     for (m, g) in names.iter().zip(&members) {
         for &o in g.outputs() {
             let want = format!("{m}/{}", g.value(o).name);
-            if !fused_graph
-                .outputs()
-                .iter()
-                .any(|f| fused_graph.value(*f).name == want)
-            {
+            if !fused_graph.outputs().iter().any(|f| fused_graph.value(*f).name == want) {
                 return Err(Failure::Input(format!(
                     "{}: no output `{want}`: was it fused from these members (names are file stems)?",
                     model.display()
@@ -172,10 +140,7 @@ pub fn verify(
     }
     let ins = inputs(&fused_graph, input, images)?;
     let mut fused = session(&fused_graph, cfg)?;
-    let mut sessions: Vec<Box<dyn Session>> = members
-        .iter()
-        .map(|g| session(g, cfg))
-        .collect::<Result<_, _>>()?;
+    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
 
     let mut o = String::new();
     let _ = writeln!(
@@ -185,17 +150,9 @@ pub fn verify(
         members.len(),
         describe_cfg(cfg),
         ins.len(),
-        if input.is_some() {
-            ""
-        } else {
-            " (deterministic random)"
-        }
+        if input.is_some() { "" } else { " (deterministic random)" }
     );
-    let _ = writeln!(
-        o,
-        "{:<12} {:<16} {:>11} {:>11} {:>13} {:>9}",
-        "member", "output", "max abs", "rel L2", "cosine", "outside"
-    );
+    let _ = writeln!(o, "{:<12} {:<16} {:>11} {:>11} {:>13} {:>9}", "member", "output", "max abs", "rel L2", "cosine", "outside");
     let mut failed = vec![];
     let mut compared = 0;
     let mut det_rows = String::new();
@@ -203,10 +160,7 @@ pub fn verify(
         let got = fused.run(x)?;
         for ((m, s), g) in names.iter().zip(sessions.iter_mut()).zip(&members) {
             let want = s.run(x)?;
-            if let (Some(dw), Some(dg)) = (
-                detections(&want, "", g)?,
-                detections(&got, &format!("{m}/"), g)?,
-            ) {
+            if let (Some(dw), Some(dg)) = (detections(&want, "", g)?, detections(&got, &format!("{m}/"), g)?) {
                 let d = fusec_verify::detect::compare(&dg, &dw);
                 let _ = writeln!(
                     det_rows,
@@ -223,13 +177,8 @@ pub fn verify(
                 let key = format!("{m}/{oname}");
                 let (_, f) = got.iter().find(|(n, _)| *n == key).expect("checked above");
                 let d = diff(f, w).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
-                let outside = allclose_violations(f, w, atol, rtol)
-                    .map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
-                let _ = writeln!(
-                    o,
-                    "{m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}",
-                    d.max_abs, d.rel_l2, d.cosine
-                );
+                let outside = allclose_violations(f, w, atol, rtol).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
+                let _ = writeln!(o, "{m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}", d.max_abs, d.rel_l2, d.cosine);
                 compared += 1;
                 if outside > 0 {
                     failed.push(format!("{key} ({outside} elements)"));
@@ -238,10 +187,7 @@ pub fn verify(
         }
     }
     if !det_rows.is_empty() {
-        let _ = writeln!(
-            o,
-            "detections (effdet decoding and NMS, fused vs member, per input):"
-        );
+        let _ = writeln!(o, "detections (effdet decoding and NMS, fused vs member, per input):");
         let _ = writeln!(o, "| member | detections fused / member | boxes MSE | scores MSE | label accuracy | mean IoU |");
         let _ = writeln!(o, "|---|---|---|---|---|---|");
         o.push_str(&det_rows);
@@ -263,25 +209,11 @@ pub fn verify(
             Ok(())
         };
         let mut fus = || -> Result<(), VerifyError> { fused.run(x).map(|_| ()) };
-        let stats = interleaved(
-            &mut [&mut base, &mut fus],
-            speed.warmup,
-            speed.runs,
-            &mut || pb.inc(1),
-        )?;
+        let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
         pb.finish_and_clear();
-        let rows = [
-            ("members one after another", &stats[0]),
-            ("fused", &stats[1]),
-        ];
+        let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
         let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "speed on {}: {} warm-up + {} timed rounds, interleaved",
-            describe_cfg(cfg),
-            speed.warmup,
-            speed.runs
-        );
+        let _ = writeln!(t, "speed on {}: {} warm-up + {} timed rounds, interleaved", describe_cfg(cfg), speed.warmup, speed.runs);
         t.push_str(&speed_table(&rows, &stats[0], None));
         emit(&t)?;
     }
@@ -312,39 +244,16 @@ struct BenchRow {
 
 /// The lowerings `fusec bench` compares against the members one after another.
 pub fn bench_configs() -> Vec<(String, FuseOptions)> {
-    let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions {
-        keep_bn,
-        lowering,
-        split_depthwise,
-        split_pointwise,
-    };
+    let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions { keep_bn, lowering, split_depthwise, split_pointwise };
     let mut v = vec![
-        (
-            "fused, grouped".to_string(),
-            o(Lowering::Grouped, false, false, false),
-        ),
-        (
-            "fused, grouped, BatchNorm kept".to_string(),
-            o(Lowering::Grouped, true, false, false),
-        ),
-        (
-            "fused, grouped, depthwise split".to_string(),
-            o(Lowering::Grouped, false, true, false),
-        ),
-        (
-            "fused, grouped, pointwise split".to_string(),
-            o(Lowering::Grouped, false, false, true),
-        ),
-        (
-            "fused, separate".to_string(),
-            o(Lowering::Separate, false, false, false),
-        ),
+        ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
+        ("fused, grouped, BatchNorm kept".to_string(), o(Lowering::Grouped, true, false, false)),
+        ("fused, grouped, depthwise split".to_string(), o(Lowering::Grouped, false, true, false)),
+        ("fused, grouped, pointwise split".to_string(), o(Lowering::Grouped, false, false, true)),
+        ("fused, separate".to_string(), o(Lowering::Separate, false, false, false)),
     ];
     for from in [0.2f32, 0.25, 0.3, 0.4, 0.5, 0.7] {
-        v.push((
-            format!("fused, regions from {from}"),
-            o(Lowering::Regions { from }, false, false, false),
-        ));
+        v.push((format!("fused, regions from {from}"), o(Lowering::Regions { from }, false, false, false)));
     }
     v
 }
@@ -360,40 +269,24 @@ pub fn bench(
     markdown: Option<&Path>,
 ) -> Result<(), Failure> {
     let names = member_names(member_paths);
-    let members: Vec<Graph> = member_paths
-        .iter()
-        .map(|p| load_graph(p, arch))
-        .collect::<Result<_, _>>()?;
+    let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
     let ins = inputs(&members[0], input, 1)?;
     let x = &ins[0];
-    let mut sessions: Vec<Box<dyn Session>> = members
-        .iter()
-        .map(|g| session(g, cfg))
-        .collect::<Result<_, _>>()?;
+    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
     let mut want: Vec<(String, ndarray::ArrayD<f32>)> = vec![];
     for (m, s) in names.iter().zip(sessions.iter_mut()) {
         for (o, t) in s.run(x)? {
             want.push((format!("{m}/{o}"), t));
         }
     }
-    let want_dets: Vec<Option<Vec<fusec_verify::detect::Detection>>> = names
-        .iter()
-        .zip(&members)
-        .map(|(m, g)| detections(&want, &format!("{m}/"), g))
-        .collect::<Result<_, _>>()?;
+    let want_dets: Vec<Option<Vec<fusec_verify::detect::Detection>>> =
+        names.iter().zip(&members).map(|(m, g)| detections(&want, &format!("{m}/"), g)).collect::<Result<_, _>>()?;
     let configs = bench_configs();
     let mut fused_sessions = vec![];
     let mut diffs = vec![];
     let pb = progress(configs.len() as u64, "building");
     for (name, opts) in &configs {
-        let ms = names
-            .iter()
-            .zip(&members)
-            .map(|(n, g)| Member {
-                name: n.clone(),
-                graph: g.clone(),
-            })
-            .collect();
+        let ms = names.iter().zip(&members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
         let f = fusec_passes::fuse(ms, opts).map_err(|e| match e {
             fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
             _ => Failure::Internal(e.to_string()),
@@ -402,10 +295,7 @@ pub fn bench(
         let got = s.run(x)?;
         let (mut max_abs, mut rel) = (0f64, 0f64);
         for (k, w) in &want {
-            let (_, g) = got
-                .iter()
-                .find(|(n, _)| n == k)
-                .ok_or_else(|| Failure::Internal(format!("{name}: output {k} missing")))?;
+            let (_, g) = got.iter().find(|(n, _)| n == k).ok_or_else(|| Failure::Internal(format!("{name}: output {k} missing")))?;
             let d = diff(g, w).map_err(|e| Failure::Internal(format!("{name} {k}: {e}")))?;
             max_abs = max_abs.max(d.max_abs);
             rel = rel.max(d.rel_l2);
@@ -430,15 +320,11 @@ pub fn bench(
         }
         Ok(())
     };
-    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> =
-        vec![Box::new(&mut base)];
+    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base)];
     for s in fused_sessions.iter_mut() {
         runners.push(Box::new(move || s.run(x).map(|_| ())));
     }
-    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> = runners
-        .iter_mut()
-        .map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>)
-        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> = runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
     let stats = interleaved(&mut refs, speed.warmup, speed.runs, &mut || pb.inc(1))?;
     drop(refs);
     drop(runners);
@@ -483,29 +369,14 @@ pub fn bench(
     );
     for r in rows.iter().skip(1) {
         let det = match &r.detections {
-            Some(d) => format!(
-                "{:.2e} | {:.2e} | {:.4} | {:.4}",
-                d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou
-            ),
+            Some(d) => format!("{:.2e} | {:.2e} | {:.4} | {:.4}", d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou),
             None => "- | - | - | -".into(),
         };
-        let _ = writeln!(
-            md,
-            "| {} | {:.2e} | {:.2e} | {det} |",
-            r.config, r.max_abs, r.rel_l2
-        );
+        let _ = writeln!(md, "| {} | {:.2e} | {:.2e} | {det} |", r.config, r.max_abs, r.rel_l2);
     }
     let _ = writeln!(md, "\n(output differences against the members run alone; detection metrics: the worst member, effdet decoding and NMS)");
-    let best = rows
-        .iter()
-        .skip(1)
-        .max_by(|a, b| a.speedup_p50.total_cmp(&b.speedup_p50))
-        .expect("configs");
-    let _ = writeln!(
-        md,
-        "\nfastest: {} ({:.2}x the members one after another)",
-        best.config, best.speedup_p50
-    );
+    let best = rows.iter().skip(1).max_by(|a, b| a.speedup_p50.total_cmp(&b.speedup_p50)).expect("configs");
+    let _ = writeln!(md, "\nfastest: {} ({:.2}x the members one after another)", best.config, best.speedup_p50);
     emit(&md)?;
     if let Some(p) = markdown {
         fusec_exporters::write_atomic(p, md.as_bytes())?;

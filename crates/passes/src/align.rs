@@ -49,15 +49,9 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
     let m0 = members[0];
     let incompatible = |msg: String| PassError::Incompatible(msg);
     for (k, g) in members.iter().enumerate().skip(1) {
-        for (what, a, b) in [
-            ("inputs", m0.inputs().len(), g.inputs().len()),
-            ("outputs", m0.outputs().len(), g.outputs().len()),
-        ] {
+        for (what, a, b) in [("inputs", m0.inputs().len(), g.inputs().len()), ("outputs", m0.outputs().len(), g.outputs().len())] {
             if a != b {
-                return Err(incompatible(format!(
-                    "{} has {a} {what} but {} has {b}",
-                    names[0], names[k]
-                )));
+                return Err(incompatible(format!("{} has {a} {what} but {} has {b}", names[0], names[k])));
             }
         }
         for (a, b) in m0.inputs().iter().zip(g.inputs()) {
@@ -90,13 +84,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
     }
     let mut vmap: Vec<HashMap<ValueId, ValueId>> = members
         .iter()
-        .map(|g| {
-            m0.inputs()
-                .iter()
-                .copied()
-                .zip(g.inputs().iter().copied())
-                .collect()
-        })
+        .map(|g| m0.inputs().iter().copied().zip(g.inputs().iter().copied()).collect())
         .collect();
     let mut matched: Vec<HashSet<NodeId>> = vec![HashSet::new(); members.len()];
     let mut same_values: HashSet<ValueId> = m0.inputs().iter().copied().collect();
@@ -121,50 +109,31 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
                 node.op.name() == node0.op.name()
                     && node.inputs.len() == node0.inputs.len()
                     && node.outputs.len() == node0.outputs.len()
-                    && node0
-                        .inputs
-                        .iter()
-                        .zip(&node.inputs)
-                        .all(|(a, b)| match (a, b) {
-                            (None, None) => true,
-                            (Some(a), Some(b)) => {
-                                if is_data(m0, *a) {
-                                    vmap[k].get(a) == Some(b)
-                                } else {
-                                    !is_data(g, *b)
-                                }
+                    && node0.inputs.iter().zip(&node.inputs).all(|(a, b)| match (a, b) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => {
+                            if is_data(m0, *a) {
+                                vmap[k].get(a) == Some(b)
+                            } else {
+                                !is_data(g, *b)
                             }
-                            _ => false,
-                        })
+                        }
+                        _ => false,
+                    })
             };
             let candidates: Vec<NodeId> = match data_in.first() {
                 Some((slot, v0)) => match vmap[k].get(v0) {
                     Some(vk) => users[k]
                         .get(vk)
-                        .map(|us| {
-                            us.iter()
-                                .filter(|(_, s)| s == slot)
-                                .map(|(n, _)| *n)
-                                .collect()
-                        })
+                        .map(|us| us.iter().filter(|(_, s)| s == slot).map(|(n, _)| *n).collect())
                         .unwrap_or_default(),
                     None => vec![],
                 },
                 None => orders[k].clone(),
             };
-            let found = candidates
-                .into_iter()
-                .find(|nk| !matched[k].contains(nk) && fits(*nk));
+            let found = candidates.into_iter().find(|nk| !matched[k].contains(nk) && fits(*nk));
             let Some(nk) = found else {
-                return Err(structure_error(
-                    members,
-                    names,
-                    &divergences,
-                    &pairs,
-                    k,
-                    &node0.name,
-                    node0.op.name(),
-                ));
+                return Err(structure_error(members, names, &divergences, &pairs, k, &node0.name, node0.op.name()));
             };
             matched[k].insert(nk);
             let nodek = g.node(nk);
@@ -174,11 +143,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             if inputs_same {
                 if let Some(what) = difference(m0, g, n0, nk) {
                     if same {
-                        divergences.push(Divergence {
-                            pair: pairs.len(),
-                            member: k,
-                            what,
-                        });
+                        divergences.push(Divergence { pair: pairs.len(), member: k, what });
                     }
                     same = false;
                 }
@@ -204,10 +169,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             )));
         }
         for (j, (a, b)) in m0.outputs().iter().zip(members[k].outputs()).enumerate() {
-            let mapped = vmap[k]
-                .get(a)
-                .copied()
-                .or_else(|| (!is_data(m0, *a)).then_some(*b));
+            let mapped = vmap[k].get(a).copied().or_else(|| (!is_data(m0, *a)).then_some(*b));
             if mapped != Some(*b) {
                 return Err(incompatible(format!(
                     "{} and {} differ in structure: output {j} (`{}`) is computed differently",
@@ -223,9 +185,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             .first()
             .map(|d| describe(members, names, &pairs, d))
             .unwrap_or_else(|| "the members have no nodes".into());
-        return Err(incompatible(format!(
-            "nothing to fuse: the members differ from their first node: {first}"
-        )));
+        return Err(incompatible(format!("nothing to fuse: the members differ from their first node: {first}")));
     }
     Ok(Alignment { pairs, divergences })
 }
@@ -235,31 +195,20 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
 fn difference(ga: &Graph, gb: &Graph, a: NodeId, b: NodeId) -> Option<String> {
     let (na, nb) = (ga.node(a), gb.node(b));
     if na.op != nb.op {
-        return Some(format!(
-            "attributes {{{}}} vs {{{}}}",
-            na.op.attrs_text(),
-            nb.op.attrs_text()
-        ));
+        return Some(format!("attributes {{{}}} vs {{{}}}", na.op.attrs_text(), nb.op.attrs_text()));
     }
     for (s, (x, y)) in na.inputs.iter().zip(&nb.inputs).enumerate() {
         if let (Some(x), Some(y)) = (x, y) {
             let (vx, vy) = (ga.value(*x), gb.value(*y));
             if vx.ty != vy.ty {
                 let what = if is_data(ga, *x) { "input" } else { "weight" };
-                return Some(format!(
-                    "{what} {s} `{}` is {} vs {}",
-                    vy.name, vx.ty, vy.ty
-                ));
+                return Some(format!("{what} {s} `{}` is {} vs {}", vy.name, vx.ty, vy.ty));
             }
         }
     }
     for (x, y) in na.outputs.iter().zip(&nb.outputs) {
         if ga.value(*x).ty != gb.value(*y).ty {
-            return Some(format!(
-                "output is {} vs {}",
-                ga.value(*x).ty,
-                gb.value(*y).ty
-            ));
+            return Some(format!("output is {} vs {}", ga.value(*x).ty, gb.value(*y).ty));
         }
     }
     None
@@ -268,19 +217,8 @@ fn difference(ga: &Graph, gb: &Graph, a: NodeId, b: NodeId) -> Option<String> {
 /// One line naming the pair's node in member 0, the differing member and what differs.
 pub fn describe(members: &[&Graph], names: &[String], pairs: &[Pair], d: &Divergence) -> String {
     let n0 = members[0].node(pairs[d.pair].nodes[0]);
-    let out = n0
-        .outputs
-        .first()
-        .map(|o| members[0].value(*o).name.as_str())
-        .unwrap_or("");
-    format!(
-        "node `{}` ({}) -> `{out}`: {} ({} vs {})",
-        n0.name,
-        n0.op.name(),
-        d.what,
-        names[0],
-        names[d.member]
-    )
+    let out = n0.outputs.first().map(|o| members[0].value(*o).name.as_str()).unwrap_or("");
+    format!("node `{}` ({}) -> `{out}`: {} ({} vs {})", n0.name, n0.op.name(), d.what, names[0], names[d.member])
 }
 
 fn structure_error(
@@ -297,10 +235,7 @@ fn structure_error(
         names[0], names[k], names[0], names[k]
     );
     if let Some(d) = divergences.first() {
-        msg.push_str(&format!(
-            "; first divergence before it: {}",
-            describe(members, names, pairs, d)
-        ));
+        msg.push_str(&format!("; first divergence before it: {}", describe(members, names, pairs, d)));
     }
     PassError::Incompatible(msg)
 }

@@ -11,9 +11,7 @@
 //!
 //! Every rewrite keeps the value's type; floats may differ by rounding.
 
-use fuse_ir::{
-    shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId,
-};
+use fuse_ir::{shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId};
 
 use crate::util::{use_counts, weight};
 use crate::{dce, eval};
@@ -45,43 +43,22 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, IrError> {
 fn fold_constants(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
     for n in g.topo_order()? {
         let node = g.node(n);
-        let all_const = node
-            .inputs
-            .iter()
-            .flatten()
-            .all(|v| weight(g, *v).is_some());
+        let all_const = node.inputs.iter().flatten().all(|v| weight(g, *v).is_some());
         if !all_const && !matches!(node.op, Op::Shape { .. }) {
             continue;
         }
-        let ins: Vec<Option<&Tensor>> = node
-            .inputs
-            .iter()
-            .map(|v| v.and_then(|v| weight(g, v)))
-            .collect();
-        let tys: Vec<_> = node
-            .inputs
-            .iter()
-            .map(|v| v.map(|v| &g.value(v).ty))
-            .collect();
+        let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| weight(g, v))).collect();
+        let tys: Vec<_> = node.inputs.iter().map(|v| v.map(|v| &g.value(v).ty)).collect();
         let folded = match &node.op {
             Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
                 let ty = &g.value(node.outputs[0]).ty;
-                ins.first()
-                    .copied()
-                    .flatten()
-                    .and_then(|t| eval::reshape(t, ty))
-                    .map(|t| vec![t])
+                ins.first().copied().flatten().and_then(|t| eval::reshape(t, ty)).map(|t| vec![t])
             }
             op => eval::fold(op, &ins, &tys),
         };
         let Some(folded) = folded else { continue };
         let outs = node.outputs.clone();
-        if folded.len() != outs.len()
-            || folded
-                .iter()
-                .zip(&outs)
-                .any(|(t, o)| *t.ty() != g.value(*o).ty)
-        {
+        if folded.len() != outs.len() || folded.iter().zip(&outs).any(|(t, o)| *t.ty() != g.value(*o).ty) {
             continue;
         }
         for (t, o) in folded.into_iter().zip(outs) {
@@ -125,9 +102,7 @@ fn merge_mul_div(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
         if div.op != Op::Binary(BinaryOp::Div) {
             continue;
         }
-        let (Some(m), Some(b)) = (div.inputs[0], div.inputs[1]) else {
-            continue;
-        };
+        let (Some(m), Some(b)) = (div.inputs[0], div.inputs[1]) else { continue };
         let Some(bt) = weight(g, b) else { continue };
         let Some(mn) = producer(g, m) else { continue };
         if g.node(mn).op != Op::Binary(BinaryOp::Mul) || uses.get(&m) != Some(&1) {
@@ -140,27 +115,16 @@ fn merge_mul_div(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
             _ => continue,
         };
         let at = weight(g, a).expect("checked");
-        let Some(c) = eval::fold(&Op::Binary(BinaryOp::Div), &[Some(at), Some(bt)], &[]) else {
-            continue;
-        };
+        let Some(c) = eval::fold(&Op::Binary(BinaryOp::Div), &[Some(at), Some(bt)], &[]) else { continue };
         let c = c.into_iter().next().expect("one output");
         let out = div.outputs[0];
         let want = g.value(out).ty.clone();
-        if shape::broadcast(&g.value(x).ty.shape, &c.ty().shape)
-            .ok()
-            .as_deref()
-            != Some(&want.shape[..])
-        {
+        if shape::broadcast(&g.value(x).ty.shape, &c.ty().shape).ok().as_deref() != Some(&want.shape[..]) {
             continue;
         }
         let (name, oname) = (div.name.clone(), g.value(out).name.clone());
         let cw = g.add_weight(format!("{name}::scale"), c);
-        let new = g.add_node(
-            name,
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(x), Some(cw)],
-            vec![oname],
-        )?;
+        let new = g.add_node(name, Op::Binary(BinaryOp::Mul), vec![Some(x), Some(cw)], vec![oname])?;
         let new_out = g.node(new).outputs[0];
         g.replace_uses(out, new_out);
         g.remove_node(n);
@@ -174,26 +138,15 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
     let uses = use_counts(g);
     for n in g.topo_order()? {
         let red = g.node(n);
-        let Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: Some(axes),
-            keepdims: false,
-        } = &red.op
-        else {
-            continue;
-        };
+        let Op::Reduce { op: ReduceOp::Sum, axes: Some(axes), keepdims: false } = &red.op else { continue };
         let Some(c) = red.inputs[0] else { continue };
         let rank = g.value(c).ty.rank();
         if axes.len() != 1 || red.inputs.len() > 1 && red.inputs[1].is_some() {
             continue;
         }
-        let Ok(k) = shape::norm_axis(axes[0], rank) else {
-            continue;
-        };
+        let Ok(k) = shape::norm_axis(axes[0], rank) else { continue };
         let Some(cn) = producer(g, c) else { continue };
-        let Op::Concat { axis } = g.node(cn).op else {
-            continue;
-        };
+        let Op::Concat { axis } = g.node(cn).op else { continue };
         if shape::norm_axis(axis, rank).ok() != Some(k) || uses.get(&c) != Some(&1) {
             continue;
         }
@@ -203,13 +156,8 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
         for u in g.node(cn).inputs.iter() {
             let Some(u) = *u else { break };
             let Some(un) = producer(g, u) else { break };
-            let Op::Unsqueeze { axes } = &g.node(un).op else {
-                break;
-            };
-            if axes.len() != 1
-                || shape::norm_axis(axes[0], rank).ok() != Some(k)
-                || uses.get(&u) != Some(&1)
-            {
+            let Op::Unsqueeze { axes } = &g.node(un).op else { break };
+            if axes.len() != 1 || shape::norm_axis(axes[0], rank).ok() != Some(k) || uses.get(&u) != Some(&1) {
                 break;
             }
             let Some(t) = g.node(un).inputs[0] else { break };
@@ -223,17 +171,8 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
         let (name, oname) = (red.name.clone(), g.value(out).name.clone());
         let mut acc = terms[0];
         for (i, &t) in terms.iter().enumerate().skip(1) {
-            let nm = if i + 1 == terms.len() {
-                oname.clone()
-            } else {
-                format!("{oname}::partial{i}")
-            };
-            let a = g.add_node(
-                format!("{name}::add{i}"),
-                Op::Binary(BinaryOp::Add),
-                vec![Some(acc), Some(t)],
-                vec![nm],
-            )?;
+            let nm = if i + 1 == terms.len() { oname.clone() } else { format!("{oname}::partial{i}") };
+            let a = g.add_node(format!("{name}::add{i}"), Op::Binary(BinaryOp::Add), vec![Some(acc), Some(t)], vec![nm])?;
             acc = g.node(a).outputs[0];
         }
         if g.value(acc).ty != g.value(out).ty {

@@ -15,11 +15,7 @@ pub fn dce(g: &mut Graph) -> usize {
             }
         }
     }
-    let dead: Vec<NodeId> = g
-        .node_ids()
-        .into_iter()
-        .filter(|n| !live.contains(n))
-        .collect();
+    let dead: Vec<NodeId> = g.node_ids().into_iter().filter(|n| !live.contains(n)).collect();
     for &n in &dead {
         g.remove_node(n);
     }

@@ -21,13 +21,9 @@ enum Val {
 fn to_val(t: &Tensor) -> Option<Val> {
     let shape = IxDyn(&t.ty().shape);
     if t.ty().dtype.is_float() {
-        ArrayD::from_shape_vec(shape, t.to_f32_vec()?)
-            .ok()
-            .map(Val::F)
+        ArrayD::from_shape_vec(shape, t.to_f32_vec()?).ok().map(Val::F)
     } else {
-        ArrayD::from_shape_vec(shape, t.to_i64_vec()?)
-            .ok()
-            .map(Val::I)
+        ArrayD::from_shape_vec(shape, t.to_i64_vec()?).ok().map(Val::I)
     }
 }
 
@@ -46,20 +42,13 @@ fn to_tensor(v: &Val, dtype: DType) -> Option<Tensor> {
 /// The outputs of `op` on constant `inputs` (`None` for an omitted optional
 /// input), or `None` when the op or dtype is not folded. `input_types` lets
 /// Shape fold on a value that is not constant.
-pub fn fold(
-    op: &Op,
-    inputs: &[Option<&Tensor>],
-    input_types: &[Option<&TensorType>],
-) -> Option<Vec<Tensor>> {
+pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorType>]) -> Option<Vec<Tensor>> {
     if let Op::Shape { start, end } = op {
         let ty = input_types.first().copied().flatten()?;
         let r = ty.rank() as i64;
         let clamp = |x: i64| if x < 0 { (x + r).max(0) } else { x.min(r) };
         let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
-        let dims: Vec<i64> = ty.shape[s as usize..e.max(s) as usize]
-            .iter()
-            .map(|&d| d as i64)
-            .collect();
+        let dims: Vec<i64> = ty.shape[s as usize..e.max(s) as usize].iter().map(|&d| d as i64).collect();
         return Some(vec![Tensor::from_i64([dims.len()], &dims).ok()?]);
     }
     if let Op::Constant(t) = op {
@@ -84,15 +73,9 @@ pub fn fold(
             let y = vals.get(1)?.clone()?;
             binary(*b, x, y)?
         }
-        Op::Reduce {
-            op: r,
-            axes,
-            keepdims,
-        } => reduce(*r, x, axes.as_deref(), *keepdims)?,
+        Op::Reduce { op: r, axes, keepdims } => reduce(*r, x, axes.as_deref(), *keepdims)?,
         Op::Gather { axis } => {
-            let Some(Val::I(idx)) = vals.get(1)?.clone() else {
-                return None;
-            };
+            let Some(Val::I(idx)) = vals.get(1)?.clone() else { return None };
             gather(x, *axis, &idx)?
         }
         Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
@@ -136,13 +119,7 @@ pub fn reshape(t: &Tensor, ty: &TensorType) -> Option<Tensor> {
     Tensor::new(ty.clone(), t.storage().clone()).ok()
 }
 
-fn bin<
-    T: Copy
-        + std::ops::Add<Output = T>
-        + std::ops::Sub<Output = T>
-        + std::ops::Mul<Output = T>
-        + std::ops::Div<Output = T>,
->(
+fn bin<T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>>(
     b: BinaryOp,
     x: &ArrayD<T>,
     y: &ArrayD<T>,
@@ -180,10 +157,7 @@ fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<V
     let rank = a.ndim();
     let mut axes: Vec<usize> = match axes {
         None => (0..rank).collect(),
-        Some(ax) => ax
-            .iter()
-            .map(|&v| shape::norm_axis(v, rank).ok())
-            .collect::<Option<_>>()?,
+        Some(ax) => ax.iter().map(|&v| shape::norm_axis(v, rank).ok()).collect::<Option<_>>()?,
     };
     axes.sort_unstable();
     axes.dedup();
@@ -235,28 +209,10 @@ fn concat(vs: Vec<Val>, axis: i64) -> Option<Val> {
     };
     let ax = Axis(shape::norm_axis(axis, rank).ok()?);
     if vs.iter().all(|v| matches!(v, Val::F(_))) {
-        let views: Vec<_> = vs
-            .iter()
-            .map(|v| {
-                if let Val::F(a) = v {
-                    a.view()
-                } else {
-                    unreachable!()
-                }
-            })
-            .collect();
+        let views: Vec<_> = vs.iter().map(|v| if let Val::F(a) = v { a.view() } else { unreachable!() }).collect();
         ndarray::concatenate(ax, &views).ok().map(Val::F)
     } else if vs.iter().all(|v| matches!(v, Val::I(_))) {
-        let views: Vec<_> = vs
-            .iter()
-            .map(|v| {
-                if let Val::I(a) = v {
-                    a.view()
-                } else {
-                    unreachable!()
-                }
-            })
-            .collect();
+        let views: Vec<_> = vs.iter().map(|v| if let Val::I(a) = v { a.view() } else { unreachable!() }).collect();
         ndarray::concatenate(ax, &views).ok().map(Val::I)
     } else {
         None
@@ -268,12 +224,9 @@ fn slice(x: Val, sl: &fuse_ir::Slice) -> Option<Val> {
         for (i, &axis) in sl.axes.iter().enumerate() {
             let ax = shape::norm_axis(axis, a.ndim()).ok()?;
             let dim = a.shape()[ax] as i64;
-            let (start, _end, len) =
-                shape::slice_range(dim, sl.starts[i], sl.ends[i], sl.steps[i]).ok()?;
+            let (start, _end, len) = shape::slice_range(dim, sl.starts[i], sl.ends[i], sl.steps[i]).ok()?;
             let step = sl.steps[i] as isize;
-            let idx: Vec<usize> = (0..len as i64)
-                .map(|k| (start + k * step as i64) as usize)
-                .collect();
+            let idx: Vec<usize> = (0..len as i64).map(|k| (start + k * step as i64) as usize).collect();
             a = a.select(Axis(ax), &idx);
         }
         Some(a)

@@ -82,33 +82,21 @@ pub struct Fused {
 }
 
 fn conv_count(g: &Graph) -> usize {
-    g.node_ids()
-        .into_iter()
-        .filter(|n| matches!(g.node(*n).op, Op::Conv(_)))
-        .count()
+    g.node_ids().into_iter().filter(|n| matches!(g.node(*n).op, Op::Conv(_))).count()
 }
 
 /// Fuses the members into one graph with one input set and every member's
 /// outputs, named `MEMBER/OUTPUT`.
 pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassError> {
     if members.len() < 2 {
-        return Err(PassError::Incompatible(format!(
-            "fusion needs at least 2 members, got {}",
-            members.len()
-        )));
+        return Err(PassError::Incompatible(format!("fusion needs at least 2 members, got {}", members.len())));
     }
     let mut report = FuseReport::default();
     for m in &mut members {
         let canon = canonicalize(&mut m.graph).map_err(|e| PassError::Member(m.name.clone(), e))?;
-        let folded = if opts.keep_bn {
-            0
-        } else {
-            fold_bn(&mut m.graph).map_err(|e| PassError::Member(m.name.clone(), e))?
-        };
+        let folded = if opts.keep_bn { 0 } else { fold_bn(&mut m.graph).map_err(|e| PassError::Member(m.name.clone(), e))? };
         dce(&mut m.graph);
-        m.graph
-            .validate()
-            .map_err(|e| PassError::Member(m.name.clone(), e))?;
+        m.graph.validate().map_err(|e| PassError::Member(m.name.clone(), e))?;
         report.members.push(m.name.clone());
         report.member_nodes.push(m.graph.node_count());
         report.member_convs.push(conv_count(&m.graph));
@@ -124,18 +112,12 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.identical.push((k, j));
         }
     }
-    report.divergences = al
-        .divergences
-        .iter()
-        .map(|d| describe(&graphs, &names, &al.pairs, d))
-        .collect();
+    report.divergences = al.divergences.iter().map(|d| describe(&graphs, &names, &al.pairs, d)).collect();
 
     let cut = match opts.lowering {
         Lowering::Grouped => 0,
         Lowering::Separate => al.pairs.len(),
-        Lowering::Regions { from } => {
-            ((from.clamp(0.0, 1.0) * al.pairs.len() as f32).round() as usize).min(al.pairs.len())
-        }
+        Lowering::Regions { from } => ((from.clamp(0.0, 1.0) * al.pairs.len() as f32).round() as usize).min(al.pairs.len()),
     };
     let mut b = Builder::new(&graphs, &names);
     for (i, pair) in al.pairs.iter().enumerate() {
@@ -224,11 +206,7 @@ impl<'a> Builder<'a> {
 
     pub fn repr(&self, k: usize, v: ValueId) -> Result<Repr, PassError> {
         self.repr[k].get(&v).copied().ok_or_else(|| {
-            PassError::Internal(format!(
-                "{}: value `{}` used before it was lowered",
-                self.names[k],
-                self.members[k].value(v).name
-            ))
+            PassError::Internal(format!("{}: value `{}` used before it was lowered", self.names[k], self.members[k].value(v).name))
         })
     }
 
@@ -242,14 +220,8 @@ impl<'a> Builder<'a> {
             return *w;
         }
         let val = self.members[k].value(v);
-        let ValueDef::Weight(t) = &val.def else {
-            unreachable!("weight() on a computed value")
-        };
-        let name = if shared {
-            val.name.clone()
-        } else {
-            format!("{}/{}", self.names[k], val.name)
-        };
+        let ValueDef::Weight(t) = &val.def else { unreachable!("weight() on a computed value") };
+        let name = if shared { val.name.clone() } else { format!("{}/{}", self.names[k], val.name) };
         let w = self.f.add_weight(name, t.clone());
         self.weights.insert((k, v), w);
         w
@@ -258,20 +230,13 @@ impl<'a> Builder<'a> {
     /// The inputs of member k's `node` in the fused graph: its weights
     /// (keeping their names when `shared`, prefixed by the member otherwise)
     /// and member k's own tensors for its data inputs.
-    pub fn member_inputs(
-        &mut self,
-        k: usize,
-        node: &Node,
-        shared: bool,
-    ) -> Result<Vec<Option<ValueId>>, PassError> {
+    pub fn member_inputs(&mut self, k: usize, node: &Node, shared: bool) -> Result<Vec<Option<ValueId>>, PassError> {
         let g = self.members[k];
         node.inputs
             .iter()
             .map(|v| match v {
                 None => Ok(None),
-                Some(v) if matches!(g.value(*v).def, ValueDef::Weight(_)) => {
-                    Ok(Some(self.weight(k, *v, shared)))
-                }
+                Some(v) if matches!(g.value(*v).def, ValueDef::Weight(_)) => Ok(Some(self.weight(k, *v, shared))),
                 Some(v) => self.member_value(k, *v).map(Some),
             })
             .collect()
@@ -297,15 +262,7 @@ impl<'a> Builder<'a> {
         let c = ty.shape[1] / n;
         let fname = self.f.value(f).name.clone();
         let outs = self.names.iter().map(|m| format!("{m}/{fname}")).collect();
-        let node = self.f.add_node(
-            format!("{fname}::split"),
-            Op::Split {
-                axis: 1,
-                split: vec![c; n],
-            },
-            vec![Some(f)],
-            outs,
-        )?;
+        let node = self.f.add_node(format!("{fname}::split"), Op::Split { axis: 1, split: vec![c; n] }, vec![Some(f)], outs)?;
         let s = self.f.node(node).outputs.clone();
         self.splits.insert(f, s.clone());
         Ok(s)
@@ -313,31 +270,18 @@ impl<'a> Builder<'a> {
 
     /// The stacked form of a value given per member (member k's ValueId each).
     pub fn stacked(&mut self, vals: &[ValueId]) -> Result<ValueId, PassError> {
-        let reprs: Vec<Repr> = vals
-            .iter()
-            .enumerate()
-            .map(|(k, v)| self.repr(k, *v))
-            .collect::<Result<_, _>>()?;
+        let reprs: Vec<Repr> = vals.iter().enumerate().map(|(k, v)| self.repr(k, *v)).collect::<Result<_, _>>()?;
         if let Repr::Stacked(f) = reprs[0] {
             if reprs.iter().all(|r| *r == Repr::Stacked(f)) {
                 return Ok(f);
             }
         }
-        let parts: Vec<ValueId> = vals
-            .iter()
-            .enumerate()
-            .map(|(k, v)| self.member_value(k, *v))
-            .collect::<Result<_, _>>()?;
+        let parts: Vec<ValueId> = vals.iter().enumerate().map(|(k, v)| self.member_value(k, *v)).collect::<Result<_, _>>()?;
         if let Some(s) = self.stacks.get(&parts) {
             return Ok(*s);
         }
         let name = format!("{}::stacked", self.f.value(parts[0]).name);
-        let node = self.f.add_node(
-            name.clone(),
-            Op::Concat { axis: 1 },
-            parts.iter().map(|p| Some(*p)).collect(),
-            vec![name],
-        )?;
+        let node = self.f.add_node(name.clone(), Op::Concat { axis: 1 }, parts.iter().map(|p| Some(*p)).collect(), vec![name])?;
         let s = self.f.node(node).outputs[0];
         self.stacks.insert(parts, s);
         Ok(s)
@@ -345,9 +289,7 @@ impl<'a> Builder<'a> {
 
     /// Member tensors concatenated on axis 0 (conv weights, biases, BN parameters).
     pub fn concat_weights(&mut self, pair: &Pair, slot: usize) -> Option<ValueId> {
-        let key: Vec<ValueId> = (0..self.n())
-            .map(|k| self.node(k, pair).inputs.get(slot).copied().flatten())
-            .collect::<Option<_>>()?;
+        let key: Vec<ValueId> = (0..self.n()).map(|k| self.node(k, pair).inputs.get(slot).copied().flatten()).collect::<Option<_>>()?;
         if let Some(w) = self.stacked_weights.get(&key) {
             return Some(*w);
         }
@@ -356,9 +298,7 @@ impl<'a> Builder<'a> {
         let mut name = String::new();
         for k in 0..self.n() {
             let v = self.node(k, pair).inputs.get(slot).copied().flatten()?;
-            let ValueDef::Weight(t) = &self.members[k].value(v).def else {
-                return None;
-            };
+            let ValueDef::Weight(t) = &self.members[k].value(v).def else { return None };
             if k == 0 {
                 ty = Some(t.ty().clone());
                 name = format!("{}::stacked", self.members[0].value(v).name);
@@ -379,11 +319,7 @@ impl<'a> Builder<'a> {
     fn lower_shared(&mut self, pair: &Pair) -> Result<(), PassError> {
         let n0 = self.node(0, pair);
         let ins = self.member_inputs(0, n0, true)?;
-        let outs = n0
-            .outputs
-            .iter()
-            .map(|o| self.members[0].value(*o).name.clone())
-            .collect();
+        let outs = n0.outputs.iter().map(|o| self.members[0].value(*o).name.clone()).collect();
         let node = self.f.add_node(n0.name.clone(), n0.op.clone(), ins, outs)?;
         let fo = self.f.node(node).outputs.clone();
         for k in 0..self.n() {
@@ -403,15 +339,9 @@ impl<'a> Builder<'a> {
             for &o in g.outputs() {
                 let mut f = self.member_value(k, o)?;
                 let name = format!("{}/{}", self.names[k], g.value(o).name);
-                let taken =
-                    outs.contains(&f) || !matches!(self.f.value(f).def, ValueDef::Node { .. });
+                let taken = outs.contains(&f) || !matches!(self.f.value(f).def, ValueDef::Node { .. });
                 if taken {
-                    let node = self.f.add_node(
-                        format!("{name}::copy"),
-                        Op::Unary(UnaryOp::Identity),
-                        vec![Some(f)],
-                        vec![name.clone()],
-                    )?;
+                    let node = self.f.add_node(format!("{name}::copy"), Op::Unary(UnaryOp::Identity), vec![Some(f)], vec![name.clone()])?;
                     f = self.f.node(node).outputs[0];
                 }
                 self.f.value_mut(f).name = name;
@@ -420,13 +350,7 @@ impl<'a> Builder<'a> {
         }
         self.f.set_outputs(outs);
         let mut meta = vec![("fusec.members".to_string(), self.names.join(","))];
-        meta.extend(
-            self.members[0]
-                .metadata
-                .iter()
-                .filter(|(k, _)| k == "fusec.arch")
-                .cloned(),
-        );
+        meta.extend(self.members[0].metadata.iter().filter(|(k, _)| k == "fusec.arch").cloned());
         self.f.metadata = meta;
         Ok(self.f)
     }
@@ -447,25 +371,13 @@ pub fn explain(r: &FuseReport) -> String {
     for (k, j) in &r.identical {
         let _ = writeln!(s, "  {} is identical to {}", r.members[*k], r.members[*j]);
     }
-    let _ = writeln!(
-        s,
-        "aligned node groups: {} ({} same in all members, {} diverging)",
-        r.groups, r.same, r.divergent
-    );
-    let _ = writeln!(
-        s,
-        "  shared (computed once):     {} ({} Conv)",
-        r.shared, r.shared_convs
-    );
+    let _ = writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
+    let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
     let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
     let _ = writeln!(s, "  per member after divergence: {}", r.divergent);
     let total: usize = r.member_convs.iter().sum();
-    let _ = writeln!(
-        s,
-        "fused graph: {} nodes, {} Conv (members one after another: {} Conv)",
-        r.fused_nodes, r.fused_convs, total
-    );
+    let _ = writeln!(s, "fused graph: {} nodes, {} Conv (members one after another: {} Conv)", r.fused_nodes, r.fused_convs, total);
     let _ = writeln!(s, "divergences: {}", r.divergences.len());
     for d in &r.divergences {
         let _ = writeln!(s, "  {d}");

@@ -31,11 +31,9 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
     if out0.rank() < 2 || n0.outputs.iter().any(|o| g0.value(*o).ty.rank() < 2) {
         return Ok(false);
     }
-    let is_weight =
-        |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
+    let is_weight = |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
     let axes_off_channels = |axes: &[i64], rank: usize| {
-        axes.iter()
-            .all(|a| shape::norm_axis(*a, rank).is_ok_and(|a| a >= 2))
+        axes.iter().all(|a| shape::norm_axis(*a, rank).is_ok_and(|a| a >= 2))
     };
     let in_rank = n0.inputs[0].map(|v| g0.value(v).ty.rank()).unwrap_or(0);
     let mut op = n0.op.clone();
@@ -45,8 +43,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             if is_weight(n0.inputs[0]) || !is_weight(n0.inputs[1]) {
                 return Ok(false);
             }
-            let depthwise =
-                c.group > 1 && g0.value(n0.inputs[0].expect("conv input")).ty.shape[1] == c.group;
+            let depthwise = c.group > 1 && g0.value(n0.inputs[0].expect("conv input")).ty.shape[1] == c.group;
             let pointwise = c.group == 1 && c.kernel_shape.iter().all(|&k| k == 1);
             if (depthwise && opts.split_depthwise) || (pointwise && opts.split_pointwise) {
                 return Ok(false);
@@ -54,14 +51,8 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             let x = per_member(b, pair, 0);
             let shared_in = matches!(b.repr(0, x[0])?, Repr::Shared(_))
                 && (0..n).all(|k| b.repr(k, x[k]).ok() == b.repr(0, x[0]).ok());
-            let (xf, group) = if shared_in && c.group == 1 {
-                (b.member_value(0, x[0])?, 1)
-            } else {
-                (b.stacked(&x)?, c.group * n)
-            };
-            let Some(w) = b.concat_weights(pair, 1) else {
-                return Ok(false);
-            };
+            let (xf, group) = if shared_in && c.group == 1 { (b.member_value(0, x[0])?, 1) } else { (b.stacked(&x)?, c.group * n) };
+            let Some(w) = b.concat_weights(pair, 1) else { return Ok(false) };
             let bias = match n0.inputs.get(2).copied().flatten() {
                 None => None,
                 Some(_) => match b.concat_weights(pair, 2) {
@@ -87,12 +78,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
                 }
             }
         }
-        Op::Unary(_)
-        | Op::HardSigmoid { .. }
-        | Op::Clip { .. }
-        | Op::Cast { .. }
-        | Op::MaxPool(_)
-        | Op::GlobalAveragePool => {
+        Op::Unary(_) | Op::HardSigmoid { .. } | Op::Clip { .. } | Op::Cast { .. } | Op::MaxPool(_) | Op::GlobalAveragePool => {
             if n0.inputs.len() != 1 || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
@@ -106,9 +92,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             let x = per_member(b, pair, 0);
             ins.push(Some(b.stacked(&x)?));
         }
-        Op::Reduce {
-            axes: Some(axes), ..
-        } if axes_off_channels(axes, in_rank) && !is_weight(n0.inputs[0]) => {
+        Op::Reduce { axes: Some(axes), .. } if axes_off_channels(axes, in_rank) && !is_weight(n0.inputs[0]) => {
             let x = per_member(b, pair, 0);
             ins.push(Some(b.stacked(&x)?));
         }
@@ -118,21 +102,14 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
         }
         Op::Pad(p) => {
             let r = in_rank;
-            if p.pads.len() != 2 * r
-                || [0, 1, r, r + 1].iter().any(|&i| p.pads[i] != 0)
-                || is_weight(n0.inputs[0])
-            {
+            if p.pads.len() != 2 * r || [0, 1, r, r + 1].iter().any(|&i| p.pads[i] != 0) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let x = per_member(b, pair, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Resize(r) => {
-            if r.scales
-                .as_ref()
-                .is_some_and(|s| s.len() < 2 || s[0] != 1.0 || s[1] != 1.0)
-                || is_weight(n0.inputs[0])
-            {
+            if r.scales.as_ref().is_some_and(|s| s.len() < 2 || s[0] != 1.0 || s[1] != 1.0) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let mut r = r.clone();
@@ -142,9 +119,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Concat { axis } => {
-            let Ok(ax) = shape::norm_axis(*axis, in_rank) else {
-                return Ok(false);
-            };
+            let Ok(ax) = shape::norm_axis(*axis, in_rank) else { return Ok(false) };
             if ax == 0 || n0.inputs.iter().any(|v| v.is_none() || is_weight(*v)) {
                 return Ok(false);
             }
@@ -166,11 +141,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
         },
         _ => return Ok(false),
     }
-    let outs = n0
-        .outputs
-        .iter()
-        .map(|o| g0.value(*o).name.clone())
-        .collect();
+    let outs = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
     let node = b.f.add_node(n0.name.clone(), op, ins, outs)?;
     let fo = b.f.node(node).outputs.clone();
     finish(b, pair, &fo)?;
@@ -179,9 +150,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
 
 /// Member k's value in input `slot` of the pair, for every member.
 fn per_member(b: &Builder, pair: &Pair, slot: usize) -> Vec<ValueId> {
-    (0..b.n())
-        .map(|k| b.node(k, pair).inputs[slot].expect("aligned input"))
-        .collect()
+    (0..b.n()).map(|k| b.node(k, pair).inputs[slot].expect("aligned input")).collect()
 }
 
 /// Records the fused outputs as stacked, checking each has the stacked
@@ -217,27 +186,16 @@ fn concat_channels(b: &mut Builder, pair: &Pair, parts: Vec<ValueId>) -> Result<
         let mut shape = vec![ty.shape[0], n, ty.shape[1] / n];
         shape.extend_from_slice(&ty.shape[2..]);
         let name = format!("{}::view{i}", n0.name);
-        let r = b.f.add_node(
-            name.clone(),
-            Op::Reshape { shape },
-            vec![Some(*p)],
-            vec![name],
-        )?;
+        let r = b.f.add_node(name.clone(), Op::Reshape { shape }, vec![Some(*p)], vec![name])?;
         views.push(Some(b.f.node(r).outputs[0]));
     }
     let name = format!("{}::by_member", n0.name);
-    let c =
-        b.f.add_node(name.clone(), Op::Concat { axis: 2 }, views, vec![name])?;
+    let c = b.f.add_node(name.clone(), Op::Concat { axis: 2 }, views, vec![name])?;
     let c = b.f.node(c).outputs[0];
     let mut want = b.members[0].value(n0.outputs[0]).ty.shape.clone();
     want[1] *= n;
     let oname = b.members[0].value(n0.outputs[0]).name.clone();
-    let r = b.f.add_node(
-        n0.name.clone(),
-        Op::Reshape { shape: want },
-        vec![Some(c)],
-        vec![oname],
-    )?;
+    let r = b.f.add_node(n0.name.clone(), Op::Reshape { shape: want }, vec![Some(c)], vec![oname])?;
     let fo = b.f.node(r).outputs.clone();
     finish(b, pair, &fo)
 }
@@ -250,9 +208,7 @@ fn binary_inputs(b: &mut Builder, pair: &Pair) -> Result<Option<Vec<Option<Value
     let (r, c) = (out.rank(), out.shape[1]);
     let mut ins = vec![];
     for slot in 0..2 {
-        let Some(v0) = n0.inputs[slot] else {
-            return Ok(None);
-        };
+        let Some(v0) = n0.inputs[slot] else { return Ok(None) };
         let ty = &g0.value(v0).ty;
         if matches!(g0.value(v0).def, ValueDef::Weight(_)) {
             match channel_constant(b, pair, slot, r, c) {
@@ -275,20 +231,12 @@ fn binary_inputs(b: &mut Builder, pair: &Pair) -> Result<Option<Vec<Option<Value
 /// stacked channels: each member's values broadcast over its C channels,
 /// concatenated on axis 1. Bit-identical constants that do not vary over
 /// channels are used as they are.
-fn channel_constant(
-    b: &mut Builder,
-    pair: &Pair,
-    slot: usize,
-    rank: usize,
-    c: usize,
-) -> Option<ValueId> {
+fn channel_constant(b: &mut Builder, pair: &Pair, slot: usize, rank: usize, c: usize) -> Option<ValueId> {
     let n = b.n();
     let mut tensors = vec![];
     for k in 0..n {
         let v = b.node(k, pair).inputs[slot]?;
-        let ValueDef::Weight(t) = &b.members[k].value(v).def else {
-            return None;
-        };
+        let ValueDef::Weight(t) = &b.members[k].value(v).def else { return None };
         if t.ty().dtype != DType::F32 || t.ty().rank() > rank {
             return None;
         }

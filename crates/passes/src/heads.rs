@@ -13,13 +13,8 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<(), PassError> {
         let g = b.members[k];
         let ins = b.member_inputs(k, nk, false)?;
         let member = &b.names[k];
-        let outs = nk
-            .outputs
-            .iter()
-            .map(|o| format!("{member}/{}", g.value(*o).name))
-            .collect();
-        let node =
-            b.f.add_node(format!("{member}/{}", nk.name), nk.op.clone(), ins, outs)?;
+        let outs = nk.outputs.iter().map(|o| format!("{member}/{}", g.value(*o).name)).collect();
+        let node = b.f.add_node(format!("{member}/{}", nk.name), nk.op.clone(), ins, outs)?;
         let fo = b.f.node(node).outputs.clone();
         for (o, f) in nk.outputs.iter().zip(fo) {
             b.set(k, *o, Repr::Own(f));

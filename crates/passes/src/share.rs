@@ -42,19 +42,15 @@ pub fn identical_members(members: &[&Graph], al: &Alignment) -> Vec<Option<usize
             let (nj, nk) = (members[j].node(p.nodes[j]), members[k].node(p.nodes[k]));
             nj.op == nk.op
                 && nj.inputs.iter().zip(&nk.inputs).all(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => {
-                        match (&members[j].value(*a).def, &members[k].value(*b).def) {
-                            (ValueDef::Weight(x), ValueDef::Weight(y)) => x == y,
-                            (ValueDef::Weight(_), _) | (_, ValueDef::Weight(_)) => false,
-                            _ => members[j].value(*a).ty == members[k].value(*b).ty,
-                        }
-                    }
+                    (Some(a), Some(b)) => match (&members[j].value(*a).def, &members[k].value(*b).def) {
+                        (ValueDef::Weight(x), ValueDef::Weight(y)) => x == y,
+                        (ValueDef::Weight(_), _) | (_, ValueDef::Weight(_)) => false,
+                        _ => members[j].value(*a).ty == members[k].value(*b).ty,
+                    },
                     (None, None) => true,
                     _ => false,
                 })
         })
     };
-    (0..members.len())
-        .map(|k| (0..k).find(|&j| weights_equal(j, k)))
-        .collect()
+    (0..members.len()).map(|k| (0..k).find(|&j| weights_equal(j, k))).collect()
 }

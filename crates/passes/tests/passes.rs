@@ -17,10 +17,7 @@ impl Rng {
     fn vals(&mut self, n: usize, base: f32, spread: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                self.0 = self
-                    .0
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 base + spread * (((self.0 >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0)
             })
             .collect()
@@ -58,68 +55,26 @@ fn mini(seed: u64, stem_seed: u64, classes: i64) -> Graph {
         .init_i64("i1", &[1])
         .init_i64("last", &[-1])
         .init_i64("two", &[2])
-        .init_f32(
-            "cls.w",
-            &[classes, 8, 1, 1],
-            &r.vals(classes as usize * 8, 0.0, 0.4),
-        )
+        .init_f32("cls.w", &[classes, 8, 1, 1], &r.vals(classes as usize * 8, 0.0, 0.4))
         .init_f32("cls.b", &[classes], &r.vals(classes as usize, 0.0, 0.1))
         .init_f32("box.w", &[4, 8, 1, 1], &r.vals(32, 0.0, 0.4))
         .init_f32("box.b", &[4], &r.vals(4, 0.0, 0.1))
-        .node(
-            "Conv",
-            &["image", "stem.w"],
-            &["s"],
-            vec![attr_ints("pads", &[1, 1, 1, 1])],
-        )
-        .node(
-            "BatchNormalization",
-            &["s", "bn.g", "bn.b", "bn.m", "bn.v"],
-            &["bn"],
-            vec![attr_float("epsilon", 1e-3)],
-        )
+        .node("Conv", &["image", "stem.w"], &["s"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("BatchNormalization", &["s", "bn.g", "bn.b", "bn.m", "bn.v"], &["bn"], vec![attr_float("epsilon", 1e-3)])
         .node("Sigmoid", &["bn"], &["sg"], vec![])
         .node("Mul", &["bn", "sg"], &["a"], vec![])
-        .node(
-            "ReduceMean",
-            &["a"],
-            &["se"],
-            vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 1)],
-        )
+        .node("ReduceMean", &["a"], &["se"], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 1)])
         .node("Conv", &["se", "se.r.w", "se.r.b"], &["sr"], vec![])
         .node("Relu", &["sr"], &["srr"], vec![])
         .node("Conv", &["srr", "se.e.w", "se.e.b"], &["se2"], vec![])
         .node("Sigmoid", &["se2"], &["gate"], vec![])
         .node("Mul", &["a", "gate"], &["a2"], vec![])
-        .node(
-            "Conv",
-            &["a2", "dw.w"],
-            &["d"],
-            vec![attr_int("group", 4), attr_ints("pads", &[1, 1, 1, 1])],
-        )
-        .node(
-            "MaxPool",
-            &["d"],
-            &["p"],
-            vec![
-                attr_ints("kernel_shape", &[2, 2]),
-                attr_ints("strides", &[2, 2]),
-            ],
-        )
+        .node("Conv", &["a2", "dw.w"], &["d"], vec![attr_int("group", 4), attr_ints("pads", &[1, 1, 1, 1])])
+        .node("MaxPool", &["d"], &["p"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
         .init_f32("up.scales", &[4], &[1.0, 1.0, 2.0, 2.0])
-        .node(
-            "Resize",
-            &["p", "", "up.scales"],
-            &["up"],
-            vec![attr_str("mode", "nearest")],
-        )
+        .node("Resize", &["p", "", "up.scales"], &["up"], vec![attr_str("mode", "nearest")])
         .node("Relu", &["edge"], &["rw"], vec![])
-        .node(
-            "ReduceSum",
-            &["rw"],
-            &["sum"],
-            vec![attr_int("keepdims", 0)],
-        )
+        .node("ReduceSum", &["rw"], &["sum"], vec![attr_int("keepdims", 0)])
         .node("Add", &["sum", "eps"], &["den"], vec![])
         .node("Gather", &["rw", "i0"], &["w0"], vec![])
         .node("Mul", &["d", "w0"], &["t0"], vec![])
@@ -130,19 +85,9 @@ fn mini(seed: u64, stem_seed: u64, classes: i64) -> Graph {
         .node("Unsqueeze", &["q0", "last"], &["u0"], vec![])
         .node("Unsqueeze", &["q1", "last"], &["u1"], vec![])
         .node("Concat", &["u0", "u1"], &["st"], vec![attr_int("axis", -1)])
-        .node(
-            "ReduceSum",
-            &["st", "last"],
-            &["comb"],
-            vec![attr_int("keepdims", 0)],
-        )
+        .node("ReduceSum", &["st", "last"], &["comb"], vec![attr_int("keepdims", 0)])
         .node("Identity", &["comb"], &["idn"], vec![])
-        .node(
-            "Concat",
-            &["idn", "a2"],
-            &["cat"],
-            vec![attr_int("axis", 1)],
-        )
+        .node("Concat", &["idn", "a2"], &["cat"], vec![attr_int("axis", 1)])
         .node("Conv", &["cat", "cls.w", "cls.b"], &["class_out"], vec![])
         .node("Conv", &["cat", "box.w", "box.b"], &["box_out"], vec![])
         .node("Shape", &["image"], &["shp"], vec![])
@@ -153,23 +98,13 @@ fn mini(seed: u64, stem_seed: u64, classes: i64) -> Graph {
 
 fn image() -> Tensors {
     let data = Rng(7).vals(3 * 64, 0.0, 1.0);
-    vec![(
-        "image".into(),
-        ndarray::ArrayD::from_shape_vec(vec![1, 3, 8, 8], data).unwrap(),
-    )]
+    vec![("image".into(), ndarray::ArrayD::from_shape_vec(vec![1, 3, 8, 8], data).unwrap())]
 }
 
 fn run(g: &Graph) -> Tensors {
     let bytes = fusec_exporters::onnx::export(g).expect("exports");
-    let cfg = SessionConfig {
-        runtime: RuntimeKind::Tract,
-        device: Device::Cpu,
-        threads: None,
-    };
-    load(&bytes, &cfg)
-        .expect("loads")
-        .run(&image())
-        .expect("runs")
+    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None };
+    load(&bytes, &cfg).expect("loads").run(&image()).expect("runs")
 }
 
 /// Every output of `want` equals `{prefix}{name}` of `got` to float rounding.
@@ -177,21 +112,14 @@ fn assert_same_outputs(got: &Tensors, prefix: &str, want: &Tensors) {
     assert!(!want.is_empty());
     for (name, w) in want {
         let key = format!("{prefix}{name}");
-        let (_, g) = got
-            .iter()
-            .find(|(n, _)| *n == key)
-            .unwrap_or_else(|| panic!("output `{key}` missing"));
+        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("output `{key}` missing"));
         let d = diff(g, w).unwrap();
         assert!(d.within(1e-5, 1e-6), "{key}: {d:?}");
     }
 }
 
 fn before_after(before: &Graph, after: &Graph) -> String {
-    format!(
-        "{}--- after ---\n{}",
-        to_text(before).unwrap(),
-        to_text(after).unwrap()
-    )
+    format!("{}--- after ---\n{}", to_text(before).unwrap(), to_text(after).unwrap())
 }
 
 #[test]
@@ -199,30 +127,12 @@ fn canonicalize_folds_constants_and_rewrites_the_stacked_sum() {
     let before = mini(1, 1, 3);
     let mut g = before.clone();
     let st = canonicalize(&mut g).unwrap();
-    assert_eq!(
-        (st.identities, st.mul_div, st.stack_sums),
-        (1, 2, 1),
-        "{st:?}"
-    );
+    assert_eq!((st.identities, st.mul_div, st.stack_sums), (1, 2, 1), "{st:?}");
     let text = to_text(&g).unwrap();
-    for gone in [
-        "Gather",
-        "Unsqueeze",
-        "Div",
-        "ReduceSum",
-        "Identity",
-        "Shape",
-    ] {
-        assert!(
-            !text.contains(&format!(" = {gone}(")),
-            "{gone} left:\n{text}"
-        );
+    for gone in ["Gather", "Unsqueeze", "Div", "ReduceSum", "Identity", "Shape"] {
+        assert!(!text.contains(&format!(" = {gone}(")), "{gone} left:\n{text}");
     }
-    assert_eq!(
-        text.matches(" = Concat(").count(),
-        1,
-        "only the channel Concat stays:\n{text}"
-    );
+    assert_eq!(text.matches(" = Concat(").count(), 1, "only the channel Concat stays:\n{text}");
     // Only the SE block's Relu (on data) stays; the edge weights' is folded.
     assert_eq!(text.matches(" = Relu(").count(), 1, "{text}");
     insta::assert_snapshot!(before_after(&before, &g));
@@ -263,45 +173,19 @@ fn align_pairs_every_node_and_finds_the_class_head_divergence() {
     let mut s = String::new();
     for p in &al.pairs {
         let (na, nb) = (a.node(p.nodes[0]), b.node(p.nodes[1]));
-        s.push_str(&format!(
-            "{} {} <-> {}\n",
-            if p.same { "same   " } else { "diverge" },
-            na.name,
-            nb.name
-        ));
+        s.push_str(&format!("{} {} <-> {}\n", if p.same { "same   " } else { "diverge" }, na.name, nb.name));
     }
     for d in &al.divergences {
-        s.push_str(&format!(
-            "divergence: {}\n",
-            fusec_passes::align::describe(&[&a, &b], &names, &al.pairs, d)
-        ));
+        s.push_str(&format!("divergence: {}\n", fusec_passes::align::describe(&[&a, &b], &names, &al.pairs, d)));
     }
     assert_eq!(al.divergences.len(), 1);
-    assert_eq!(
-        al.pairs.iter().filter(|p| !p.same).count(),
-        1,
-        "only the class conv diverges"
-    );
+    assert_eq!(al.pairs.iter().filter(|p| !p.same).count(), 1, "only the class conv diverges");
     insta::assert_snapshot!(s);
 }
 
 fn fused(lowering: Lowering, members: Vec<(&str, Graph)>) -> fusec_passes::Fused {
-    let members = members
-        .into_iter()
-        .map(|(n, graph)| Member {
-            name: n.into(),
-            graph,
-        })
-        .collect();
-    fuse(
-        members,
-        &FuseOptions {
-            keep_bn: false,
-            lowering,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    let members = members.into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
+    fuse(members, &FuseOptions { keep_bn: false, lowering, ..Default::default() }).unwrap()
 }
 
 /// The fused model gives each member's outputs, under `m{k}/`.
@@ -315,27 +199,12 @@ fn assert_fused_matches_members(f: &fusec_passes::Fused, members: &[Graph]) {
 #[test]
 fn group_and_heads_stack_the_trunk_and_split_at_the_class_head() {
     let members = vec![mini(1, 1, 3), mini(2, 2, 5), mini(3, 3, 2)];
-    let f = fused(
-        Lowering::Grouped,
-        members
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(k, g)| (["m0", "m1", "m2"][k], g))
-            .collect(),
-    );
+    let f = fused(Lowering::Grouped, members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect());
     let r = &f.report;
     assert_eq!((r.shared, r.separate_same, r.divergent), (0, 0, 1), "{r:?}");
-    assert_eq!(
-        r.fused_convs,
-        5 + 3,
-        "5 grouped convs, the class conv once per member"
-    );
+    assert_eq!(r.fused_convs, 5 + 3, "5 grouped convs, the class conv once per member");
     let text = to_text(&f.graph).unwrap();
-    assert!(
-        text.contains("group=12"),
-        "depthwise conv grouped 3x4:\n{text}"
-    );
+    assert!(text.contains("group=12"), "depthwise conv grouped 3x4:\n{text}");
     insta::assert_snapshot!(text);
     assert_fused_matches_members(&f, &members);
 }
@@ -344,10 +213,7 @@ fn group_and_heads_stack_the_trunk_and_split_at_the_class_head() {
 fn share_computes_a_frozen_stem_once() {
     // Same stem seed: stem conv + BN bit-identical, the rest differs.
     let members = vec![mini(1, 9, 3), mini(2, 9, 5)];
-    let f = fused(
-        Lowering::Grouped,
-        vec![("m0", members[0].clone()), ("m1", members[1].clone())],
-    );
+    let f = fused(Lowering::Grouped, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
     let r = &f.report;
     assert_eq!(r.shared_convs, 1, "{r:?}");
     // Stem conv, Sigmoid, Mul (SiLU) and the SE ReduceMean read only shared values.
@@ -359,16 +225,9 @@ fn share_computes_a_frozen_stem_once() {
 #[test]
 fn separate_lowering_keeps_every_member_apart_but_shares_identical_layers() {
     let members = vec![mini(1, 9, 3), mini(2, 9, 5)];
-    let f = fused(
-        Lowering::Separate,
-        vec![("m0", members[0].clone()), ("m1", members[1].clone())],
-    );
+    let f = fused(Lowering::Separate, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
     assert_eq!(f.report.grouped, 0);
-    assert_eq!(
-        f.report.fused_convs,
-        1 + 2 * 5,
-        "the shared stem once, 5 convs per member"
-    );
+    assert_eq!(f.report.fused_convs, 1 + 2 * 5, "the shared stem once, 5 convs per member");
     insta::assert_snapshot!(to_text(&f.graph).unwrap());
     assert_fused_matches_members(&f, &members);
 }

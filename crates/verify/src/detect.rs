@@ -33,14 +33,8 @@ pub fn anchors(h: usize, w: usize) -> Vec<[f32; 4]> {
     }
     for &(lh, lw) in sizes.iter().skip(MIN_LEVEL).take(LEVELS) {
         let (sy, sx) = (h as f64 / lh as f64, w as f64 / lw as f64);
-        let ys: Vec<f64> = (0..)
-            .map(|i| sy / 2.0 + i as f64 * sy)
-            .take_while(|&y| y < h as f64)
-            .collect();
-        let xs: Vec<f64> = (0..)
-            .map(|i| sx / 2.0 + i as f64 * sx)
-            .take_while(|&x| x < w as f64)
-            .collect();
+        let ys: Vec<f64> = (0..).map(|i| sy / 2.0 + i as f64 * sy).take_while(|&y| y < h as f64).collect();
+        let xs: Vec<f64> = (0..).map(|i| sx / 2.0 + i as f64 * sx).take_while(|&x| x < w as f64).collect();
         for &y in &ys {
             for &x in &xs {
                 for octave in 0..NUM_SCALES {
@@ -48,12 +42,7 @@ pub fn anchors(h: usize, w: usize) -> Vec<[f32; 4]> {
                         let scale = 2f64.powf(octave as f64 / NUM_SCALES as f64);
                         let half_x = ANCHOR_SCALE as f64 * sx * scale * ax as f64 / 2.0;
                         let half_y = ANCHOR_SCALE as f64 * sy * scale * ay as f64 / 2.0;
-                        out.push([
-                            (y - half_y) as f32,
-                            (x - half_x) as f32,
-                            (y + half_y) as f32,
-                            (x + half_x) as f32,
-                        ]);
+                        out.push([(y - half_y) as f32, (x - half_x) as f32, (y + half_y) as f32, (x + half_x) as f32]);
                     }
                 }
             }
@@ -63,27 +52,16 @@ pub fn anchors(h: usize, w: usize) -> Vec<[f32; 4]> {
 }
 
 fn find<'a>(t: &'a Tensors, name: &str) -> Result<&'a ArrayD<f32>, String> {
-    t.iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, a)| a)
-        .ok_or_else(|| format!("output `{name}` missing"))
+    t.iter().find(|(n, _)| n == name).map(|(_, a)| a).ok_or_else(|| format!("output `{name}` missing"))
 }
 
 /// Whether `outputs` (names without a member prefix) look like EfficientDet heads.
 pub fn is_efficientdet(names: &[&str]) -> bool {
-    (0..LEVELS).all(|l| {
-        names.contains(&format!("class_out_{l}").as_str())
-            && names.contains(&format!("box_out_{l}").as_str())
-    })
+    (0..LEVELS).all(|l| names.contains(&format!("class_out_{l}").as_str()) && names.contains(&format!("box_out_{l}").as_str()))
 }
 
 fn iou(a: &[f32], b: &[f32]) -> f32 {
-    let (ix1, iy1, ix2, iy2) = (
-        a[0].max(b[0]),
-        a[1].max(b[1]),
-        a[2].min(b[2]),
-        a[3].min(b[3]),
-    );
+    let (ix1, iy1, ix2, iy2) = (a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3]));
     let inter = (ix2 - ix1).max(0.0) * (iy2 - iy1).max(0.0);
     let area = |r: &[f32]| (r[2] - r[0]) * (r[3] - r[1]);
     let union = area(a) + area(b) - inter;
@@ -105,9 +83,7 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
         let b = find(outputs, &format!("box_out_{l}"))?;
         let (cs, bs) = (c.shape(), b.shape());
         if cs.len() != 4 || bs.len() != 4 || cs[0] != 1 || bs[1] % 4 != 0 {
-            return Err(format!(
-                "level {l}: unexpected head shapes {cs:?} and {bs:?}"
-            ));
+            return Err(format!("level {l}: unexpected head shapes {cs:?} and {bs:?}"));
         }
         let anchors_per = bs[1] / 4;
         classes = cs[1] / anchors_per;
@@ -119,30 +95,19 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
                     for k in 0..classes {
                         cls.push(c[[0, a * classes + k, y, x]]);
                     }
-                    boxes.push([
-                        b[[0, a * 4, y, x]],
-                        b[[0, a * 4 + 1, y, x]],
-                        b[[0, a * 4 + 2, y, x]],
-                        b[[0, a * 4 + 3, y, x]],
-                    ]);
+                    boxes.push([b[[0, a * 4, y, x]], b[[0, a * 4 + 1, y, x]], b[[0, a * 4 + 2, y, x]], b[[0, a * 4 + 3, y, x]]]);
                 }
             }
         }
     }
     let anchors = anchors(h, w);
     if anchors.len() != boxes.len() {
-        return Err(format!(
-            "{} anchors for a {h}x{w} input but the heads give {}",
-            anchors.len(),
-            boxes.len()
-        ));
+        return Err(format!("{} anchors for a {h}x{w} input but the heads give {}", anchors.len(), boxes.len()));
     }
     // Top-k logits over every anchor and class (stable on ties: lower index first).
     let mut idx: Vec<usize> = (0..cls.len()).collect();
     let k = MAX_DETECTION_POINTS.min(idx.len());
-    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
-        cls[b].total_cmp(&cls[a]).then(a.cmp(&b))
-    });
+    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| cls[b].total_cmp(&cls[a]).then(a.cmp(&b)));
     idx.truncate(k);
     idx.sort_by(|&a, &b| cls[b].total_cmp(&cls[a]).then(a.cmp(&b)));
     let mut cand: Vec<Detection> = idx
@@ -156,14 +121,7 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
             let (bw, bh) = (tw.exp() * wa, th.exp() * ha);
             let (yc, xc) = (ty * ha + yc_a, tx * wa + xc_a);
             let score = 1.0 / (1.0 + (-cls[i]).exp());
-            [
-                xc - bw / 2.0,
-                yc - bh / 2.0,
-                xc + bw / 2.0,
-                yc + bh / 2.0,
-                score,
-                ci as f32,
-            ]
+            [xc - bw / 2.0, yc - bh / 2.0, xc + bw / 2.0, yc + bh / 2.0, score, ci as f32]
         })
         .collect();
     cand.sort_by(|a, b| b[4].total_cmp(&a[4]));
@@ -173,10 +131,7 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
         if kept.len() == MAX_DETECTIONS {
             break;
         }
-        if kept
-            .iter()
-            .all(|k| k[5] != d[5] || iou(k, &d) <= IOU_THRESHOLD)
-        {
+        if kept.iter().all(|k| k[5] != d[5] || iou(k, &d) <= IOU_THRESHOLD) {
             kept.push(d);
         }
     }
@@ -217,11 +172,9 @@ pub fn compare(got: &[Detection], want: &[Detection]) -> DetectionDiff {
     let mut used = vec![false; want.len()];
     let (mut b, mut s, mut l, mut i, mut n) = (0f64, 0f64, 0usize, 0f64, 0usize);
     for g in got {
-        let best = (0..want.len()).filter(|&j| !used[j]).max_by(|&x, &y| {
-            iou(g, &want[x])
-                .total_cmp(&iou(g, &want[y]))
-                .then(y.cmp(&x))
-        });
+        let best = (0..want.len())
+            .filter(|&j| !used[j])
+            .max_by(|&x, &y| iou(g, &want[x]).total_cmp(&iou(g, &want[y])).then(y.cmp(&x)));
         let Some(j) = best else { break };
         used[j] = true;
         let w = &want[j];
@@ -233,11 +186,5 @@ pub fn compare(got: &[Detection], want: &[Detection]) -> DetectionDiff {
     }
     let d = n.max(1) as f64;
     let total = got.len().max(want.len()).max(1) as f64;
-    DetectionDiff {
-        count: n,
-        boxes_mse: b / d,
-        scores_mse: s / d,
-        label_accuracy: l as f64 / total,
-        mean_iou: i / total,
-    }
+    DetectionDiff { count: n, boxes_mse: b / d, scores_mse: s / d, label_accuracy: l as f64 / total, mean_iou: i / total }
 }

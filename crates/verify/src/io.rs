@@ -15,8 +15,7 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
     // SAFETY: the map is read-only and dropped before this function returns;
     // a file truncated meanwhile by someone else could fault, as with any mmap.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?;
-    let st = SafeTensors::deserialize(&map)
-        .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let mut names: Vec<(usize, String)> = st
         .tensors()
         .into_iter()
@@ -25,31 +24,20 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
     names.sort(); // file order, which is deterministic, not hash order
     let mut out = vec![];
     for (_, name) in names {
-        let v = st
-            .tensor(&name)
-            .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        let v = st.tensor(&name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         let d = v.data();
         let vals: Vec<f32> = match v.dtype() {
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             Dtype::F64 => d
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
-            Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
+            Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
             other => {
-                return Err(err(format!(
-                    "tensor `{name}` is {other:?}; fusec reads float tensors here"
-                )));
+                return Err(err(format!("tensor `{name}` is {other:?}; fusec reads float tensors here")));
             }
         };
-        let arr = ArrayD::from_shape_vec(v.shape().to_vec(), vals)
-            .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        let arr = ArrayD::from_shape_vec(v.shape().to_vec(), vals).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         out.push((name, arr));
     }
     Ok(out)
@@ -81,19 +69,12 @@ fn f16_to_f32(h: u16) -> f32 {
 pub fn to_safetensors_bytes(tensors: &Tensors) -> Result<Vec<u8>, VerifyError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, a)| {
-            (
-                n.clone(),
-                a.shape().to_vec(),
-                a.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
+        .map(|(n, a)| (n.clone(), a.shape().to_vec(), a.iter().flat_map(|x| x.to_le_bytes()).collect()))
         .collect();
     let views = bytes
         .iter()
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| VerifyError::Runtime(format!("cannot encode outputs: {e}")))?;
-    safetensors::serialize(views, None)
-        .map_err(|e| VerifyError::Runtime(format!("cannot encode outputs: {e}")))
+    safetensors::serialize(views, None).map_err(|e| VerifyError::Runtime(format!("cannot encode outputs: {e}")))
 }

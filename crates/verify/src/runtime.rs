@@ -56,11 +56,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig {
-            runtime: RuntimeKind::Tract,
-            device: Device::Cpu,
-            threads: None,
-        }
+        SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None }
     }
 }
 
@@ -83,9 +79,8 @@ pub fn load(onnx: &[u8], cfg: &SessionConfig) -> Result<Box<dyn Session>, Verify
                 )));
             }
             // tract panics on some malformed models; that must be an error.
-            let s = std::panic::catch_unwind(|| TractSession::new(onnx)).map_err(|_| {
-                VerifyError::Runtime("tract panicked while loading the model".into())
-            })??;
+            let s = std::panic::catch_unwind(|| TractSession::new(onnx))
+                .map_err(|_| VerifyError::Runtime("tract panicked while loading the model".into()))??;
             Ok(Box::new(s))
         }
         RuntimeKind::Ort => Ok(Box::new(OrtSession::new(onnx, cfg)?)),
@@ -104,54 +99,27 @@ impl TractSession {
     fn new(bytes: &[u8]) -> Result<Self, VerifyError> {
         use tract_onnx::prelude::*;
         let rt = |e: TractError| VerifyError::Runtime(format!("tract: {e}"));
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(rt)?;
+        let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)).map_err(rt)?;
         let typed = model.into_optimized().map_err(rt)?;
         let label = |m: &TypedModel, o: OutletId| -> String {
-            m.outlet_label(o)
-                .map(str::to_string)
-                .unwrap_or_else(|| m.node(o.node).name.clone())
+            m.outlet_label(o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())
         };
-        let inputs = typed
-            .input_outlets()
-            .map_err(rt)?
-            .iter()
-            .map(|o| label(&typed, *o))
-            .collect();
-        let outputs = typed
-            .output_outlets()
-            .map_err(rt)?
-            .iter()
-            .map(|o| label(&typed, *o))
-            .collect();
+        let inputs = typed.input_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
+        let outputs = typed.output_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
         let plan = typed.into_runnable().map_err(rt)?;
-        Ok(TractSession {
-            plan,
-            inputs,
-            outputs,
-        })
+        Ok(TractSession { plan, inputs, outputs })
     }
 }
 
 /// Orders `given` to match the model's input names.
-fn ordered_inputs<'a>(
-    names: &[String],
-    given: &'a Tensors,
-) -> Result<Vec<&'a ArrayD<f32>>, VerifyError> {
+fn ordered_inputs<'a>(names: &[String], given: &'a Tensors) -> Result<Vec<&'a ArrayD<f32>>, VerifyError> {
     names
         .iter()
         .map(|n| {
-            given
-                .iter()
-                .find(|(g, _)| g == n)
-                .map(|(_, a)| a)
-                .ok_or_else(|| {
-                    let have: Vec<&str> = given.iter().map(|(g, _)| g.as_str()).collect();
-                    VerifyError::Input(format!(
-                        "the model needs input `{n}` but the inputs hold {have:?}"
-                    ))
-                })
+            given.iter().find(|(g, _)| g == n).map(|(_, a)| a).ok_or_else(|| {
+                let have: Vec<&str> = given.iter().map(|(g, _)| g.as_str()).collect();
+                VerifyError::Input(format!("the model needs input `{n}` but the inputs hold {have:?}"))
+            })
         })
         .collect()
 }
@@ -160,10 +128,7 @@ impl Session for TractSession {
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError> {
         use tract_onnx::prelude::*;
         let ins = ordered_inputs(&self.inputs, inputs)?;
-        let tv: TVec<TValue> = ins
-            .into_iter()
-            .map(|a| Tensor::from(a.clone()).into_tvalue())
-            .collect();
+        let tv: TVec<TValue> = ins.into_iter().map(|a| Tensor::from(a.clone()).into_tvalue()).collect();
         let plan = self.plan.clone();
         let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tv)))
             .map_err(|_| VerifyError::Runtime("tract panicked while running the model".into()))?
@@ -218,8 +183,7 @@ fn ort_env() -> Result<&'static ort::environment::Environment, VerifyError> {
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", lib.display()))
     });
-    env.as_ref()
-        .map_err(|e| VerifyError::Unavailable(e.clone()))
+    env.as_ref().map_err(|e| VerifyError::Unavailable(e.clone()))
 }
 
 struct OrtSession {
@@ -268,28 +232,13 @@ impl OrtSession {
         };
         if let Some(d) = dispatch {
             b = b.with_execution_providers([d]).map_err(|e| {
-                VerifyError::Unavailable(format!(
-                    "cannot use --device {}: onnxruntime: {e}",
-                    cfg.device
-                ))
+                VerifyError::Unavailable(format!("cannot use --device {}: onnxruntime: {e}", cfg.device))
             })?;
         }
         let session = b.commit_from_memory(onnx).map_err(rt)?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_string())
-            .collect();
-        Ok(OrtSession {
-            session,
-            inputs,
-            outputs,
-        })
+        let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        Ok(OrtSession { session, inputs, outputs })
     }
 }
 
@@ -306,9 +255,7 @@ impl Session for OrtSession {
         let out = self.session.run(feed).map_err(rt)?;
         let mut res = vec![];
         for name in outputs {
-            let v = out
-                .get(&name)
-                .ok_or_else(|| VerifyError::Runtime(format!("onnxruntime: no output `{name}`")))?;
+            let v = out.get(&name).ok_or_else(|| VerifyError::Runtime(format!("onnxruntime: no output `{name}`")))?;
             let arr = v.try_extract_array::<f32>().map_err(rt)?.to_owned();
             res.push((name, arr));
         }

@@ -21,19 +21,9 @@ impl Stats {
         s.sort_by(|a, b| a.total_cmp(b));
         let n = s.len().max(1);
         // Nearest-rank percentile.
-        let pct = |p: f64| {
-            s.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+        let pct = |p: f64| s.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or(f64::NAN);
         let mean = s.iter().sum::<f64>() / n as f64;
-        Stats {
-            runs: s.len(),
-            mean_ms: mean,
-            p50_ms: pct(0.5),
-            p99_ms: pct(0.99),
-            rps: 1e3 / mean,
-        }
+        Stats { runs: s.len(), mean_ms: mean, p50_ms: pct(0.5), p99_ms: pct(0.99), rps: 1e3 / mean }
     }
 }
 

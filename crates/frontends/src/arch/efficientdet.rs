@@ -74,23 +74,13 @@ pub struct MarkerScore {
 }
 
 pub fn marker_score(ck: &Checkpoint) -> MarkerScore {
-    let missing: Vec<&str> = MARKERS
-        .iter()
-        .copied()
-        .filter(|m| ck.info(m).is_none())
-        .collect();
-    MarkerScore {
-        present: MARKERS.len() - missing.len(),
-        total: MARKERS.len(),
-        missing,
-    }
+    let missing: Vec<&str> = MARKERS.iter().copied().filter(|m| ck.info(m).is_none()).collect();
+    MarkerScore { present: MARKERS.len() - missing.len(), total: MARKERS.len(), missing }
 }
 
 /// Whether a tensor name belongs to this family's naming.
 pub fn is_family_name(name: &str) -> bool {
-    ["backbone.", "fpn.", "class_net.", "box_net."]
-        .iter()
-        .any(|p| name.starts_with(p))
+    ["backbone.", "fpn.", "class_net.", "box_net."].iter().any(|p| name.starts_with(p))
 }
 
 /// Everything the graph builder needs, inferred or given.
@@ -128,20 +118,14 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
     let err = |m: String| LoadError::new(&ck.path, m);
     // The leading dimension of a conv weight, which must be [out, in, k, k].
     let out_channels = |name: &str| -> Result<usize, LoadError> {
-        let t = ck
-            .info(name)
-            .ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
+        let t = ck.info(name).ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
         match t.shape.as_slice() {
             [o, _, _, _] => Ok(*o),
-            s => Err(err(format!(
-                "tensor `{name}` has shape {s:?}, expected [out, in, k, k]"
-            ))),
+            s => Err(err(format!("tensor `{name}` has shape {s:?}, expected [out, in, k, k]"))),
         }
     };
-    let stage_depths: Vec<usize> = (0..)
-        .map(|s| count(ck, |b| format!("backbone.blocks.{s}.{b}.conv_dw.weight")))
-        .take_while(|&d| d > 0)
-        .collect();
+    let stage_depths: Vec<usize> =
+        (0..).map(|s| count(ck, |b| format!("backbone.blocks.{s}.{b}.conv_dw.weight"))).take_while(|&d| d > 0).collect();
     if stage_depths.len() != STAGE_STRIDES.len() {
         return Err(err(format!(
             "the backbone has {} stages (`backbone.blocks.N`); EfficientNet has {}",
@@ -155,9 +139,7 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
     let box_out = out_channels("box_net.predict.conv_pw.weight")?;
     let class_out = out_channels("class_net.predict.conv_pw.weight")?;
     if box_out % 4 != 0 || box_out == 0 {
-        return Err(err(format!(
-            "`box_net.predict.conv_pw.weight` has {box_out} outputs, not 4 per anchor"
-        )));
+        return Err(err(format!("`box_net.predict.conv_pw.weight` has {box_out} outputs, not 4 per anchor")));
     }
     let num_anchors = box_out / 4;
     if class_out % num_anchors != 0 {
@@ -166,16 +148,12 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
         )));
     }
     let mut warnings = vec![];
-    let table = VARIANTS
-        .iter()
-        .position(|v| v.1 == fpn_channels && v.2 == fpn_cells && v.3 == head_repeats);
+    let table = VARIANTS.iter().position(|v| v.1 == fpn_channels && v.2 == fpn_cells && v.3 == head_repeats);
     // --arch wins; a header hint counts only when it agrees with the tensors.
     let chosen = match &opts.arch {
         Some(a) => {
             let (tf, idx) = parse_arch(a).ok_or_else(|| {
-                err(format!(
-                    "unknown --arch `{a}`: expected efficientdet_d0..d7 or tf_efficientdet_d0..d7"
-                ))
+                err(format!("unknown --arch `{a}`: expected efficientdet_d0..d7 or tf_efficientdet_d0..d7"))
             })?;
             let v = VARIANTS[idx];
             if (v.1, v.2, v.3) != (fpn_channels, fpn_cells, head_repeats) {
@@ -187,24 +165,11 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
             Some((tf, idx))
         }
         None => {
-            let hint = ck
-                .metadata
-                .iter()
-                .find(|(k, _)| k == "arch")
-                .map(|(_, v)| v.clone());
+            let hint = ck.metadata.iter().find(|(k, _)| k == "arch").map(|(_, v)| v.clone());
             match hint.as_deref().map(|h| (h, parse_arch(h))) {
-                Some((_, Some((tf, idx))))
-                    if Some(idx) == table
-                        || (table.is_some()
-                            && VARIANTS[idx].1 == fpn_channels
-                            && VARIANTS[idx].2 == fpn_cells) =>
-                {
-                    Some((tf, idx))
-                }
+                Some((_, Some((tf, idx)))) if Some(idx) == table || (table.is_some() && VARIANTS[idx].1 == fpn_channels && VARIANTS[idx].2 == fpn_cells) => Some((tf, idx)),
                 Some((h, _)) => {
-                    warnings.push(format!(
-                        "ignored header hint arch={h}: it does not match the tensors"
-                    ));
+                    warnings.push(format!("ignored header hint arch={h}: it does not match the tensors"));
                     table.map(|i| (false, i))
                 }
                 None => table.map(|i| (false, i)),
@@ -213,20 +178,14 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
     };
     let (name, tf, size) = match chosen {
         Some((tf, idx)) => {
-            let n = if tf {
-                format!("tf_{}", VARIANTS[idx].0)
-            } else {
-                VARIANTS[idx].0.to_string()
-            };
+            let n = if tf { format!("tf_{}", VARIANTS[idx].0) } else { VARIANTS[idx].0.to_string() };
             (n, tf, VARIANTS[idx].4)
         }
         None => ("efficientdet (custom)".to_string(), false, 512),
     };
     let image_size = opts.image_size.unwrap_or(size);
     if image_size == 0 || !image_size.is_multiple_of(128) {
-        return Err(err(format!(
-            "image size {image_size} must be a positive multiple of 128 (P7 is 1/128)"
-        )));
+        return Err(err(format!("image size {image_size} must be a positive multiple of 128 (P7 is 1/128)")));
     }
     let cfg = Config {
         name,
@@ -264,30 +223,16 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
         cfg.image_size,
         cfg.image_size
     );
-    Ok(Built {
-        graph,
-        description,
-        warnings,
-    })
+    Ok(Built { graph, description, warnings })
 }
 
 /// Builds the graph for a detected configuration.
 pub fn build_graph(ck: &Checkpoint, cfg: &Config) -> Result<Graph, LoadError> {
-    let name = ck
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut b = B {
-        ck,
-        cfg,
-        g: Graph::new(name),
-        used: HashSet::new(),
-    };
+    let name = ck.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut b = B { ck, cfg, g: Graph::new(name), used: HashSet::new() };
     b.g.metadata.push(("fusec.arch".into(), cfg.name.clone()));
     let s = cfg.image_size;
-    let image =
-        b.g.add_input("image", TensorType::new(DType::F32, vec![1, 3, s, s]));
+    let image = b.g.add_input("image", TensorType::new(DType::F32, vec![1, 3, s, s]));
     let feats = b.backbone(image)?;
     let mut levels = b.fpn_extra_levels(feats)?;
     for c in 0..cfg.fpn_cells {
@@ -307,21 +252,13 @@ pub fn build_graph(ck: &Checkpoint, cfg: &Config) -> Result<Graph, LoadError> {
     b.g.set_outputs(outs);
     // Every tensor must have been read: an extra one means the structure
     // is not what we think it is.
-    if let Some(t) = ck
-        .tensors
-        .iter()
-        .find(|t| !b.used.contains(&t.name) && !t.name.ends_with("num_batches_tracked"))
-    {
+    if let Some(t) = ck.tensors.iter().find(|t| !b.used.contains(&t.name) && !t.name.ends_with("num_batches_tracked")) {
         return Err(LoadError::new(
             &ck.path,
-            format!(
-                "unexpected tensor `{}` {} {:?} for {}",
-                t.name, t.dtype, t.shape, cfg.name
-            ),
+            format!("unexpected tensor `{}` {} {:?} for {}", t.name, t.dtype, t.shape, cfg.name),
         ));
     }
-    b.g.validate()
-        .map_err(|e| LoadError::new(&ck.path, e.to_string()))?;
+    b.g.validate().map_err(|e| LoadError::new(&ck.path, e.to_string()))?;
     Ok(b.g)
 }
 
@@ -349,17 +286,11 @@ impl B<'_> {
             .ok_or_else(|| self.err(format!("tensor `{name}` is missing ({})", self.cfg.name)))?;
         if let Some(e) = expect {
             if info.shape != e {
-                return Err(self.err(format!(
-                    "tensor `{name}` has shape {:?}, expected {e:?}",
-                    info.shape
-                )));
+                return Err(self.err(format!("tensor `{name}` has shape {:?}, expected {e:?}", info.shape)));
             }
         }
         if info.dtype != "F32" {
-            return Err(self.err(format!(
-                "tensor `{name}` is {}; fusec builds float32 graphs",
-                info.dtype
-            )));
+            return Err(self.err(format!("tensor `{name}` is {}; fusec builds float32 graphs", info.dtype)));
         }
         let t = self.ck.tensor(name)?;
         self.used.insert(name.to_string());
@@ -370,12 +301,7 @@ impl B<'_> {
         self.g.value(v).ty.shape.clone()
     }
 
-    fn node(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: Vec<Option<ValueId>>,
-    ) -> Result<ValueId, LoadError> {
+    fn node(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>) -> Result<ValueId, LoadError> {
         let id = self
             .g
             .add_node(name, op, inputs, vec![format!("{name}:0")])
@@ -406,13 +332,7 @@ impl B<'_> {
     /// used when present otherwise (effdet's `redundant_bias` configs, the
     /// tf_ ones, put a bias before every BN); groups from the weight's input
     /// channels.
-    fn conv(
-        &mut self,
-        x: ValueId,
-        prefix: &str,
-        stride: usize,
-        bias: bool,
-    ) -> Result<ValueId, LoadError> {
+    fn conv(&mut self, x: ValueId, prefix: &str, stride: usize, bias: bool) -> Result<ValueId, LoadError> {
         let wname = format!("{prefix}.weight");
         let ws = self
             .ck
@@ -421,17 +341,11 @@ impl B<'_> {
             .ok_or_else(|| self.err(format!("tensor `{wname}` is missing ({})", self.cfg.name)))?;
         let cin = self.shape_of(x)[1];
         if ws.len() != 4 || ws[1] == 0 || !cin.is_multiple_of(ws[1]) || ws[2] != ws[3] {
-            return Err(self.err(format!(
-                "tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]"
-            )));
+            return Err(self.err(format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
         }
         let w = self.weight(&wname, None)?;
         let bname = format!("{prefix}.bias");
-        let b = if bias || self.has(&bname) {
-            Some(self.weight(&bname, Some(&[ws[0]]))?)
-        } else {
-            None
-        };
+        let b = if bias || self.has(&bname) { Some(self.weight(&bname, Some(&[ws[0]]))?) } else { None };
         let k = ws[2];
         let op = Op::Conv(Conv {
             kernel_shape: vec![k, k],
@@ -454,26 +368,11 @@ impl B<'_> {
 
     /// SiLU as torch exports it, `x * sigmoid(x)`.
     fn silu(&mut self, x: ValueId, name: &str) -> Result<ValueId, LoadError> {
-        let s = self.node(
-            &format!("{name}/sigmoid"),
-            Op::Unary(UnaryOp::Sigmoid),
-            vec![Some(x)],
-        )?;
-        self.node(
-            &format!("{name}/mul"),
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(x), Some(s)],
-        )
+        let s = self.node(&format!("{name}/sigmoid"), Op::Unary(UnaryOp::Sigmoid), vec![Some(x)])?;
+        self.node(&format!("{name}/mul"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(s)])
     }
 
-    fn conv_bn_act(
-        &mut self,
-        x: ValueId,
-        conv: &str,
-        bn: &str,
-        stride: usize,
-        act: bool,
-    ) -> Result<ValueId, LoadError> {
+    fn conv_bn_act(&mut self, x: ValueId, conv: &str, bn: &str, stride: usize, act: bool) -> Result<ValueId, LoadError> {
         let eps = self.cfg.backbone_eps;
         let y = self.conv(x, conv, stride, false)?;
         let y = self.bn(y, bn, eps)?;
@@ -485,25 +384,13 @@ impl B<'_> {
     }
 
     fn squeeze_excite(&mut self, x: ValueId, prefix: &str) -> Result<ValueId, LoadError> {
-        let m = Op::Reduce {
-            op: ReduceOp::Mean,
-            axes: Some(vec![2, 3]),
-            keepdims: true,
-        };
+        let m = Op::Reduce { op: ReduceOp::Mean, axes: Some(vec![2, 3]), keepdims: true };
         let s = self.node(&format!("{prefix}.mean"), m, vec![Some(x)])?;
         let s = self.conv(s, &format!("{prefix}.conv_reduce"), 1, true)?;
         let s = self.silu(s, &format!("{prefix}.act1"))?;
         let s = self.conv(s, &format!("{prefix}.conv_expand"), 1, true)?;
-        let gate = self.node(
-            &format!("{prefix}.gate"),
-            Op::Unary(UnaryOp::Sigmoid),
-            vec![Some(s)],
-        )?;
-        self.node(
-            &format!("{prefix}.mul"),
-            Op::Binary(BinaryOp::Mul),
-            vec![Some(x), Some(gate)],
-        )
+        let gate = self.node(&format!("{prefix}.gate"), Op::Unary(UnaryOp::Sigmoid), vec![Some(s)])?;
+        self.node(&format!("{prefix}.mul"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(gate)])
     }
 
     /// The timm EfficientNet feature extractor; returns P3, P4, P5.
@@ -518,55 +405,18 @@ impl B<'_> {
                 let input = x;
                 if self.has(&format!("{p}.conv_pwl.weight")) {
                     // Inverted residual: expand, depthwise, SE, project.
-                    let y =
-                        self.conv_bn_act(x, &format!("{p}.conv_pw"), &format!("{p}.bn1"), 1, true)?;
-                    let y = self.conv_bn_act(
-                        y,
-                        &format!("{p}.conv_dw"),
-                        &format!("{p}.bn2"),
-                        stride,
-                        true,
-                    )?;
-                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) {
-                        self.squeeze_excite(y, &format!("{p}.se"))?
-                    } else {
-                        y
-                    };
-                    x = self.conv_bn_act(
-                        y,
-                        &format!("{p}.conv_pwl"),
-                        &format!("{p}.bn3"),
-                        1,
-                        false,
-                    )?;
+                    let y = self.conv_bn_act(x, &format!("{p}.conv_pw"), &format!("{p}.bn1"), 1, true)?;
+                    let y = self.conv_bn_act(y, &format!("{p}.conv_dw"), &format!("{p}.bn2"), stride, true)?;
+                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) { self.squeeze_excite(y, &format!("{p}.se"))? } else { y };
+                    x = self.conv_bn_act(y, &format!("{p}.conv_pwl"), &format!("{p}.bn3"), 1, false)?;
                 } else {
                     // Depthwise separable: depthwise, SE, pointwise.
-                    let y = self.conv_bn_act(
-                        x,
-                        &format!("{p}.conv_dw"),
-                        &format!("{p}.bn1"),
-                        stride,
-                        true,
-                    )?;
-                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) {
-                        self.squeeze_excite(y, &format!("{p}.se"))?
-                    } else {
-                        y
-                    };
-                    x = self.conv_bn_act(
-                        y,
-                        &format!("{p}.conv_pw"),
-                        &format!("{p}.bn2"),
-                        1,
-                        false,
-                    )?;
+                    let y = self.conv_bn_act(x, &format!("{p}.conv_dw"), &format!("{p}.bn1"), stride, true)?;
+                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) { self.squeeze_excite(y, &format!("{p}.se"))? } else { y };
+                    x = self.conv_bn_act(y, &format!("{p}.conv_pw"), &format!("{p}.bn2"), 1, false)?;
                 }
                 if stride == 1 && cin == self.shape_of(x)[1] {
-                    x = self.node(
-                        &format!("{p}.add"),
-                        Op::Binary(BinaryOp::Add),
-                        vec![Some(x), Some(input)],
-                    )?;
+                    x = self.node(&format!("{p}.add"), Op::Binary(BinaryOp::Add), vec![Some(x), Some(input)])?;
                 }
             }
             if FEATURE_STAGES.contains(&s) {
@@ -626,9 +476,7 @@ impl B<'_> {
     fn fpn_extra_levels(&mut self, mut feats: Vec<ValueId>) -> Result<Vec<ValueId>, LoadError> {
         for level in 3..5 {
             let prefix = format!("fpn.resample.{level}");
-            let prev = *feats
-                .last()
-                .ok_or_else(|| self.err("the backbone gave no features".into()))?;
+            let prev = *feats.last().ok_or_else(|| self.err("the backbone gave no features".into()))?;
             let y = self.maybe_resample_conv(prev, &prefix)?;
             let y = self.maxpool_down(y, &format!("{prefix}.downsample"))?;
             feats.push(y);
@@ -637,21 +485,13 @@ impl B<'_> {
     }
 
     fn bifpn_cell(&mut self, c: usize, inputs: &[ValueId]) -> Result<Vec<ValueId>, LoadError> {
-        let mut nodes: Vec<(usize, ValueId)> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (3 + i, v))
-            .collect();
+        let mut nodes: Vec<(usize, ValueId)> = inputs.iter().enumerate().map(|(i, &v)| (3 + i, v)).collect();
         for (i, (level, offsets)) in BIFPN_NODES.iter().enumerate() {
             let p = format!("fpn.cell.{c}.fnode.{i}");
             let target_level = *level;
             // The node's resolution: the same-level input (or P7's).
             let target_shape = {
-                let same = offsets
-                    .iter()
-                    .find(|&&o| nodes[o].0 == target_level)
-                    .copied()
-                    .unwrap_or(offsets[0]);
+                let same = offsets.iter().find(|&&o| nodes[o].0 == target_level).copied().unwrap_or(offsets[0]);
                 let mut s = self.shape_of(nodes[same].1);
                 s[1] = self.cfg.fpn_channels;
                 s
@@ -681,54 +521,20 @@ impl B<'_> {
     /// `sum_i x_i * relu(w_i) / (sum(relu(w)) + 1e-4)`, as effdet computes it.
     fn fast_attention(&mut self, xs: &[ValueId], prefix: &str) -> Result<ValueId, LoadError> {
         let w = self.weight(&format!("{prefix}.edge_weights"), Some(&[xs.len()]))?;
-        let rw = self.node(
-            &format!("{prefix}.relu"),
-            Op::Unary(UnaryOp::Relu),
-            vec![Some(w)],
-        )?;
-        let red = Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: None,
-            keepdims: false,
-        };
+        let rw = self.node(&format!("{prefix}.relu"), Op::Unary(UnaryOp::Relu), vec![Some(w)])?;
+        let red = Op::Reduce { op: ReduceOp::Sum, axes: None, keepdims: false };
         let sum = self.node(&format!("{prefix}.sum"), red, vec![Some(rw)])?;
-        let eps = self.g.add_weight(
-            format!("{prefix}.eps"),
-            Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?,
-        );
-        let denom = self.node(
-            &format!("{prefix}.denom"),
-            Op::Binary(BinaryOp::Add),
-            vec![Some(sum), Some(eps)],
-        )?;
+        let eps = self.g.add_weight(format!("{prefix}.eps"), Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?);
+        let denom = self.node(&format!("{prefix}.denom"), Op::Binary(BinaryOp::Add), vec![Some(sum), Some(eps)])?;
         let mut acc: Option<ValueId> = None;
         for (i, &x) in xs.iter().enumerate() {
-            let idx = self.g.add_weight(
-                format!("{prefix}.idx{i}"),
-                Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?,
-            );
-            let wi = self.node(
-                &format!("{prefix}.w{i}"),
-                Op::Gather { axis: 0 },
-                vec![Some(rw), Some(idx)],
-            )?;
-            let m = self.node(
-                &format!("{prefix}.mul{i}"),
-                Op::Binary(BinaryOp::Mul),
-                vec![Some(x), Some(wi)],
-            )?;
-            let d = self.node(
-                &format!("{prefix}.div{i}"),
-                Op::Binary(BinaryOp::Div),
-                vec![Some(m), Some(denom)],
-            )?;
+            let idx = self.g.add_weight(format!("{prefix}.idx{i}"), Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?);
+            let wi = self.node(&format!("{prefix}.w{i}"), Op::Gather { axis: 0 }, vec![Some(rw), Some(idx)])?;
+            let m = self.node(&format!("{prefix}.mul{i}"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(wi)])?;
+            let d = self.node(&format!("{prefix}.div{i}"), Op::Binary(BinaryOp::Div), vec![Some(m), Some(denom)])?;
             acc = Some(match acc {
                 None => d,
-                Some(a) => self.node(
-                    &format!("{prefix}.add{i}"),
-                    Op::Binary(BinaryOp::Add),
-                    vec![Some(a), Some(d)],
-                )?,
+                Some(a) => self.node(&format!("{prefix}.add{i}"), Op::Binary(BinaryOp::Add), vec![Some(a), Some(d)])?,
             });
         }
         acc.ok_or_else(|| self.err(format!("`{prefix}` fuses no inputs")))
@@ -740,11 +546,7 @@ impl B<'_> {
         let dw = format!("{prefix}.conv_dw.weight");
         match self.ck.info(&dw).map(|t| t.shape.clone()) {
             Some(s) if s.len() == 4 && s[0] == c && s[1] == 1 => {}
-            Some(s) => {
-                return Err(self.err(format!(
-                    "tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"
-                )))
-            }
+            Some(s) => return Err(self.err(format!("tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"))),
             None => return Err(self.err(format!("tensor `{dw}` is missing ({})", self.cfg.name))),
         }
         let y = self.conv(x, &format!("{prefix}.conv_dw"), 1, false)?;

@@ -36,12 +36,7 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
     if score.present == score.total {
         return efficientdet::build(ck, opts);
     }
-    let missing: Vec<String> = score
-        .missing
-        .iter()
-        .take(3)
-        .map(|m| format!("`{m}`"))
-        .collect();
+    let missing: Vec<String> = score.missing.iter().take(3).map(|m| format!("`{m}`")).collect();
     let unexpected: Vec<String> = ck
         .tensors
         .iter()
