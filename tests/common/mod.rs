@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod checkpoints;
+pub mod models;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
