@@ -395,7 +395,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let (json, md) = (dir.path().join("bench.json"), dir.path().join("bench.md"));
     let res = ok(fusec(&[
         "bench", s(&members[0]), s(&members[1]), "--image-size", "128", "--input", s(&input), "--runtime", "tract",
-        "--runs", "2", "--warmup", "1", "--json", s(&json), "--markdown", s(&md),
+        "--runs", "2", "--warmup", "1", "--json-out", s(&json), "--markdown-out", s(&md),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
     for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |"] {

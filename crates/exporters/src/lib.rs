@@ -28,6 +28,40 @@ pub enum ExportError {
     Io { path: PathBuf, msg: String },
 }
 
+/// Temporary files and directories being written, removed by
+/// [`remove_pending`] when the process is interrupted.
+static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `path` as pending until the guard drops.
+pub(crate) struct Pending(PathBuf);
+
+impl Pending {
+    pub(crate) fn new(path: &Path) -> Pending {
+        PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+        Pending(path.to_path_buf())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        PENDING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &self.0);
+    }
+}
+
+/// Removes every temporary file or directory an export is writing (for a
+/// signal handler: the CLI calls it on Ctrl-C/SIGTERM before exiting, so an
+/// interrupted export leaves neither a partial output nor its temporary).
+pub fn remove_pending() {
+    let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    for p in pending.iter() {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(p);
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic_with(path, |w| w.write_all(bytes).map(|_| bytes.len() as u64)).map(|_| ())
@@ -46,6 +80,7 @@ pub fn write_atomic_with(
         _ => Path::new("."),
     };
     let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let _pending = Pending::new(tmp.path());
     let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let n = write(&mut buf).map_err(io)?;
     let tmp = buf.into_inner().map_err(|e| io(e.into_error()))?;

@@ -48,6 +48,37 @@ impl OnnxBuilder {
         self
     }
 
+    /// An f32 initializer of `shape` whose bytes live in another file:
+    /// `(key, value)` pairs as `external_data` (`location`, `offset`,
+    /// `length`), `data_location` EXTERNAL.
+    pub fn init_external(mut self, name: &str, shape: &[i64], external: &[(&str, &str)]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: shape.to_vec(),
+            data_type: DType::F32.onnx_code(),
+            data_location: onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into(),
+            external_data: external
+                .iter()
+                .map(|(k, v)| onnx_protobuf::StringStringEntryProto { key: k.to_string(), value: v.to_string(), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// An f32 initializer of `shape` with exactly `raw` as its bytes, right
+    /// or wrong (for tests of files that lie about sizes).
+    pub fn init_raw(mut self, name: &str, shape: &[i64], raw: &[u8]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: shape.to_vec(),
+            data_type: DType::F32.onnx_code(),
+            raw_data: raw.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn init_i64(mut self, name: &str, data: &[i64]) -> Self {
         self.graph.initializer.push(TensorProto {
             name: name.into(),

@@ -8,7 +8,8 @@
 //! those are passes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use fuse_ir::*;
 use onnx_protobuf::{
@@ -21,14 +22,96 @@ use crate::LoadError;
 pub const MIN_OPSET: i64 = 11;
 pub const MAX_OPSET: i64 = 21;
 
-/// Reads and imports an ONNX file.
+/// Reads and imports an ONNX file. Weights saved as external data
+/// (`torch.onnx.export(..., external_data=True)`) are memory-mapped from
+/// files inside the model's directory, never outside it.
 pub fn load(path: &Path) -> Result<Graph, LoadError> {
     let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
-    import(&bytes, path)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut ext = ExternalData::new(dir).map_err(|m| LoadError::new(path, m))?;
+    import_with(&bytes, path, Some(&mut ext))
 }
 
-/// Imports ONNX bytes; `file` only names the source in errors.
+/// Imports ONNX bytes; `file` only names the source in errors. External
+/// data is refused (there is no directory to read it from): use [`load`].
 pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
+    import_with(bytes, file, None)
+}
+
+/// Files external tensor data may be read from: regular files inside one
+/// directory (after resolving symlinks), each mapped once.
+pub struct ExternalData {
+    dir: PathBuf,
+    maps: HashMap<PathBuf, Arc<memmap2::Mmap>>,
+}
+
+impl ExternalData {
+    pub fn new(dir: &Path) -> Result<ExternalData, String> {
+        let dir = dir.canonicalize().map_err(|e| format!("cannot resolve the model's directory: {e}"))?;
+        Ok(ExternalData { dir, maps: HashMap::new() })
+    }
+
+    /// The bytes of one external tensor: `location` (relative, inside the
+    /// directory), `offset` and `length` from the tensor's `external_data`.
+    fn read(&mut self, tp: &TensorProto, want: usize) -> Result<Bytes, String> {
+        let mut location = None;
+        let (mut offset, mut length) = (0usize, None);
+        for kv in &tp.external_data {
+            let num = || kv.value.parse::<usize>().map_err(|_| format!("external data {} `{}` is not a byte count", kv.key, kv.value));
+            match kv.key.as_str() {
+                "location" => location = Some(kv.value.clone()),
+                "offset" => offset = num()?,
+                "length" => length = Some(num()?),
+                _ => {}
+            }
+        }
+        let location = location.ok_or("external data without a location")?;
+        let rel = Path::new(&location);
+        if location.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(format!(
+                "external data location `{location}` must be a relative path inside the model's directory (no `..`, no absolute path)"
+            ));
+        }
+        let path = self
+            .dir
+            .join(rel)
+            .canonicalize()
+            .map_err(|e| format!("external data file `{location}`: {e}"))?;
+        if !path.starts_with(&self.dir) {
+            return Err(format!("external data file `{location}` resolves outside the model's directory"));
+        }
+        let map = match self.maps.get(&path) {
+            Some(m) => m.clone(),
+            None => {
+                let file = std::fs::File::open(&path).map_err(|e| format!("external data file `{location}`: {e}"))?;
+                if !file.metadata().map_err(|e| format!("external data file `{location}`: {e}"))?.is_file() {
+                    return Err(format!("external data `{location}` is not a regular file"));
+                }
+                // SAFETY: read-only map of a file fusec does not write; the
+                // tensors keep the Arc, so the map outlives them.
+                let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("external data file `{location}`: {e}"))?);
+                self.maps.insert(path.clone(), map.clone());
+                map
+            }
+        };
+        let length = length.unwrap_or(want);
+        if length != want {
+            return Err(format!("external data declares {length} bytes but the tensor needs {want}"));
+        }
+        match offset.checked_add(length) {
+            Some(end) if end <= map.len() => Ok(Bytes::Mapped { map, start: offset, len: length }),
+            _ => Err(format!(
+                "external data `{location}` holds {} bytes, fewer than offset {offset} + length {length}",
+                map.len()
+            )),
+        }
+    }
+}
+
+fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) -> Result<Graph, LoadError> {
     let err = |msg: String| LoadError::new(file, msg);
     if bytes.is_empty() {
         return Err(err("empty file, not an ONNX model".into()));
@@ -62,7 +145,7 @@ pub fn import(bytes: &[u8], file: &Path) -> Result<Graph, LoadError> {
         if tname.is_empty() {
             return Err(err("an initializer has no name".into()));
         }
-        let t = tensor_from_proto(&mut tp).map_err(|m| err(format!("initializer `{tname}`: {m}")))?;
+        let t = tensor_from_proto(&mut tp, ext.as_deref_mut()).map_err(|m| err(format!("initializer `{tname}`: {m}")))?;
         let id = g.add_weight(tname.clone(), t);
         env.insert(tname, id);
     }
@@ -186,15 +269,16 @@ fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
             _ => return Err("has an unknown dimension: fusec needs static input shapes".into()),
         }
     }
-    Ok(TensorType::new(dtype, dims))
+    let ty = TensorType::new(dtype, dims);
+    ty.check_size()?;
+    Ok(ty)
 }
 
-/// Converts a `TensorProto`, moving its raw bytes out rather than copying.
-pub fn tensor_from_proto(tp: &mut TensorProto) -> Result<Tensor, String> {
+/// Converts a `TensorProto`, moving its raw bytes out rather than copying
+/// (external data is mapped through `ext`; without it, refused).
+pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -> Result<Tensor, String> {
     let dtype = DType::from_onnx(tp.data_type).ok_or_else(|| format!("unsupported data type {}", tp.data_type))?;
-    if tp.data_location.enum_value() == Ok(DataLocation::EXTERNAL) || !tp.external_data.is_empty() {
-        return Err("external data is not supported: save the model with its weights inside".into());
-    }
+    let external = tp.data_location.enum_value() == Ok(DataLocation::EXTERNAL) || !tp.external_data.is_empty();
     let mut shape = vec![];
     for &d in &tp.dims {
         if d < 0 {
@@ -202,8 +286,16 @@ pub fn tensor_from_proto(tp: &mut TensorProto) -> Result<Tensor, String> {
         }
         shape.push(d as usize);
     }
+    if shape.len() > MAX_RANK {
+        return Err(format!("rank {} exceeds fusec's limit of {MAX_RANK}", shape.len()));
+    }
     let ty = TensorType::new(dtype, shape);
     let n = ty.numel().ok_or_else(|| format!("{ty} has too many elements"))?;
+    if external {
+        let ext = ext.ok_or("external data is not supported here: load the model from its file")?;
+        let want = ty.byte_len().ok_or_else(|| format!("{ty} has too many elements"))?;
+        return Tensor::new(ty, ext.read(tp, want)?);
+    }
     let bytes: Vec<u8> = if !tp.raw_data.is_empty() {
         std::mem::take(&mut tp.raw_data)
     } else {
@@ -586,7 +678,7 @@ fn sizes_given(c: &Ctx) -> bool {
 fn constant_value(a: &Attrs) -> Result<Tensor, String> {
     if let Some(t) = a.get("value") {
         let mut tp = t.t.as_ref().cloned().ok_or("value attribute holds no tensor")?;
-        return tensor_from_proto(&mut tp);
+        return tensor_from_proto(&mut tp, None);
     }
     if let Some(f) = a.get("value_float") {
         return Tensor::from_f32(vec![], &[f.f]);

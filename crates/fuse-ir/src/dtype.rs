@@ -90,6 +90,11 @@ pub struct TensorType {
     pub shape: Vec<usize>,
 }
 
+/// Most elements one tensor may have (2^31: 8 GiB of f32).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+/// Highest rank a tensor may have.
+pub const MAX_RANK: usize = 16;
+
 impl TensorType {
     pub fn new(dtype: DType, shape: impl Into<Vec<usize>>) -> Self {
         TensorType { dtype, shape: shape.into() }
@@ -107,6 +112,19 @@ impl TensorType {
     /// Size in bytes, or `None` on overflow.
     pub fn byte_len(&self) -> Option<usize> {
         self.numel()?.checked_mul(self.dtype.size())
+    }
+
+    /// Rejects absurd types: more than [`MAX_ELEMENTS`] elements or rank
+    /// over [`MAX_RANK`]. Every graph input and node output is checked, so
+    /// a tiny file cannot declare a tensor that no machine could hold.
+    pub fn check_size(&self) -> Result<(), String> {
+        if self.rank() > MAX_RANK {
+            return Err(format!("rank {} exceeds fusec's limit of {MAX_RANK}", self.rank()));
+        }
+        match self.numel() {
+            Some(n) if n <= MAX_ELEMENTS => Ok(()),
+            _ => Err(format!("{self} has more than {MAX_ELEMENTS} elements (fusec's limit per tensor)")),
+        }
     }
 }
 

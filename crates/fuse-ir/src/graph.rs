@@ -110,6 +110,9 @@ impl Graph {
         }
         let in_vals: Vec<Option<&Value>> = inputs.iter().map(|v| v.map(|v| &self.values[v.index()])).collect();
         let inferred = shape::infer(&op, &in_vals).map_err(err)?;
+        for (ty, _) in &inferred {
+            ty.check_size().map_err(|m| err(format!("output {m}")))?;
+        }
         if inferred.len() != output_names.len() {
             return Err(err(format!("has {} outputs but {} were named", inferred.len(), output_names.len())));
         }

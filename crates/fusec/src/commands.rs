@@ -135,6 +135,12 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
 }
 
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
+    if OutputFormat::of(output)? != OutputFormat::Onnx {
+        return Err(Failure::Input(format!(
+            "{}: convert writes ONNX; name the output *.onnx (Core ML packages come from fusec fuse)",
+            output.display()
+        )));
+    }
     let g = load_graph(path, arch)?;
     let size = fusec_exporters::onnx::write_file(&g, output)?;
     eprintln!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count());

@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain"
 )]
 struct Cli {
+    /// Errors as one JSON object on stderr (for scripts): {"error": {"exit_code",
+    /// "kind", "message", and "file", "node", "tensor" where the message names them}}
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,7 +227,7 @@ enum Command {
     /// Benchmark, in one run: the members one after another (the baseline)
     /// against fused models with several lowerings; prints speed and
     /// output-difference tables
-    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json bench.json --markdown bench.md")]
+    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md")]
     Bench {
         /// The members, 2 or more
         #[arg(required = true, num_args = 2..)]
@@ -237,12 +241,12 @@ enum Command {
         rt: RuntimeArgs,
         #[command(flatten)]
         speed: SpeedArgs,
-        /// Also write the results as JSON
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// Also write the tables as Markdown
-        #[arg(long)]
-        markdown: Option<std::path::PathBuf>,
+        /// Also write the results as JSON to this file
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<std::path::PathBuf>,
+        /// Also write the tables as Markdown to this file
+        #[arg(long, value_name = "FILE")]
+        markdown_out: Option<std::path::PathBuf>,
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
@@ -266,8 +270,88 @@ pub enum Failure {
     Internal(String),
 }
 
+/// Whether errors are printed as JSON (read by the interrupt handler too).
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints the one error line (or JSON object) every failure ends with.
+fn report(code: u8, msg: &str) {
+    let msg = msg.replace('\n', " ");
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{}", error_json(code, &msg));
+    } else {
+        eprintln!("error: {msg}");
+    }
+}
+
+/// `{"error": {...}}`: the file, node and tensor the message names, as
+/// separate fields.
+fn error_json(code: u8, msg: &str) -> serde_json::Value {
+    let quoted = |after: &str| -> Option<String> {
+        let start = msg.find(after)? + after.len();
+        let end = msg[start..].find('`')?;
+        Some(msg[start..start + end].to_string())
+    };
+    // Errors start with the path of the file they are about, when there is
+    // one (it may not exist: "a.onnx: cannot read: ...").
+    let file = msg
+        .match_indices(": ")
+        .map(|(i, _)| &msg[..i])
+        .find(|p| {
+            let path = std::path::Path::new(p);
+            path.exists() || (!p.contains(' ') && path.extension().is_some())
+        })
+        .map(str::to_string);
+    let tensor = ["tensor `", "initializer `", "weight `", "input `", "output `"].iter().find_map(|p| quoted(p));
+    let mut e = serde_json::json!({
+        "exit_code": code,
+        "kind": match code {
+            2 => "input",
+            130 => "interrupted",
+            _ => "internal",
+        },
+        "message": msg,
+    });
+    for (k, v) in [("file", file), ("node", quoted("node `")), ("tensor", tensor)] {
+        if let Some(v) = v {
+            e[k] = serde_json::Value::String(v);
+        }
+    }
+    serde_json::json!({ "error": e })
+}
+
+/// A failed write never leaves a partial file: exceeding a file size limit
+/// is an error (not SIGXFSZ), and Ctrl-C/SIGTERM remove the temporaries
+/// of any export under way before exiting.
+fn install_signal_handlers() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" has no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let _ = ctrlc::set_handler(|| {
+        fusec_exporters::remove_pending();
+        report(130, "interrupted; any output being written was removed");
+        std::process::exit(130);
+    });
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors are bad input too: one JSON object under --json.
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+            let text = e.to_string();
+            let first: Vec<&str> = text.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty()).collect();
+            let first = first.join(" ");
+            let first = first.trim_start_matches("error: ");
+            JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
+            report(2, &format!("{first} (see fusec --help)"));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    JSON_ERRORS.store(cli.json, std::sync::atomic::Ordering::Relaxed);
+    install_signal_handlers();
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
@@ -303,14 +387,14 @@ fn main() -> ExitCode {
             rtol,
             &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
         ),
-        Command::Bench { members, arch, input, rt, speed, json, markdown } => speed::bench(
+        Command::Bench { members, arch, input, rt, speed, json_out, markdown_out } => speed::bench(
             &members,
             &arch.options(),
             input.as_deref(),
             &rt.config(),
             &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
-            json.as_deref(),
-            markdown.as_deref(),
+            json_out.as_deref(),
+            markdown_out.as_deref(),
         ),
     };
     match result {
@@ -320,7 +404,7 @@ fn main() -> ExitCode {
                 Failure::Input(m) => (2, m),
                 Failure::Internal(m) => (1, m),
             };
-            eprintln!("error: {}", msg.replace('\n', " "));
+            report(code, &msg);
             ExitCode::from(code)
         }
     }

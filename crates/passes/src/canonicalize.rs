@@ -40,6 +40,9 @@ pub fn canonicalize(g: &mut Graph) -> Result<CanonStats, IrError> {
     }
 }
 
+/// Constants up to this size are folded whatever their inputs' size.
+const FOLD_SLACK_BYTES: usize = 1 << 16;
+
 fn fold_constants(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
     for n in g.topo_order()? {
         let node = g.node(n);
@@ -48,6 +51,14 @@ fn fold_constants(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
             continue;
         }
         let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| v.and_then(|v| weight(g, v))).collect();
+        // Memory stays bounded by the input: a fold may not make constants
+        // much larger than those it reads (a broadcast of two vectors into
+        // a matrix is left to run time).
+        let in_bytes: usize = ins.iter().flatten().map(|t| t.bytes().len()).sum();
+        let out_bytes: usize = node.outputs.iter().map(|&o| g.value(o).ty.byte_len().unwrap_or(usize::MAX)).sum();
+        if out_bytes > FOLD_SLACK_BYTES.saturating_add(in_bytes.saturating_mul(2)) {
+            continue;
+        }
         let tys: Vec<_> = node.inputs.iter().map(|v| v.map(|v| &g.value(v).ty)).collect();
         let folded = match &node.op {
             Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {

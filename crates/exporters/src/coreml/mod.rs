@@ -88,6 +88,7 @@ pub fn write_package(
         .suffix(".tmp")
         .tempdir_in(parent)
         .map_err(|e| io(parent, e))?;
+    let _pending = crate::Pending::new(tmp.path());
     let data = tmp.path().join("Data/com.apple.CoreML");
     fs::create_dir_all(data.join("weights")).map_err(|e| io(&data, e))?;
 
@@ -116,25 +117,28 @@ pub fn write_package(
     write_synced(&model_path, &model.encode_to_vec())?;
     write_synced(&tmp.path().join("Manifest.json"), manifest().as_bytes())?;
 
-    // Move into place: the old package aside, the new one in, the old one gone.
+    // Move into place. An existing package is swapped out atomically
+    // (renameat2 RENAME_EXCHANGE: at no moment is there no package at
+    // `path`), then removed; where the filesystem cannot exchange, it is
+    // moved aside, the new one moved in, and the old one removed.
     let tmp = tmp.keep();
     let result = (|| {
-        if path.exists() {
-            let old = tempfile::Builder::new()
-                .prefix(".fusec-old-")
-                .tempdir_in(parent)
-                .map_err(|e| io(parent, e))?;
-            let old_path = old.keep();
-            fs::remove_dir(&old_path).map_err(|e| io(&old_path, e))?;
-            fs::rename(path, &old_path).map_err(|e| io(path, e))?;
-            if let Err(e) = fs::rename(&tmp, path) {
-                let _ = fs::rename(&old_path, path);
-                return Err(io(path, e));
-            }
-            let _ = fs::remove_dir_all(&old_path);
-        } else {
-            fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+        if !path.exists() {
+            return fs::rename(&tmp, path).map_err(|e| io(path, e));
         }
+        if exchange(&tmp, path).is_ok() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(());
+        }
+        let old = tempfile::Builder::new().prefix(".fusec-old-").tempdir_in(parent).map_err(|e| io(parent, e))?;
+        let old_path = old.keep();
+        fs::remove_dir(&old_path).map_err(|e| io(&old_path, e))?;
+        fs::rename(path, &old_path).map_err(|e| io(path, e))?;
+        if let Err(e) = fs::rename(&tmp, path) {
+            let _ = fs::rename(&old_path, path);
+            return Err(io(path, e));
+        }
+        let _ = fs::remove_dir_all(&old_path);
         Ok(())
     })();
     if result.is_err() {
@@ -145,6 +149,29 @@ pub fn write_package(
         weight_bytes,
         renamed,
     })
+}
+
+/// Atomically exchanges two paths (Linux `renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths; no memory is shared.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {

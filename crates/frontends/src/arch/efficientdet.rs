@@ -187,6 +187,11 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
     if image_size == 0 || !image_size.is_multiple_of(128) {
         return Err(err(format!("image size {image_size} must be a positive multiple of 128 (P7 is 1/128)")));
     }
+    // The stem's output (32 or more channels at half resolution) must stay
+    // within fusec's tensor limit.
+    TensorType::new(DType::F32, vec![1, 64, image_size / 2, image_size / 2])
+        .check_size()
+        .map_err(|m| err(format!("image size {image_size} is too large: the stem's output {m}")))?;
     let cfg = Config {
         name,
         tf_padding: tf,
