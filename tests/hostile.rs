@@ -1,0 +1,291 @@
+//! Hostile input and failure, end to end through the CLI: files that lie
+//! about sizes, absurd dimensions, external data that points outside the
+//! model's directory, exports that fail or are interrupted midway, output
+//! determinism, and `--json` errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::checkpoints::{write_checkpoint_seeded, Spec};
+use common::{fusec, ok, one_error_line, reference_dir, write};
+use fusec_exporters::onnx_builder::{attr_ints, OnnxBuilder};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `convert` fails with exit 2 and one line naming `file` and `what`,
+/// writing nothing.
+fn assert_convert_rejects(file: &Path, what: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let line = one_error_line(&fusec(&["convert", s(file), "-o", s(&out)]), 2);
+    assert!(line.contains(s(file)), "the file is not named: {line}");
+    for w in what {
+        assert!(line.contains(w), "expected `{w}` in: {line}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "convert left files");
+    line
+}
+
+#[test]
+fn a_tensor_declaring_more_bytes_than_it_holds_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 1000])
+        .output("y", &[1, 1000])
+        .init_raw("b", &[1000], &[0u8; 16])
+        .node("Add", &["x", "b"], &["y"], vec![])
+        .build();
+    assert_convert_rejects(&write(&dir, "short.onnx", &bytes), &["initializer `b`", "needs 4000 bytes but 16 were given"]);
+}
+
+#[test]
+fn absurd_dimensions_and_element_counts_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge_input = OnnxBuilder::new(17)
+        .input("x", &[1, 1 << 40])
+        .output("y", &[1, 1 << 40])
+        .node("Relu", &["x"], &["y"], vec![])
+        .build();
+    assert_convert_rejects(&write(&dir, "huge_input.onnx", &huge_input), &["graph input `x`", "more than 2147483648 elements"]);
+    let deep = vec![1i64; 17];
+    let deep_input = OnnxBuilder::new(17).input("x", &deep).output("y", &deep).node("Relu", &["x"], &["y"], vec![]).build();
+    assert_convert_rejects(&write(&dir, "deep.onnx", &deep_input), &["rank 17"]);
+    // A small input padded into an absurd output: the node is named.
+    let pad = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_i64("pads", &[0, 0, 0, 1 << 40])
+        .node_named("blow_up", "Pad", &["x", "pads"], &["y"], vec![])
+        .build();
+    assert_convert_rejects(&write(&dir, "pad.onnx", &pad), &["node `blow_up` (Pad)", "more than 2147483648 elements"]);
+    // An overflowing element count in an initializer.
+    let overflow = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_raw("w", &[1 << 40, 1 << 40, 1 << 40], &[])
+        .node("Add", &["x", "w"], &["y"], vec![])
+        .build();
+    assert_convert_rejects(&write(&dir, "overflow.onnx", &overflow), &["initializer `w`", "too many elements"]);
+    // --image-size far beyond any machine.
+    let st = dir.path().join("small.safetensors");
+    write_checkpoint_seeded(&st, &Spec::small(8, 1, 1, 2).tensors(), None, 1);
+    let out = dir.path().join("o.onnx");
+    let line = one_error_line(&fusec(&["convert", s(&st), "--image-size", "12800000", "-o", s(&out)]), 2);
+    assert!(line.contains("image size 12800000 is too large"), "{line}");
+}
+
+/// y = x + w with `w` (1x4 f32) stored as external data.
+fn external_model(dir: &Path, name: &str, external: &[(&str, &str)]) -> PathBuf {
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_external("w", &[1, 4], external)
+        .node("Add", &["x", "w"], &["y"], vec![])
+        .build();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn external_data_is_read_from_the_models_directory_only() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    std::fs::create_dir_all(models.join("weights")).unwrap();
+    let w: Vec<u8> = [10f32, 20., 30., 40.].iter().flat_map(|x| x.to_le_bytes()).collect();
+    // 8 bytes of something else first, then the tensor.
+    let mut file = vec![0xAB; 8];
+    file.extend_from_slice(&w);
+    std::fs::write(models.join("weights/w.bin"), &file).unwrap();
+    std::fs::write(root.path().join("outside.bin"), &file).unwrap();
+
+    // Read and used: run it and check y = x + w.
+    let good = external_model(&models, "good.onnx", &[("location", "weights/w.bin"), ("offset", "8"), ("length", "16")]);
+    let input = write_input(root.path(), &[1.0, 2.0, 3.0, 4.0]);
+    let out = root.path().join("y.safetensors");
+    ok(fusec(&["run", s(&good), "--input", s(&input), "-o", s(&out)]));
+    let y = fusec_verify::io::read_tensors(&out).unwrap();
+    assert_eq!(y[0].1.iter().copied().collect::<Vec<f32>>(), [11.0, 22.0, 33.0, 44.0]);
+    // And written inline by convert.
+    let inline = root.path().join("inline.onnx");
+    ok(fusec(&["convert", s(&good), "-o", s(&inline)]));
+    ok(fusec(&["run", s(&inline), "--input", s(&input), "-o", s(&out)]));
+
+    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        ("dotdot.onnx", vec![("location", "../outside.bin"), ("offset", "8")], "must be a relative path inside the model's directory"),
+        ("absolute.onnx", vec![("location", "/etc/passwd")], "must be a relative path inside the model's directory"),
+        ("missing.onnx", vec![("location", "weights/none.bin")], "external data file `weights/none.bin`"),
+        ("past_end.onnx", vec![("location", "weights/w.bin"), ("offset", "16")], "fewer than offset 16 + length 16"),
+        ("wrong_length.onnx", vec![("location", "weights/w.bin"), ("length", "8")], "declares 8 bytes but the tensor needs 16"),
+        ("no_location.onnx", vec![("offset", "0")], "external data without a location"),
+        ("directory.onnx", vec![("location", "weights")], "not a regular file"),
+    ];
+    for (name, ext, what) in &cases {
+        let m = external_model(&models, name, ext);
+        assert_convert_rejects(&m, &["initializer `w`", what]);
+    }
+    // A symlink inside the directory that points outside it.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.path().join("outside.bin"), models.join("link.bin")).unwrap();
+        let m = external_model(&models, "symlink.onnx", &[("location", "link.bin"), ("offset", "8")]);
+        assert_convert_rejects(&m, &["resolves outside the model's directory"]);
+    }
+}
+
+fn write_input(dir: &Path, x: &[f32]) -> PathBuf {
+    let t = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, x.len()], x.to_vec()).unwrap())];
+    let p = dir.join("x.safetensors");
+    std::fs::write(&p, fusec_verify::io::to_safetensors_bytes(&t).unwrap()).unwrap();
+    p
+}
+
+fn reference_members() -> Vec<String> {
+    ["coco", "aquarium", "vehicles"].iter().map(|m| s(&reference_dir().join(format!("{m}.safetensors"))).to_string()).collect()
+}
+
+fn fuse_args<'a>(members: &'a [String], out: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(String::as_str));
+    args.extend(["-o", s(out)]);
+    args
+}
+
+#[test]
+fn the_same_members_give_byte_identical_output_run_after_run() {
+    let members = reference_members();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (d1.path().join("super.onnx"), d2.path().join("super.onnx"));
+    ok(fusec(&fuse_args(&members, &a)));
+    ok(fusec(&fuse_args(&members, &b)));
+    let (a, b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(a.len() > 40_000_000 && a == b, "two fusions of the same members differ");
+    // ONNX members too, in every lowering.
+    let dir = tempfile::tempdir().unwrap();
+    let onnx: Vec<String> = ["coco", "aquarium"].iter().map(|m| s(&reference_dir().join(format!("{m}.onnx"))).to_string()).collect();
+    for lowering in ["grouped", "separate", "regions"] {
+        let outs: Vec<Vec<u8>> = (0..2)
+            .map(|i| {
+                let out = dir.path().join(format!("{lowering}{i}.onnx"));
+                let mut args = fuse_args(&onnx, &out);
+                args.extend(["--lowering", lowering, "--keep-bn"]);
+                ok(fusec(&args));
+                std::fs::read(&out).unwrap()
+            })
+            .collect();
+        assert!(outs[0] == outs[1], "{lowering}: two fusions differ");
+    }
+}
+
+/// Names of fusec's temporary files in `dir`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".fusec"))
+        .collect()
+}
+
+#[test]
+fn an_export_that_fails_midway_keeps_the_existing_file() {
+    let members = reference_members();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super.onnx");
+    std::fs::write(&out, b"the good model from yesterday").unwrap();
+    // A 10 MB file size limit: the 48.8 MB export fails partway through its write.
+    let mut cmd = vec![env!("CARGO_BIN_EXE_fusec").to_string()];
+    cmd.extend(fuse_args(&members, &out).iter().map(|a| a.to_string()));
+    let res = Command::new("bash").arg("-c").arg("ulimit -f 10240; exec \"$@\"").arg("fusec").args(&cmd).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr).to_string();
+    assert!(!res.status.success(), "{err}");
+    let line = err.lines().last().unwrap();
+    assert!(line.starts_with("error: ") && line.contains(s(&out)) && line.contains("too large"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the good model from yesterday");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    // Same for a Core ML package: the existing one stays whole.
+    let pkg = dir.path().join("super.mlpackage");
+    ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&pkg)]));
+    let before = std::fs::read(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap();
+    let mut cmd = vec![env!("CARGO_BIN_EXE_fusec").to_string()];
+    cmd.extend(fuse_args(&members, &pkg).iter().map(|a| a.to_string()));
+    let res = Command::new("bash").arg("-c").arg("ulimit -f 10240; exec \"$@\"").arg("fusec").args(&cmd).output().unwrap();
+    assert!(!res.status.success());
+    assert_eq!(std::fs::read(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap(), before);
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+}
+
+#[test]
+fn an_interrupted_fuse_leaves_the_old_file_or_the_complete_new_one() {
+    let members = reference_members();
+    let dir = tempfile::tempdir().unwrap();
+    // The complete new output, for comparison.
+    let complete = dir.path().join("complete.onnx");
+    ok(fusec(&fuse_args(&members, &complete)));
+    let complete = std::fs::read(&complete).unwrap();
+    let out = dir.path().join("super.onnx");
+    let old = b"the good model from yesterday".to_vec();
+    let mut outcomes = (0, 0);
+    for delay_ms in [0u64, 30, 60, 100, 150, 200, 300, 450, 700, 1000] {
+        std::fs::write(&out, &old).unwrap();
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_fusec")).args(fuse_args(&members, &out)).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let status = child.wait().unwrap();
+        let now = std::fs::read(&out).unwrap();
+        if now == old {
+            outcomes.0 += 1;
+            assert!(!status.success(), "{delay_ms} ms: exit {status} but the output was not written");
+        } else {
+            assert!(now == complete, "{delay_ms} ms: the output is neither the old file nor the complete new one");
+            outcomes.1 += 1;
+        }
+        assert!(leftovers(dir.path()).is_empty(), "{delay_ms} ms: {:?}", leftovers(dir.path()));
+    }
+    assert!(outcomes.0 > 0, "no run was interrupted before it finished: {outcomes:?}");
+}
+
+#[test]
+fn json_errors_name_the_file_node_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_f32("b", &[3], &[1.0, 2.0, 3.0])
+        .node_named("add", "Add", &["x", "b"], &["y"], vec![])
+        .build();
+    let bad = write(&dir, "mismatch.onnx", &bytes);
+    let out = dir.path().join("out.onnx");
+    let res = fusec(&["convert", s(&bad), "-o", s(&out), "--json"]);
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8(res.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(j["error"]["exit_code"], 2);
+    assert_eq!(j["error"]["kind"], "input");
+    assert_eq!(j["error"]["file"], s(&bad));
+    assert_eq!(j["error"]["node"], "add");
+    assert!(j["error"]["message"].as_str().unwrap().contains("do not broadcast"), "{j}");
+
+    let short = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_raw("bias", &[4], &[0u8; 3])
+        .node("Add", &["x", "bias"], &["y"], vec![attr_ints("unused", &[])])
+        .build();
+    let bad = write(&dir, "short.onnx", &short);
+    let res = fusec(&["--json", "convert", s(&bad), "-o", s(&out)]);
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert_eq!(j["error"]["tensor"], "bias", "{j}");
+    // Usage errors too.
+    let res = fusec(&["fuse", "--json", s(&bad), s(&bad)]);
+    assert_eq!(res.status.code(), Some(2));
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert!(j["error"]["message"].as_str().unwrap().contains("--output"), "{j}");
+    assert!(!out.exists());
+}
