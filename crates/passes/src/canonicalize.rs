@@ -203,3 +203,36 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuse_ir::{DType, TensorType};
+
+    /// y = x + (a + b) with a: [n, 1] and b: [1, n] constants.
+    fn broadcast_sum(n: usize) -> Graph {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", TensorType::new(DType::F32, [n, n]));
+        let a = g.add_weight("a", Tensor::from_f32([n, 1], &vec![1.0; n]).unwrap());
+        let b = g.add_weight("b", Tensor::from_f32([1, n], &vec![2.0; n]).unwrap());
+        let ab = g.add_node("ab", Op::Binary(BinaryOp::Add), vec![Some(a), Some(b)], vec!["ab".into()]).unwrap();
+        let ab = g.node(ab).outputs[0];
+        let y = g.add_node("y", Op::Binary(BinaryOp::Add), vec![Some(x), Some(ab)], vec!["y".into()]).unwrap();
+        let y = g.node(y).outputs[0];
+        g.set_outputs(vec![y]);
+        g
+    }
+
+    /// Folding may not turn small constants into a large one: memory stays
+    /// bounded by the input's size.
+    #[test]
+    fn folds_small_constants_but_not_a_blow_up() {
+        let mut small = broadcast_sum(8);
+        assert_eq!(canonicalize(&mut small).unwrap().folded, 1);
+        assert_eq!(small.node_count(), 1);
+        // 2 x 8 KiB of constants would fold into 16 MiB: left to run time.
+        let mut big = broadcast_sum(2048);
+        assert_eq!(canonicalize(&mut big).unwrap().folded, 0);
+        assert_eq!(big.node_count(), 2);
+    }
+}
