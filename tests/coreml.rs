@@ -198,22 +198,6 @@ fn an_op_without_a_mil_mapping_is_named_and_nothing_is_written() {
 }
 
 #[test]
-fn precision_fp16_is_for_core_ml_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = resize_members(&dir, "nearest");
-    let out = dir.path().join("super.onnx");
-    let line = one_error_line(
-        &fusec(&["fuse", s(&a), s(&b), "-o", s(&out), "--precision", "fp16"]),
-        2,
-    );
-    assert!(
-        line.contains("--precision fp16") && line.contains(".mlpackage"),
-        "{line}"
-    );
-    assert!(!out.exists());
-}
-
-#[test]
 fn verify_and_bench_with_device_coreml_say_it_is_not_available_here() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();

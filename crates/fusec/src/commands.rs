@@ -252,12 +252,6 @@ pub fn fuse(
     precision: Precision,
 ) -> Result<(), Failure> {
     let format = OutputFormat::of(output)?;
-    if format == OutputFormat::Onnx && precision != Precision::F32 {
-        return Err(Failure::Input(format!(
-            "{}: --precision fp16 applies to Core ML packages (*.mlpackage); ONNX output is fp32",
-            output.display()
-        )));
-    }
     let t0 = Instant::now();
     let names = member_names(paths);
     let mut members = vec![];
@@ -283,6 +277,10 @@ pub fn fuse(
         );
     }
     let mut g = fused.graph;
+    if format == OutputFormat::Onnx && precision == Precision::F16 {
+        // ONNX: fp16 weights, f32 compute (a Cast after each weight).
+        fusec_passes::fp16_weights(&mut g).map_err(|e| Failure::Internal(e.to_string()))?;
+    }
     g.metadata.extend(meta);
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();

@@ -173,7 +173,9 @@ enum Command {
         /// *.mlpackage (Core ML ML program, iOS 15+); written atomically
         #[arg(short, long)]
         output: std::path::PathBuf,
-        /// Weight and compute precision of a Core ML package (ONNX output is fp32)
+        /// fp16: a Core ML package stores fp16 weights and computes in fp16;
+        /// an ONNX model stores fp16 weights and computes in fp32 (half the
+        /// file). Inputs and outputs stay fp32 either way
         #[arg(long, value_enum, default_value = "fp32")]
         precision: PrecisionArg,
         /// Print the shared trunk, the grouping and every divergence
@@ -192,7 +194,7 @@ enum Command {
         lowering: LoweringArg,
         /// For --lowering regions: where grouping starts, as a fraction of
         /// the aligned nodes in dataflow order (0 = all grouped, 1 = none)
-        #[arg(long, default_value_t = 0.25)]
+        #[arg(long, default_value_t = fusec_passes::fuse::DEFAULT_GROUP_FROM)]
         group_from: f32,
     },
     /// Check a fused model against its members: every output pair (max abs,

@@ -242,8 +242,30 @@ struct BenchRow {
     detections: Option<fusec_verify::detect::DetectionDiff>,
 }
 
-/// The lowerings `fusec bench` compares against the members one after another.
-pub fn bench_configs() -> Vec<(String, FuseOptions)> {
+/// A fused configuration `fusec bench` measures.
+pub struct BenchConfig {
+    pub name: String,
+    pub opts: FuseOptions,
+    /// fp16 weights, f32 compute (`fusec fuse --precision fp16`).
+    pub fp16_weights: bool,
+}
+
+/// The configurations `fusec bench` compares against the members one after
+/// another: the lowerings, and the default with fp16 weights.
+pub fn bench_configs() -> Vec<BenchConfig> {
+    let mut v: Vec<BenchConfig> = lowerings()
+        .into_iter()
+        .map(|(name, opts)| BenchConfig { name, opts, fp16_weights: false })
+        .collect();
+    v.push(BenchConfig {
+        name: "fused, default lowering, fp16 weights".into(),
+        opts: FuseOptions { lowering: Lowering::Regions { from: fusec_passes::fuse::DEFAULT_GROUP_FROM }, ..Default::default() },
+        fp16_weights: true,
+    });
+    v
+}
+
+fn lowerings() -> Vec<(String, FuseOptions)> {
     let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions { keep_bn, lowering, split_depthwise, split_pointwise };
     let mut v = vec![
         ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
@@ -285,12 +307,15 @@ pub fn bench(
     let mut fused_sessions = vec![];
     let mut diffs = vec![];
     let pb = progress(configs.len() as u64, "building");
-    for (name, opts) in &configs {
+    for BenchConfig { name, opts, fp16_weights } in &configs {
         let ms = names.iter().zip(&members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
-        let f = fusec_passes::fuse(ms, opts).map_err(|e| match e {
+        let mut f = fusec_passes::fuse(ms, opts).map_err(|e| match e {
             fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
             _ => Failure::Internal(e.to_string()),
         })?;
+        if *fp16_weights {
+            fusec_passes::fp16_weights(&mut f.graph).map_err(|e| Failure::Internal(e.to_string()))?;
+        }
         let mut s = session(&f.graph, cfg)?;
         let got = s.run(x)?;
         let (mut max_abs, mut rel) = (0f64, 0f64);
@@ -340,9 +365,9 @@ pub fn bench(
         rel_l2: 0.0,
         detections: None,
     }];
-    for (i, (name, _)) in configs.iter().enumerate() {
+    for (i, c) in configs.iter().enumerate() {
         rows.push(BenchRow {
-            config: name.clone(),
+            config: c.name.clone(),
             device: device.clone(),
             stats: stats[i + 1].clone(),
             speedup_p50: stats[0].p50_ms / stats[i + 1].p50_ms,

@@ -4,7 +4,8 @@
 //! - [`canonicalize()`]: constant folding, Identity removal, BiFPN's
 //!   stacked sums into adds, dead shape arithmetic removed;
 //! - [`fold_bn()`]: BatchNormalization folded into the Conv before it;
-//! - [`dce()`]: dead-code elimination.
+//! - [`dce()`]: dead-code elimination;
+//! - [`fp16_weights()`]: f32 weights stored as f16, cast back where read.
 //!
 //! Fusion ([`fuse()`]), in data-flow order:
 //! - [`align()`]: node-by-node correspondence, divergences;
@@ -18,6 +19,7 @@ pub mod canonicalize;
 mod dce;
 mod eval;
 mod fold_bn;
+mod fp16_weights;
 pub mod fuse;
 mod group;
 mod heads;
@@ -28,6 +30,7 @@ pub use align::align;
 pub use canonicalize::canonicalize;
 pub use dce::dce;
 pub use fold_bn::fold_bn;
+pub use fp16_weights::fp16_weights;
 pub use fuse::{explain, fuse, FuseOptions, FuseReport, Fused, Lowering, Member};
 
 use fuse_ir::IrError;
