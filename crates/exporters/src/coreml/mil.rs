@@ -305,11 +305,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
     /// A `const` named after `op` and `param`; returns its name.
     fn imm(&mut self, op: &str, param: &str, v: Imm) -> String {
         let name = self.ident(&format!("{op}_{param}"));
-        let value = match v {
-            Imm::Float(x) => self.float_tensor(&[x], &[]),
-            other => imm_value(other, self.float()),
-        };
-        self.push_const(&name, value);
+        self.push_const(&name, imm_value(v, self.float()));
         name
     }
 
