@@ -13,7 +13,7 @@ use common::{fusec, ok};
 use fusec_exporters::onnx_builder::OnnxBuilder;
 
 fn conv_relu(opset: i64) -> Vec<u8> {
-    let w: Vec<f32> = (0..3 * 3 * 1 * 1).map(|i| i as f32 * 0.1 - 0.4).collect();
+    let w: Vec<f32> = (0..9).map(|i| i as f32 * 0.1 - 0.4).collect();
     OnnxBuilder::new(opset)
         .input("x", &[1, 3, 4, 4])
         .output("y", &[1, 3, 4, 4])

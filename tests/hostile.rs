@@ -116,7 +116,9 @@ fn external_data_is_read_from_the_models_directory_only() {
     ok(fusec(&["convert", s(&good), "-o", s(&inline)]));
     ok(fusec(&["run", s(&inline), "--input", s(&input), "-o", s(&out)]));
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    // (model file, external_data entries, expected reason)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("dotdot.onnx", vec![("location", "../outside.bin"), ("offset", "8")], "must be a relative path inside the model's directory"),
         ("absolute.onnx", vec![("location", "/etc/passwd")], "must be a relative path inside the model's directory"),
         ("missing.onnx", vec![("location", "weights/none.bin")], "external data file `weights/none.bin`"),
