@@ -392,10 +392,10 @@ fn verify_needs_the_members_it_was_fused_from() {
 #[test]
 fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let (dir, members, _model, input) = small_fused();
-    let (json, md) = (dir.path().join("bench.json"), dir.path().join("bench.md"));
+    let (json, md, cal) = (dir.path().join("bench.json"), dir.path().join("bench.md"), dir.path().join("lowering.json"));
     let res = ok(fusec(&[
         "bench", s(&members[0]), s(&members[1]), "--image-size", "128", "--input", s(&input), "--runtime", "tract",
-        "--runs", "2", "--warmup", "1", "--json-out", s(&json), "--markdown-out", s(&md),
+        "--runs", "2", "--warmup", "1", "--json-out", s(&json), "--markdown-out", s(&md), "--calibrate", s(&cal),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
     for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |", "| fused, default lowering, fp16 weights |"] {
@@ -416,6 +416,48 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
             assert!(max_abs <= MAX_ABS, "{r}");
         }
     }
+
+    // --calibrate: the fastest fp32 row, as fuse options.
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
+    let best = rows
+        .iter()
+        .skip(1)
+        .filter(|r| !r["config"].as_str().unwrap().contains("fp16"))
+        .max_by(|a, b| a["speedup_p50"].as_f64().unwrap().total_cmp(&b["speedup_p50"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(c["config"], best["config"], "{c}");
+    assert_eq!(c["speedup_p50"], best["speedup_p50"], "{c}");
+
+    // fuse --calibration uses it: the same bytes as the same options given as flags.
+    let mut regions = c.clone();
+    regions["lowering"] = "regions".into();
+    regions["group_from"] = 0.5.into();
+    regions["keep_bn"] = true.into();
+    regions["split_depthwise"] = false.into();
+    regions["split_pointwise"] = false.into();
+    std::fs::write(&cal, serde_json::to_vec(&regions).unwrap()).unwrap();
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    let base = ["fuse", s(&members[0]), s(&members[1]), "--image-size", "128", "-o"];
+    let with = |out: &Path, extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.push(s(out));
+        args.extend_from_slice(extra);
+        ok(fusec(&args));
+        std::fs::read(out).unwrap()
+    };
+    assert!(
+        with(&a, &["--calibration", s(&cal)]) == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn"]),
+        "--calibration and the same flags give different models"
+    );
+    // Conflicting flags and a broken file are input errors.
+    let mut args = base.to_vec();
+    args.extend_from_slice(&[s(&a), "--calibration", s(&cal), "--lowering", "grouped"]);
+    assert_eq!(fusec(&args).status.code(), Some(2));
+    std::fs::write(&cal, b"{\"lowering\": 3}").unwrap();
+    let mut args = base.to_vec();
+    args.extend_from_slice(&[s(&a), "--calibration", s(&cal)]);
+    let line = last_error_line(&fusec(&args), 2);
+    assert!(line.contains(s(&cal)) && line.contains("not a fusec bench --calibrate file"), "{line}");
 }
 
 #[test]

@@ -196,6 +196,10 @@ enum Command {
         /// the aligned nodes in dataflow order (0 = all grouped, 1 = none)
         #[arg(long, default_value_t = fusec_passes::fuse::DEFAULT_GROUP_FROM)]
         group_from: f32,
+        /// Use the lowering `fusec bench --calibrate FILE` measured fastest
+        /// on this machine (instead of --lowering/--group-from/--keep-bn)
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["lowering", "group_from", "keep_bn"])]
+        calibration: Option<std::path::PathBuf>,
     },
     /// Check a fused model against its members: every output pair (max abs,
     /// relative L2, cosine, elements outside atol/rtol) and speed (members
@@ -229,7 +233,7 @@ enum Command {
     /// Benchmark, in one run: the members one after another (the baseline)
     /// against fused models with several lowerings; prints speed and
     /// output-difference tables
-    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md")]
+    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --calibrate lowering.json\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --calibration lowering.json")]
     Bench {
         /// The members, 2 or more
         #[arg(required = true, num_args = 2..)]
@@ -249,6 +253,10 @@ enum Command {
         /// Also write the tables as Markdown to this file
         #[arg(long, value_name = "FILE")]
         markdown_out: Option<std::path::PathBuf>,
+        /// Write the fastest lowering measured here to FILE, for
+        /// `fusec fuse --calibration FILE` on this machine
+        #[arg(long, value_name = "FILE")]
+        calibrate: Option<std::path::PathBuf>,
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
@@ -357,22 +365,28 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
-        Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from } => {
-            let opts = fusec_passes::FuseOptions {
-                keep_bn,
-                split_depthwise: false,
-                split_pointwise: false,
-                lowering: match lowering {
-                    LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
-                    LoweringArg::Separate => fusec_passes::Lowering::Separate,
-                    LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
-                },
+        Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from, calibration } => {
+            let opts = match &calibration {
+                Some(path) => speed::Calibration::read(path).and_then(|c| {
+                    eprintln!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device);
+                    c.options().map_err(Failure::Input)
+                }),
+                None => Ok(fusec_passes::FuseOptions {
+                    keep_bn,
+                    split_depthwise: false,
+                    split_pointwise: false,
+                    lowering: match lowering {
+                        LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
+                        LoweringArg::Separate => fusec_passes::Lowering::Separate,
+                        LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
+                    },
+                }),
             };
             let precision = match precision {
                 PrecisionArg::Fp32 => fusec_exporters::coreml::Precision::F32,
                 PrecisionArg::Fp16 => fusec_exporters::coreml::Precision::F16,
             };
-            commands::fuse(&members, &arch.options(), &output, explain, &opts, precision)
+            opts.and_then(|opts| commands::fuse(&members, &arch.options(), &output, explain, &opts, precision))
         }
         Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
         Command::Run { model, arch, input, runtime, device, threads, output } => {
@@ -389,7 +403,7 @@ fn main() -> ExitCode {
             rtol,
             &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
         ),
-        Command::Bench { members, arch, input, rt, speed, json_out, markdown_out } => speed::bench(
+        Command::Bench { members, arch, input, rt, speed, json_out, markdown_out, calibrate } => speed::bench(
             &members,
             &arch.options(),
             input.as_deref(),
@@ -397,6 +411,7 @@ fn main() -> ExitCode {
             &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
             json_out.as_deref(),
             markdown_out.as_deref(),
+            calibrate.as_deref(),
         ),
     };
     match result {

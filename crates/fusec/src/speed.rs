@@ -242,6 +242,72 @@ struct BenchRow {
     detections: Option<fusec_verify::detect::DetectionDiff>,
 }
 
+/// The fastest fp32 lowering `fusec bench --calibrate FILE` measured on
+/// this machine, for `fusec fuse --calibration FILE`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    /// The bench row it came from, e.g. `fused, regions from 0.25`.
+    pub config: String,
+    /// `grouped`, `separate` or `regions`.
+    pub lowering: String,
+    /// For `regions`: where grouping starts.
+    pub group_from: f32,
+    pub keep_bn: bool,
+    pub split_depthwise: bool,
+    pub split_pointwise: bool,
+    /// What was measured: speedup over the members one after another (p50),
+    /// on this runtime and device.
+    pub speedup_p50: f64,
+    pub device: String,
+    pub members: Vec<String>,
+}
+
+impl Calibration {
+    fn new(config: &BenchConfig, speedup_p50: f64, device: &str, members: &[String]) -> Calibration {
+        let (lowering, group_from) = match config.opts.lowering {
+            Lowering::Grouped => ("grouped", 0.0),
+            Lowering::Separate => ("separate", 1.0),
+            Lowering::Regions { from } => ("regions", from),
+        };
+        Calibration {
+            config: config.name.clone(),
+            lowering: lowering.into(),
+            group_from,
+            keep_bn: config.opts.keep_bn,
+            split_depthwise: config.opts.split_depthwise,
+            split_pointwise: config.opts.split_pointwise,
+            speedup_p50,
+            device: device.into(),
+            members: members.to_vec(),
+        }
+    }
+
+    /// Reads a calibration file; errors name the file.
+    pub fn read(path: &Path) -> Result<Calibration, Failure> {
+        let bad = |m: String| Failure::Input(format!("{}: {m}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let c: Calibration =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a fusec bench --calibrate file: {e}")))?;
+        c.options().map_err(bad)?;
+        Ok(c)
+    }
+
+    pub fn options(&self) -> Result<FuseOptions, String> {
+        let lowering = match self.lowering.as_str() {
+            "grouped" => Lowering::Grouped,
+            "separate" => Lowering::Separate,
+            "regions" if (0.0..=1.0).contains(&self.group_from) => Lowering::Regions { from: self.group_from },
+            other => return Err(format!("unknown lowering `{other}` (group_from {})", self.group_from)),
+        };
+        Ok(FuseOptions {
+            keep_bn: self.keep_bn,
+            lowering,
+            split_depthwise: self.split_depthwise,
+            split_pointwise: self.split_pointwise,
+        })
+    }
+}
+
 /// A fused configuration `fusec bench` measures.
 pub struct BenchConfig {
     pub name: String,
@@ -289,6 +355,7 @@ pub fn bench(
     speed: &SpeedArgs,
     json: Option<&Path>,
     markdown: Option<&Path>,
+    calibrate: Option<&Path>,
 ) -> Result<(), Failure> {
     let names = member_names(member_paths);
     let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
@@ -410,6 +477,25 @@ pub fn bench(
         let j = serde_json::to_vec_pretty(&serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }))
             .map_err(|e| Failure::Internal(e.to_string()))?;
         fusec_exporters::write_atomic(p, &j)?;
+    }
+    if let Some(p) = calibrate {
+        // The fastest lowering; fp16 weights are a precision choice, not one.
+        let (i, c) = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.fp16_weights)
+            .max_by(|(a, _), (b, _)| rows[a + 1].speedup_p50.total_cmp(&rows[b + 1].speedup_p50))
+            .expect("configs");
+        let cal = Calibration::new(c, rows[i + 1].speedup_p50, &device, &names);
+        let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::Internal(e.to_string()))?;
+        fusec_exporters::write_atomic(p, &j)?;
+        eprintln!(
+            "wrote {}: `{}` ({:.2}x); use it with fusec fuse ... --calibration {}",
+            p.display(),
+            cal.config,
+            cal.speedup_p50,
+            p.display()
+        );
     }
     Ok(())
 }
