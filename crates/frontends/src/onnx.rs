@@ -292,7 +292,7 @@ pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -
     let ty = TensorType::new(dtype, shape);
     let n = ty.numel().ok_or_else(|| format!("{ty} has too many elements"))?;
     if external {
-        let ext = ext.ok_or("external data is not supported here: load the model from its file")?;
+        let ext = ext.ok_or("external data is read only for initializers of a model loaded from its file")?;
         let want = ty.byte_len().ok_or_else(|| format!("{ty} has too many elements"))?;
         return Tensor::new(ty, ext.read(tp, want)?);
     }
