@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "fusec",
     version,
     about = "Fuse N fine-tuned models of one architecture into one static model",
-    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain"
+    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2 --calibrate lowering.json\n  fusec convert bad.onnx -o out.onnx --json   # errors as one JSON object"
 )]
 struct Cli {
     /// Errors as one JSON object on stderr (for scripts): {"error": {"exit_code",
