@@ -343,22 +343,39 @@ impl<W: Write + Seek> Lowering<'_, W> {
         });
     }
 
+    /// `op` with constant parameters: each becomes a `const` named after
+    /// the op and the parameter, and is read under the parameter's name.
+    fn op_params(
+        &mut self,
+        ty: &str,
+        name: &str,
+        mut inputs: Vec<(&str, Vec<String>)>,
+        params: Vec<(&'static str, Imm)>,
+        outputs: Vec<(String, ValueType)>,
+    ) {
+        for (param, value) in params {
+            let c = self.imm(name, param, value);
+            inputs.push((param, vec![c]));
+        }
+        self.op(ty, name, inputs, outputs);
+    }
+
     fn cast(&mut self, x: &str, out: &str, dtype: &str, shape: &[usize]) -> Res<String> {
         let out = if self.used.contains(out) {
             out.to_string()
         } else {
             self.ident(out)
         };
-        let d = self.imm(&out, "dtype", Imm::Str(dtype.into()));
         let dt = if dtype == "fp16" {
             DataType::Float16
         } else {
             DataType::Float32
         };
-        self.op(
+        self.op_params(
             "cast",
             &out,
-            vec![("x", vec![x.into()]), ("dtype", vec![d])],
+            vec![("x", vec![x.into()])],
+            vec![("dtype", Imm::Str(dtype.into()))],
             vec![(out.clone(), tensor_type(dt, shape))],
         );
         Ok(out)
@@ -396,46 +413,32 @@ impl<W: Write + Seek> Lowering<'_, W> {
             let n = v.len();
             Imm::Ints(v, vec![n])
         };
+        let x0 = || vec![("x", vec![x[0].clone()])];
+        let xy = || vec![("x", vec![x[0].clone()]), ("y", vec![x[1].clone()])];
         match &node.op {
             Op::Conv(c) => {
-                let k = c.kernel_shape.len();
-                let pad: Vec<i32> = (0..k)
-                    .flat_map(|i| [c.pads[i] as i32, c.pads[i + k] as i32])
-                    .collect();
                 let mut ins = vec![("x", vec![x[0].clone()]), ("weight", vec![x[1].clone()])];
-                if let Some(b) = input(2) {
-                    ins.push(("bias", vec![self.arg(b)?]));
+                if let Some(b) = x.get(2) {
+                    ins.push(("bias", vec![b.clone()]));
                 }
-                ins.push((
-                    "strides",
-                    vec![self.imm(&n, "strides", list(ints(&c.strides)))],
-                ));
-                ins.push((
-                    "pad_type",
-                    vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))],
-                ));
-                ins.push(("pad", vec![self.imm(&n, "pad", list(pad))]));
-                ins.push((
-                    "dilations",
-                    vec![self.imm(&n, "dilations", list(ints(&c.dilations)))],
-                ));
-                ins.push((
-                    "groups",
-                    vec![self.imm(&n, "groups", Imm::Int(c.group as i32))],
-                ));
-                self.op("conv", &n, ins, outs);
+                let params = vec![
+                    ("strides", list(ints(&c.strides))),
+                    ("pad_type", Imm::Str("custom".into())),
+                    ("pad", list(begin_end(&ints(&c.pads)))),
+                    ("dilations", list(ints(&c.dilations))),
+                    ("groups", Imm::Int(c.group as i32)),
+                ];
+                self.op_params("conv", &n, ins, params, outs);
             }
             Op::BatchNorm(b) => {
-                let eps = self.imm(&n, "epsilon", Imm::Float(b.epsilon));
                 let ins = vec![
                     ("x", vec![x[0].clone()]),
                     ("gamma", vec![x[1].clone()]),
                     ("beta", vec![x[2].clone()]),
                     ("mean", vec![x[3].clone()]),
                     ("variance", vec![x[4].clone()]),
-                    ("epsilon", vec![eps]),
                 ];
-                self.op("batch_norm", &n, ins, outs);
+                self.op_params("batch_norm", &n, ins, vec![("epsilon", Imm::Float(b.epsilon))], outs);
             }
             Op::Binary(b) => {
                 let ty = match b {
@@ -444,36 +447,14 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     BinaryOp::Mul => "mul",
                     BinaryOp::Div => "real_div",
                 };
-                self.op(
-                    ty,
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("y", vec![x[1].clone()])],
-                    outs,
-                );
+                self.op(ty, &n, xy(), outs);
             }
             Op::Unary(UnaryOp::HardSwish) => {
-                let (alpha, beta) = (
-                    self.imm(&n, "alpha", Imm::Float(1.0 / 6.0)),
-                    self.imm(&n, "beta", Imm::Float(0.5)),
-                );
                 let gate = self.ident(&format!("{n}_gate"));
                 let gate_ty = outs[0].1.clone();
-                self.op(
-                    "sigmoid_hard",
-                    &gate,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("alpha", vec![alpha]),
-                        ("beta", vec![beta]),
-                    ],
-                    vec![(gate.clone(), gate_ty)],
-                );
-                self.op(
-                    "mul",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("y", vec![gate])],
-                    outs,
-                );
+                let params = vec![("alpha", Imm::Float(1.0 / 6.0)), ("beta", Imm::Float(0.5))];
+                self.op_params("sigmoid_hard", &gate, x0(), params, vec![(gate.clone(), gate_ty)]);
+                self.op("mul", &n, vec![("x", vec![x[0].clone()]), ("y", vec![gate])], outs);
             }
             Op::Unary(u) => {
                 let ty = match u {
@@ -483,41 +464,22 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     UnaryOp::Identity => "identity",
                     UnaryOp::HardSwish => unreachable!("lowered above"),
                 };
-                self.op(ty, &n, vec![("x", vec![x[0].clone()])], outs);
+                self.op(ty, &n, x0(), outs);
             }
             Op::HardSigmoid { alpha, beta } => {
-                let (a, b) = (
-                    self.imm(&n, "alpha", Imm::Float(*alpha)),
-                    self.imm(&n, "beta", Imm::Float(*beta)),
-                );
-                self.op(
-                    "sigmoid_hard",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("alpha", vec![a]),
-                        ("beta", vec![b]),
-                    ],
-                    outs,
-                );
+                let params = vec![("alpha", Imm::Float(*alpha)), ("beta", Imm::Float(*beta))];
+                self.op_params("sigmoid_hard", &n, x0(), params, outs);
             }
             Op::Clip { min, max } => {
                 let big = match self.precision {
                     Precision::F32 => f32::MAX,
                     Precision::F16 => 65504.0,
                 };
-                let a = self.imm(&n, "alpha", Imm::Float(min.unwrap_or(-big).max(-big)));
-                let b = self.imm(&n, "beta", Imm::Float(max.unwrap_or(big).min(big)));
-                self.op(
-                    "clip",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("alpha", vec![a]),
-                        ("beta", vec![b]),
-                    ],
-                    outs,
-                );
+                let params = vec![
+                    ("alpha", Imm::Float(min.unwrap_or(-big).max(-big))),
+                    ("beta", Imm::Float(max.unwrap_or(big).min(big))),
+                ];
+                self.op_params("clip", &n, x0(), params, outs);
             }
             Op::Reduce { op, axes, keepdims } => {
                 let rank = in_shape(0).len() as i32;
@@ -529,63 +491,26 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Mean => "reduce_mean",
                 };
-                let a = self.imm(&n, "axes", list(axes));
-                let k = self.imm(&n, "keep_dims", Imm::Bool(*keepdims));
-                self.op(
-                    ty,
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("axes", vec![a]),
-                        ("keep_dims", vec![k]),
-                    ],
-                    outs,
-                );
+                let params = vec![("axes", list(axes)), ("keep_dims", Imm::Bool(*keepdims))];
+                self.op_params(ty, &n, x0(), params, outs);
             }
             Op::GlobalAveragePool => {
                 let rank = in_shape(0).len() as i32;
-                let a = self.imm(&n, "axes", list((2..rank).collect()));
-                let k = self.imm(&n, "keep_dims", Imm::Bool(true));
-                self.op(
-                    "reduce_mean",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("axes", vec![a]),
-                        ("keep_dims", vec![k]),
-                    ],
-                    outs,
-                );
+                let params = vec![("axes", list((2..rank).collect())), ("keep_dims", Imm::Bool(true))];
+                self.op_params("reduce_mean", &n, x0(), params, outs);
             }
             Op::MaxPool(p) => {
                 if p.dilations.iter().any(|&d| d != 1) {
                     return Err(fail("MIL max_pool has no dilations".into()));
                 }
-                let k = p.kernel_shape.len();
-                let pad: Vec<i32> = (0..k)
-                    .flat_map(|i| [p.pads[i] as i32, p.pads[i + k] as i32])
-                    .collect();
-                let ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    (
-                        "kernel_sizes",
-                        vec![self.imm(&n, "kernel_sizes", list(ints(&p.kernel_shape)))],
-                    ),
-                    (
-                        "strides",
-                        vec![self.imm(&n, "strides", list(ints(&p.strides)))],
-                    ),
-                    (
-                        "pad_type",
-                        vec![self.imm(&n, "pad_type", Imm::Str("custom".into()))],
-                    ),
-                    ("pad", vec![self.imm(&n, "pad", list(pad))]),
-                    (
-                        "ceil_mode",
-                        vec![self.imm(&n, "ceil_mode", Imm::Bool(p.ceil_mode))],
-                    ),
+                let params = vec![
+                    ("kernel_sizes", list(ints(&p.kernel_shape))),
+                    ("strides", list(ints(&p.strides))),
+                    ("pad_type", Imm::Str("custom".into())),
+                    ("pad", list(begin_end(&ints(&p.pads)))),
+                    ("ceil_mode", Imm::Bool(p.ceil_mode)),
                 ];
-                self.op("max_pool", &n, ins, outs);
+                self.op_params("max_pool", &n, x0(), params, outs);
             }
             Op::Resize(r) => {
                 let s = in_shape(0);
@@ -601,8 +526,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     )));
                 }
                 let factor = |i: usize| -> Option<i32> {
-                    (s[i] > 0 && r.sizes[i] % s[i] == 0 && r.sizes[i] >= s[i])
-                        .then(|| (r.sizes[i] / s[i]) as i32)
+                    (s[i] > 0 && r.sizes[i] % s[i] == 0 && r.sizes[i] >= s[i]).then(|| (r.sizes[i] / s[i]) as i32)
                 };
                 let (fh, fw) = match (s.len(), factor(2), factor(3)) {
                     (4, Some(h), Some(w)) if r.sizes[0] == s[0] && r.sizes[1] == s[1] => (h, w),
@@ -613,92 +537,31 @@ impl<W: Write + Seek> Lowering<'_, W> {
                         )))
                     }
                 };
-                let h = self.imm(&n, "scale_factor_height", Imm::Int(fh));
-                let w = self.imm(&n, "scale_factor_width", Imm::Int(fw));
-                self.op(
-                    "upsample_nearest_neighbor",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("scale_factor_height", vec![h]),
-                        ("scale_factor_width", vec![w]),
-                    ],
-                    outs,
-                );
+                let params = vec![("scale_factor_height", Imm::Int(fh)), ("scale_factor_width", Imm::Int(fw))];
+                self.op_params("upsample_nearest_neighbor", &n, x0(), params, outs);
             }
             Op::Concat { axis } => {
-                let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                let i = self.imm(&n, "interleave", Imm::Bool(false));
-                self.op(
-                    "concat",
-                    &n,
-                    vec![
-                        ("values", x.clone()),
-                        ("axis", vec![a]),
-                        ("interleave", vec![i]),
-                    ],
-                    outs,
-                );
+                let params = vec![("axis", Imm::Int(*axis as i32)), ("interleave", Imm::Bool(false))];
+                self.op_params("concat", &n, vec![("values", x.clone())], params, outs);
             }
             Op::Split { axis, split } => {
-                let s = self.imm(&n, "split_sizes", list(ints(split)));
-                let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op(
-                    "split",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("split_sizes", vec![s]),
-                        ("axis", vec![a]),
-                    ],
-                    outs,
-                );
+                let params = vec![("split_sizes", list(ints(split))), ("axis", Imm::Int(*axis as i32))];
+                self.op_params("split", &n, x0(), params, outs);
             }
-            Op::Reshape { shape } => {
-                let s = self.imm(&n, "shape", list(ints(shape)));
-                self.op(
-                    "reshape",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("shape", vec![s])],
-                    outs,
-                );
-            }
-            Op::Flatten { .. } => {
-                let out = &g.value(node.outputs[0]).ty.shape;
-                let s = self.imm(&n, "shape", list(ints(out)));
-                self.op(
-                    "reshape",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("shape", vec![s])],
-                    outs,
-                );
+            // Both reshape to their (static) output shape.
+            Op::Reshape { .. } | Op::Flatten { .. } => {
+                let shape = list(ints(&g.value(node.outputs[0]).ty.shape));
+                self.op_params("reshape", &n, x0(), vec![("shape", shape)], outs);
             }
             Op::Transpose { perm } => {
-                let p = self.imm(&n, "perm", list(ints(perm)));
-                self.op(
-                    "transpose",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("perm", vec![p])],
-                    outs,
-                );
+                self.op_params("transpose", &n, x0(), vec![("perm", list(ints(perm)))], outs);
             }
             Op::Unsqueeze { axes } => {
-                let a = self.imm(&n, "axes", list(axes.iter().map(|&a| a as i32).collect()));
-                self.op(
-                    "expand_dims",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("axes", vec![a])],
-                    outs,
-                );
+                let axes = list(axes.iter().map(|&a| a as i32).collect());
+                self.op_params("expand_dims", &n, x0(), vec![("axes", axes)], outs);
             }
             Op::Softmax { axis } => {
-                let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op(
-                    "softmax",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("axis", vec![a])],
-                    outs,
-                );
+                self.op_params("softmax", &n, x0(), vec![("axis", Imm::Int(*axis as i32))], outs);
             }
             Op::Slice(sl) => {
                 let s = in_shape(0);
@@ -711,109 +574,66 @@ impl<W: Write + Seek> Lowering<'_, W> {
                         return Err(fail("negative slice steps are not mapped to MIL".into()));
                     }
                     let (b, e, _) =
-                        shape::slice_range(s[axis] as i64, sl.starts[i], sl.ends[i], sl.steps[i])
-                            .map_err(fail)?;
+                        shape::slice_range(s[axis] as i64, sl.starts[i], sl.ends[i], sl.steps[i]).map_err(fail)?;
                     begin[axis] = b as i32;
                     end[axis] = e.max(b) as i32;
                     stride[axis] = sl.steps[i] as i32;
                 }
-                let ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    ("begin", vec![self.imm(&n, "begin", list(begin))]),
-                    ("end", vec![self.imm(&n, "end", list(end))]),
-                    ("stride", vec![self.imm(&n, "stride", list(stride))]),
-                ];
-                self.op("slice_by_index", &n, ins, outs);
+                let params = vec![("begin", list(begin)), ("end", list(end)), ("stride", list(stride))];
+                self.op_params("slice_by_index", &n, x0(), params, outs);
             }
             Op::Pad(p) => {
                 if p.pads.iter().any(|&v| v < 0) {
-                    return Err(fail(
-                        "negative pads (cropping) are not mapped to MIL".into(),
-                    ));
+                    return Err(fail("negative pads (cropping) are not mapped to MIL".into()));
                 }
-                let r = p.pads.len() / 2;
-                let pad: Vec<i32> = (0..r)
-                    .flat_map(|i| [p.pads[i] as i32, p.pads[i + r] as i32])
-                    .collect();
                 let mode = match p.mode {
                     PadMode::Constant => "constant",
                     PadMode::Reflect => "reflect",
                     PadMode::Edge => "replicate",
                 };
-                let ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    ("pad", vec![self.imm(&n, "pad", list(pad))]),
-                    ("mode", vec![self.imm(&n, "mode", Imm::Str(mode.into()))]),
-                    (
-                        "constant_val",
-                        vec![self.imm(&n, "constant_val", Imm::Float(p.value))],
-                    ),
+                let pads: Vec<i32> = p.pads.iter().map(|&v| v as i32).collect();
+                let params = vec![
+                    ("pad", list(begin_end(&pads))),
+                    ("mode", Imm::Str(mode.into())),
+                    ("constant_val", Imm::Float(p.value)),
                 ];
-                self.op("pad", &n, ins, outs);
+                self.op_params("pad", &n, x0(), params, outs);
             }
             Op::Gather { axis } => {
-                let a = self.imm(&n, "axis", Imm::Int(*axis as i32));
-                self.op(
-                    "gather",
-                    &n,
-                    vec![
-                        ("x", vec![x[0].clone()]),
-                        ("indices", vec![x[1].clone()]),
-                        ("axis", vec![a]),
-                    ],
-                    outs,
-                );
+                let ins = vec![("x", vec![x[0].clone()]), ("indices", vec![x[1].clone()])];
+                self.op_params("gather", &n, ins, vec![("axis", Imm::Int(*axis as i32))], outs);
             }
-            Op::MatMul => {
-                let tx = self.imm(&n, "transpose_x", Imm::Bool(false));
-                let ty = self.imm(&n, "transpose_y", Imm::Bool(false));
-                let ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    ("y", vec![x[1].clone()]),
-                    ("transpose_x", vec![tx]),
-                    ("transpose_y", vec![ty]),
-                ];
-                self.op("matmul", &n, ins, outs);
-            }
-            Op::Gemm(gm) => {
-                if gm.alpha != 1.0 || (input(2).is_some() && gm.beta != 1.0) {
-                    return Err(fail(
-                        "Gemm with alpha or beta other than 1 is not mapped to MIL".into(),
-                    ));
-                }
-                let tx = self.imm(&n, "transpose_x", Imm::Bool(gm.trans_a));
-                let ty = self.imm(&n, "transpose_y", Imm::Bool(gm.trans_b));
-                let ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    ("y", vec![x[1].clone()]),
-                    ("transpose_x", vec![tx]),
-                    ("transpose_y", vec![ty]),
-                ];
-                if let Some(c) = input(2) {
-                    let mm = self.ident(&format!("{n}_matmul"));
-                    let mm_ty = outs[0].1.clone();
-                    self.op("matmul", &mm, ins, vec![(mm.clone(), mm_ty)]);
-                    let c = self.arg(c)?;
-                    self.op("add", &n, vec![("x", vec![mm]), ("y", vec![c])], outs);
-                } else {
-                    self.op("matmul", &n, ins, outs);
+            Op::MatMul | Op::Gemm(_) => {
+                let (trans_a, trans_b) = match &node.op {
+                    Op::Gemm(gm) => {
+                        if gm.alpha != 1.0 || (x.len() > 2 && gm.beta != 1.0) {
+                            return Err(fail("Gemm with alpha or beta other than 1 is not mapped to MIL".into()));
+                        }
+                        (gm.trans_a, gm.trans_b)
+                    }
+                    _ => (false, false),
+                };
+                let params = vec![("transpose_x", Imm::Bool(trans_a)), ("transpose_y", Imm::Bool(trans_b))];
+                match x.get(2) {
+                    // Gemm's bias: an add after the matmul.
+                    Some(c) => {
+                        let mm = self.ident(&format!("{n}_matmul"));
+                        let mm_ty = outs[0].1.clone();
+                        self.op_params("matmul", &mm, xy(), params, vec![(mm.clone(), mm_ty)]);
+                        self.op("add", &n, vec![("x", vec![mm]), ("y", vec![c.clone()])], outs);
+                    }
+                    None => self.op_params("matmul", &n, xy(), params, outs),
                 }
             }
             Op::LayerNorm { axis, epsilon } => {
                 let rank = in_shape(0).len();
                 let first = shape::norm_axis(*axis, rank).map_err(fail)?;
-                let a = self.imm(&n, "axes", list((first as i32..rank as i32).collect()));
-                let eps = self.imm(&n, "epsilon", Imm::Float(*epsilon));
-                let mut ins = vec![
-                    ("x", vec![x[0].clone()]),
-                    ("axes", vec![a]),
-                    ("gamma", vec![x[1].clone()]),
-                ];
-                if let Some(b) = input(2) {
-                    ins.push(("beta", vec![self.arg(b)?]));
+                let mut ins = vec![("x", vec![x[0].clone()]), ("gamma", vec![x[1].clone()])];
+                if let Some(b) = x.get(2) {
+                    ins.push(("beta", vec![b.clone()]));
                 }
-                ins.push(("epsilon", vec![eps]));
-                self.op("layer_norm", &n, ins, outs);
+                let params = vec![("axes", list((first as i32..rank as i32).collect())), ("epsilon", Imm::Float(*epsilon))];
+                self.op_params("layer_norm", &n, ins, params, outs);
             }
             Op::Cast { to } => {
                 let dtype = match self.mil_dtype(*to) {
@@ -822,18 +642,10 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     DataType::Int32 => "int32",
                     _ => "bool",
                 };
-                let d = self.imm(&n, "dtype", Imm::Str(dtype.into()));
-                self.op(
-                    "cast",
-                    &n,
-                    vec![("x", vec![x[0].clone()]), ("dtype", vec![d])],
-                    outs,
-                );
+                self.op_params("cast", &n, x0(), vec![("dtype", Imm::Str(dtype.into()))], outs);
             }
             Op::Constant(_) | Op::Shape { .. } => {
-                return Err(fail(
-                    "no MIL mapping: canonicalize folds it before export".into(),
-                ));
+                return Err(fail("no MIL mapping: canonicalize folds it before export".into()));
             }
         }
         for (&o, name) in node.outputs.iter().zip(out_names) {
@@ -841,6 +653,12 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         Ok(())
     }
+}
+
+/// ONNX pads `[begin.., end..]` as MIL orders them: `[begin0, end0, begin1, end1, ..]`.
+fn begin_end(pads: &[i32]) -> Vec<i32> {
+    let r = pads.len() / 2;
+    (0..r).flat_map(|i| [pads[i], pads[i + r]]).collect()
 }
 
 pub fn tensor_type(dt: DataType, shape: &[usize]) -> ValueType {
