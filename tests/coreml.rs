@@ -11,11 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::models::{many_ops_member, resize_member};
-use common::{fusec, ok, one_error_line, reference_dir, require_ort, write};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fuse_args, fusec, leftovers, ok, one_error_line, reference_members, require_ort, s, write};
 
 fn coreml_python() -> PathBuf {
     let py = std::env::var_os("FUSEC_COREML_PYTHON")
@@ -46,24 +42,9 @@ fn coremltools_check(package: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn reference_members() -> Vec<String> {
-    ["coco", "aquarium", "vehicles"]
-        .iter()
-        .map(|m| {
-            reference_dir()
-                .join(format!("{m}.safetensors"))
-                .to_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 fn fuse_to(out: &Path, extra: &[&str]) -> String {
     let members = reference_members();
-    let mut args: Vec<&str> = vec!["fuse"];
-    args.extend(members.iter().map(|m| m.as_str()));
-    args.extend(["-o", s(out)]);
+    let mut args = fuse_args(&members, out);
     args.extend(extra);
     String::from_utf8(ok(fusec(&args)).stderr).unwrap()
 }
@@ -146,14 +127,6 @@ fn fp16_package_keeps_an_fp32_interface_and_halves_the_weights() {
 /// Two small ONNX members: conv then an upsampling Resize in `mode`.
 fn resize_members(dir: &tempfile::TempDir, mode: &str) -> (PathBuf, PathBuf) {
     (write(dir, &format!("a_{mode}.onnx"), &resize_member(mode, 0.0)), write(dir, &format!("b_{mode}.onnx"), &resize_member(mode, 1.0)))
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".fusec"))
-        .collect()
 }
 
 #[test]

@@ -17,10 +17,6 @@ fn reference(file: &str) -> PathBuf {
     reference_dir().join(file)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// `fusec fuse MEMBERS -o OUT --explain [extra]`; returns the explain text.
 fn fuse(members: &[&Path], out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["fuse"];

@@ -10,12 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::checkpoints::{write_checkpoint_seeded, Spec};
-use common::{fusec, ok, one_error_line, reference_dir, write};
+use common::{fuse_args, fusec, leftovers, ok, one_error_line, reference_dir, reference_members, s, write};
 use fusec_exporters::onnx_builder::{attr_ints, OnnxBuilder};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// `convert` fails with exit 2 and one line naming `file` and `what`,
 /// writing nothing.
@@ -147,17 +143,6 @@ fn write_input(dir: &Path, x: &[f32]) -> PathBuf {
     p
 }
 
-fn reference_members() -> Vec<String> {
-    ["coco", "aquarium", "vehicles"].iter().map(|m| s(&reference_dir().join(format!("{m}.safetensors"))).to_string()).collect()
-}
-
-fn fuse_args<'a>(members: &'a [String], out: &'a Path) -> Vec<&'a str> {
-    let mut args = vec!["fuse"];
-    args.extend(members.iter().map(String::as_str));
-    args.extend(["-o", s(out)]);
-    args
-}
-
 #[test]
 fn the_same_members_give_byte_identical_output_run_after_run() {
     let members = reference_members();
@@ -184,15 +169,6 @@ fn the_same_members_give_byte_identical_output_run_after_run() {
     }
 }
 
-/// Names of fusec's temporary files in `dir`.
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".fusec"))
-        .collect()
-}
-
 #[test]
 fn an_export_that_fails_midway_keeps_the_existing_file() {
     let members = reference_members();
@@ -200,9 +176,17 @@ fn an_export_that_fails_midway_keeps_the_existing_file() {
     let out = dir.path().join("super.onnx");
     std::fs::write(&out, b"the good model from yesterday").unwrap();
     // A 10 MB file size limit: the 48.8 MB export fails partway through its write.
-    let mut cmd = vec![env!("CARGO_BIN_EXE_fusec").to_string()];
-    cmd.extend(fuse_args(&members, &out).iter().map(|a| a.to_string()));
-    let res = Command::new("bash").arg("-c").arg("ulimit -f 10240; exec \"$@\"").arg("fusec").args(&cmd).output().unwrap();
+    let fuse_limited = |out: &Path| {
+        Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -f 10240; exec \"$@\"")
+            .arg("fusec")
+            .arg(env!("CARGO_BIN_EXE_fusec"))
+            .args(fuse_args(&members, out))
+            .output()
+            .unwrap()
+    };
+    let res = fuse_limited(&out);
     let err = String::from_utf8_lossy(&res.stderr).to_string();
     assert!(!res.status.success(), "{err}");
     let line = err.lines().last().unwrap();
@@ -213,9 +197,7 @@ fn an_export_that_fails_midway_keeps_the_existing_file() {
     let pkg = dir.path().join("super.mlpackage");
     ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&pkg)]));
     let before = std::fs::read(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap();
-    let mut cmd = vec![env!("CARGO_BIN_EXE_fusec").to_string()];
-    cmd.extend(fuse_args(&members, &pkg).iter().map(|a| a.to_string()));
-    let res = Command::new("bash").arg("-c").arg("ulimit -f 10240; exec \"$@\"").arg("fusec").args(&cmd).output().unwrap();
+    let res = fuse_limited(&pkg);
     assert!(!res.status.success());
     assert_eq!(std::fs::read(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap(), before);
     assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));

@@ -98,6 +98,33 @@ pub fn last_error_line(out: &Output, code: i32) -> String {
     errors[0].to_string()
 }
 
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The three reference state_dicts (coco, aquarium, vehicles), as arguments.
+pub fn reference_members() -> Vec<String> {
+    MEMBERS.iter().map(|m| s(&reference_dir().join(format!("{m}.safetensors"))).to_string()).collect()
+}
+
+/// `fuse MEMBERS -o OUT`, as arguments.
+pub fn fuse_args<'a>(members: &'a [String], out: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(String::as_str));
+    args.extend(["-o", s(out)]);
+    args
+}
+
+/// Names of fusec's temporary files (`.fusec*`) left in `dir`.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".fusec"))
+        .collect()
+}
+
 pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.path().join(name);
     std::fs::write(&p, bytes).unwrap();
