@@ -62,6 +62,16 @@ pub fn remove_pending() {
     }
 }
 
+/// The directory `path` is in (`.` for a bare file name): where its
+/// temporary file or directory is made, so the final rename stays on one
+/// filesystem.
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic_with(path, |w| w.write_all(bytes).map(|_| bytes.len() as u64)).map(|_| ())
@@ -75,10 +85,7 @@ pub fn write_atomic_with(
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<u64>,
 ) -> Result<u64, ExportError> {
     let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
     let _pending = Pending::new(tmp.path());
     let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);

@@ -286,11 +286,9 @@ pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -
         }
         shape.push(d as usize);
     }
-    if shape.len() > MAX_RANK {
-        return Err(format!("rank {} exceeds fusec's limit of {MAX_RANK}", shape.len()));
-    }
     let ty = TensorType::new(dtype, shape);
     let n = ty.numel().ok_or_else(|| format!("{ty} has too many elements"))?;
+    ty.check_size()?;
     if external {
         let ext = ext.ok_or("external data is read only for initializers of a model loaded from its file")?;
         let want = ty.byte_len().ok_or_else(|| format!("{ty} has too many elements"))?;

@@ -367,10 +367,7 @@ fn main() -> ExitCode {
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
         Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from, calibration } => {
             let opts = match &calibration {
-                Some(path) => speed::Calibration::read(path).and_then(|c| {
-                    eprintln!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device);
-                    c.options().map_err(Failure::Input)
-                }),
+                Some(path) => speed::Calibration::load(path),
                 None => Ok(fusec_passes::FuseOptions {
                     keep_bn,
                     split_depthwise: false,

@@ -282,17 +282,19 @@ impl Calibration {
         }
     }
 
-    /// Reads a calibration file; errors name the file.
-    pub fn read(path: &Path) -> Result<Calibration, Failure> {
+    /// The fuse options of a calibration file (what was measured goes to
+    /// stderr); errors name the file.
+    pub fn load(path: &Path) -> Result<FuseOptions, Failure> {
         let bad = |m: String| Failure::Input(format!("{}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let c: Calibration =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a fusec bench --calibrate file: {e}")))?;
-        c.options().map_err(bad)?;
-        Ok(c)
+        let opts = c.options().map_err(bad)?;
+        eprintln!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device);
+        Ok(opts)
     }
 
-    pub fn options(&self) -> Result<FuseOptions, String> {
+    fn options(&self) -> Result<FuseOptions, String> {
         let lowering = match self.lowering.as_str() {
             "grouped" => Lowering::Grouped,
             "separate" => Lowering::Separate,

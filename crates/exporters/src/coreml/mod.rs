@@ -79,10 +79,7 @@ pub fn write_package(
             msg: "exists and is not a Core ML package (no Manifest.json); not replaced".into(),
         });
     }
-    let parent = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let parent = crate::parent_dir(path);
     let tmp = tempfile::Builder::new()
         .prefix(".fusec-")
         .suffix(".tmp")
