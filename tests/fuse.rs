@@ -394,13 +394,15 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         "--runs", "2", "--warmup", "1", "--json-out", s(&json), "--markdown-out", s(&md), "--calibrate", s(&cal),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
-    for row in ["| members one after another |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |", "| fused, default lowering, fp16 weights |"] {
+    for row in ["| members one after another |", "| members one after another, canonicalized (not fused) |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |", "| fused, default lowering, fp16 weights |"] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 13, "the baseline and 12 fused configurations");
+    assert_eq!(rows.len(), 14, "the baseline, the canonicalized members and 12 fused configurations");
+    assert_eq!(rows[1]["config"], "members one after another, canonicalized (not fused)");
+    assert!(text.contains("the gain of fusion itself"), "{text}");
     for r in rows {
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
         // fp32 configurations are exact to float rounding; fp16 weights are not.
@@ -417,7 +419,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
     let best = rows
         .iter()
-        .skip(1)
+        .skip(2)
         .filter(|r| !r["config"].as_str().unwrap().contains("fp16"))
         .max_by(|a, b| a["speedup_p50"].as_f64().unwrap().total_cmp(&b["speedup_p50"].as_f64().unwrap()))
         .unwrap();

@@ -31,7 +31,7 @@ pub use canonicalize::canonicalize;
 pub use dce::dce;
 pub use fold_bn::fold_bn;
 pub use fp16_weights::fp16_weights;
-pub use fuse::{explain, fuse, FuseOptions, FuseReport, Fused, Lowering, Member};
+pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowering, Member};
 
 use fuse_ir::IrError;
 
