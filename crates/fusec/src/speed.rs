@@ -164,9 +164,10 @@ pub fn verify(
                 let d = fusec_verify::detect::compare(&dg, &dw);
                 let _ = writeln!(
                     det_rows,
-                    "| {m} | {} / {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
+                    "| {m} | {} / {} | {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
                     dg.len(),
                     dw.len(),
+                    d.count,
                     d.boxes_mse,
                     d.scores_mse,
                     d.label_accuracy,
@@ -188,8 +189,12 @@ pub fn verify(
     }
     if !det_rows.is_empty() {
         let _ = writeln!(o, "detections (effdet decoding and NMS, fused vs member, per input):");
-        let _ = writeln!(o, "| member | detections fused / member | boxes MSE | scores MSE | label accuracy | mean IoU |");
-        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| member | detections fused / member | paired (IoU >= {}) | boxes MSE | scores MSE | label accuracy | mean IoU |",
+            fusec_verify::detect::PAIR_IOU
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
         o.push_str(&det_rows);
     }
     let _ = writeln!(
@@ -498,16 +503,20 @@ pub fn bench(
     md.push_str(&speed_table(&table, &stats[0], Some(&device)));
     let _ = writeln!(
         md,
-        "\n| config | worst max abs | worst rel L2 | boxes MSE | scores MSE | label accuracy | mean IoU |\n|---|---|---|---|---|---|---|"
+        "\n| config | worst max abs | worst rel L2 | paired detections | boxes MSE | scores MSE | label accuracy | mean IoU |\n|---|---|---|---|---|---|---|---|"
     );
     for r in rows.iter().skip(1) {
         let det = match &r.detections {
-            Some(d) => format!("{:.2e} | {:.2e} | {:.4} | {:.4}", d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou),
-            None => "- | - | - | -".into(),
+            Some(d) => format!("{} | {:.2e} | {:.2e} | {:.4} | {:.4}", d.count, d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou),
+            None => "- | - | - | - | -".into(),
         };
         let _ = writeln!(md, "| {} | {:.2e} | {:.2e} | {det} |", r.config, r.max_abs, r.rel_l2);
     }
-    let _ = writeln!(md, "\n(output differences against the members run alone; detection metrics: the worst member, effdet decoding and NMS)");
+    let _ = writeln!(
+        md,
+        "\n(output differences against the members run alone; detection metrics: the worst member, effdet decoding and NMS; detections pair when they overlap by IoU >= {}, MSEs are over the pairs)",
+        fusec_verify::detect::PAIR_IOU
+    );
     let best = rows.iter().skip(2).max_by(|a, b| a.speedup_p50.total_cmp(&b.speedup_p50)).expect("configs");
     let _ = writeln!(
         md,

@@ -141,8 +141,13 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
     Ok(kept)
 }
 
+/// The overlap two detections need to be compared as the same object (the
+/// usual detection-matching threshold).
+pub const PAIR_IOU: f32 = 0.5;
+
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct DetectionDiff {
+    /// Detections paired (see [`compare`]).
     pub count: usize,
     pub boxes_mse: f64,
     pub scores_mse: f64,
@@ -165,17 +170,20 @@ impl DetectionDiff {
 
 /// How far detections `got` are from `want` (the original study's
 /// metrics). Each detection of `got`, best score first, is paired with the
-/// unpaired detection of `want` it overlaps most: near-equal scores that two
-/// runtimes order differently still pair up. Unpaired detections count as
-/// wrong labels with zero overlap.
+/// unpaired detection of `want` it overlaps most, if that overlap is at
+/// least [`PAIR_IOU`]: near-equal scores that two runtimes order differently
+/// still pair up, and a detection that only one side has (one that crossed
+/// the 100-detection or score cut-off) stays unpaired instead of being
+/// compared with an unrelated box. Boxes and scores MSE are over the pairs
+/// (`count`); unpaired detections count as wrong labels with zero overlap.
 pub fn compare(got: &[Detection], want: &[Detection]) -> DetectionDiff {
     let mut used = vec![false; want.len()];
     let (mut b, mut s, mut l, mut i, mut n) = (0f64, 0f64, 0usize, 0f64, 0usize);
     for g in got {
         let best = (0..want.len())
-            .filter(|&j| !used[j])
+            .filter(|&j| !used[j] && iou(g, &want[j]) >= PAIR_IOU)
             .max_by(|&x, &y| iou(g, &want[x]).total_cmp(&iou(g, &want[y])).then(y.cmp(&x)));
-        let Some(j) = best else { break };
+        let Some(j) = best else { continue };
         used[j] = true;
         let w = &want[j];
         b += (0..4).map(|k| ((g[k] - w[k]) as f64).powi(2)).sum::<f64>() / 4.0;
@@ -187,4 +195,29 @@ pub fn compare(got: &[Detection], want: &[Detection]) -> DetectionDiff {
     let d = n.max(1) as f64;
     let total = got.len().max(want.len()).max(1) as f64;
     DetectionDiff { count: n, boxes_mse: b / d, scores_mse: s / d, label_accuracy: l as f64 / total, mean_iou: i / total }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detection_only_one_side_has_stays_unpaired() {
+        let d = |x: f32, score: f32, class: f32| [x, 0.0, x + 10.0, 10.0, score, class];
+        // Same two objects, scores ordered differently: both pair.
+        let want = vec![d(0.0, 0.9, 1.0), d(100.0, 0.8, 2.0)];
+        let got = vec![d(100.0, 0.85, 2.0), d(0.5, 0.84, 1.0)];
+        let r = compare(&got, &want);
+        assert_eq!((r.count, r.label_accuracy), (2, 1.0), "{r:?}");
+        assert!(r.boxes_mse <= 0.125 && r.mean_iou > 0.9, "{r:?}");
+        // The last detection differs (another object crossed the cut-off):
+        // it is not compared with the unrelated box, it counts as a miss.
+        let got = vec![d(0.5, 0.9, 1.0), d(500.0, 0.8, 2.0)];
+        let r = compare(&got, &want);
+        assert_eq!(r.count, 1, "{r:?}");
+        // Only the pair enters the boxes MSE: x1 and x2 off by 0.5.
+        assert_eq!(r.boxes_mse, 2.0 * 0.25 / 4.0, "an unpaired detection must not enter the boxes MSE: {r:?}");
+        assert_eq!(r.label_accuracy, 0.5);
+        assert!(r.mean_iou < 0.5, "{r:?}");
+    }
 }
