@@ -221,12 +221,14 @@ enum Command {
         images: usize,
         #[command(flatten)]
         rt: RuntimeArgs,
-        /// Absolute tolerance (fp32 default; use 1e-2 for fp16 models)
-        #[arg(long, default_value_t = 1e-4)]
-        atol: f64,
-        /// Relative tolerance, per element: |fused - member| <= atol + rtol * |member|
-        #[arg(long, default_value_t = 1e-4)]
-        rtol: f64,
+        /// Absolute tolerance [default: 1e-4, or 1e-2 for a model with fp16
+        /// weights (`fusec fuse --precision fp16`)]
+        #[arg(long)]
+        atol: Option<f64>,
+        /// Relative tolerance, per element: |fused - member| <= atol + rtol *
+        /// |member| [default: 1e-4, or 1e-2 for a model with fp16 weights]
+        #[arg(long)]
+        rtol: Option<f64>,
         #[command(flatten)]
         speed: SpeedArgs,
     },

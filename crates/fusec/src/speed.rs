@@ -15,6 +15,11 @@ use fusec_verify::{Tensors, VerifyError};
 use crate::commands::{emit, load_graph, member_names, read_inputs};
 use crate::Failure;
 
+/// `fusec verify`'s default atol and rtol for a model with fp32 weights.
+const FP32_TOLERANCE: f64 = 1e-4;
+/// And for one with fp16 weights (`fusec fuse --precision fp16`).
+const FP16_TOLERANCE: f64 = 1e-2;
+
 /// Inputs for the models: the given file, or `images` deterministic
 /// pseudo-random tensors shaped like the graph's inputs (uniform in [-1, 1]).
 fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>, Failure> {
@@ -114,8 +119,8 @@ pub fn verify(
     input: Option<&Path>,
     images: usize,
     cfg: &SessionConfig,
-    atol: f64,
-    rtol: f64,
+    atol: Option<f64>,
+    rtol: Option<f64>,
     speed: &SpeedArgs,
 ) -> Result<(), Failure> {
     if !matches!(fusec_frontends::detect_kind(model)?, fusec_frontends::FileKind::Onnx) {
@@ -125,6 +130,10 @@ pub fn verify(
         )));
     }
     let fused_graph = fusec_frontends::onnx::load(model)?;
+    // Default tolerances by precision: fp16 weights move outputs by ~1e-3.
+    let fp16 = fused_graph.weights().any(|(_, _, t)| t.ty().dtype == fuse_ir::DType::F16);
+    let (default_tol, why) = if fp16 { (FP16_TOLERANCE, "fp16 weights") } else { (FP32_TOLERANCE, "fp32 weights") };
+    let (atol, rtol) = (atol.unwrap_or(default_tol), rtol.unwrap_or(default_tol));
     let names = member_names(member_paths);
     let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
     for (m, g) in names.iter().zip(&members) {
@@ -199,7 +208,7 @@ pub fn verify(
     }
     let _ = writeln!(
         o,
-        "equivalence: {} ({compared} outputs compared, |fused - member| <= {atol:e} + {rtol:e} * |member|)",
+        "equivalence: {} ({compared} outputs compared, |fused - member| <= {atol:e} + {rtol:e} * |member|; the model has {why}, default tolerance {default_tol:e})",
         if failed.is_empty() { "ok" } else { "FAILED" }
     );
     emit(&o)?;
