@@ -232,17 +232,17 @@ fn separate_lowering_keeps_every_member_apart_but_shares_identical_layers() {
     assert_fused_matches_members(&f, &members);
 }
 
-/// A chain of `blocks` expand (4 → 32 channels) / project (32 → 4) 1×1
+/// A chain of `blocks` expand (3 → 32 channels) / project (32 → 3) 1×1
 /// convs with Relus: wide inside each block, narrow between blocks.
 fn expand_project_chain(seed: u64, blocks: usize) -> Graph {
     let mut r = Rng(seed);
-    let mut b = OnnxBuilder::new(17).input("image", &[1, 4, 8, 8]).output("out", &[1, 4, 8, 8]);
+    let mut b = OnnxBuilder::new(17).input("image", &[1, 3, 8, 8]).output("out", &[1, 3, 8, 8]);
     let mut x = "image".to_string();
     for i in 0..blocks {
         let (we, wp) = (format!("e{i}.w"), format!("p{i}.w"));
         b = b
-            .init_f32(&we, &[32, 4, 1, 1], &r.vals(128, 0.0, 0.3))
-            .init_f32(&wp, &[4, 32, 1, 1], &r.vals(128, 0.0, 0.2))
+            .init_f32(&we, &[32, 3, 1, 1], &r.vals(96, 0.0, 0.3))
+            .init_f32(&wp, &[3, 32, 1, 1], &r.vals(96, 0.0, 0.2))
             .node("Conv", &[&x, &we], &[&format!("e{i}")], vec![])
             .node("Relu", &[&format!("e{i}")], &[&format!("er{i}")], vec![])
             .node("Conv", &[&format!("er{i}"), &wp], &[&format!("p{i}")], vec![])
@@ -257,7 +257,7 @@ fn regions_cut_moves_to_where_the_least_data_crosses() {
     // 10 blocks, 40 node groups (block i is nodes 4i..4i+3): a cut at 0.45
     // falls before node 18, so block 4's expanded Relu output (32 channels)
     // would cross it; within 5% (2 nodes) the narrowest, nearest place is
-    // before node 19, where block 4's projection (4 channels) crosses.
+    // before node 19, where block 4's projection (3 channels) crosses.
     let members = vec![expand_project_chain(1, 10), expand_project_chain(2, 10)];
     let f = fused(Lowering::Regions { from: 0.45 }, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
     let g = &f.graph;
@@ -268,7 +268,7 @@ fn regions_cut_moves_to_where_the_least_data_crosses() {
         .filter(|n| matches!(n.op, fuse_ir::Op::Concat { .. }))
         .map(|n| g.value(n.outputs[0]).ty.shape.clone())
         .collect();
-    assert_eq!(stacks, vec![vec![1, 8, 8, 8]], "one stacking Concat, of the two members' 4-channel block outputs");
+    assert_eq!(stacks, vec![vec![1, 6, 8, 8]], "one stacking Concat, of the two members' 3-channel projections");
     assert_eq!(f.report.grouped, 21, "block 4's last Relu and blocks 5 to 9 grouped");
     assert_fused_matches_members(&f, &members);
 }
