@@ -193,7 +193,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "regions")]
         lowering: LoweringArg,
         /// For --lowering regions: where grouping starts, as a fraction of
-        /// the aligned nodes in dataflow order (0 = all grouped, 1 = none)
+        /// the aligned nodes in dataflow order (0 = all grouped, 1 = none);
+        /// the cut then moves, by up to 5% of the nodes, to where the least
+        /// data crosses it
         #[arg(long, default_value_t = fusec_passes::fuse::DEFAULT_GROUP_FROM)]
         group_from: f32,
         /// Use the lowering `fusec bench --calibrate FILE` measured fastest
