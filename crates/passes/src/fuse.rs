@@ -170,9 +170,13 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
 /// The cut near `at` (within 5% of the pairs) where the least data crosses
 /// from the per-member region into the grouped one: the elements of node
 /// outputs made before the cut and read after it, which the grouped region
-/// must stack (a Concat each). Ties go to the cut nearest `at`.
+/// must stack (a Concat each). Ties go to the cut nearest `at`; a cut at
+/// either end stays there.
 fn narrowest_cut(g: &Graph, pairs: &[Pair], at: usize) -> usize {
     let n = pairs.len();
+    if at == 0 || at >= n {
+        return at; // all grouped, or none: nothing crosses
+    }
     let mut made = HashMap::new();
     let mut last_read = HashMap::new();
     for (i, p) in pairs.iter().enumerate() {
