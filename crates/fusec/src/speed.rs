@@ -66,6 +66,14 @@ fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> 
     Ok(fusec_verify::runtime::load(&bytes, cfg)?)
 }
 
+/// The baseline: each member's session in turn, on the same input.
+fn one_after_another(sessions: &mut [Box<dyn Session>], x: &Tensors) -> Result<(), VerifyError> {
+    for s in sessions {
+        s.run(x)?;
+    }
+    Ok(())
+}
+
 fn describe_cfg(cfg: &SessionConfig) -> String {
     let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
     format!("{} ({}{threads})", cfg.runtime, cfg.device)
@@ -216,12 +224,7 @@ pub fn verify(
     if speed.runs > 0 {
         let x = &ins[0];
         let pb = progress(speed.runs as u64, "timing");
-        let mut base = || -> Result<(), VerifyError> {
-            for s in sessions.iter_mut() {
-                s.run(x)?;
-            }
-            Ok(())
-        };
+        let mut base = || one_after_another(&mut sessions, x);
         let mut fus = || -> Result<(), VerifyError> { fused.run(x).map(|_| ()) };
         let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
         pb.finish_and_clear();
@@ -446,18 +449,8 @@ pub fn bench(
     pb.finish_and_clear();
 
     let pb = progress(speed.runs as u64, "timing");
-    let mut base = || -> Result<(), VerifyError> {
-        for s in sessions.iter_mut() {
-            s.run(x)?;
-        }
-        Ok(())
-    };
-    let mut prepared = || -> Result<(), VerifyError> {
-        for s in prepared_sessions.iter_mut() {
-            s.run(x)?;
-        }
-        Ok(())
-    };
+    let mut base = || one_after_another(&mut sessions, x);
+    let mut prepared = || one_after_another(&mut prepared_sessions, x);
     let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base), Box::new(&mut prepared)];
     for s in fused_sessions.iter_mut() {
         runners.push(Box::new(move || s.run(x).map(|_| ())));

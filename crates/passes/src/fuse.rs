@@ -34,8 +34,9 @@ pub enum Lowering {
     /// of the aligned nodes (in dataflow order, 0.0 to 1.0); the rest is
     /// grouped. The cut moves (by up to 5% of the nodes) to where the least
     /// data crosses it, e.g. a block's output rather than its expanded
-    /// inside, so the stacking Concats copy little. On CPU the big early layers are compute-bound and gain
-    /// nothing from grouping; the many small late ones (BiFPN, heads) do.
+    /// inside, so the stacking Concats copy little. On CPU the big early
+    /// layers are compute-bound and gain nothing from grouping; the many
+    /// small late ones (BiFPN, heads) do.
     Regions { from: f32 },
 }
 
