@@ -402,6 +402,13 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 14, "the baseline, the canonicalized members and 12 fused configurations");
     assert_eq!(rows[1]["config"], "members one after another, canonicalized (not fused)");
+    assert!(rows[0]["speedup_p50_interval"].is_null(), "the baseline has no interval");
+    for r in &rows[1..] {
+        let ci = r["speedup_p50_interval"].as_array().unwrap_or_else(|| panic!("{r}"));
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(0.0 < lo && lo <= hi, "{r}");
+    }
+    assert!(text.contains("| speedup (p50) | 95% interval |"), "{text}");
     assert!(text.contains("the gain of fusion itself"), "{text}");
     for r in rows {
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());

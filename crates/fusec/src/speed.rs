@@ -9,7 +9,7 @@ use fusec_frontends::arch::ArchOptions;
 use fusec_passes::{FuseOptions, Lowering, Member};
 use fusec_verify::compare::{allclose_violations, diff};
 use fusec_verify::runtime::{Session, SessionConfig};
-use fusec_verify::timing::{interleaved, Stats};
+use fusec_verify::timing::{interleaved, speedup_interval, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
 use crate::commands::{emit, load_graph, member_names, read_inputs};
@@ -79,20 +79,26 @@ fn describe_cfg(cfg: &SessionConfig) -> String {
     format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }
 
-/// The speed table: one row per config, speedup against `baseline`'s p50;
-/// with a device column when `device` is given.
+/// The speed table: one row per config (the first is the baseline),
+/// speedup against `baseline`'s p50 with its 95% interval; with a device
+/// column when `device` is given.
 fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) -> String {
     let (dh, dsep, dcell) = match device {
         Some(d) => (" device |", "---|", format!(" {d} |")),
         None => ("", "", String::new()),
     };
     let mut o = String::new();
-    let _ = writeln!(o, "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) |");
-    let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|");
-    for (name, s) in rows {
+    let _ = writeln!(o, "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) | 95% interval |");
+    let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|---|");
+    for (i, (name, s)) in rows.iter().enumerate() {
+        // The first row is the baseline itself.
+        let ci = match speedup_interval(baseline, s) {
+            Some((lo, hi)) if i > 0 => format!("{lo:.2}–{hi:.2}x"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             o,
-            "| {name} |{dcell} {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x |",
+            "| {name} |{dcell} {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x | {ci} |",
             s.mean_ms,
             s.p50_ms,
             s.p99_ms,
@@ -100,6 +106,7 @@ fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) 
             baseline.p50_ms / s.p50_ms
         );
     }
+    let _ = writeln!(o, "\n(95% interval: a bootstrap over the interleaved rounds, each round's latencies kept together)");
     o
 }
 
@@ -252,6 +259,8 @@ struct BenchRow {
     #[serde(flatten)]
     stats: Stats,
     speedup_p50: f64,
+    /// 95% bootstrap interval of `speedup_p50` (none for the baseline).
+    speedup_p50_interval: Option<(f64, f64)>,
     /// Worst output difference against the members run alone.
     max_abs: f64,
     rel_l2: f64,
@@ -467,6 +476,7 @@ pub fn bench(
         device: device.clone(),
         stats: stats[0].clone(),
         speedup_p50: 1.0,
+        speedup_p50_interval: None,
         max_abs: 0.0,
         rel_l2: 0.0,
         detections: None,
@@ -476,6 +486,7 @@ pub fn bench(
         device: device.clone(),
         stats: stats[1].clone(),
         speedup_p50: stats[0].p50_ms / stats[1].p50_ms,
+        speedup_p50_interval: speedup_interval(&stats[0], &stats[1]),
         max_abs: prepared_diff.0,
         rel_l2: prepared_diff.1,
         detections: prepared_diff.2,
@@ -486,6 +497,7 @@ pub fn bench(
             device: device.clone(),
             stats: stats[i + 2].clone(),
             speedup_p50: stats[0].p50_ms / stats[i + 2].p50_ms,
+            speedup_p50_interval: speedup_interval(&stats[0], &stats[i + 2]),
             max_abs: diffs[i].0,
             rel_l2: diffs[i].1,
             detections: diffs[i].2,

@@ -13,6 +13,9 @@ pub struct Stats {
     pub p99_ms: f64,
     /// Runs per second at the mean latency.
     pub rps: f64,
+    /// The latencies, in the order they were measured (round by round).
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
 }
 
 impl Stats {
@@ -23,8 +26,43 @@ impl Stats {
         // Nearest-rank percentile.
         let pct = |p: f64| s.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or(f64::NAN);
         let mean = s.iter().sum::<f64>() / n as f64;
-        Stats { runs: s.len(), mean_ms: mean, p50_ms: pct(0.5), p99_ms: pct(0.99), rps: 1e3 / mean }
+        Stats { runs: s.len(), mean_ms: mean, p50_ms: pct(0.5), p99_ms: pct(0.99), rps: 1e3 / mean, samples_ms: samples.to_vec() }
     }
+}
+
+/// Nearest-rank median.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() + 1) / 2 - 1]
+}
+
+/// A 95% interval for the speedup `base.p50 / other.p50` of two workloads
+/// timed side by side by [`interleaved`]: a bootstrap over the rounds
+/// (2000 resamples, fixed seed, so the same samples give the same
+/// interval), each resample keeping a round's two latencies together so the
+/// drifts of a shared machine stay paired. `None` with fewer than 2 rounds
+/// or unequal round counts.
+pub fn speedup_interval(base: &Stats, other: &Stats) -> Option<(f64, f64)> {
+    let (b, o) = (&base.samples_ms, &other.samples_ms);
+    let n = b.len();
+    if n < 2 || o.len() != n {
+        return None;
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut ratios: Vec<f64> = (0..2000)
+        .map(|_| {
+            let idx: Vec<usize> = (0..n).map(|_| next()).collect();
+            median(idx.iter().map(|&i| b[i]).collect()) / median(idx.iter().map(|&i| o[i]).collect())
+        })
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    Some((ratios[49], ratios[1949]))
 }
 
 /// Times `f` once, in milliseconds.
@@ -70,5 +108,23 @@ mod tests {
         assert!((s.mean_ms - 50.5).abs() < 1e-12);
         let one = Stats::from_ms(&[3.0]);
         assert_eq!((one.p50_ms, one.p99_ms), (3.0, 3.0));
+    }
+
+    #[test]
+    fn speedup_interval_brackets_the_p50_ratio_and_narrows_with_steady_timings() {
+        // Twice as fast in every round: the interval is exactly 2.
+        let base = Stats::from_ms(&[10.0, 12.0, 11.0, 10.5, 13.0, 10.2]);
+        let half = Stats::from_ms(&base.samples_ms.iter().map(|x| x / 2.0).collect::<Vec<_>>());
+        assert_eq!(speedup_interval(&base, &half), Some((2.0, 2.0)));
+        // Noisy: the interval contains the measured p50 ratio and is wider
+        // than for steady timings; the same samples give the same interval.
+        let noisy = Stats::from_ms(&[5.0, 7.5, 5.2, 6.9, 5.1, 6.5]);
+        let (lo, hi) = speedup_interval(&base, &noisy).unwrap();
+        let r = base.p50_ms / noisy.p50_ms;
+        assert!(lo <= r && r <= hi && hi - lo > 0.1, "{lo} {r} {hi}");
+        assert_eq!(speedup_interval(&base, &noisy), Some((lo, hi)));
+        // Not enough rounds, or unpaired ones.
+        assert_eq!(speedup_interval(&Stats::from_ms(&[1.0]), &Stats::from_ms(&[1.0])), None);
+        assert_eq!(speedup_interval(&base, &Stats::from_ms(&[1.0, 2.0])), None);
     }
 }
