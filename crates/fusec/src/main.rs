@@ -235,8 +235,9 @@ enum Command {
         speed: SpeedArgs,
     },
     /// Benchmark, in one run: the members one after another (the baseline)
-    /// against fused models with several lowerings; prints speed and
-    /// output-difference tables
+    /// against the members with fusec's single-model rewrites (not fused)
+    /// and fused models with several lowerings; prints speed (with a 95%
+    /// interval per speedup) and output-difference tables
     #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --calibrate lowering.json\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --calibration lowering.json")]
     Bench {
         /// The members, 2 or more
