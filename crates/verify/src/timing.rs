@@ -33,7 +33,7 @@ impl Stats {
 /// Nearest-rank median.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[(v.len() + 1) / 2 - 1]
+    v[v.len().div_ceil(2) - 1]
 }
 
 /// A 95% interval for the speedup `base.p50 / other.p50` of two workloads
