@@ -1,5 +1,6 @@
 //! The `fusec` command line.
 
+mod calibration;
 mod commands;
 mod speed;
 
@@ -372,7 +373,7 @@ fn main() -> ExitCode {
         Command::Convert { file, output, arch } => commands::convert(&file, &arch.options(), &output),
         Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from, calibration } => {
             let opts = match &calibration {
-                Some(path) => speed::Calibration::load(path),
+                Some(path) => calibration::Calibration::load(path),
                 None => Ok(fusec_passes::FuseOptions {
                     keep_bn,
                     split_depthwise: false,

@@ -13,6 +13,7 @@ use fusec_verify::timing::{interleaved, speedup_interval, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
 use crate::commands::{emit, load_graph, member_names, read_inputs};
+use crate::calibration::Calibration;
 use crate::Failure;
 
 /// `fusec verify`'s default atol and rtol for a model with fp32 weights.
@@ -266,74 +267,6 @@ struct BenchRow {
     rel_l2: f64,
     /// Worst detection metrics over the members (EfficientDet heads only).
     detections: Option<fusec_verify::detect::DetectionDiff>,
-}
-
-/// The fastest fp32 lowering `fusec bench --calibrate FILE` measured on
-/// this machine, for `fusec fuse --calibration FILE`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Calibration {
-    /// The bench row it came from, e.g. `fused, regions from 0.25`.
-    pub config: String,
-    /// `grouped`, `separate` or `regions`.
-    pub lowering: String,
-    /// For `regions`: where grouping starts.
-    pub group_from: f32,
-    pub keep_bn: bool,
-    pub split_depthwise: bool,
-    pub split_pointwise: bool,
-    /// What was measured: speedup over the members one after another (p50),
-    /// on this runtime and device.
-    pub speedup_p50: f64,
-    pub device: String,
-    pub members: Vec<String>,
-}
-
-impl Calibration {
-    fn new(config: &BenchConfig, speedup_p50: f64, device: &str, members: &[String]) -> Calibration {
-        let (lowering, group_from) = match config.opts.lowering {
-            Lowering::Grouped => ("grouped", 0.0),
-            Lowering::Separate => ("separate", 1.0),
-            Lowering::Regions { from } => ("regions", from),
-        };
-        Calibration {
-            config: config.name.clone(),
-            lowering: lowering.into(),
-            group_from,
-            keep_bn: config.opts.keep_bn,
-            split_depthwise: config.opts.split_depthwise,
-            split_pointwise: config.opts.split_pointwise,
-            speedup_p50,
-            device: device.into(),
-            members: members.to_vec(),
-        }
-    }
-
-    /// The fuse options of a calibration file (what was measured goes to
-    /// stderr); errors name the file.
-    pub fn load(path: &Path) -> Result<FuseOptions, Failure> {
-        let bad = |m: String| Failure::Input(format!("{}: {m}", path.display()));
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let c: Calibration =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a fusec bench --calibrate file: {e}")))?;
-        let opts = c.options().map_err(bad)?;
-        eprintln!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device);
-        Ok(opts)
-    }
-
-    fn options(&self) -> Result<FuseOptions, String> {
-        let lowering = match self.lowering.as_str() {
-            "grouped" => Lowering::Grouped,
-            "separate" => Lowering::Separate,
-            "regions" if (0.0..=1.0).contains(&self.group_from) => Lowering::Regions { from: self.group_from },
-            other => return Err(format!("unknown lowering `{other}` (group_from {})", self.group_from)),
-        };
-        Ok(FuseOptions {
-            keep_bn: self.keep_bn,
-            lowering,
-            split_depthwise: self.split_depthwise,
-            split_pointwise: self.split_pointwise,
-        })
-    }
 }
 
 /// A fused configuration `fusec bench` measures.
