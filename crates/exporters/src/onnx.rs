@@ -121,13 +121,7 @@ struct Names {
 impl Names {
     fn fresh(&mut self, base: &str) -> String {
         let base = if base.is_empty() { "t" } else { base };
-        let mut name = base.to_string();
-        let mut k = 1;
-        while !self.used.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
+        crate::claim_name(&mut self.used, base, 1)
     }
     fn of(&mut self, g: &Graph, v: ValueId) -> String {
         if let Some(n) = self.of.get(&v) {

@@ -183,13 +183,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             s.insert(0, '_');
         }
-        let mut name = s.clone();
-        let mut i = 0;
-        while !self.used.insert(name.clone()) {
-            name = format!("{s}_{i}");
-            i += 1;
-        }
-        name
+        crate::claim_name(&mut self.used, &s, 0)
     }
 
     fn float(&self) -> DataType {
