@@ -20,20 +20,23 @@ pub struct Stats {
 
 impl Stats {
     pub fn from_ms(samples: &[f64]) -> Stats {
-        let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.total_cmp(b));
+        let s = sorted(samples.to_vec());
         let n = s.len().max(1);
-        // Nearest-rank percentile.
-        let pct = |p: f64| s.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or(f64::NAN);
         let mean = s.iter().sum::<f64>() / n as f64;
-        Stats { runs: s.len(), mean_ms: mean, p50_ms: pct(0.5), p99_ms: pct(0.99), rps: 1e3 / mean, samples_ms: samples.to_vec() }
+        let (p50, p99) = (nearest_rank(&s, 0.5), nearest_rank(&s, 0.99));
+        Stats { runs: s.len(), mean_ms: mean, p50_ms: p50, p99_ms: p99, rps: 1e3 / mean, samples_ms: samples.to_vec() }
     }
 }
 
-/// Nearest-rank median.
-fn median(mut v: Vec<f64>) -> f64 {
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len().div_ceil(2) - 1]
+    v
+}
+
+/// The nearest-rank `p` percentile of sorted samples (NaN when empty).
+fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len().max(1);
+    sorted.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or(f64::NAN)
 }
 
 /// A 95% interval for the speedup `base.p50 / other.p50` of two workloads
@@ -55,14 +58,15 @@ pub fn speedup_interval(base: &Stats, other: &Stats) -> Option<(f64, f64)> {
         seed ^= seed << 17;
         (seed % n as u64) as usize
     };
-    let mut ratios: Vec<f64> = (0..2000)
+    let ratios: Vec<f64> = (0..2000)
         .map(|_| {
             let idx: Vec<usize> = (0..n).map(|_| next()).collect();
-            median(idx.iter().map(|&i| b[i]).collect()) / median(idx.iter().map(|&i| o[i]).collect())
+            let p50 = |x: &[f64]| nearest_rank(&sorted(idx.iter().map(|&i| x[i]).collect()), 0.5);
+            p50(b) / p50(o)
         })
         .collect();
-    ratios.sort_by(|a, b| a.total_cmp(b));
-    Some((ratios[49], ratios[1949]))
+    let ratios = sorted(ratios);
+    Some((nearest_rank(&ratios, 0.025), nearest_rank(&ratios, 0.975)))
 }
 
 /// Times `f` once, in milliseconds.
