@@ -22,7 +22,8 @@ triple="$(rustc -vV | sed -n 's/^host: //p')"
 
 echo "fuzz: writing seeds (tests/fuzz_seeds.rs)" >&2
 rm -rf fuzz/seeds
-FUSEC_FUZZ_SEEDS="$root/fuzz/seeds" cargo test --locked --quiet --test fuzz_seeds >&2
+# --release: the profile the tests (scripts/test.sh) already built.
+FUSEC_FUZZ_SEEDS="$root/fuzz/seeds" cargo test --release --locked --quiet --test fuzz_seeds >&2
 
 echo "fuzz: building instrumented targets" >&2
 # --target keeps the flags off build scripts and proc macros.
