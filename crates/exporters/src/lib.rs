@@ -86,6 +86,25 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// A builder for the temporary file or directory an output is written to
+/// before the rename: created with `mode` less the umask (0666 for files,
+/// 0777 for directories, as any tool creates them), so the output, which
+/// keeps its temporary's mode, can be read by whoever may read the
+/// directory (a temporary file's own default, 0600, would survive the
+/// rename).
+pub(crate) fn temp_builder(mode: u32) -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".fusec-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic_with(path, |w| w.write_all(bytes).map(|_| bytes.len() as u64)).map(|_| ())
@@ -100,7 +119,7 @@ pub fn write_atomic_with(
 ) -> Result<u64, ExportError> {
     let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
     let dir = parent_dir(path);
-    let tmp = tempfile::Builder::new().prefix(".fusec-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    let tmp = temp_builder(0o666).tempfile_in(dir).map_err(io)?;
     let _pending = Pending::new(tmp.path());
     let mut buf = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let n = write(&mut buf).map_err(io)?;
@@ -108,4 +127,30 @@ pub fn write_atomic_with(
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Outputs get the usual mode (0666 less the umask), not a temporary
+    /// file's 0600, so a model fused by one user can be served by another.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_the_usual_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        super::write_atomic(&p, b"x").unwrap();
+        // SAFETY: umask only swaps the process's mask; restored at once.
+        let umask = unsafe {
+            let m = libc_umask(0);
+            libc_umask(m);
+            m
+        };
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o666 & !umask);
+    }
+
+    extern "C" {
+        #[link_name = "umask"]
+        fn libc_umask(mask: u32) -> u32;
+    }
 }

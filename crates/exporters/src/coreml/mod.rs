@@ -80,11 +80,7 @@ pub fn write_package(
         });
     }
     let parent = crate::parent_dir(path);
-    let tmp = tempfile::Builder::new()
-        .prefix(".fusec-")
-        .suffix(".tmp")
-        .tempdir_in(parent)
-        .map_err(|e| io(parent, e))?;
+    let tmp = crate::temp_builder(0o777).tempdir_in(parent).map_err(|e| io(parent, e))?;
     let _pending = crate::Pending::new(tmp.path());
     let data = tmp.path().join("Data/com.apple.CoreML");
     fs::create_dir_all(data.join("weights")).map_err(|e| io(&data, e))?;
