@@ -15,17 +15,43 @@ pub mod safetensors;
 use std::path::{Path, PathBuf};
 
 /// A file could not be turned into a graph. `Display` gives one line:
-/// `FILE: what is wrong`.
+/// `FILE: what is wrong`; what it is about inside the file (a node, a
+/// tensor) is also kept as typed fields, for `--json` and the Python API.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {msg}", file.display())]
 pub struct LoadError {
     pub file: PathBuf,
     pub msg: String,
+    /// The node at fault, when there is one.
+    pub node: Option<String>,
+    /// The tensor (weight, input, output) at fault, when there is one.
+    pub tensor: Option<String>,
 }
 
 impl LoadError {
     pub fn new(file: &Path, msg: impl Into<String>) -> LoadError {
-        LoadError { file: file.to_path_buf(), msg: msg.into() }
+        LoadError { file: file.to_path_buf(), msg: msg.into(), node: None, tensor: None }
+    }
+
+    /// An error about tensor `name` (a weight, input or output).
+    pub fn tensor(file: &Path, name: &str, msg: impl Into<String>) -> LoadError {
+        LoadError { tensor: Some(name.to_string()), ..LoadError::new(file, msg) }
+    }
+
+    /// An error about node `name`.
+    pub fn node(file: &Path, name: &str, msg: impl Into<String>) -> LoadError {
+        LoadError { node: Some(name.to_string()), ..LoadError::new(file, msg) }
+    }
+
+    /// A graph error of the IR, with the node or tensor it names.
+    pub fn ir(file: &Path, e: &fuse_ir::IrError) -> LoadError {
+        let mut l = LoadError::new(file, e.to_string());
+        match e {
+            fuse_ir::IrError::Node { node, .. } | fuse_ir::IrError::Cycle { node } => l.node = Some(node.clone()),
+            fuse_ir::IrError::Tensor { name, .. } => l.tensor = Some(name.clone()),
+            fuse_ir::IrError::Invalid(_) => {}
+        }
+        l
     }
 }
 

@@ -73,7 +73,7 @@ impl Checkpoint {
     pub fn tensor(&self, name: &str) -> Result<Tensor, LoadError> {
         let info = self
             .info(name)
-            .ok_or_else(|| LoadError::new(&self.path, format!("tensor `{name}` is missing")))?;
+            .ok_or_else(|| LoadError::tensor(&self.path, name, format!("tensor `{name}` is missing")))?;
         let dtype = match info.dtype.as_str() {
             "F32" => DType::F32,
             "F16" => DType::F16,
@@ -84,11 +84,11 @@ impl Checkpoint {
             "U8" => DType::U8,
             "BOOL" => DType::Bool,
             other => {
-                return Err(LoadError::new(&self.path, format!("tensor `{name}` has unsupported dtype {other}")))
+                return Err(LoadError::tensor(&self.path, name, format!("tensor `{name}` has unsupported dtype {other}")))
             }
         };
         let bytes = Bytes::Mapped { map: self.map.clone(), start: info.start, len: info.len };
         Tensor::new(TensorType::new(dtype, info.shape.clone()), bytes)
-            .map_err(|m| LoadError::new(&self.path, format!("tensor `{name}`: {m}")))
+            .map_err(|m| LoadError::tensor(&self.path, name, format!("tensor `{name}`: {m}")))
     }
 }

@@ -116,6 +116,22 @@ impl Graph {
         if inferred.len() != output_names.len() {
             return Err(err(format!("has {} outputs but {} were named", inferred.len(), output_names.len())));
         }
+        // An empty float activation (a conv with 0 output channels, ...)
+        // computes nothing and breaks per-channel arithmetic downstream.
+        // Constants may be empty (ONNX writes empty `roi`/`scales` inputs).
+        if !matches!(op, Op::Constant(_)) {
+            for ((ty, _), oname) in inferred.iter().zip(&output_names) {
+                if ty.dtype.is_float() && ty.shape.contains(&0) {
+                    return Err(IrError::Tensor {
+                        name: oname.clone(),
+                        msg: format!(
+                            "output of node `{name}` ({}) is {ty}, with a zero-sized dimension: fusec needs non-empty tensors",
+                            op.name()
+                        ),
+                    });
+                }
+            }
+        }
         let node = self.dag.add_node(Node { name, op, inputs: inputs.clone(), outputs: vec![] });
         let id = NodeId(node);
         let mut outs = Vec::with_capacity(inferred.len());

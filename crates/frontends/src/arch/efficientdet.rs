@@ -114,10 +114,14 @@ fn parse_arch(name: &str) -> Option<(bool, usize)> {
 }
 
 /// Infers the configuration from tensor names and shapes.
-pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String>), LoadError> {
+/// Returns the configuration, warnings about this file, and the assumption
+/// made where nothing said which variant it is (the same for every member,
+/// so said once).
+pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String>, Option<String>), LoadError> {
     let err = |m: String| LoadError::new(&ck.path, m);
     // The leading dimension of a conv weight, which must be [out, in, k, k].
     let out_channels = |name: &str| -> Result<usize, LoadError> {
+        let err = |m: String| LoadError::tensor(&ck.path, name, m);
         let t = ck.info(name).ok_or_else(|| err(format!("tensor `{name}` is missing")))?;
         match t.shape.as_slice() {
             [o, _, _, _] => Ok(*o),
@@ -176,6 +180,17 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
             }
         }
     };
+    // Nothing said which variant (no --arch, no header hint that agrees):
+    // a state_dict cannot tell a TensorFlow port from a PyTorch-trained
+    // model, and they compute differently.
+    let said = opts.arch.is_some() || (warnings.is_empty() && ck.metadata.iter().any(|(k, _)| k == "arch"));
+    let assumed = match chosen {
+        Some((_, idx)) if !said => Some(format!(
+            "assumed the PyTorch-trained variant {v} (symmetric padding, backbone BatchNorm eps 1e-5): a state_dict cannot say whether it is a TensorFlow port (outputs differ by up to 0.12 on D0); pass --arch tf_{v} if it is one, or --arch {v} to say it is not",
+            v = VARIANTS[idx].0
+        )),
+        _ => None,
+    };
     let (name, tf, size) = match chosen {
         Some((tf, idx)) => {
             let n = if tf { format!("tf_{}", VARIANTS[idx].0) } else { VARIANTS[idx].0.to_string() };
@@ -205,11 +220,11 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
         backbone_eps: if tf { 1e-3 } else { 1e-5 },
         head_eps: 1e-3,
     };
-    Ok((cfg, warnings))
+    Ok((cfg, warnings, assumed))
 }
 
 pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
-    let (cfg, warnings) = detect(ck, opts)?;
+    let (cfg, warnings, assumed) = detect(ck, opts)?;
     let graph = build_graph(ck, &cfg)?;
     let backbone = VARIANTS
         .iter()
@@ -228,7 +243,7 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
         cfg.image_size,
         cfg.image_size
     );
-    Ok(Built { graph, description, warnings })
+    Ok(Built { graph, description, warnings, assumed })
 }
 
 /// Builds the graph for a detected configuration.
@@ -258,12 +273,13 @@ pub fn build_graph(ck: &Checkpoint, cfg: &Config) -> Result<Graph, LoadError> {
     // Every tensor must have been read: an extra one means the structure
     // is not what we think it is.
     if let Some(t) = ck.tensors.iter().find(|t| !b.used.contains(&t.name) && !t.name.ends_with("num_batches_tracked")) {
-        return Err(LoadError::new(
+        return Err(LoadError::tensor(
             &ck.path,
+            &t.name,
             format!("unexpected tensor `{}` {} {:?} for {}", t.name, t.dtype, t.shape, cfg.name),
         ));
     }
-    b.g.validate().map_err(|e| LoadError::new(&ck.path, e.to_string()))?;
+    b.g.validate().map_err(|e| LoadError::ir(&ck.path, &e))?;
     Ok(b.g)
 }
 
@@ -288,14 +304,15 @@ impl B<'_> {
         let info = self
             .ck
             .info(name)
-            .ok_or_else(|| self.err(format!("tensor `{name}` is missing ({})", self.cfg.name)))?;
+            .ok_or_else(|| LoadError::tensor(&self.ck.path, name, format!("tensor `{name}` is missing ({})", self.cfg.name)))?;
+        let err = |m: String| LoadError::tensor(&self.ck.path, name, m);
         if let Some(e) = expect {
             if info.shape != e {
-                return Err(self.err(format!("tensor `{name}` has shape {:?}, expected {e:?}", info.shape)));
+                return Err(err(format!("tensor `{name}` has shape {:?}, expected {e:?}", info.shape)));
             }
         }
         if info.dtype != "F32" {
-            return Err(self.err(format!("tensor `{name}` is {}; fusec builds float32 graphs", info.dtype)));
+            return Err(err(format!("tensor `{name}` is {}; fusec builds float32 graphs", info.dtype)));
         }
         let t = self.ck.tensor(name)?;
         self.used.insert(name.to_string());
@@ -310,7 +327,7 @@ impl B<'_> {
         let id = self
             .g
             .add_node(name, op, inputs, vec![format!("{name}:0")])
-            .map_err(|e| LoadError::new(&self.ck.path, e.to_string()))?;
+            .map_err(|e| LoadError::ir(&self.ck.path, &e))?;
         Ok(self.g.node(id).outputs[0])
     }
 
@@ -343,10 +360,10 @@ impl B<'_> {
             .ck
             .info(&wname)
             .map(|t| t.shape.clone())
-            .ok_or_else(|| self.err(format!("tensor `{wname}` is missing ({})", self.cfg.name)))?;
+            .ok_or_else(|| LoadError::tensor(&self.ck.path, &wname, format!("tensor `{wname}` is missing ({})", self.cfg.name)))?;
         let cin = self.shape_of(x)[1];
         if ws.len() != 4 || ws[1] == 0 || !cin.is_multiple_of(ws[1]) || ws[2] != ws[3] {
-            return Err(self.err(format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
+            return Err(LoadError::tensor(&self.ck.path, &wname, format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
         }
         let w = self.weight(&wname, None)?;
         let bname = format!("{prefix}.bias");
@@ -551,8 +568,8 @@ impl B<'_> {
         let dw = format!("{prefix}.conv_dw.weight");
         match self.ck.info(&dw).map(|t| t.shape.clone()) {
             Some(s) if s.len() == 4 && s[0] == c && s[1] == 1 => {}
-            Some(s) => return Err(self.err(format!("tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"))),
-            None => return Err(self.err(format!("tensor `{dw}` is missing ({})", self.cfg.name))),
+            Some(s) => return Err(LoadError::tensor(&self.ck.path, &dw, format!("tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"))),
+            None => return Err(LoadError::tensor(&self.ck.path, &dw, format!("tensor `{dw}` is missing ({})", self.cfg.name))),
         }
         let y = self.conv(x, &format!("{prefix}.conv_dw"), 1, false)?;
         self.conv(y, &format!("{prefix}.conv_pw"), 1, pw_bias)

@@ -26,8 +26,13 @@ pub struct Built {
     pub graph: Graph,
     /// e.g. `efficientdet_d0 (efficientnet_b0 backbone, BiFPN 64x3, ...)`.
     pub description: String,
-    /// Things the user should know (an ignored metadata hint, ...).
+    /// Things the user should know about this file (an ignored metadata
+    /// hint, ...).
     pub warnings: Vec<String>,
+    /// A choice made because the checkpoint cannot tell (which variant of
+    /// the family it is), with the flag that changes it; the same for every
+    /// member of one family, so the CLI says it once.
+    pub assumed: Option<String>,
 }
 
 /// Recognizes the checkpoint's family and builds its graph.
@@ -36,7 +41,8 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
     if score.present == score.total {
         return efficientdet::build(ck, opts);
     }
-    let missing: Vec<String> = score.missing.iter().take(3).map(|m| format!("`{m}`")).collect();
+    // Every missing marker (there are few), so the counts add up.
+    let missing: Vec<String> = score.missing.iter().map(|m| format!("`{m}`")).collect();
     let unexpected: Vec<String> = ck
         .tensors
         .iter()
@@ -45,9 +51,10 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
         .map(|t| format!("`{}` {:?}", t.name, t.shape))
         .collect();
     let mut msg = format!(
-        "unrecognized checkpoint: closest family is efficientdet ({} of {} marker tensors present); missing {}",
+        "unrecognized checkpoint: closest family is efficientdet ({} of {} marker tensors present); missing {}: {}",
         score.present,
         score.total,
+        missing.len(),
         missing.join(", ")
     );
     if !unexpected.is_empty() {
