@@ -7,44 +7,33 @@
 //! - [`dce()`]: dead-code elimination;
 //! - [`fp16_weights()`]: f32 weights stored as f16, cast back where read.
 //!
-//! Fusion ([`fuse()`]), in data-flow order:
-//! - [`align()`]: node-by-node correspondence, divergences;
-//! - [`share`]: bit-identical layers computed once;
-//! - [`group`]: the aligned trunk channel-stacked (grouped Conv, ...);
-//! - [`heads`]: per-member layers after each divergence;
-//! - then [`dce()`] and validation.
+//! Fusion ([`fuse()`]) is a wing of its own, `fuse/`: the driver, the
+//! member layout (`fuse/layout.rs`, the one place that says how members
+//! are stacked), and one file per step, in data-flow order:
+//! - [`fuse::align`]: node-by-node correspondence, divergences;
+//! - [`fuse::share`]: bit-identical layers computed once;
+//! - `group`: the aligned trunk stacked (grouped Conv, ...);
+//! - `heads`: per-member layers after each divergence;
+//! - `regions`: where grouping starts;
+//! - `report`: what fusion did, `--explain`.
+//!
+//! Every pass is followed by validation ([`validate::validated`]): an
+//! invalid graph is an error naming the pass and the node.
 
-pub mod align;
 pub mod canonicalize;
 mod dce;
+mod error;
 mod eval;
 mod fold_bn;
 mod fp16_weights;
 pub mod fuse;
-mod group;
-mod heads;
-pub mod share;
 mod util;
+pub mod validate;
 
-pub use align::align;
 pub use canonicalize::canonicalize;
 pub use dce::dce;
+pub use error::PassError;
 pub use fold_bn::fold_bn;
 pub use fp16_weights::fp16_weights;
+pub use fuse::align::align;
 pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowering, Member};
-
-use fuse_ir::IrError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PassError {
-    #[error(transparent)]
-    Ir(#[from] IrError),
-    /// A pass failed on one member's graph (named by the member).
-    #[error("{0}: {1}")]
-    Member(String, IrError),
-    /// The members cannot be fused; the message names the first divergence.
-    #[error("cannot fuse: {0}")]
-    Incompatible(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}

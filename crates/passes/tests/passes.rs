@@ -171,15 +171,15 @@ fn align_pairs_every_node_and_finds_the_class_head_divergence() {
     let names = vec!["a".to_string(), "b".to_string()];
     let al = align(&[&a, &b], &names).unwrap();
     let mut s = String::new();
-    for p in &al.pairs {
+    for p in &al.groups {
         let (na, nb) = (a.node(p.nodes[0]), b.node(p.nodes[1]));
         s.push_str(&format!("{} {} <-> {}\n", if p.same { "same   " } else { "diverge" }, na.name, nb.name));
     }
     for d in &al.divergences {
-        s.push_str(&format!("divergence: {}\n", fusec_passes::align::describe(&[&a, &b], &names, &al.pairs, d)));
+        s.push_str(&format!("divergence: {}\n", fusec_passes::fuse::align::describe(&[&a, &b], &names, &al.groups, d)));
     }
     assert_eq!(al.divergences.len(), 1);
-    assert_eq!(al.pairs.iter().filter(|p| !p.same).count(), 1, "only the class conv diverges");
+    assert_eq!(al.groups.iter().filter(|p| !p.same).count(), 1, "only the class conv diverges");
     insta::assert_snapshot!(s);
 }
 

@@ -17,18 +17,20 @@ use fuse_ir::{Graph, NodeId, ValueDef, ValueId};
 
 use crate::PassError;
 
-/// One node of member 0 and its counterpart in each member (index = member).
+/// An aligned node group: one node of member 0 and its counterpart in
+/// each member (index = member).
 #[derive(Clone, Debug)]
-pub struct Pair {
+pub struct NodeGroup {
     pub nodes: Vec<NodeId>,
     pub same: bool,
 }
 
-/// Where members first differ: the pair, one member that differs from
-/// member 0, and what differs.
+/// Where members first differ: the node group (its index in
+/// [`Alignment::groups`]), one member that differs from member 0, and what
+/// differs.
 #[derive(Clone, Debug)]
 pub struct Divergence {
-    pub pair: usize,
+    pub group: usize,
     pub member: usize,
     pub what: String,
 }
@@ -36,7 +38,7 @@ pub struct Divergence {
 #[derive(Clone, Debug)]
 pub struct Alignment {
     /// In member 0's topological order.
-    pub pairs: Vec<Pair>,
+    pub groups: Vec<NodeGroup>,
     pub divergences: Vec<Divergence>,
 }
 
@@ -88,7 +90,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
         .collect();
     let mut matched: Vec<HashSet<NodeId>> = vec![HashSet::new(); members.len()];
     let mut same_values: HashSet<ValueId> = m0.inputs().iter().copied().collect();
-    let mut pairs = vec![];
+    let mut groups = vec![];
     let mut divergences: Vec<Divergence> = vec![];
 
     for &n0 in &order0 {
@@ -133,7 +135,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             };
             let found = candidates.into_iter().find(|nk| !matched[k].contains(nk) && fits(*nk));
             let Some(nk) = found else {
-                return Err(structure_error(members, names, &divergences, &pairs, k, &node0.name, node0.op.name()));
+                return Err(structure_error(members, names, &divergences, &groups, k, &node0.name, node0.op.name()));
             };
             matched[k].insert(nk);
             let nodek = g.node(nk);
@@ -143,7 +145,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             if inputs_same {
                 if let Some(what) = difference(m0, g, n0, nk) {
                     if same {
-                        divergences.push(Divergence { pair: pairs.len(), member: k, what });
+                        divergences.push(Divergence { group: groups.len(), member: k, what });
                     }
                     same = false;
                 }
@@ -153,7 +155,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
         if same {
             same_values.extend(node0.outputs.iter().copied());
         }
-        pairs.push(Pair { nodes, same });
+        groups.push(NodeGroup { nodes, same });
     }
     for k in 1..members.len() {
         if let Some(extra) = orders[k].iter().find(|n| !matched[k].contains(n)) {
@@ -180,14 +182,14 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             }
         }
     }
-    if !pairs.iter().any(|p| p.same) {
+    if !groups.iter().any(|p| p.same) {
         let first = divergences
             .first()
-            .map(|d| describe(members, names, &pairs, d))
+            .map(|d| describe(members, names, &groups, d))
             .unwrap_or_else(|| "the members have no nodes".into());
         return Err(incompatible(format!("nothing to fuse: the members differ from their first node: {first}")));
     }
-    Ok(Alignment { pairs, divergences })
+    Ok(Alignment { groups, divergences })
 }
 
 /// What differs between node `a` of member 0 and node `b` of another, or
@@ -214,9 +216,9 @@ fn difference(ga: &Graph, gb: &Graph, a: NodeId, b: NodeId) -> Option<String> {
     None
 }
 
-/// One line naming the pair's node in member 0, the differing member and what differs.
-pub fn describe(members: &[&Graph], names: &[String], pairs: &[Pair], d: &Divergence) -> String {
-    let n0 = members[0].node(pairs[d.pair].nodes[0]);
+/// One line naming the group's node in member 0, the differing member and what differs.
+pub fn describe(members: &[&Graph], names: &[String], groups: &[NodeGroup], d: &Divergence) -> String {
+    let n0 = members[0].node(groups[d.group].nodes[0]);
     let out = n0.outputs.first().map(|o| members[0].value(*o).name.as_str()).unwrap_or("");
     format!("node `{}` ({}) -> `{out}`: {} ({} vs {})", n0.name, n0.op.name(), d.what, names[0], names[d.member])
 }
@@ -225,7 +227,7 @@ fn structure_error(
     members: &[&Graph],
     names: &[String],
     divergences: &[Divergence],
-    pairs: &[Pair],
+    groups: &[NodeGroup],
     k: usize,
     node: &str,
     op: &str,
@@ -235,7 +237,7 @@ fn structure_error(
         names[0], names[k], names[0], names[k]
     );
     if let Some(d) = divergences.first() {
-        msg.push_str(&format!("; first divergence before it: {}", describe(members, names, pairs, d)));
+        msg.push_str(&format!("; first divergence before it: {}", describe(members, names, groups, d)));
     }
     PassError::Incompatible(msg)
 }

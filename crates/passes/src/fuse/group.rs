@@ -1,5 +1,6 @@
 //! Group: one aligned node group, same in every member, rewritten into the
-//! channel-stacked form (member k owns channel block k of axis 1):
+//! stacked form ([`STACKING`](super::layout::STACKING): channel-stacked,
+//! member k owns channel block k of axis 1):
 //!
 //! | member op | fused op |
 //! |---|---|
@@ -18,23 +19,21 @@
 use fuse_ir::{shape, DType, Op, Tensor, TensorType, ValueDef, ValueId};
 use ndarray::{ArrayD, Axis, IxDyn};
 
-use crate::align::Pair;
-use crate::fuse::{Builder, Repr};
-use crate::{FuseOptions, PassError};
+use super::align::NodeGroup;
+use super::layout::{FuseBuilder, Layout, STACKING};
+use super::options::FuseOptions;
+use crate::PassError;
 
-/// Lowers `pair` stacked; `Ok(false)` when the op cannot be stacked.
-pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<bool, PassError> {
+/// Lowers `group` stacked; `Ok(false)` when the op cannot be stacked.
+pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) -> Result<bool, PassError> {
     let n = b.n();
-    let n0 = b.node(0, pair);
+    let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let out0 = &g0.value(n0.outputs[0]).ty;
-    if out0.rank() < 2 || n0.outputs.iter().any(|o| g0.value(*o).ty.rank() < 2) {
+    if n0.outputs.iter().any(|o| !STACKING.fits_rank(g0.value(*o).ty.rank())) {
         return Ok(false);
     }
     let is_weight = |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
-    let axes_off_channels = |axes: &[i64], rank: usize| {
-        axes.iter().all(|a| shape::norm_axis(*a, rank).is_ok_and(|a| a >= 2))
-    };
+    let axes_off_channels = |axes: &[i64], rank: usize| axes.iter().all(|a| STACKING.keeps_members_apart(*a, rank));
     let in_rank = n0.inputs[0].map(|v| g0.value(v).ty.rank()).unwrap_or(0);
     let mut op = n0.op.clone();
     let mut ins: Vec<Option<ValueId>> = vec![];
@@ -48,20 +47,21 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             if (depthwise && opts.split_depthwise) || (pointwise && opts.split_pointwise) {
                 return Ok(false);
             }
-            let x = per_member(b, pair, 0);
-            let shared_in = matches!(b.repr(0, x[0])?, Repr::Shared(_))
-                && (0..n).all(|k| b.repr(k, x[k]).ok() == b.repr(0, x[0]).ok());
-            let (xf, group) = if shared_in && c.group == 1 { (b.member_value(0, x[0])?, 1) } else { (b.stacked(&x)?, c.group * n) };
-            let Some(w) = b.concat_weights(pair, 1) else { return Ok(false) };
+            let x = per_member(b, group, 0);
+            let shared_in = matches!(b.layout(0, x[0])?, Layout::Shared(_))
+                && (0..n).all(|k| b.layout(k, x[k]).ok() == b.layout(0, x[0]).ok());
+            let (xf, conv_groups) =
+                if shared_in && c.group == 1 { (b.member_value(0, x[0])?, 1) } else { (b.stacked(&x)?, c.group * n) };
+            let Some(w) = b.stacked_weight(group, 1) else { return Ok(false) };
             let bias = match n0.inputs.get(2).copied().flatten() {
                 None => None,
-                Some(_) => match b.concat_weights(pair, 2) {
+                Some(_) => match b.stacked_weight(group, 2) {
                     Some(bv) => Some(bv),
                     None => return Ok(false),
                 },
             };
             let mut c = c.clone();
-            c.group = group;
+            c.group = conv_groups;
             op = Op::Conv(c);
             ins = vec![Some(xf), Some(w), bias];
         }
@@ -69,10 +69,10 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             if is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
             for slot in 1..5 {
-                match b.concat_weights(pair, slot) {
+                match b.stacked_weight(group, slot) {
                     Some(p) => ins.push(Some(p)),
                     None => return Ok(false),
                 }
@@ -82,60 +82,60 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
             if n0.inputs.len() != 1 || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Softmax { axis } | Op::Split { axis, .. } => {
             if !axes_off_channels(&[*axis], in_rank) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Reduce { axes: Some(axes), .. } if axes_off_channels(axes, in_rank) && !is_weight(n0.inputs[0]) => {
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Slice(sl) if axes_off_channels(&sl.axes, in_rank) && !is_weight(n0.inputs[0]) => {
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Pad(p) => {
-            let r = in_rank;
-            if p.pads.len() != 2 * r || [0, 1, r, r + 1].iter().any(|&i| p.pads[i] != 0) || is_weight(n0.inputs[0]) {
+            if !STACKING.pads_keep_members_apart(&p.pads, in_rank) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Resize(r) => {
-            if r.scales.as_ref().is_some_and(|s| s.len() < 2 || s[0] != 1.0 || s[1] != 1.0) || is_weight(n0.inputs[0]) {
+            let a = STACKING.axis();
+            if r.scales.as_ref().is_some_and(|s| s.len() <= a || s[..=a].iter().any(|&x| x != 1.0)) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let mut r = r.clone();
-            r.sizes[1] *= n;
+            r.sizes = STACKING.stacked_shape(&r.sizes, n);
             op = Op::Resize(r);
-            let x = per_member(b, pair, 0);
+            let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x)?));
         }
         Op::Concat { axis } => {
             let Ok(ax) = shape::norm_axis(*axis, in_rank) else { return Ok(false) };
-            if ax == 0 || n0.inputs.iter().any(|v| v.is_none() || is_weight(*v)) {
+            if ax < STACKING.axis() || n0.inputs.iter().any(|v| v.is_none() || is_weight(*v)) {
                 return Ok(false);
             }
             let parts: Vec<ValueId> = (0..n0.inputs.len())
                 .map(|slot| {
-                    let x = per_member(b, pair, slot);
+                    let x = per_member(b, group, slot);
                     b.stacked(&x)
                 })
                 .collect::<Result<_, _>>()?;
-            if ax >= 2 {
+            if ax > STACKING.axis() {
                 ins = parts.into_iter().map(Some).collect();
             } else {
-                return concat_channels(b, pair, parts).map(|()| true);
+                return concat_on_stacking_axis(b, group, parts).map(|()| true);
             }
         }
-        Op::Binary(_) => match binary_inputs(b, pair)? {
+        Op::Binary(_) => match binary_inputs(b, group)? {
             Some(v) => ins = v,
             None => return Ok(false),
         },
@@ -144,83 +144,63 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair, opts: &FuseOptions) -> Result<
     let outs = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
     let node = b.f.add_node(n0.name.clone(), op, ins, outs)?;
     let fo = b.f.node(node).outputs.clone();
-    finish(b, pair, &fo)?;
+    b.set_stacked(group, &fo)?;
     Ok(true)
 }
 
-/// Member k's value in input `slot` of the pair, for every member.
-fn per_member(b: &Builder, pair: &Pair, slot: usize) -> Vec<ValueId> {
-    (0..b.n()).map(|k| b.node(k, pair).inputs[slot].expect("aligned input")).collect()
+/// Member k's value in input `slot` of the group, for every member.
+fn per_member(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Vec<ValueId> {
+    (0..b.n()).map(|k| b.node(k, group).inputs[slot].expect("aligned input")).collect()
 }
 
-/// Records the fused outputs as stacked, checking each has the stacked
-/// type of the members' output.
-fn finish(b: &mut Builder, pair: &Pair, fo: &[ValueId]) -> Result<(), PassError> {
-    let n0 = b.node(0, pair);
-    for (j, f) in fo.iter().enumerate() {
-        let mut want = b.members[0].value(n0.outputs[j]).ty.clone();
-        want.shape[1] *= b.n();
-        if b.f.value(*f).ty != want {
-            return Err(PassError::Internal(format!(
-                "grouping node `{}` gave {} where {want} was expected",
-                n0.name,
-                b.f.value(*f).ty
-            )));
-        }
-        for k in 0..b.n() {
-            let o = b.node(k, pair).outputs[j];
-            b.set(k, o, Repr::Stacked(*f));
-        }
-    }
-    Ok(())
-}
-
-/// Concat on the channel axis: member channels would interleave, so view
-/// each stacked input as [B, N, C, ...], concatenate on axis 2, flatten back.
-fn concat_channels(b: &mut Builder, pair: &Pair, parts: Vec<ValueId>) -> Result<(), PassError> {
+/// Concat on the stacking axis: member blocks would interleave, so view
+/// each stacked input with the members on an axis of their own
+/// ([B, N, C, ...]), concatenate on the axis after it, and flatten back.
+fn concat_on_stacking_axis(b: &mut FuseBuilder, group: &NodeGroup, parts: Vec<ValueId>) -> Result<(), PassError> {
     let n = b.n();
-    let n0 = b.node(0, pair);
+    let n0 = b.node(0, group);
     let mut views = vec![];
+    let mut axis = 0;
     for (i, p) in parts.iter().enumerate() {
-        let ty = &b.f.value(*p).ty;
-        let mut shape = vec![ty.shape[0], n, ty.shape[1] / n];
-        shape.extend_from_slice(&ty.shape[2..]);
+        let (shape, after) = STACKING.member_view(&b.f.value(*p).ty.shape, n);
+        axis = after;
         let name = format!("{}::view{i}", n0.name);
         let r = b.f.add_node(name.clone(), Op::Reshape { shape }, vec![Some(*p)], vec![name])?;
         views.push(Some(b.f.node(r).outputs[0]));
     }
     let name = format!("{}::by_member", n0.name);
-    let c = b.f.add_node(name.clone(), Op::Concat { axis: 2 }, views, vec![name])?;
+    let c = b.f.add_node(name.clone(), Op::Concat { axis: axis as i64 }, views, vec![name])?;
     let c = b.f.node(c).outputs[0];
-    let mut want = b.members[0].value(n0.outputs[0]).ty.shape.clone();
-    want[1] *= n;
-    let oname = b.members[0].value(n0.outputs[0]).name.clone();
+    let out0 = b.members[0].value(n0.outputs[0]);
+    let want = STACKING.stacked_shape(&out0.ty.shape, n);
+    let oname = out0.name.clone();
     let r = b.f.add_node(n0.name.clone(), Op::Reshape { shape: want }, vec![Some(c)], vec![oname])?;
     let fo = b.f.node(r).outputs.clone();
-    finish(b, pair, &fo)
+    b.set_stacked(group, &fo)
 }
 
 /// Inputs of a stacked Add/Sub/Mul/Div, or `None` when it cannot be stacked.
-fn binary_inputs(b: &mut Builder, pair: &Pair) -> Result<Option<Vec<Option<ValueId>>>, PassError> {
-    let n0 = b.node(0, pair);
+fn binary_inputs(b: &mut FuseBuilder, group: &NodeGroup) -> Result<Option<Vec<Option<ValueId>>>, PassError> {
+    let n0 = b.node(0, group);
     let g0 = b.members[0];
     let out = g0.value(n0.outputs[0]).ty.clone();
-    let (r, c) = (out.rank(), out.shape[1]);
+    let a = STACKING.axis();
+    let (r, c) = (out.rank(), out.shape[a]);
     let mut ins = vec![];
     for slot in 0..2 {
         let Some(v0) = n0.inputs[slot] else { return Ok(None) };
         let ty = &g0.value(v0).ty;
         if matches!(g0.value(v0).def, ValueDef::Weight(_)) {
-            match channel_constant(b, pair, slot, r, c) {
+            match stacked_constant(b, group, slot, r, c) {
                 Some(w) => ins.push(Some(w)),
                 None => return Ok(None),
             }
         } else {
-            // A data operand must carry the channel axis itself.
-            if ty.rank() != r || ty.shape[1] != c {
+            // A data operand must carry the stacking axis itself.
+            if ty.rank() != r || ty.shape[a] != c {
                 return Ok(None);
             }
-            let x = per_member(b, pair, slot);
+            let x = per_member(b, group, slot);
             ins.push(Some(b.stacked(&x)?));
         }
     }
@@ -228,14 +208,15 @@ fn binary_inputs(b: &mut Builder, pair: &Pair) -> Result<Option<Vec<Option<Value
 }
 
 /// The per-member constants of input `slot` as one constant over the
-/// stacked channels: each member's values broadcast over its C channels,
-/// concatenated on axis 1. Bit-identical constants that do not vary over
-/// channels are used as they are.
-fn channel_constant(b: &mut Builder, pair: &Pair, slot: usize, rank: usize, c: usize) -> Option<ValueId> {
+/// stacked value: each member's values broadcast over its `c` elements of
+/// the stacking axis, concatenated on that axis. Bit-identical constants
+/// that do not vary along it are used as they are.
+fn stacked_constant(b: &mut FuseBuilder, group: &NodeGroup, slot: usize, rank: usize, c: usize) -> Option<ValueId> {
     let n = b.n();
+    let a = STACKING.axis();
     let mut tensors = vec![];
     for k in 0..n {
-        let v = b.node(k, pair).inputs[slot]?;
+        let v = b.node(k, group).inputs[slot]?;
         let ValueDef::Weight(t) = &b.members[k].value(v).def else { return None };
         if t.ty().dtype != DType::F32 || t.ty().rank() > rank {
             return None;
@@ -245,21 +226,21 @@ fn channel_constant(b: &mut Builder, pair: &Pair, slot: usize, rank: usize, c: u
     let t0 = tensors[0].1;
     let mut shape = vec![1; rank - t0.ty().rank()];
     shape.extend_from_slice(&t0.ty().shape);
-    if shape[1] != 1 && shape[1] != c {
+    if shape[a] != 1 && shape[a] != c {
         return None;
     }
-    if shape[1] == 1 && tensors.iter().all(|(_, t)| *t == t0) {
+    if shape[a] == 1 && tensors.iter().all(|(_, t)| *t == t0) {
         return Some(b.weight(0, tensors[0].0, true));
     }
     let mut expanded = shape.clone();
-    expanded[1] = c;
+    expanded[a] = c;
     let mut arrays = vec![];
     for (_, t) in &tensors {
-        let a = ArrayD::from_shape_vec(IxDyn(&shape), t.to_f32_vec()?).ok()?;
-        arrays.push(a.broadcast(IxDyn(&expanded))?.to_owned());
+        let arr = ArrayD::from_shape_vec(IxDyn(&shape), t.to_f32_vec()?).ok()?;
+        arrays.push(arr.broadcast(IxDyn(&expanded))?.to_owned());
     }
-    let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    let cat = ndarray::concatenate(Axis(1), &views).ok()?;
+    let views: Vec<_> = arrays.iter().map(|x| x.view()).collect();
+    let cat = ndarray::concatenate(Axis(a), &views).ok()?;
     let data: Vec<f32> = cat.iter().copied().collect();
     let t = Tensor::from_f32(cat.shape().to_vec(), &data).ok()?;
     debug_assert_eq!(*t.ty(), TensorType::new(DType::F32, cat.shape().to_vec()));

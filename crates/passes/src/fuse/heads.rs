@@ -3,13 +3,13 @@
 //! per member: each member's own node, reading that member's own tensors
 //! (a stacked input is split once, the split shared by every reader).
 
-use crate::align::Pair;
-use crate::fuse::{Builder, Repr};
+use super::align::NodeGroup;
+use super::layout::{FuseBuilder, Layout};
 use crate::PassError;
 
-pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<(), PassError> {
+pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<(), PassError> {
     for k in 0..b.n() {
-        let nk = b.node(k, pair);
+        let nk = b.node(k, group);
         let g = b.members[k];
         let ins = b.member_inputs(k, nk, false)?;
         let member = &b.names[k];
@@ -17,7 +17,7 @@ pub(crate) fn lower(b: &mut Builder, pair: &Pair) -> Result<(), PassError> {
         let node = b.f.add_node(format!("{member}/{}", nk.name), nk.op.clone(), ins, outs)?;
         let fo = b.f.node(node).outputs.clone();
         for (o, f) in nk.outputs.iter().zip(fo) {
-            b.set(k, *o, Repr::Own(f));
+            b.set(k, *o, Layout::Own(f));
         }
     }
     Ok(())

@@ -1,0 +1,56 @@
+//! Regions: where grouping starts. Node groups before the cut (in
+//! dataflow order) keep every member's own layers; those after it are
+//! grouped. The cut moves, by up to 5% of the groups, to where the least
+//! data crosses it, since every value crossing it is stacked by a Concat.
+
+use std::collections::HashMap;
+
+use fuse_ir::Graph;
+
+use super::align::NodeGroup;
+use super::options::Lowering;
+
+/// The index of the first node group that may be grouped: 0 for
+/// `Grouped`, past the end for `Separate`, and for `Regions { from }` the
+/// narrowest cut near that fraction of the groups.
+pub(crate) fn cut(lowering: Lowering, g0: &Graph, groups: &[NodeGroup]) -> usize {
+    match lowering {
+        Lowering::Grouped => 0,
+        Lowering::Separate => groups.len(),
+        Lowering::Regions { from } => {
+            let at = ((from.clamp(0.0, 1.0) * groups.len() as f32).round() as usize).min(groups.len());
+            narrowest_cut(g0, groups, at)
+        }
+    }
+}
+
+/// The cut near `at` (within 5% of the node groups) where the least data crosses
+/// from the per-member region into the grouped one: the elements of node
+/// outputs made before the cut and read after it, which the grouped region
+/// must stack (a Concat each). Ties go to the cut nearest `at`; a cut at
+/// either end stays there.
+fn narrowest_cut(g: &Graph, groups: &[NodeGroup], at: usize) -> usize {
+    let n = groups.len();
+    if at == 0 || at >= n {
+        return at; // all grouped, or none: nothing crosses
+    }
+    let mut made = HashMap::new();
+    let mut last_read = HashMap::new();
+    for (i, p) in groups.iter().enumerate() {
+        let node = g.node(p.nodes[0]);
+        for &o in &node.outputs {
+            made.insert(o, i);
+        }
+        for &v in node.inputs.iter().flatten() {
+            last_read.insert(v, i);
+        }
+    }
+    let crossing = |c: usize| -> usize {
+        made.iter()
+            .filter(|(v, &i)| i < c && last_read.get(*v).is_some_and(|&j| j >= c))
+            .map(|(v, _)| g.value(*v).ty.shape.iter().product::<usize>())
+            .sum()
+    };
+    let w = (n / 20).max(1);
+    (at.saturating_sub(w)..=(at + w).min(n)).min_by_key(|&c| (crossing(c), c.abs_diff(at))).unwrap_or(at)
+}

@@ -1,0 +1,60 @@
+//! What fusion did ([`FuseReport`]) and its summary for `fusec fuse
+//! --explain`.
+
+use std::fmt::Write as _;
+
+use crate::canonicalize::CanonStats;
+
+/// What fusion did, for `--explain` and tests.
+#[derive(Clone, Debug, Default)]
+pub struct FuseReport {
+    pub members: Vec<String>,
+    pub member_nodes: Vec<usize>,
+    pub member_convs: Vec<usize>,
+    pub canon: Vec<CanonStats>,
+    pub bn_folded: Vec<usize>,
+    pub groups: usize,
+    pub same: usize,
+    pub shared: usize,
+    /// Convs among the shared node groups (a frozen backbone's).
+    pub shared_convs: usize,
+    pub grouped: usize,
+    /// Same node groups the group pass could not stack, run per member.
+    pub separate_same: usize,
+    pub divergent: usize,
+    pub fused_nodes: usize,
+    pub fused_convs: usize,
+    /// One line per divergence.
+    pub divergences: Vec<String>,
+    /// (member, earlier member it is identical to).
+    pub identical: Vec<(usize, usize)>,
+}
+
+/// The fused graph's summary, printed by `fusec fuse --explain`.
+pub fn explain(r: &FuseReport) -> String {
+    let mut s = String::new();
+    let n = r.members.len();
+    let _ = writeln!(s, "members: {n}");
+    for (k, m) in r.members.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {m}: {} nodes, {} Conv (folded {} constant nodes, {} BatchNorm)",
+            r.member_nodes[k], r.member_convs[k], r.canon[k].folded, r.bn_folded[k]
+        );
+    }
+    for (k, j) in &r.identical {
+        let _ = writeln!(s, "  {} is identical to {}", r.members[*k], r.members[*j]);
+    }
+    let _ = writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
+    let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
+    let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
+    let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
+    let _ = writeln!(s, "  per member after divergence: {}", r.divergent);
+    let total: usize = r.member_convs.iter().sum();
+    let _ = writeln!(s, "fused graph: {} nodes, {} Conv (members one after another: {} Conv)", r.fused_nodes, r.fused_convs, total);
+    let _ = writeln!(s, "divergences: {}", r.divergences.len());
+    for d in &r.divergences {
+        let _ = writeln!(s, "  {d}");
+    }
+    s
+}
