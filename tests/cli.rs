@@ -219,7 +219,7 @@ fn unknown_op_is_rejected() {
         .output("y", &[1, 4])
         .node("FancyActivation", &["x"], &["y"], vec![attr_int("alpha", 1)])
         .build();
-    assert_rejected(&write(&dir, "unknown_op.onnx", &bytes), "unsupported op `FancyActivation`");
+    assert_rejected(&write(&dir, "unknown_op.onnx", &bytes), "unsupported op: FancyActivation (1 node); first: node");
 }
 
 #[test]
@@ -311,6 +311,25 @@ fn compare_passes_identical_files_and_fails_beyond_tolerance() {
     let res = fusec(&["compare", b.to_str().unwrap(), a.to_str().unwrap()]);
     let err = one_error_line(&res, 1);
     assert!(err.contains("1 of 1 tensors exceed max abs"), "{err}");
+    assert!(String::from_utf8(res.stdout).unwrap().lines().last().unwrap().starts_with("FAILED: 1 of 1 tensors"));
+}
+
+#[test]
+fn compare_prints_a_verdict_and_checks_a_members_outputs_in_a_fused_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_input(&dir);
+    let res = ok(fusec(&["compare", s(&a), s(&a)]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert_eq!(text.lines().last(), Some("ok: 1 tensors within max abs 1e-4 and rel L2 1e-5"), "{text}");
+    // A fused model's outputs are MEMBER/OUTPUT: --prefix finds them.
+    let x = fusec_verify::io::read_tensors(&a).unwrap();
+    let fused: fusec_verify::Tensors = x.iter().map(|(n, t)| (format!("coco/{n}"), t.clone())).collect();
+    let f = write(&dir, "fused.safetensors", &fusec_verify::io::to_safetensors_bytes(&fused).unwrap());
+    let line = one_error_line(&fusec(&["compare", s(&f), s(&a)]), 2);
+    assert!(line.contains("share no tensor names") && line.contains("--prefix MEMBER/"), "{line}");
+    let res = ok(fusec(&["compare", s(&f), s(&a), "--prefix", "coco/"]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("coco/x") && text.contains("ok: 1 tensors"), "{text}");
 }
 
 #[test]

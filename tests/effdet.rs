@@ -252,7 +252,7 @@ fn unrecognized_checkpoint_names_the_closest_family_and_the_tensors() {
     assert_checkpoint_rejected(
         &t,
         &[],
-        "unrecognized checkpoint: closest family is efficientdet (1 of 4 marker tensors present); missing `fpn.cell.0.fnode.0.combine.edge_weights`, `class_net.predict.conv_pw.weight`, `box_net.predict.conv_pw.weight`; unexpected `encoder.layer1.weight` [4, 4]",
+        "unrecognized checkpoint: closest family is efficientdet (1 of 4 marker tensors present); missing 3: `fpn.cell.0.fnode.0.combine.edge_weights`, `class_net.predict.conv_pw.weight`, `box_net.predict.conv_pw.weight`; unexpected `encoder.layer1.weight` [4, 4]",
     );
 }
 

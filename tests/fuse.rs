@@ -356,6 +356,20 @@ fn verify_reports_equivalence_and_speed() {
 }
 
 #[test]
+fn verify_tables_say_which_input_a_row_is() {
+    let (_dir, members, model, _input) = small_fused();
+    let mut args = vec!["verify", s(&model), "--members"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["--image-size", "128", "--images", "2", "--runtime", "tract", "--runs", "0"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(text.contains("input  member"), "{text}");
+    for k in ["1", "2"] {
+        let rows = text.lines().filter(|l| l.split_whitespace().next() == Some(k) && l.contains("class_out_0")).count();
+        assert_eq!(rows, members.len(), "input {k}: one class_out_0 row per member\n{text}");
+    }
+}
+
+#[test]
 fn verify_fails_on_a_fused_model_with_one_corrupted_weight() {
     let (dir, members, model, input) = small_fused();
     // Scale one weight of the fused model, the stacked box-head conv, by 1.05.
@@ -480,7 +494,7 @@ fn verify_on_the_reference_set_reports_detection_metrics() {
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("equivalence: ok (30 outputs compared, |fused - member| <= 1e-4 + 1e-4 * |member|; the model has fp32 weights"), "{text}");
     for m in MEMBERS {
-        let row = text.lines().find(|l| l.starts_with(&format!("| {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        let row = text.lines().find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
         assert!(row.ends_with("| 1.0000 | 1.0000 |"), "labels and boxes agree: {row}");
     }
 }
@@ -503,8 +517,13 @@ fn fp16_weights_halve_the_onnx_file_and_keep_the_detections() {
     // fp32 tolerances: fp16 weights fail them, and verify says so.
     let mut strict = args.clone();
     strict.extend_from_slice(&["--atol", "1e-4", "--rtol", "1e-4"]);
+    strict.push("--json");
     let res = fusec(&strict);
     assert_eq!(res.status.code(), Some(1), "{}", String::from_utf8_lossy(&res.stderr));
+    // An output that differs is its own kind of failure, with the file.
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert_eq!(j["error"]["kind"], "mismatch", "{j}");
+    assert_eq!(j["error"]["file"], s(&f16_out), "{j}");
     // By default verify sees the fp16 weights and uses the fp16 tolerance;
     // it passes, and the detections stay: at most one per member (at the
     // 100-detection cut-off) finds no partner with IoU >= 0.5, and every
@@ -513,10 +532,10 @@ fn fp16_weights_halve_the_onnx_file_and_keep_the_detections() {
     let line = "equivalence: ok (30 outputs compared, |fused - member| <= 1e-2 + 1e-2 * |member|; the model has fp16 weights";
     assert!(text.contains(line), "{text}");
     for m in MEMBERS {
-        let row = text.lines().find(|l| l.starts_with(&format!("| {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        let row = text.lines().find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
         let cols: Vec<&str> = row.split('|').map(str::trim).collect();
-        let paired: usize = cols[3].parse().unwrap();
-        let label_accuracy: f64 = cols[6].parse().unwrap();
+        let paired: usize = cols[4].parse().unwrap();
+        let label_accuracy: f64 = cols[7].parse().unwrap();
         assert!(paired >= 99, "paired detections: {row}");
         assert_eq!(label_accuracy, paired as f64 / 100.0, "a paired detection changed its label: {row}");
     }

@@ -1,6 +1,7 @@
 //! The seed inputs of the fuzz targets (`fuzz/`, run by `scripts/fuzz.sh`)
 //! are valid inputs: every ONNX seed imports, every pair fuses, the
-//! checkpoint builds. With `FUSEC_FUZZ_SEEDS=DIR` the seeds are also written
+//! checkpoint builds; and a few inputs that must be refused cleanly (a
+//! conv with zero output channels), so the fuzzers start next to them. With `FUSEC_FUZZ_SEEDS=DIR` the seeds are also written
 //! to `DIR/TARGET/` (scripts/fuzz.sh does that before fuzzing).
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::checkpoints::{write_checkpoint_seeded, Spec};
-use common::models::{many_ops_member, resize_member};
+use common::models::{many_ops_member, resize_member, zero_channel_model};
 use common::{fusec, ok};
 use fusec_exporters::onnx_builder::OnnxBuilder;
 
@@ -71,6 +72,13 @@ fn fuzz_seeds_are_valid_inputs() {
         ];
         fusec_passes::fuse(members, &fusec_passes::FuseOptions::default()).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
+    // Refused, never a panic: zero-sized activations (once a division by
+    // zero in BatchNorm folding).
+    let refused: Vec<(&str, Vec<u8>)> = vec![("zero_channels.onnx", zero_channel_model())];
+    for (name, bytes) in &refused {
+        let Err(e) = fusec_frontends::onnx::import(bytes, Path::new(name)) else { panic!("seed {name} imported") };
+        assert_eq!(e.tensor.as_deref(), Some("c"), "{e}");
+    }
     let checkpoint = fusec_frontends::safetensors::open(&st_a).unwrap();
     let opts = fusec_frontends::arch::ArchOptions { arch: None, image_size: Some(128) };
     fusec_frontends::arch::build(&checkpoint, &opts).unwrap_or_else(|e| panic!("seed checkpoint: {e}"));
@@ -86,6 +94,10 @@ fn fuzz_seeds_are_valid_inputs() {
         }
         for (name, a, b) in &pairs {
             put("fuse_pair", name, &pair(a, b));
+        }
+        for (name, bytes) in &refused {
+            put("onnx_import", name, bytes);
+            put("fuse_pair", name, &pair(bytes, bytes));
         }
         put("safetensors_checkpoint", "effdet_small.safetensors", &std::fs::read(&st_a).unwrap());
     }

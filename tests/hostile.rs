@@ -273,3 +273,113 @@ fn json_errors_name_the_file_node_and_tensor() {
     assert!(j["error"]["message"].as_str().unwrap().contains("--output"), "{j}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_zero_channel_conv_is_refused_at_import_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(&dir, "zero.onnx", &common::models::zero_channel_model());
+    let line = assert_convert_rejects(&bad, &["tensor `c`", "node `conv` (Conv)", "zero-sized dimension"]);
+    assert!(line.contains("f32[1,0,4,4]"), "{line}");
+    // Fusing two of them: the same error, exit 2, nothing written.
+    let out = dir.path().join("super.onnx");
+    let res = fusec(&["fuse", s(&bad), s(&bad), "-o", s(&out), "--json"]);
+    assert_eq!(res.status.code(), Some(2));
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert_eq!(j["error"]["tensor"], "c", "{j}");
+    assert_eq!(j["error"]["file"], s(&bad), "{j}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_unsupported_model_lists_every_op_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .node_named("e1", "Erf", &["x"], &["a"], vec![])
+        .node_named("e2", "Erf", &["a"], &["b"], vec![])
+        .node_named("s", "Sqrt", &["b"], &["c"], vec![])
+        .node_named("r", "Relu", &["c"], &["y"], vec![])
+        .build();
+    let bad = write(&dir, "erf.onnx", &bytes);
+    let line = assert_convert_rejects(&bad, &["unsupported ops: Erf (2 nodes), Sqrt (1 node); first: node `e1` (Erf)"]);
+    assert!(!line.contains("Relu"), "{line}");
+    let out = dir.path().join("out.onnx");
+    let res = fusec(&["convert", s(&bad), "-o", s(&out), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert_eq!(j["error"]["node"], "e1", "{j}");
+}
+
+/// What `umask` is for this process (read and put back).
+fn umask() -> u32 {
+    let out = Command::new("sh").args(["-c", "umask"]).output().unwrap();
+    u32::from_str_radix(String::from_utf8(out.stdout).unwrap().trim(), 8).unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn written_files_get_the_usual_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = reference_members();
+    let (onnx, pkg) = (dir.path().join("super.onnx"), dir.path().join("super.mlpackage"));
+    ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&onnx)]));
+    ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&pkg)]));
+    let input = reference_dir().join("input.safetensors");
+    let out = dir.path().join("out.safetensors");
+    ok(fusec(&["run", &members[1], "--input", s(&input), "-o", s(&out)]));
+    let (file, dirmode) = (0o666 & !umask(), 0o777 & !umask());
+    for f in [&onnx, &out, &pkg.join("Manifest.json"), &pkg.join("Data/com.apple.CoreML/model.mlmodel"), &pkg.join("Data/com.apple.CoreML/weights/weight.bin")] {
+        assert_eq!(mode(f), file, "{}: mode {:o}", f.display(), mode(f));
+    }
+    for d in [&pkg, &pkg.join("Data"), &pkg.join("Data/com.apple.CoreML/weights")] {
+        assert_eq!(mode(d), dirmode, "{}: mode {:o}", d.display(), mode(d));
+    }
+    // A replaced file gets the usual mode too (not the old file's, not 0600).
+    std::fs::set_permissions(&onnx, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&onnx)]));
+    assert_eq!(mode(&onnx), file);
+}
+
+#[test]
+fn json_makes_stderr_one_object_on_success_and_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = reference_members();
+    let out = dir.path().join("super.onnx");
+    // Success: the per-member lines and the assumption come as notes and
+    // warnings of the one object.
+    let res = ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&out), "--json"]));
+    let err = String::from_utf8(res.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&err).unwrap();
+    let notes = j["notes"].as_array().unwrap();
+    assert!(notes[0].as_str().unwrap().contains("coco.safetensors: efficientdet_d0"), "{j}");
+    assert!(notes.last().unwrap().as_str().unwrap().starts_with(&format!("wrote {}", s(&out))), "{j}");
+    assert_eq!(j["warnings"].as_array().unwrap().len(), 1, "the variant assumption, once: {j}");
+    assert!(j.get("error").is_none(), "{j}");
+    // Failure after members were described: still one object.
+    let res = fusec(&["fuse", &members[0], &members[1], "-o", s(&dir.path().join("super.txt")), "--json"]);
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8(res.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(j["error"]["kind"], "input", "{j}");
+}
+
+#[test]
+fn an_ambiguous_checkpoint_is_said_once_with_the_flag_that_changes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = reference_members();
+    let out = dir.path().join("super.onnx");
+    let res = ok(fusec(&["fuse", &members[0], &members[1], &members[2], "-o", s(&out)]));
+    let err = String::from_utf8(res.stderr).unwrap();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("a TensorFlow port")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].starts_with("warning: assumed the PyTorch-trained variant efficientdet_d0") && said[0].contains("--arch tf_efficientdet_d0"), "{err}");
+    // Saying which variant silences it.
+    let res = ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&out), "--arch", "efficientdet_d0"]));
+    assert!(!String::from_utf8(res.stderr).unwrap().contains("warning"));
+}

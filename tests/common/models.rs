@@ -67,3 +67,19 @@ pub fn many_ops_member(seed: f32) -> Vec<u8> {
         .build()
 }
 
+
+/// A conv with 0 output channels followed by BatchNormalization (once a
+/// division by zero in BatchNorm folding, exit 101).
+pub fn zero_channel_model() -> Vec<u8> {
+    OnnxBuilder::new(17)
+        .input("x", &[1, 3, 4, 4])
+        .output("y", &[1, 0, 4, 4])
+        .init_f32("w", &[0, 3, 1, 1], &[])
+        .init_f32("g", &[0], &[])
+        .init_f32("b", &[0], &[])
+        .init_f32("m", &[0], &[])
+        .init_f32("v", &[0], &[])
+        .node_named("conv", "Conv", &["x", "w"], &["c"], vec![])
+        .node_named("bn", "BatchNormalization", &["c", "g", "b", "m", "v"], &["y"], vec![])
+        .build()
+}

@@ -51,12 +51,12 @@ impl Calibration {
     /// The fuse options of a calibration file (what was measured goes to
     /// stderr); errors name the file.
     pub fn load(path: &Path) -> Result<FuseOptions, Failure> {
-        let bad = |m: String| Failure::Input(format!("{}: {m}", path.display()));
+        let bad = |m: String| Failure::input(format!("{}: {m}", path.display())).in_file(path);
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
         let c: Calibration =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a fusec bench --calibrate file: {e}")))?;
         let opts = c.options().map_err(bad)?;
-        eprintln!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device);
+        crate::report::note(format!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device));
         Ok(opts)
     }
 

@@ -18,25 +18,40 @@ use crate::Failure;
 
 impl From<LoadError> for Failure {
     fn from(e: LoadError) -> Self {
-        Failure::Input(e.to_string())
+        Failure::input(e.to_string()).in_file(&e.file).at_node(e.node).at_tensor(e.tensor)
     }
 }
 
 impl From<ExportError> for Failure {
     fn from(e: ExportError) -> Self {
         match e {
-            ExportError::Io { .. } => Failure::Input(e.to_string()),
-            ExportError::Unsupported(m) => Failure::Internal(format!("export failed: {m}")),
-            ExportError::Unmapped(m) => Failure::Input(format!("Core ML export: {m}")),
+            ExportError::Io { ref path, .. } => Failure::input(e.to_string()).in_file(path),
+            ExportError::Unsupported(m) => Failure::internal(format!("export failed: {m}")),
+            ExportError::Unmapped(m) => Failure::input(format!("Core ML export: {m}")),
         }
+    }
+}
+
+impl From<fusec_passes::PassError> for Failure {
+    fn from(e: fusec_passes::PassError) -> Self {
+        let f = match e {
+            fusec_passes::PassError::Incompatible(_) => Failure::input(e.to_string()),
+            _ => Failure::internal(e.to_string()),
+        };
+        let (node, tensor) = match e.ir() {
+            Some(fuse_ir::IrError::Node { node, .. } | fuse_ir::IrError::Cycle { node }) => (Some(node.clone()), None),
+            Some(fuse_ir::IrError::Tensor { name, .. }) => (None, Some(name.clone())),
+            _ => (None, None),
+        };
+        f.at_node(node).at_tensor(tensor)
     }
 }
 
 impl From<VerifyError> for Failure {
     fn from(e: VerifyError) -> Self {
         match e {
-            VerifyError::Input(_) | VerifyError::Unavailable(_) => Failure::Input(e.to_string()),
-            VerifyError::Runtime(_) => Failure::Internal(e.to_string()),
+            VerifyError::Input(_) | VerifyError::Unavailable(_) => Failure::input(e.to_string()),
+            VerifyError::Runtime(_) => Failure::internal(e.to_string()),
         }
     }
 }
@@ -50,9 +65,12 @@ pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failu
             let ck = fusec_frontends::safetensors::open(path)?;
             let built = fusec_frontends::arch::build(&ck, arch)?;
             for w in &built.warnings {
-                eprintln!("warning: {}: {w}", path.display());
+                crate::report::warn(format!("{}: {w}", path.display()));
             }
-            eprintln!("{}: {}", path.display(), built.description);
+            if let Some(a) = &built.assumed {
+                crate::report::warn_once(a);
+            }
+            crate::report::note(format!("{}: {}", path.display(), built.description));
             Ok(built.graph)
         }
     }
@@ -64,7 +82,7 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
     }
     let g = load_graph(path, arch)?;
     if ir {
-        let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::Internal(e.to_string()))?;
+        let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::internal(e.to_string()))?;
         return emit(&text);
     }
     let mut o = String::new();
@@ -136,14 +154,14 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
 
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
     if OutputFormat::of(output)? != OutputFormat::Onnx {
-        return Err(Failure::Input(format!(
+        return Err(Failure::input(format!(
             "{}: convert writes ONNX; name the output *.onnx (Core ML packages come from fusec fuse)",
             output.display()
         )));
     }
     let g = load_graph(path, arch)?;
     let size = fusec_exporters::onnx::write_file(&g, output)?;
-    eprintln!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count());
+    crate::report::note(format!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count()));
     Ok(())
 }
 
@@ -155,7 +173,7 @@ pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensor
         let v = g.value(i);
         let Some((_, a)) = inputs.iter().find(|(n, _)| *n == v.name) else {
             let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(Failure::Input(format!(
+            return Err(Failure::input(format!(
                 "{}: the model needs input `{}` ({}) but the file holds {have:?}",
                 file.display(),
                 v.name,
@@ -163,7 +181,7 @@ pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensor
             )));
         };
         if a.shape() != v.ty.shape.as_slice() {
-            return Err(Failure::Input(format!(
+            return Err(Failure::input(format!(
                 "{}: tensor `{}` is {:?} but the model needs {}",
                 file.display(),
                 v.name,
@@ -186,7 +204,7 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
     let t2 = Instant::now();
     let encoded = fusec_verify::io::to_safetensors_bytes(&outputs)?;
     fusec_exporters::write_atomic(output, &encoded)?;
-    eprintln!(
+    crate::report::note(format!(
         "ran {} on {} ({}): load {:.0} ms, run {:.0} ms; wrote {} outputs to {}",
         model.display(),
         cfg.runtime,
@@ -195,7 +213,7 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
         (t2 - t1).as_secs_f64() * 1e3,
         outputs.len(),
         output.display()
-    );
+    ));
     Ok(())
 }
 
@@ -218,9 +236,9 @@ pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
 
 fn sha256_file(path: &Path) -> Result<String, Failure> {
     use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+    std::io::copy(&mut f, &mut h).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -235,7 +253,7 @@ impl OutputFormat {
         match output.extension().and_then(|e| e.to_str()) {
             Some("onnx") => Ok(OutputFormat::Onnx),
             Some("mlpackage") => Ok(OutputFormat::CoreMl),
-            _ => Err(Failure::Input(format!(
+            _ => Err(Failure::input(format!(
                 "{}: name the output *.onnx (ONNX) or *.mlpackage (Core ML ML program)",
                 output.display()
             ))),
@@ -264,22 +282,20 @@ pub fn fuse(
         members.push(fusec_passes::Member { name: name.clone(), graph });
     }
     let t_load = t0.elapsed();
-    let fused = fusec_passes::fuse(members, opts).map_err(|e| match e {
-        fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
-        _ => Failure::Internal(e.to_string()),
-    })?;
+    let fused = fusec_passes::fuse(members, opts)?;
     let r = &fused.report;
     for (k, j) in &r.identical {
-        eprintln!(
-            "warning: {} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",
+        crate::report::warn(format!(
+            "{} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",
             paths[*k].display(),
             paths[*j].display()
-        );
+        ));
     }
     let mut g = fused.graph;
     if format == OutputFormat::Onnx && precision == Precision::F16 {
         // ONNX: fp16 weights, f32 compute (a Cast after each weight).
-        fusec_passes::fp16_weights(&mut g).map_err(|e| Failure::Internal(e.to_string()))?;
+        fusec_passes::fp16_weights(&mut g).map_err(fusec_passes::PassError::from)?;
+        fusec_passes::validate::validated("fp16_weights", &g)?;
     }
     g.metadata.extend(meta);
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
@@ -289,10 +305,10 @@ pub fn fuse(
         OutputFormat::CoreMl => {
             let info = fusec_exporters::coreml::write_package(&g, output, precision)?;
             if let Some((onnx, coreml)) = info.renamed.first() {
-                eprintln!(
+                crate::report::note(format!(
                     "note: Core ML names are identifiers: {} inputs/outputs renamed (`{onnx}` is `{coreml}`); the package's metadata maps fusec.name.NEW to the ONNX name",
                     info.renamed.len()
-                );
+                ));
             }
             info.weight_bytes
         }
@@ -300,7 +316,7 @@ pub fn fuse(
     if explain {
         emit(&fusec_passes::explain(r))?;
     }
-    eprintln!(
+    crate::report::note(format!(
         "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms)",
         output.display(),
         paths.len(),
@@ -311,35 +327,54 @@ pub fn fuse(
         t_load.as_secs_f64() * 1e3,
         (t_fuse - t_load).as_secs_f64() * 1e3,
         (t0.elapsed() - t_fuse).as_secs_f64() * 1e3,
-    );
+    ));
     Ok(())
 }
 
-pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result<(), Failure> {
+/// Compares the tensors of `got` with those of `want` of the same name;
+/// `prefix` is put before each reference name to find its partner in `got`
+/// (`coco/` checks a fused model's outputs against one member's file).
+pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: f64) -> Result<(), Failure> {
     let g = fusec_verify::io::read_tensors(got)?;
     let w = fusec_verify::io::read_tensors(want)?;
     let mut o = String::new();
     let _ = writeln!(o, "{:<16} {:>12} {:>12} {:>12}", "tensor", "max abs", "rel L2", "cosine");
     let (mut compared, mut failed) = (0, vec![]);
     for (name, wt) in &w {
-        let Some((_, gt)) = g.iter().find(|(n, _)| n == name) else { continue };
-        let d = fusec_verify::compare::diff(gt, wt).map_err(|e| Failure::Input(format!("tensor `{name}`: {e}")))?;
-        let _ = writeln!(o, "{name:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
+        let key = format!("{prefix}{name}");
+        let Some((_, gt)) = g.iter().find(|(n, _)| *n == key) else { continue };
+        let d = fusec_verify::compare::diff(gt, wt)
+            .map_err(|e| Failure::input(format!("tensor `{key}`: {e}")).in_file(got).at_tensor(Some(key.clone())))?;
+        let _ = writeln!(o, "{key:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
         compared += 1;
         if !d.within(max_abs, max_rel_l2) {
-            failed.push(name.clone());
+            failed.push(key);
         }
     }
-    emit(&o)?;
     if compared == 0 {
-        return Err(Failure::Input(format!("{} and {} share no tensor names", got.display(), want.display())));
+        emit(&o)?;
+        let hint = if prefix.is_empty() { " (a fused model's outputs are MEMBER/OUTPUT: try --prefix MEMBER/)" } else { "" };
+        return Err(Failure::input(format!(
+            "{} and {} share no tensor names{}{hint}",
+            got.display(),
+            want.display(),
+            if prefix.is_empty() { String::new() } else { format!(" with prefix `{prefix}`") }
+        )));
     }
+    if failed.is_empty() {
+        let _ = writeln!(o, "ok: {compared} tensors within max abs {max_abs:e} and rel L2 {max_rel_l2:e}");
+    } else {
+        let _ = writeln!(o, "FAILED: {} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}", failed.len());
+    }
+    emit(&o)?;
     if !failed.is_empty() {
-        return Err(Failure::Internal(format!(
-            "{} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}: {}",
+        return Err(Failure::mismatch(format!(
+            "{}: {} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}: {}",
+            got.display(),
             failed.len(),
             failed.join(", ")
-        )));
+        ))
+        .in_file(got));
     }
     Ok(())
 }
@@ -349,7 +384,7 @@ pub fn compare(got: &Path, want: &Path, max_abs: f64, max_rel_l2: f64) -> Result
 pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Internal(format!("cannot write to stdout: {e}"))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::internal(format!("cannot write to stdout: {e}"))),
         _ => Ok(()),
     }
 }

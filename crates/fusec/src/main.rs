@@ -2,6 +2,7 @@
 
 mod calibration;
 mod commands;
+mod report;
 mod speed;
 
 use std::process::ExitCode;
@@ -16,8 +17,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2 --calibrate lowering.json\n  fusec convert bad.onnx -o out.onnx --json   # errors as one JSON object"
 )]
 struct Cli {
-    /// Errors as one JSON object on stderr (for scripts): {"error": {"exit_code",
-    /// "kind", "message", and "file", "node", "tensor" where the message names them}}
+    /// stderr as one JSON object (for scripts): {"notes": [...], "warnings":
+    /// [...]} and, on failure, "error": {"exit_code", "kind" (input, internal,
+    /// mismatch, interrupted), "message", and "file", "node", "tensor" where
+    /// the error is about one}
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -56,11 +59,21 @@ enum Device {
 struct RuntimeArgs {
     #[arg(long, value_enum, default_value = "ort")]
     runtime: Runtime,
+    /// Where the models run: cpu; cuda or coreml need an ONNX Runtime
+    /// library with that execution provider (an error otherwise, never a
+    /// silent CPU fallback)
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
-    /// Intra-op threads (ONNX Runtime); spinning is always off
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Intra-op threads for ONNX Runtime (spinning is always off); the
+    /// default is the number of CPUs this process may use, as in the
+    /// README's measurements
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+}
+
+/// `--threads`' default: the CPUs this process may use.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl RuntimeArgs {
@@ -79,7 +92,7 @@ struct SpeedArgs {
     runs: usize,
 }
 
-fn session_config(runtime: Runtime, device: Device, threads: Option<usize>) -> fusec_verify::runtime::SessionConfig {
+fn session_config(runtime: Runtime, device: Device, threads: usize) -> fusec_verify::runtime::SessionConfig {
     fusec_verify::runtime::SessionConfig {
         runtime: match runtime {
             Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
@@ -90,7 +103,7 @@ fn session_config(runtime: Runtime, device: Device, threads: Option<usize>) -> f
             Device::Cuda => fusec_verify::runtime::Device::Cuda,
             Device::Coreml => fusec_verify::runtime::Device::CoreMl,
         },
-        threads,
+        threads: Some(threads),
     }
 }
 
@@ -150,11 +163,15 @@ enum Command {
         input: std::path::PathBuf,
         #[arg(long, value_enum, default_value = "tract")]
         runtime: Runtime,
+        /// Where the model runs: cpu; cuda or coreml need an ONNX Runtime
+        /// library with that execution provider (an error otherwise, never a
+        /// silent CPU fallback)
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
-        /// Intra-op threads (ONNX Runtime)
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Intra-op threads for ONNX Runtime [default: the CPUs this process
+        /// may use]
+        #[arg(long, default_value_t = default_threads())]
+        threads: usize,
         /// Where to write the outputs (safetensors, written atomically)
         #[arg(short, long)]
         output: std::path::PathBuf,
@@ -220,6 +237,8 @@ enum Command {
         /// --images deterministic random images
         #[arg(long)]
         input: Option<std::path::PathBuf>,
+        /// Without --input: how many deterministic random inputs to compare
+        /// on (numbered from 1 in the tables; the first is also timed)
         #[arg(long, default_value_t = 2)]
         images: usize,
         #[command(flatten)]
@@ -266,74 +285,27 @@ enum Command {
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
-    #[command(after_help = "Example:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5")]
+    #[command(after_help = "Examples:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5\n  fusec run super.onnx --input input.safetensors -o super.out.safetensors\n  fusec compare super.out.safetensors coco.outputs.safetensors --prefix coco/")]
     Compare {
         /// The tensors to check
         got: std::path::PathBuf,
         /// The reference tensors
         want: std::path::PathBuf,
+        /// Put PREFIX before each reference name to find its partner in GOT:
+        /// `--prefix coco/` checks a fused model's outputs against member
+        /// coco's reference file
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Largest absolute difference allowed in any element
         #[arg(long, default_value_t = 1e-4)]
         max_abs: f64,
+        /// Largest relative L2 error allowed (|got - want| / |want|)
         #[arg(long, default_value_t = 1e-5)]
         max_rel_l2: f64,
     },
 }
 
-/// A failure, classified for the exit code: 2 when the input or the
-/// request must change, 1 when fusec or a runtime failed.
-pub enum Failure {
-    Input(String),
-    Internal(String),
-}
-
-/// Whether errors are printed as JSON (read by the interrupt handler too).
-static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Prints the one error line (or JSON object) every failure ends with.
-fn report(code: u8, msg: &str) {
-    let msg = msg.replace('\n', " ");
-    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("{}", error_json(code, &msg));
-    } else {
-        eprintln!("error: {msg}");
-    }
-}
-
-/// `{"error": {...}}`: the file, node and tensor the message names, as
-/// separate fields.
-fn error_json(code: u8, msg: &str) -> serde_json::Value {
-    let quoted = |after: &str| -> Option<String> {
-        let start = msg.find(after)? + after.len();
-        let end = msg[start..].find('`')?;
-        Some(msg[start..start + end].to_string())
-    };
-    // Errors start with the path of the file they are about, when there is
-    // one (it may not exist: "a.onnx: cannot read: ...").
-    let file = msg
-        .match_indices(": ")
-        .map(|(i, _)| &msg[..i])
-        .find(|p| {
-            let path = std::path::Path::new(p);
-            path.exists() || (!p.contains(' ') && path.extension().is_some())
-        })
-        .map(str::to_string);
-    let tensor = ["tensor `", "initializer `", "weight `", "input `", "output `"].iter().find_map(|p| quoted(p));
-    let mut e = serde_json::json!({
-        "exit_code": code,
-        "kind": match code {
-            2 => "input",
-            130 => "interrupted",
-            _ => "internal",
-        },
-        "message": msg,
-    });
-    for (k, v) in [("file", file), ("node", quoted("node `")), ("tensor", tensor)] {
-        if let Some(v) = v {
-            e[k] = serde_json::Value::String(v);
-        }
-    }
-    serde_json::json!({ "error": e })
-}
+pub use report::Failure;
 
 /// A failed write never leaves a partial file: exceeding a file size limit
 /// is an error (not SIGXFSZ), and Ctrl-C/SIGTERM remove the temporaries
@@ -346,7 +318,7 @@ fn install_signal_handlers() {
     }
     let _ = ctrlc::set_handler(|| {
         fusec_exporters::remove_pending();
-        report(130, "interrupted; any output being written was removed");
+        report::finish(Some(&Failure::interrupted("interrupted; any output being written was removed")));
         std::process::exit(130);
     });
 }
@@ -360,13 +332,13 @@ fn main() -> ExitCode {
             let first: Vec<&str> = text.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty()).collect();
             let first = first.join(" ");
             let first = first.trim_start_matches("error: ");
-            JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
-            report(2, &format!("{first} (see fusec --help)"));
+            report::set_json(true);
+            report::finish(Some(&Failure::input(format!("{first} (see fusec --help)"))));
             return ExitCode::from(2);
         }
         Err(e) => e.exit(),
     };
-    JSON_ERRORS.store(cli.json, std::sync::atomic::Ordering::Relaxed);
+    report::set_json(cli.json);
     install_signal_handlers();
     let result = match cli.command {
         Command::Inspect { file, ir, arch } => commands::inspect(&file, ir, &arch.options()),
@@ -391,7 +363,7 @@ fn main() -> ExitCode {
             };
             opts.and_then(|opts| commands::fuse(&members, &arch.options(), &output, explain, &opts, precision))
         }
-        Command::Compare { got, want, max_abs, max_rel_l2 } => commands::compare(&got, &want, max_abs, max_rel_l2),
+        Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => commands::compare(&got, &want, &prefix, max_abs, max_rel_l2),
         Command::Run { model, arch, input, runtime, device, threads, output } => {
             commands::run(&model, &arch.options(), &input, &session_config(runtime, device, threads), &output)
         }
@@ -418,14 +390,13 @@ fn main() -> ExitCode {
         ),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            report::finish(None);
+            ExitCode::SUCCESS
+        }
         Err(f) => {
-            let (code, msg) = match f {
-                Failure::Input(m) => (2, m),
-                Failure::Internal(m) => (1, m),
-            };
-            report(code, &msg);
-            ExitCode::from(code)
+            report::finish(Some(&f));
+            ExitCode::from(f.kind.exit_code())
         }
     }
 }

@@ -14,6 +14,7 @@ use fusec_verify::{Tensors, VerifyError};
 
 use crate::commands::{emit, load_graph, member_names, read_inputs};
 use crate::calibration::Calibration;
+use crate::report::progress;
 use crate::Failure;
 
 /// `fusec verify`'s default atol and rtol for a model with fp32 weights.
@@ -59,7 +60,7 @@ fn detections(outs: &Tensors, prefix: &str, g: &Graph) -> Result<Option<Vec<fuse
         .iter()
         .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
         .collect();
-    fusec_verify::detect::detect(&mine, sh[2], sh[3]).map(Some).map_err(|e| Failure::Internal(format!("decoding detections: {e}")))
+    fusec_verify::detect::detect(&mine, sh[2], sh[3]).map(Some).map_err(|e| Failure::internal(format!("decoding detections: {e}")))
 }
 
 fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
@@ -116,17 +117,6 @@ pub struct SpeedArgs {
     pub runs: usize,
 }
 
-fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds, {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn verify(
     model: &Path,
@@ -140,7 +130,7 @@ pub fn verify(
     speed: &SpeedArgs,
 ) -> Result<(), Failure> {
     if !matches!(fusec_frontends::detect_kind(model)?, fusec_frontends::FileKind::Onnx) {
-        return Err(Failure::Input(format!(
+        return Err(Failure::input(format!(
             "{}: verify takes the fused ONNX model (fusec fuse ... -o super.onnx)",
             model.display()
         )));
@@ -156,7 +146,7 @@ pub fn verify(
         for &o in g.outputs() {
             let want = format!("{m}/{}", g.value(o).name);
             if !fused_graph.outputs().iter().any(|f| fused_graph.value(*f).name == want) {
-                return Err(Failure::Input(format!(
+                return Err(Failure::input(format!(
                     "{}: no output `{want}`: was it fused from these members (names are file stems)?",
                     model.display()
                 )));
@@ -177,11 +167,17 @@ pub fn verify(
         ins.len(),
         if input.is_some() { "" } else { " (deterministic random)" }
     );
-    let _ = writeln!(o, "{:<12} {:<16} {:>11} {:>11} {:>13} {:>9}", "member", "output", "max abs", "rel L2", "cosine", "outside");
+    let _ = writeln!(
+        o,
+        "{:<6} {:<12} {:<16} {:>11} {:>11} {:>13} {:>9}",
+        "input", "member", "output", "max abs", "rel L2", "cosine", "outside"
+    );
     let mut failed = vec![];
     let mut compared = 0;
     let mut det_rows = String::new();
-    for x in &ins {
+    for (k, x) in ins.iter().enumerate() {
+        // Inputs are numbered from 1 in the tables.
+        let k = k + 1;
         let got = fused.run(x)?;
         for ((m, s), g) in names.iter().zip(sessions.iter_mut()).zip(&members) {
             let want = s.run(x)?;
@@ -189,7 +185,7 @@ pub fn verify(
                 let d = fusec_verify::detect::compare(&dg, &dw);
                 let _ = writeln!(
                     det_rows,
-                    "| {m} | {} / {} | {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
+                    "| {k} | {m} | {} / {} | {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
                     dg.len(),
                     dw.len(),
                     d.count,
@@ -202,12 +198,20 @@ pub fn verify(
             for (oname, w) in &want {
                 let key = format!("{m}/{oname}");
                 let (_, f) = got.iter().find(|(n, _)| *n == key).expect("checked above");
-                let d = diff(f, w).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
-                let outside = allclose_violations(f, w, atol, rtol).map_err(|e| Failure::Internal(format!("{key}: {e}")))?;
-                let _ = writeln!(o, "{m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}", d.max_abs, d.rel_l2, d.cosine);
+                let d = diff(f, w).map_err(|e| Failure::internal(format!("{key}: {e}")))?;
+                let outside = allclose_violations(f, w, atol, rtol).map_err(|e| Failure::internal(format!("{key}: {e}")))?;
+                let _ = writeln!(
+                    o,
+                    "{k:<6} {m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}",
+                    d.max_abs, d.rel_l2, d.cosine
+                );
                 compared += 1;
                 if outside > 0 {
-                    failed.push(format!("{key} ({outside} elements)"));
+                    failed.push(if ins.len() > 1 {
+                        format!("{key} on input {k} ({outside} elements)")
+                    } else {
+                        format!("{key} ({outside} elements)")
+                    });
                 }
             }
         }
@@ -216,10 +220,10 @@ pub fn verify(
         let _ = writeln!(o, "detections (effdet decoding and NMS, fused vs member, per input):");
         let _ = writeln!(
             o,
-            "| member | detections fused / member | paired (IoU >= {}) | boxes MSE | scores MSE | label accuracy | mean IoU |",
+            "| input | member | detections fused / member | paired (IoU >= {}) | boxes MSE | scores MSE | label accuracy | mean IoU |",
             fusec_verify::detect::PAIR_IOU
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
         o.push_str(&det_rows);
     }
     let _ = writeln!(
@@ -243,11 +247,13 @@ pub fn verify(
         emit(&t)?;
     }
     if !failed.is_empty() {
-        return Err(Failure::Internal(format!(
-            "{} of {compared} outputs differ beyond atol {atol:e} / rtol {rtol:e}: {}",
+        return Err(Failure::mismatch(format!(
+            "{}: {} of {compared} outputs differ beyond atol {atol:e} / rtol {rtol:e}: {}",
+            model.display(),
             failed.len(),
             failed.join(", ")
-        )));
+        ))
+        .in_file(model));
     }
     Ok(())
 }
@@ -340,8 +346,8 @@ pub fn bench(
     let differences = |name: &str, got: &Tensors| -> Result<(f64, f64, Option<fusec_verify::detect::DetectionDiff>), Failure> {
         let (mut max_abs, mut rel) = (0f64, 0f64);
         for (k, w) in &want {
-            let (_, g) = got.iter().find(|(n, _)| n == k).ok_or_else(|| Failure::Internal(format!("{name}: output {k} missing")))?;
-            let d = diff(g, w).map_err(|e| Failure::Internal(format!("{name} {k}: {e}")))?;
+            let (_, g) = got.iter().find(|(n, _)| n == k).ok_or_else(|| Failure::internal(format!("{name}: output {k} missing")))?;
+            let d = diff(g, w).map_err(|e| Failure::internal(format!("{name} {k}: {e}")))?;
             max_abs = max_abs.max(d.max_abs);
             rel = rel.max(d.rel_l2);
         }
@@ -362,7 +368,7 @@ pub fn bench(
     let mut prepared_out: Tensors = vec![];
     for (m, g) in names.iter().zip(&members) {
         let mut g = g.clone();
-        fusec_passes::prepare_member(&mut g, false).map_err(|e| Failure::Internal(format!("{m}: {e}")))?;
+        fusec_passes::prepare_member(&mut g, false).map_err(|e| e.in_member(m))?;
         let mut s = session(&g, cfg)?;
         for (o, t) in s.run(x)? {
             prepared_out.push((format!("{m}/{o}"), t));
@@ -375,12 +381,10 @@ pub fn bench(
     let mut diffs = vec![];
     for BenchConfig { name, opts, fp16_weights } in &configs {
         let ms = names.iter().zip(&members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
-        let mut f = fusec_passes::fuse(ms, opts).map_err(|e| match e {
-            fusec_passes::PassError::Incompatible(_) => Failure::Input(e.to_string()),
-            _ => Failure::Internal(e.to_string()),
-        })?;
+        let mut f = fusec_passes::fuse(ms, opts)?;
         if *fp16_weights {
-            fusec_passes::fp16_weights(&mut f.graph).map_err(|e| Failure::Internal(e.to_string()))?;
+            fusec_passes::fp16_weights(&mut f.graph).map_err(fusec_passes::PassError::from)?;
+            fusec_passes::validate::validated("fp16_weights", &f.graph)?;
         }
         let mut s = session(&f.graph, cfg)?;
         let got = s.run(x)?;
@@ -478,27 +482,93 @@ pub fn bench(
     }
     if let Some(p) = json {
         let j = serde_json::to_vec_pretty(&serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }))
-            .map_err(|e| Failure::Internal(e.to_string()))?;
+            .map_err(|e| Failure::internal(e.to_string()))?;
         fusec_exporters::write_atomic(p, &j)?;
     }
     if let Some(p) = calibrate {
         // The fastest lowering; fp16 weights are a precision choice, not one.
-        let (i, c) = configs
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !c.fp16_weights)
-            .max_by(|(a, _), (b, _)| rows[a + 2].speedup_p50.total_cmp(&rows[b + 2].speedup_p50))
-            .expect("configs");
+        let mut ranked: Vec<(usize, &BenchConfig)> = configs.iter().enumerate().filter(|(_, c)| !c.fp16_weights).collect();
+        ranked.sort_by(|(a, _), (b, _)| rows[b + 2].speedup_p50.total_cmp(&rows[a + 2].speedup_p50));
+        let (i, c) = ranked[0];
+        let runner_up = ranked.get(1).map(|(j, _)| &rows[j + 2]);
+        for w in calibration_doubts(&rows[i + 2], runner_up) {
+            crate::report::warn(format!("{}: {w}", p.display()));
+        }
         let cal = Calibration::new(c, rows[i + 2].speedup_p50, &device, &names);
-        let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::Internal(e.to_string()))?;
+        let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::internal(e.to_string()))?;
         fusec_exporters::write_atomic(p, &j)?;
-        eprintln!(
+        crate::report::note(format!(
             "wrote {}: `{}` ({:.2}x); use it with fusec fuse ... --calibration {}",
             p.display(),
             cal.config,
             cal.speedup_p50,
             p.display()
-        );
+        ));
     }
     Ok(())
+}
+
+/// Why the fastest row of a bench may not be the fastest lowering: its
+/// speedup's 95% interval reaches down to the baseline (1.00x), or overlaps
+/// the runner-up's interval, so the noise of this run could have picked it.
+fn calibration_doubts(best: &BenchRow, runner_up: Option<&BenchRow>) -> Vec<String> {
+    let Some((lo, hi)) = best.speedup_p50_interval else {
+        return vec![format!(
+            "`{}` was chosen without an interval (too few --runs to tell it from noise); use --runs 30 or more",
+            best.config
+        )];
+    };
+    let mut doubts = vec![];
+    if lo <= 1.0 {
+        doubts.push(format!(
+            "`{}` ({:.2}x, 95% interval {lo:.2}–{hi:.2}x) is not measurably faster than the members one after another; more --runs (or a quieter machine) may tell",
+            best.config, best.speedup_p50
+        ));
+    }
+    if let Some(r) = runner_up {
+        if let Some((rlo, rhi)) = r.speedup_p50_interval {
+            if rhi >= lo {
+                doubts.push(format!(
+                    "`{}` ({:.2}x, {lo:.2}–{hi:.2}x) and the runner-up `{}` ({:.2}x, {rlo:.2}–{rhi:.2}x) overlap: this run cannot tell them apart",
+                    best.config, best.speedup_p50, r.config, r.speedup_p50
+                ));
+            }
+        }
+    }
+    doubts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(config: &str, speedup: f64, interval: Option<(f64, f64)>) -> BenchRow {
+        BenchRow {
+            config: config.into(),
+            device: "ort (cpu, 2 threads)".into(),
+            stats: Stats::from_ms(&[10.0, 10.0]),
+            speedup_p50: speedup,
+            speedup_p50_interval: interval,
+            max_abs: 0.0,
+            rel_l2: 0.0,
+            detections: None,
+        }
+    }
+
+    #[test]
+    fn calibration_doubts_when_intervals_reach_the_baseline_or_the_runner_up() {
+        // Clearly faster than both: no doubt.
+        assert!(calibration_doubts(&row("a", 1.3, Some((1.25, 1.35))), Some(&row("b", 1.1, Some((1.05, 1.15))))).is_empty());
+        // The interval reaches 1.0x: the baseline may be as fast.
+        let d = calibration_doubts(&row("a", 1.1, Some((0.75, 1.55))), Some(&row("b", 0.72, Some((0.7, 0.74)))));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("0.75–1.55x") && d[0].contains("not measurably faster"), "{d:?}");
+        // Overlaps the runner-up's interval.
+        let d = calibration_doubts(&row("a", 1.2, Some((1.1, 1.3))), Some(&row("b", 1.18, Some((1.05, 1.25)))));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("runner-up `b`"), "{d:?}");
+        // Both, and no interval at all.
+        assert_eq!(calibration_doubts(&row("a", 1.0, Some((0.9, 1.1))), Some(&row("b", 0.99, Some((0.9, 1.05))))).len(), 2);
+        assert_eq!(calibration_doubts(&row("a", 1.2, None), None).len(), 1);
+    }
 }
