@@ -106,7 +106,15 @@ fn ort_with_missing_cuda_provider_is_a_clear_error() {
     let input = tiny_input(&dir);
     let out = dir.path().join("out.safetensors");
     let res = fusec(&[
-        "run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--runtime", "ort", "--device", "cuda", "-o",
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--runtime",
+        "ort",
+        "--device",
+        "cuda",
+        "-o",
         out.to_str().unwrap(),
     ]);
     let err = one_error_line(&res, 2);
@@ -121,7 +129,13 @@ fn tract_rejects_gpu_devices() {
     let input = tiny_input(&dir);
     let out = dir.path().join("out.safetensors");
     let res = fusec(&[
-        "run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--device", "coreml", "-o",
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--device",
+        "coreml",
+        "-o",
         out.to_str().unwrap(),
     ]);
     let err = one_error_line(&res, 2);
@@ -146,7 +160,8 @@ fn tiny_model(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 fn tiny_input(dir: &tempfile::TempDir) -> PathBuf {
-    let t = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.0]).unwrap())];
+    let t =
+        vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.0]).unwrap())];
     let p = dir.path().join("x.safetensors");
     std::fs::write(&p, fusec_verify::io::to_safetensors_bytes(&t).unwrap()).unwrap();
     p
@@ -208,7 +223,10 @@ fn node_reading_an_undefined_value_is_rejected() {
         .node("Relu", &["x"], &["r"], vec![])
         .node("Add", &["r", "ghost"], &["y"], vec![])
         .build();
-    assert_rejected(&write(&dir, "dangling.onnx", &bytes), "reads `ghost`, which no node, input or initializer defines");
+    assert_rejected(
+        &write(&dir, "dangling.onnx", &bytes),
+        "reads `ghost`, which no node, input or initializer defines",
+    );
 }
 
 #[test]
@@ -244,7 +262,10 @@ fn shape_mismatch_names_the_node() {
         .init_f32("b", &[3], &[1.0, 2.0, 3.0])
         .node("Add", &["x", "b"], &["y"], vec![])
         .build();
-    assert_rejected(&write(&dir, "mismatch.onnx", &bytes), "node `Add_0` (Add): shapes [1, 4] and [3] do not broadcast");
+    assert_rejected(
+        &write(&dir, "mismatch.onnx", &bytes),
+        "node `Add_0` (Add): shapes [1, 4] and [3] do not broadcast",
+    );
 }
 
 /// A safetensors header claiming 1000 floats over a 16-byte payload.
@@ -306,7 +327,8 @@ fn compare_passes_identical_files_and_fails_beyond_tolerance() {
     let text = String::from_utf8(res.stdout).unwrap();
     let row: Vec<&str> = text.lines().nth(1).unwrap_or_default().split_whitespace().collect();
     assert_eq!(row, ["x", "0.000e0", "0.000e0", "1.000000000"], "{text}");
-    let shifted = vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap())];
+    let shifted =
+        vec![("x".to_string(), ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![-2.0f32, 3.0, 0.25, 1.001]).unwrap())];
     let b = write(&dir, "b.safetensors", &fusec_verify::io::to_safetensors_bytes(&shifted).unwrap());
     let res = fusec(&["compare", b.to_str().unwrap(), a.to_str().unwrap()]);
     let err = one_error_line(&res, 1);

@@ -14,9 +14,7 @@ use common::models::{many_ops_member, resize_member};
 use common::{fuse_args, fusec, leftovers, ok, one_error_line, reference_members, require_ort, s, write};
 
 fn coreml_python() -> PathBuf {
-    let py = std::env::var_os("FUSEC_COREML_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let py = std::env::var_os("FUSEC_COREML_PYTHON").map(PathBuf::from).unwrap_or_default();
     assert!(
         py.is_file(),
         "Core ML tests need FUSEC_COREML_PYTHON pointing at a python with coremltools: run `bash scripts/test.sh`"
@@ -27,12 +25,7 @@ fn coreml_python() -> PathBuf {
 /// Runs scripts/check-coreml.py on `package`; returns its stdout.
 fn coremltools_check(package: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check-coreml.py");
-    let out = Command::new(coreml_python())
-        .arg(script)
-        .arg(package)
-        .arg("--ops")
-        .output()
-        .expect("python starts");
+    let out = Command::new(coreml_python()).arg(script).arg(package).arg("--ops").output().expect("python starts");
     assert!(
         out.status.success(),
         "coremltools rejected {}: {}",
@@ -50,19 +43,10 @@ fn fuse_to(out: &Path, extra: &[&str]) -> String {
 }
 
 fn package_files(p: &Path) -> Vec<(String, Vec<u8>)> {
-    [
-        "Manifest.json",
-        "Data/com.apple.CoreML/model.mlmodel",
-        "Data/com.apple.CoreML/weights/weight.bin",
-    ]
-    .iter()
-    .map(|f| {
-        (
-            f.to_string(),
-            std::fs::read(p.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", p.display())),
-        )
-    })
-    .collect()
+    ["Manifest.json", "Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(p.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", p.display()))))
+        .collect()
 }
 
 #[test]
@@ -71,62 +55,45 @@ fn reference_fusion_exports_a_package_that_coremltools_loads_and_type_checks() {
     let pkg = dir.path().join("super.mlpackage");
     let log = fuse_to(&pkg, &[]);
     assert!(
-        log.contains("30 inputs/outputs renamed")
-            && log.contains("`coco/class_out_0` is `coco_class_out_0`"),
+        log.contains("30 inputs/outputs renamed") && log.contains("`coco/class_out_0` is `coco_class_out_0`"),
         "{log}"
     );
     let written = package_files(&pkg);
     let report = coremltools_check(&pkg);
     insta::assert_snapshot!("d0x3_fp32_mil", report);
     // Weights: fp32, every float weight of the fused graph (48.6 MB).
-    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin"))
-        .unwrap()
-        .len();
+    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap().len();
     assert!(weights > 48_000_000, "{weights}");
 
     // Deterministic: the same members give byte-identical packages.
     let dir2 = tempfile::tempdir().unwrap();
     let again = dir2.path().join("super.mlpackage");
     fuse_to(&again, &[]);
-    assert!(
-        written == package_files(&again),
-        "two fusions of the same members differ"
-    );
+    assert!(written == package_files(&again), "two fusions of the same members differ");
     // coremltools found nothing to rewrite (it reformats a manifest it dislikes).
-    assert!(
-        written == package_files(&pkg),
-        "coremltools rewrote part of the package"
-    );
+    assert!(written == package_files(&pkg), "coremltools rewrote part of the package");
 }
 
 #[test]
 fn fp16_package_keeps_an_fp32_interface_and_halves_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("super16.mlpackage");
-    fuse_to(
-        &pkg,
-        &["--precision", "fp16", "--lowering", "grouped", "--keep-bn"],
-    );
+    fuse_to(&pkg, &["--precision", "fp16", "--lowering", "grouped", "--keep-bn"]);
     let report = coremltools_check(&pkg);
     insta::assert_snapshot!("d0x3_fp16_grouped_bn_mil", report);
-    assert!(
-        report.contains("input image fp32[1, 3, 512, 512]"),
-        "{report}"
-    );
-    assert!(
-        report.contains("output coco_class_out_0 fp32[1, 810, 64, 64]"),
-        "{report}"
-    );
+    assert!(report.contains("input image fp32[1, 3, 512, 512]"), "{report}");
+    assert!(report.contains("output coco_class_out_0 fp32[1, 810, 64, 64]"), "{report}");
     assert!(report.contains("conv fp16[1, "), "{report}");
-    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin"))
-        .unwrap()
-        .len();
+    let weights = std::fs::metadata(pkg.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap().len();
     assert!((24_000_000..25_500_000).contains(&weights), "{weights}");
 }
 
 /// Two small ONNX members: conv then an upsampling Resize in `mode`.
 fn resize_members(dir: &tempfile::TempDir, mode: &str) -> (PathBuf, PathBuf) {
-    (write(dir, &format!("a_{mode}.onnx"), &resize_member(mode, 0.0)), write(dir, &format!("b_{mode}.onnx"), &resize_member(mode, 1.0)))
+    (
+        write(dir, &format!("a_{mode}.onnx"), &resize_member(mode, 0.0)),
+        write(dir, &format!("b_{mode}.onnx"), &resize_member(mode, 1.0)),
+    )
 }
 
 #[test]
@@ -137,28 +104,15 @@ fn an_op_without_a_mil_mapping_is_named_and_nothing_is_written() {
     let (a, b) = resize_members(&dir, "nearest");
     ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]));
     let report = coremltools_check(&pkg);
-    assert!(
-        report.contains("op upsample_nearest_neighbor 1"),
-        "{report}"
-    );
+    assert!(report.contains("op upsample_nearest_neighbor 1"), "{report}");
     let good = package_files(&pkg);
 
     // Linear resize has no mapping: exit 2, the node named, the good package kept.
     let (a, b) = resize_members(&dir, "linear");
     let line = one_error_line(&fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]), 2);
-    assert!(
-        line.contains("Core ML export") && line.contains("(Resize)") && line.contains("Linear"),
-        "{line}"
-    );
-    assert!(
-        package_files(&pkg) == good,
-        "a failed export changed the existing package"
-    );
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "{:?}",
-        leftovers(dir.path())
-    );
+    assert!(line.contains("Core ML export") && line.contains("(Resize)") && line.contains("Linear"), "{line}");
+    assert!(package_files(&pkg) == good, "a failed export changed the existing package");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
 
     // A directory that is not a package is never replaced.
     let other = dir.path().join("photos.mlpackage");
@@ -177,41 +131,22 @@ fn verify_and_bench_with_device_coreml_say_it_is_not_available_here() {
     let (a, b) = resize_members(&dir, "nearest");
     let onnx = dir.path().join("super.onnx");
     ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&onnx)]));
-    let verify = fusec(&[
-        "verify",
-        s(&onnx),
-        "--members",
-        s(&a),
-        s(&b),
-        "--device",
-        "coreml",
-        "--runs",
-        "1",
-    ]);
+    let verify = fusec(&["verify", s(&onnx), "--members", s(&a), s(&b), "--device", "coreml", "--runs", "1"]);
     let bench = fusec(&["bench", s(&a), s(&b), "--device", "coreml", "--runs", "1"]);
     for out in [verify, bench] {
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(2), "{err}");
         let line = err.lines().last().unwrap();
-        assert!(
-            line.starts_with("error: ") && line.contains("no CoreML execution provider"),
-            "{err}"
-        );
+        assert!(line.starts_with("error: ") && line.contains("no CoreML execution provider"), "{err}");
         if cfg!(target_os = "linux") {
-            assert!(
-                line.contains("on Linux, --device coreml is not available"),
-                "{line}"
-            );
+            assert!(line.contains("on Linux, --device coreml is not available"), "{line}");
         }
     }
     // A Core ML package is not something verify can run here: it says so.
     let pkg = dir.path().join("super.mlpackage");
     ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]));
     let line = one_error_line(&fusec(&["verify", s(&pkg), "--members", s(&a), s(&b)]), 2);
-    assert!(
-        line.contains("a Core ML model") && line.contains("macOS"),
-        "{line}"
-    );
+    assert!(line.contains("a Core ML model") && line.contains("macOS"), "{line}");
 }
 
 #[test]
@@ -225,13 +160,33 @@ fn every_mapped_op_loads_and_type_checks_in_coremltools() {
         let report = coremltools_check(&pkg);
         if lowering == "separate" {
             for op in [
-                "pad", "conv", "sigmoid_hard", "clip", "max_pool", "slice_by_index", "transpose", "reshape", "softmax",
-                "layer_norm", "tanh", "expand_dims", "reduce_mean", "matmul", "relu", "sub", "real_div", "reduce_sum",
-                "concat", "split",
+                "pad",
+                "conv",
+                "sigmoid_hard",
+                "clip",
+                "max_pool",
+                "slice_by_index",
+                "transpose",
+                "reshape",
+                "softmax",
+                "layer_norm",
+                "tanh",
+                "expand_dims",
+                "reduce_mean",
+                "matmul",
+                "relu",
+                "sub",
+                "real_div",
+                "reduce_sum",
+                "concat",
+                "split",
             ] {
                 assert!(report.contains(&format!("\nop {op} ")), "{lowering} {precision}: no {op}:\n{report}");
             }
         }
-        assert!(report.contains("output a_y1 fp32[1, 1, 4, 12]") && report.contains("output b_y3 fp32[1, 4]"), "{report}");
+        assert!(
+            report.contains("output a_y1 fp32[1, 1, 4, 12]") && report.contains("output b_y3 fp32[1, 4]"),
+            "{report}"
+        );
     }
 }

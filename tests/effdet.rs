@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::checkpoints::*;
 use common::*;
 use fusec_verify::compare::diff;
@@ -19,7 +18,14 @@ fn run_member(member: &str, runtime: &str) {
     let ck = reference_dir().join(format!("{member}.safetensors"));
     let input = reference_dir().join("input.safetensors");
     let res = ok(fusec(&[
-        "run", ck.to_str().unwrap(), "--input", input.to_str().unwrap(), "--runtime", runtime, "-o", out.to_str().unwrap(),
+        "run",
+        ck.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--runtime",
+        runtime,
+        "-o",
+        out.to_str().unwrap(),
     ]));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("efficientdet_d0 (efficientnet_b0 backbone"), "{err}");
@@ -72,7 +78,16 @@ fn a_member_exports_to_onnx_that_ort_runs() {
     assert!(inspect.contains("BatchNormalization"), "{inspect}");
     assert!(inspect.contains("class_out_0 f32[1,180,64,64]"), "{inspect}"); // 9 x 20 classes
     let input = reference_dir().join("input.safetensors");
-    ok(fusec(&["run", onnx.to_str().unwrap(), "--input", input.to_str().unwrap(), "--runtime", "ort", "-o", out.to_str().unwrap()]));
+    ok(fusec(&[
+        "run",
+        onnx.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--runtime",
+        "ort",
+        "-o",
+        out.to_str().unwrap(),
+    ]));
     assert_matches_reference(&out, "vehicles");
 }
 
@@ -122,8 +137,10 @@ fn tf_variant_pads_tensorflow_same_and_changes_the_outputs() {
     let text = String::from_utf8(ok(fusec(&["inspect", ck.to_str().unwrap()])).stdout).unwrap();
     assert!(text.contains("architecture: efficientdet_d0 ("), "{text}");
     let ir = |arch: &str| {
-        String::from_utf8(ok(fusec(&["inspect", "--ir", "--arch", arch, "--image-size", "128", ck.to_str().unwrap()])).stdout)
-            .unwrap()
+        String::from_utf8(
+            ok(fusec(&["inspect", "--ir", "--arch", arch, "--image-size", "128", ck.to_str().unwrap()])).stdout,
+        )
+        .unwrap()
     };
     let stem = |ir: &str| ir.lines().find(|l| l.ends_with("# backbone.conv_stem")).unwrap().to_string();
     // 128 wide, 3x3 stride 2: "same" pads 0 before and 1 after; effdet pads 1, 1.
@@ -191,7 +208,10 @@ fn larger_variants_are_recognized_from_bifpn_and_heads() {
         let ck = checkpoint(&dir, &format!("{want}.safetensors"), &Spec::small(fpn, cells, reps, 7));
         let text = String::from_utf8(ok(fusec(&["inspect", ck.to_str().unwrap()])).stdout).unwrap();
         assert!(text.contains(&format!("architecture: {want} (")), "{text}");
-        assert!(text.contains(&format!("BiFPN {fpn} channels x {cells} cells; {reps} head repeats; 7 classes")), "{text}");
+        assert!(
+            text.contains(&format!("BiFPN {fpn} channels x {cells} cells; {reps} head repeats; 7 classes")),
+            "{text}"
+        );
     }
 }
 
@@ -223,7 +243,11 @@ fn fewer_classes_give_the_matching_slice_of_the_reference_outputs() {
     let want = read_tensors(&reference_dir().join("coco.outputs.safetensors")).unwrap();
     for (name, g) in &got {
         let w = &want.iter().find(|(n, _)| n == name).unwrap().1;
-        let w = if name.starts_with("class_out") { w.slice_axis(ndarray::Axis(1), (0..45).into()).to_owned() } else { w.clone() };
+        let w = if name.starts_with("class_out") {
+            w.slice_axis(ndarray::Axis(1), (0..45).into()).to_owned()
+        } else {
+            w.clone()
+        };
         let d = diff(g, &w).unwrap();
         assert!(d.within(MAX_ABS, MAX_REL_L2), "{name}: {d:?}");
     }
@@ -248,7 +272,10 @@ fn assert_checkpoint_rejected(tensors: &[(String, Vec<usize>)], extra_args: &[&s
 
 #[test]
 fn unrecognized_checkpoint_names_the_closest_family_and_the_tensors() {
-    let t = vec![("encoder.layer1.weight".to_string(), vec![4, 4]), ("backbone.conv_stem.weight".to_string(), vec![8, 3, 3, 3])];
+    let t = vec![
+        ("encoder.layer1.weight".to_string(), vec![4, 4]),
+        ("backbone.conv_stem.weight".to_string(), vec![8, 3, 3, 3]),
+    ];
     assert_checkpoint_rejected(
         &t,
         &[],
@@ -275,13 +302,21 @@ fn missing_tensor_is_named() {
 fn unexpected_tensor_is_named() {
     let mut t = Spec::small(16, 2, 2, 5).tensors();
     t.push(("fpn.cell.0.fnode.2.combine.extra.weight".into(), vec![16, 16, 1, 1]));
-    assert_checkpoint_rejected(&t, &[], "unexpected tensor `fpn.cell.0.fnode.2.combine.extra.weight` F32 [16, 16, 1, 1]");
+    assert_checkpoint_rejected(
+        &t,
+        &[],
+        "unexpected tensor `fpn.cell.0.fnode.2.combine.extra.weight` F32 [16, 16, 1, 1]",
+    );
 }
 
 #[test]
 fn arch_override_must_agree_with_the_tensors() {
     let t = Spec::small(16, 2, 2, 5).tensors();
-    assert_checkpoint_rejected(&t, &["--arch", "efficientdet_d0"], "--arch efficientdet_d0 has BiFPN 64x3 and 3 head repeats but the checkpoint has BiFPN 16x2 and 2");
+    assert_checkpoint_rejected(
+        &t,
+        &["--arch", "efficientdet_d0"],
+        "--arch efficientdet_d0 has BiFPN 64x3 and 3 head repeats but the checkpoint has BiFPN 16x2 and 2",
+    );
     assert_checkpoint_rejected(&t, &["--arch", "yolo_v8"], "unknown --arch `yolo_v8`");
 }
 
@@ -290,7 +325,11 @@ fn scalar_where_a_conv_weight_belongs_is_an_error_not_a_panic() {
     let mut t = Spec::small(16, 2, 2, 5).tensors();
     let i = t.iter().position(|(n, _)| n == "box_net.predict.conv_pw.weight").unwrap();
     t[i].1 = vec![];
-    assert_checkpoint_rejected(&t, &[], "tensor `box_net.predict.conv_pw.weight` has shape [], expected [out, in, k, k]");
+    assert_checkpoint_rejected(
+        &t,
+        &[],
+        "tensor `box_net.predict.conv_pw.weight` has shape [], expected [out, in, k, k]",
+    );
 }
 
 /// The detection decoder against effdet's own `detections` (DetBenchPredict)

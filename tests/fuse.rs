@@ -48,7 +48,10 @@ fn assert_reproduces_reference(model: &Path, runtime: &str, members: &[&str]) {
 /// A number from the `--explain` line starting with `label`: the first
 /// integer after it.
 fn count(explain: &str, label: &str) -> usize {
-    let line = explain.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no `{label}` in:\n{explain}"));
+    let line = explain
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{explain}"));
     let rest = &line.trim_start()[label.len()..];
     let digits: String = rest.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().unwrap_or_else(|_| panic!("no number in `{line}`"))
@@ -181,7 +184,8 @@ fn eight_members_fuse_and_match_each_member_alone() {
 /// Copies `member`'s checkpoint with every `backbone.*` tensor taken from `base`.
 fn with_frozen_backbone(base: &Path, member: &Path, out: &Path) {
     let (bb, mb) = (std::fs::read(base).unwrap(), std::fs::read(member).unwrap());
-    let (bt, mt) = (safetensors::SafeTensors::deserialize(&bb).unwrap(), safetensors::SafeTensors::deserialize(&mb).unwrap());
+    let (bt, mt) =
+        (safetensors::SafeTensors::deserialize(&bb).unwrap(), safetensors::SafeTensors::deserialize(&mb).unwrap());
     let mut names: Vec<String> = mt.names().into_iter().map(String::from).collect();
     names.sort();
     let views: Vec<(String, safetensors::tensor::TensorView)> = names
@@ -275,7 +279,11 @@ fn different_input_sizes_cannot_fuse() {
     let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
     ok(fusec(&["convert", s(&ck), "--image-size", "128", "-o", s(&a)]));
     ok(fusec(&["convert", s(&ck), "--image-size", "256", "-o", s(&b)]));
-    assert_fuse_rejected(&[&a, &b], &[], &["cannot fuse", "input `image`", "f32[1,3,128,128]", "f32[1,3,256,256]", "a", "b"]);
+    assert_fuse_rejected(
+        &[&a, &b],
+        &[],
+        &["cannot fuse", "input `image`", "f32[1,3,128,128]", "f32[1,3,256,256]", "a", "b"],
+    );
 }
 
 #[test]
@@ -283,7 +291,8 @@ fn different_architectures_cannot_fuse_and_the_first_divergence_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let a = checkpoint(&dir, "two_cells.safetensors", &Spec::small(16, 2, 2, 5));
     let b = checkpoint(&dir, "three_cells.safetensors", &Spec::small(16, 3, 2, 5));
-    let line = assert_fuse_rejected(&[&a, &b], &["--image-size", "128"], &["cannot fuse", "differ in structure", "node `"]);
+    let line =
+        assert_fuse_rejected(&[&a, &b], &["--image-size", "128"], &["cannot fuse", "differ in structure", "node `"]);
     assert!(line.contains("two_cells") && line.contains("three_cells"), "{line}");
     // Wider BiFPN: the same dataflow, but the first BiFPN conv differs in shape.
     let c = checkpoint(&dir, "wide.safetensors", &Spec::small(24, 2, 2, 5));
@@ -294,11 +303,8 @@ fn different_architectures_cannot_fuse_and_the_first_divergence_is_named() {
 fn different_input_dtypes_cannot_fuse() {
     use fusec_exporters::onnx_builder::{attr_int, OnnxBuilder};
     let dir = tempfile::tempdir().unwrap();
-    let f32_model = OnnxBuilder::new(17)
-        .input("x", &[1, 4])
-        .output("y", &[1, 4])
-        .node("Relu", &["x"], &["y"], vec![])
-        .build();
+    let f32_model =
+        OnnxBuilder::new(17).input("x", &[1, 4]).output("y", &[1, 4]).node("Relu", &["x"], &["y"], vec![]).build();
     let f16_model = OnnxBuilder::new(17)
         .input_typed("x", fuse_ir::DType::F16, &[1, 4])
         .output("y", &[1, 4])
@@ -341,7 +347,18 @@ fn small_fused() -> (tempfile::TempDir, Vec<PathBuf>, PathBuf, PathBuf) {
 fn verify_args<'a>(model: &'a Path, members: &'a [PathBuf], input: &'a Path) -> Vec<&'a str> {
     let mut args = vec!["verify", s(model), "--members"];
     args.extend(members.iter().map(|p| s(p)));
-    args.extend_from_slice(&["--image-size", "128", "--input", s(input), "--runtime", "tract", "--runs", "2", "--warmup", "1"]);
+    args.extend_from_slice(&[
+        "--image-size",
+        "128",
+        "--input",
+        s(input),
+        "--runtime",
+        "tract",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+    ]);
     args
 }
 
@@ -402,13 +419,41 @@ fn verify_needs_the_members_it_was_fused_from() {
 #[test]
 fn bench_compares_every_lowering_against_the_members_in_one_run() {
     let (dir, members, _model, input) = small_fused();
-    let (json, md, cal) = (dir.path().join("bench.json"), dir.path().join("bench.md"), dir.path().join("lowering.json"));
+    let (json, md, cal) =
+        (dir.path().join("bench.json"), dir.path().join("bench.md"), dir.path().join("lowering.json"));
     let res = ok(fusec(&[
-        "bench", s(&members[0]), s(&members[1]), "--image-size", "128", "--input", s(&input), "--runtime", "tract",
-        "--runs", "2", "--warmup", "1", "--json-out", s(&json), "--markdown-out", s(&md), "--calibrate", s(&cal),
+        "bench",
+        s(&members[0]),
+        s(&members[1]),
+        "--image-size",
+        "128",
+        "--input",
+        s(&input),
+        "--runtime",
+        "tract",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--json-out",
+        s(&json),
+        "--markdown-out",
+        s(&md),
+        "--calibrate",
+        s(&cal),
     ]));
     let text = String::from_utf8(res.stdout).unwrap();
-    for row in ["| members one after another |", "| members one after another, canonicalized (not fused) |", "| fused, grouped |", "| fused, separate |", "| fused, grouped, BatchNorm kept |", "| fused, regions from 0.5 |", "| fused, grouped, depthwise split |", "| fused, grouped, pointwise split |", "| fused, default lowering, fp16 weights |"] {
+    for row in [
+        "| members one after another |",
+        "| members one after another, canonicalized (not fused) |",
+        "| fused, grouped |",
+        "| fused, separate |",
+        "| fused, grouped, BatchNorm kept |",
+        "| fused, regions from 0.5 |",
+        "| fused, grouped, depthwise split |",
+        "| fused, grouped, pointwise split |",
+        "| fused, default lowering, fp16 weights |",
+    ] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
@@ -465,7 +510,8 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         std::fs::read(out).unwrap()
     };
     assert!(
-        with(&a, &["--calibration", s(&cal)]) == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn"]),
+        with(&a, &["--calibration", s(&cal)])
+            == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn"]),
         "--calibration and the same flags give different models"
     );
     // Conflicting flags and a broken file are input errors.
@@ -494,7 +540,10 @@ fn verify_on_the_reference_set_reports_detection_metrics() {
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("equivalence: ok (30 outputs compared, |fused - member| <= 1e-4 + 1e-4 * |member|; the model has fp32 weights"), "{text}");
     for m in MEMBERS {
-        let row = text.lines().find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |")))
+            .unwrap_or_else(|| panic!("{text}"));
         assert!(row.ends_with("| 1.0000 | 1.0000 |"), "labels and boxes agree: {row}");
     }
 }
@@ -529,10 +578,14 @@ fn fp16_weights_halve_the_onnx_file_and_keep_the_detections() {
     // 100-detection cut-off) finds no partner with IoU >= 0.5, and every
     // paired detection keeps its label.
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
-    let line = "equivalence: ok (30 outputs compared, |fused - member| <= 1e-2 + 1e-2 * |member|; the model has fp16 weights";
+    let line =
+        "equivalence: ok (30 outputs compared, |fused - member| <= 1e-2 + 1e-2 * |member|; the model has fp16 weights";
     assert!(text.contains(line), "{text}");
     for m in MEMBERS {
-        let row = text.lines().find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |"))).unwrap_or_else(|| panic!("{text}"));
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| 1 | {m} | 100 / 100 |")))
+            .unwrap_or_else(|| panic!("{text}"));
         let cols: Vec<&str> = row.split('|').map(str::trim).collect();
         let paired: usize = cols[4].parse().unwrap();
         let label_accuracy: f64 = cols[7].parse().unwrap();

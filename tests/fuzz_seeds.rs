@@ -70,7 +70,8 @@ fn fuzz_seeds_are_valid_inputs() {
             fusec_passes::Member { name: "a".into(), graph: import(a, name) },
             fusec_passes::Member { name: "b".into(), graph: import(b, name) },
         ];
-        fusec_passes::fuse(members, &fusec_passes::FuseOptions::default()).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        fusec_passes::fuse(members, &fusec_passes::FuseOptions::default())
+            .unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
     // Refused, never a panic: zero-sized activations (once a division by
     // zero in BatchNorm folding).

@@ -36,7 +36,10 @@ fn a_tensor_declaring_more_bytes_than_it_holds_is_rejected() {
         .init_raw("b", &[1000], &[0u8; 16])
         .node("Add", &["x", "b"], &["y"], vec![])
         .build();
-    assert_convert_rejects(&write(&dir, "short.onnx", &bytes), &["initializer `b`", "needs 4000 bytes but 16 were given"]);
+    assert_convert_rejects(
+        &write(&dir, "short.onnx", &bytes),
+        &["initializer `b`", "needs 4000 bytes but 16 were given"],
+    );
 }
 
 #[test]
@@ -47,9 +50,13 @@ fn absurd_dimensions_and_element_counts_are_rejected() {
         .output("y", &[1, 1 << 40])
         .node("Relu", &["x"], &["y"], vec![])
         .build();
-    assert_convert_rejects(&write(&dir, "huge_input.onnx", &huge_input), &["graph input `x`", "more than 2147483648 elements"]);
+    assert_convert_rejects(
+        &write(&dir, "huge_input.onnx", &huge_input),
+        &["graph input `x`", "more than 2147483648 elements"],
+    );
     let deep = vec![1i64; 17];
-    let deep_input = OnnxBuilder::new(17).input("x", &deep).output("y", &deep).node("Relu", &["x"], &["y"], vec![]).build();
+    let deep_input =
+        OnnxBuilder::new(17).input("x", &deep).output("y", &deep).node("Relu", &["x"], &["y"], vec![]).build();
     assert_convert_rejects(&write(&dir, "deep.onnx", &deep_input), &["rank 17"]);
     // A small input padded into an absurd output: the node is named.
     let pad = OnnxBuilder::new(17)
@@ -101,7 +108,8 @@ fn external_data_is_read_from_the_models_directory_only() {
     std::fs::write(root.path().join("outside.bin"), &file).unwrap();
 
     // Read and used: run it and check y = x + w.
-    let good = external_model(&models, "good.onnx", &[("location", "weights/w.bin"), ("offset", "8"), ("length", "16")]);
+    let good =
+        external_model(&models, "good.onnx", &[("location", "weights/w.bin"), ("offset", "8"), ("length", "16")]);
     let input = write_input(root.path(), &[1.0, 2.0, 3.0, 4.0]);
     let out = root.path().join("y.safetensors");
     ok(fusec(&["run", s(&good), "--input", s(&input), "-o", s(&out)]));
@@ -115,11 +123,19 @@ fn external_data_is_read_from_the_models_directory_only() {
     // (model file, external_data entries, expected reason)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
-        ("dotdot.onnx", vec![("location", "../outside.bin"), ("offset", "8")], "must be a relative path inside the model's directory"),
+        (
+            "dotdot.onnx",
+            vec![("location", "../outside.bin"), ("offset", "8")],
+            "must be a relative path inside the model's directory",
+        ),
         ("absolute.onnx", vec![("location", "/etc/passwd")], "must be a relative path inside the model's directory"),
         ("missing.onnx", vec![("location", "weights/none.bin")], "external data file `weights/none.bin`"),
         ("past_end.onnx", vec![("location", "weights/w.bin"), ("offset", "16")], "fewer than offset 16 + length 16"),
-        ("wrong_length.onnx", vec![("location", "weights/w.bin"), ("length", "8")], "declares 8 bytes but the tensor needs 16"),
+        (
+            "wrong_length.onnx",
+            vec![("location", "weights/w.bin"), ("length", "8")],
+            "declares 8 bytes but the tensor needs 16",
+        ),
         ("no_location.onnx", vec![("offset", "0")], "external data without a location"),
         ("directory.onnx", vec![("location", "weights")], "not a regular file"),
     ];
@@ -154,7 +170,8 @@ fn the_same_members_give_byte_identical_output_run_after_run() {
     assert!(a.len() > 40_000_000 && a == b, "two fusions of the same members differ");
     // ONNX members too, in every lowering.
     let dir = tempfile::tempdir().unwrap();
-    let onnx: Vec<String> = ["coco", "aquarium"].iter().map(|m| s(&reference_dir().join(format!("{m}.onnx"))).to_string()).collect();
+    let onnx: Vec<String> =
+        ["coco", "aquarium"].iter().map(|m| s(&reference_dir().join(format!("{m}.onnx"))).to_string()).collect();
     for lowering in ["grouped", "separate", "regions"] {
         let outs: Vec<Vec<u8>> = (0..2)
             .map(|i| {
@@ -216,8 +233,11 @@ fn an_interrupted_fuse_leaves_the_old_file_or_the_complete_new_one() {
     let mut outcomes = (0, 0);
     for delay_ms in [0u64, 30, 60, 100, 150, 200, 300, 450, 700, 1000] {
         std::fs::write(&out, &old).unwrap();
-        let mut child =
-            Command::new(env!("CARGO_BIN_EXE_fusec")).args(fuse_args(&members, &out)).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fusec"))
+            .args(fuse_args(&members, &out))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
         let status = child.wait().unwrap();
@@ -332,7 +352,13 @@ fn written_files_get_the_usual_mode() {
     let out = dir.path().join("out.safetensors");
     ok(fusec(&["run", &members[1], "--input", s(&input), "-o", s(&out)]));
     let (file, dirmode) = (0o666 & !umask(), 0o777 & !umask());
-    for f in [&onnx, &out, &pkg.join("Manifest.json"), &pkg.join("Data/com.apple.CoreML/model.mlmodel"), &pkg.join("Data/com.apple.CoreML/weights/weight.bin")] {
+    for f in [
+        &onnx,
+        &out,
+        &pkg.join("Manifest.json"),
+        &pkg.join("Data/com.apple.CoreML/model.mlmodel"),
+        &pkg.join("Data/com.apple.CoreML/weights/weight.bin"),
+    ] {
         assert_eq!(mode(f), file, "{}: mode {:o}", f.display(), mode(f));
     }
     for d in [&pkg, &pkg.join("Data"), &pkg.join("Data/com.apple.CoreML/weights")] {
@@ -378,7 +404,11 @@ fn an_ambiguous_checkpoint_is_said_once_with_the_flag_that_changes_it() {
     let err = String::from_utf8(res.stderr).unwrap();
     let said: Vec<&str> = err.lines().filter(|l| l.contains("a TensorFlow port")).collect();
     assert_eq!(said.len(), 1, "{err}");
-    assert!(said[0].starts_with("warning: assumed the PyTorch-trained variant efficientdet_d0") && said[0].contains("--arch tf_efficientdet_d0"), "{err}");
+    assert!(
+        said[0].starts_with("warning: assumed the PyTorch-trained variant efficientdet_d0")
+            && said[0].contains("--arch tf_efficientdet_d0"),
+        "{err}"
+    );
     // Saying which variant silences it.
     let res = ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&out), "--arch", "efficientdet_d0"]));
     assert!(!String::from_utf8(res.stderr).unwrap().contains("warning"));

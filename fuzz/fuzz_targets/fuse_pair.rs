@@ -14,13 +14,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let path = std::path::Path::new("fuzz.onnx");
-    let (Ok(a), Ok(b)) = (fusec_frontends::onnx::import(&rest[..n], path), fusec_frontends::onnx::import(&rest[n..], path))
+    let (Ok(a), Ok(b)) =
+        (fusec_frontends::onnx::import(&rest[..n], path), fusec_frontends::onnx::import(&rest[n..], path))
     else {
         return;
     };
     use fusec_passes::{FuseOptions, Lowering, Member};
-    for (lowering, keep_bn) in [(Lowering::Grouped, false), (Lowering::Separate, true), (Lowering::Regions { from: 0.5 }, false)] {
-        let members = vec![Member { name: "a".into(), graph: a.clone() }, Member { name: "b".into(), graph: b.clone() }];
+    for (lowering, keep_bn) in
+        [(Lowering::Grouped, false), (Lowering::Separate, true), (Lowering::Regions { from: 0.5 }, false)]
+    {
+        let members =
+            vec![Member { name: "a".into(), graph: a.clone() }, Member { name: "b".into(), graph: b.clone() }];
         let opts = FuseOptions { keep_bn, lowering, split_depthwise: false, split_pointwise: false };
         let Ok(fused) = fusec_passes::fuse(members, &opts) else { return };
         fused.graph.validate().expect("fuse returns a valid graph");

@@ -27,7 +27,15 @@ impl Spec {
         Spec {
             redundant_bias: false,
             stem: 8,
-            stages: vec![(1, 8, 1, 3), (2, 8, 2, 3), (1, 16, 2, 5), (1, 16, 2, 3), (2, 24, 2, 5), (1, 24, 2, 5), (1, 32, 2, 3)],
+            stages: vec![
+                (1, 8, 1, 3),
+                (2, 8, 2, 3),
+                (1, 16, 2, 5),
+                (1, 16, 2, 3),
+                (2, 24, 2, 5),
+                (1, 24, 2, 5),
+                (1, 32, 2, 3),
+            ],
             fpn,
             cells,
             reps,
@@ -47,7 +55,8 @@ impl Spec {
         };
         let conv = |t: &mut Vec<(String, Vec<usize>)>, p: &str, o: usize, i: usize, k: usize| {
             t.push((format!("{p}.weight"), vec![o, i, k, k]));
-            let before_bn = p.ends_with("conv.conv") || (p.ends_with("conv_pw") && !p.starts_with("backbone") && !p.contains("predict"));
+            let before_bn = p.ends_with("conv.conv")
+                || (p.ends_with("conv_pw") && !p.starts_with("backbone") && !p.contains("predict"));
             if self.redundant_bias && before_bn {
                 t.push((format!("{p}.bias"), vec![o]));
             }
@@ -166,7 +175,12 @@ pub fn write_checkpoint(path: &std::path::Path, tensors: &[(String, Vec<usize>)]
 }
 
 /// Like [`write_checkpoint`], with values drawn from `seed` (other members).
-pub fn write_checkpoint_seeded(path: &std::path::Path, tensors: &[(String, Vec<usize>)], metadata: Option<(&str, &str)>, mut seed: u64) {
+pub fn write_checkpoint_seeded(
+    path: &std::path::Path,
+    tensors: &[(String, Vec<usize>)],
+    metadata: Option<(&str, &str)>,
+    mut seed: u64,
+) {
     let data: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = tensors
         .iter()
         .map(|(n, s)| {
@@ -199,4 +213,3 @@ pub fn run_to(model: &Path, extra: &[&str], input: &Path, runtime: &str, out: &P
     args.extend_from_slice(&["--input", input.to_str().unwrap(), "--runtime", runtime, "-o", out.to_str().unwrap()]);
     String::from_utf8(ok(fusec(&args)).stderr).unwrap()
 }
-

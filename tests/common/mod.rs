@@ -37,12 +37,7 @@ pub fn require_ort() {
 }
 
 pub fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "fusec failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "fusec failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -50,7 +45,8 @@ pub fn ok(out: Output) -> Output {
 /// output) with what fusec wrote.
 pub fn assert_matches_reference(outputs: &Path, member: &str) {
     let got = read_tensors(outputs).expect("outputs readable");
-    let want = read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
+    let want =
+        read_tensors(&reference_dir().join(format!("{member}.outputs.safetensors"))).expect("reference readable");
     let compared = assert_close(&got, "", &want, member);
     assert_eq!(compared, 10, "{member}: expected 10 outputs (class_out_0..4, box_out_0..4)");
 }
@@ -130,4 +126,3 @@ pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).unwrap();
     p
 }
-

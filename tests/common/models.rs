@@ -45,7 +45,13 @@ pub fn many_ops_member(seed: f32) -> Vec<u8> {
         .node_named("conv", "Conv", &["p", "w", "b"], &["c"], vec![])
         .node_named("hswish", "HardSwish", &["c"], &["h"], vec![])
         .node_named("clip", "Clip", &["h", "lo", "hi"], &["k"], vec![])
-        .node_named("pool", "MaxPool", &["k"], &["m"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
+        .node_named(
+            "pool",
+            "MaxPool",
+            &["k"],
+            &["m"],
+            vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+        )
         .node_named("slice", "Slice", &["m", "starts", "ends", "axes3"], &["sl"], vec![])
         .node_named("transpose", "Transpose", &["sl"], &["t"], vec![attr_ints("perm", &[0, 1, 3, 2])])
         .node_named("reshape", "Reshape", &["t", "shape"], &["r"], vec![])
@@ -66,7 +72,6 @@ pub fn many_ops_member(seed: f32) -> Vec<u8> {
         .node_named("split", "Split", &["cc", "split"], &["y2", "y3"], vec![attr_int("axis", 1)])
         .build()
 }
-
 
 /// A conv with 0 output channels followed by BatchNormalization (once a
 /// division by zero in BatchNorm folding, exit 101).

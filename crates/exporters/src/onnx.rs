@@ -269,7 +269,12 @@ pub fn float_attr(name: &str, v: f32) -> AttributeProto {
 }
 
 pub fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::STRING.into(),
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 fn us(v: &[usize]) -> impl Iterator<Item = i64> + '_ {
@@ -291,7 +296,9 @@ fn i64s(v: &[i64]) -> Tensor {
 fn scalar_like(dtype: DType, x: f32) -> Result<Tensor, String> {
     match dtype {
         DType::F32 => Tensor::from_f32(vec![], &[x]),
-        DType::F16 => Tensor::new(TensorType::new(DType::F16, vec![]), half::f16::from_f32(x).to_le_bytes().to_vec().into()),
+        DType::F16 => {
+            Tensor::new(TensorType::new(DType::F16, vec![]), half::f16::from_f32(x).to_le_bytes().to_vec().into())
+        }
         DType::F64 => Tensor::new(TensorType::new(DType::F64, vec![]), (x as f64).to_le_bytes().to_vec().into()),
         d => Err(format!("no {d} scalar")),
     }
@@ -443,10 +450,23 @@ mod tests {
         let w = g.add_weight("w", Tensor::from_f32([3, 2, 1, 1], &[0.5, -1.0, 2.0, 0.25, 1.5, -0.75]).unwrap());
         let big: Vec<f32> = (0..300).map(|i| i as f32).collect();
         let b = g.add_weight("b", Tensor::from_f32([300], &big).unwrap());
-        let conv = Op::Conv(Conv { kernel_shape: vec![1, 1], strides: vec![1, 1], pads: vec![0; 4], dilations: vec![1, 1], group: 1 });
+        let conv = Op::Conv(Conv {
+            kernel_shape: vec![1, 1],
+            strides: vec![1, 1],
+            pads: vec![0; 4],
+            dilations: vec![1, 1],
+            group: 1,
+        });
         let c = g.add_node("c", conv, vec![Some(x), Some(w), None], vec!["y".into()]).unwrap();
         let y = g.node(c).outputs[0];
-        let r = g.add_node("r", Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![1]), keepdims: true }, vec![Some(y)], vec!["z".into()]).unwrap();
+        let r = g
+            .add_node(
+                "r",
+                Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![1]), keepdims: true },
+                vec![Some(y)],
+                vec!["z".into()],
+            )
+            .unwrap();
         let z = g.node(r).outputs[0];
         g.set_outputs(vec![z, b]);
         g.metadata.push(("k".into(), "v".into()));

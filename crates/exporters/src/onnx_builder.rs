@@ -4,8 +4,8 @@
 use fuse_ir::{DType, TensorType};
 use onnx_protobuf::{AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
-pub use crate::onnx::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
 use crate::onnx::ints_attr;
+pub use crate::onnx::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
 
 fn value_info(name: &str, dtype: DType, shape: &[i64]) -> onnx_protobuf::ValueInfoProto {
     crate::onnx::value_info(name, &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()))
@@ -59,7 +59,11 @@ impl OnnxBuilder {
             data_location: onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into(),
             external_data: external
                 .iter()
-                .map(|(k, v)| onnx_protobuf::StringStringEntryProto { key: k.to_string(), value: v.to_string(), ..Default::default() })
+                .map(|(k, v)| onnx_protobuf::StringStringEntryProto {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         });
@@ -96,7 +100,14 @@ impl OnnxBuilder {
         self.node_named(&name, op, inputs, outputs, attrs)
     }
 
-    pub fn node_named(mut self, name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
+    pub fn node_named(
+        mut self,
+        name: &str,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> Self {
         self.graph.node.push(NodeProto {
             name: name.into(),
             op_type: op.into(),

@@ -55,9 +55,13 @@ pub fn open(path: &Path) -> Result<Checkpoint, LoadError> {
             })
             .collect();
         tensors.sort_by(|a, b| (a.start, &a.name).cmp(&(b.start, &b.name)));
-        let (_, meta) = SafeTensors::read_metadata(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-        let mut metadata: Vec<(String, String)> =
-            meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let (_, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let mut metadata: Vec<(String, String)> = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         metadata.sort();
         (tensors, metadata)
     };
@@ -84,7 +88,11 @@ impl Checkpoint {
             "U8" => DType::U8,
             "BOOL" => DType::Bool,
             other => {
-                return Err(LoadError::tensor(&self.path, name, format!("tensor `{name}` has unsupported dtype {other}")))
+                return Err(LoadError::tensor(
+                    &self.path,
+                    name,
+                    format!("tensor `{name}` has unsupported dtype {other}"),
+                ))
             }
         };
         let bytes = Bytes::Mapped { map: self.map.clone(), start: info.start, len: info.len };

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use fusec_frontends::onnx::import;
 use fusec_exporters::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
+use fusec_frontends::onnx::import;
 use fusec_verify::runtime::{load, SessionConfig};
 
 fn ir(bytes: &[u8]) -> String {
@@ -142,7 +142,11 @@ fn shape_arithmetic_feeds_resize_sizes() {
             "Resize",
             &["x", "", "", "sizes"],
             &["y"],
-            vec![attr_str("mode", "nearest"), attr_str("coordinate_transformation_mode", "asymmetric"), attr_str("nearest_mode", "floor")],
+            vec![
+                attr_str("mode", "nearest"),
+                attr_str("coordinate_transformation_mode", "asymmetric"),
+                attr_str("nearest_mode", "floor"),
+            ],
         )
         .build();
     assert!(ir(&m).contains("sizes=[1,2,8,8]"), "{}", ir(&m));

@@ -286,11 +286,7 @@ impl Graph {
                 if !defined(v) {
                     return Err(err(format!("input {slot} reads a value that no longer exists")));
                 }
-                let edges = self
-                    .dag
-                    .edges_directed(n, Direction::Incoming)
-                    .filter(|e| *e.weight() == slot)
-                    .count();
+                let edges = self.dag.edges_directed(n, Direction::Incoming).filter(|e| *e.weight() == slot).count();
                 let want = usize::from(matches!(self.values[v.index()].def, ValueDef::Node { .. }));
                 if edges != want {
                     return Err(err(format!("input {slot} has {edges} dag edges, expected {want}")));

@@ -122,30 +122,65 @@ pub enum Op {
     /// Elementwise with numpy broadcasting: inputs `a, b`.
     Binary(BinaryOp),
     Unary(UnaryOp),
-    HardSigmoid { alpha: f32, beta: f32 },
-    Clip { min: Option<f32>, max: Option<f32> },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
     /// `axes: None` reduces every axis.
-    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keepdims: bool },
+    Reduce {
+        op: ReduceOp,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+    },
     MaxPool(MaxPool),
     GlobalAveragePool,
     Resize(Resize),
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     /// Gather: inputs `data, indices`.
-    Gather { axis: i64 },
-    Unsqueeze { axes: Vec<i64> },
+    Gather {
+        axis: i64,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
     Slice(Slice),
-    Shape { start: i64, end: Option<i64> },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     Constant(Tensor),
     /// Reshape to a resolved static shape.
-    Reshape { shape: Vec<usize> },
-    Transpose { perm: Vec<usize> },
-    Flatten { axis: i64 },
-    Softmax { axis: i64 },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Softmax {
+        axis: i64,
+    },
     Pad(Pad),
-    Split { axis: i64, split: Vec<usize> },
+    Split {
+        axis: i64,
+        split: Vec<usize>,
+    },
     /// LayerNormalization: inputs `x, scale, [bias]`.
-    LayerNorm { axis: i64, epsilon: f32 },
-    Cast { to: DType },
+    LayerNorm {
+        axis: i64,
+        epsilon: f32,
+    },
+    Cast {
+        to: DType,
+    },
 }
 
 impl Op {

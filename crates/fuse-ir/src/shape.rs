@@ -119,7 +119,15 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             let mut out = vec![xs[0], ws[0]];
             for i in 0..sp {
-                out.push(window_out(xs[2 + i], c.kernel_shape[i], c.strides[i], c.dilations[i], c.pads[i], c.pads[sp + i], false)?);
+                out.push(window_out(
+                    xs[2 + i],
+                    c.kernel_shape[i],
+                    c.strides[i],
+                    c.dilations[i],
+                    c.pads[i],
+                    c.pads[sp + i],
+                    false,
+                )?);
             }
             vec![(TensorType::new(x.ty.dtype, out), None)]
         }
@@ -133,7 +141,15 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             check_window("pool", sp, &p.kernel_shape, &p.strides, &p.pads, &p.dilations)?;
             let mut out = xs[..2].to_vec();
             for i in 0..sp {
-                out.push(window_out(xs[2 + i], p.kernel_shape[i], p.strides[i], p.dilations[i], p.pads[i], p.pads[sp + i], p.ceil_mode)?);
+                out.push(window_out(
+                    xs[2 + i],
+                    p.kernel_shape[i],
+                    p.strides[i],
+                    p.dilations[i],
+                    p.pads[i],
+                    p.pads[sp + i],
+                    p.ceil_mode,
+                )?);
             }
             vec![(TensorType::new(x.ty.dtype, out), None)]
         }
@@ -478,9 +494,14 @@ pub fn slice_range(dim: i64, start: i64, end: i64, step: i64) -> Result<(i64, i6
     }
     let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
     let (s, e) = (fix(start), fix(end));
-    let (s, e) = if step > 0 { (s.clamp(0, dim), e.clamp(0, dim)) } else { (s.clamp(0, dim - 1), e.clamp(-1, dim - 1)) };
+    let (s, e) =
+        if step > 0 { (s.clamp(0, dim), e.clamp(0, dim)) } else { (s.clamp(0, dim - 1), e.clamp(-1, dim - 1)) };
     let len = if step > 0 {
-        if e > s { (e - s + step - 1) / step } else { 0 }
+        if e > s {
+            (e - s + step - 1) / step
+        } else {
+            0
+        }
     } else if s > e {
         (s - e + (-step) - 1) / (-step)
     } else {

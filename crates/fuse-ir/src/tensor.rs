@@ -43,9 +43,7 @@ pub struct Tensor {
 impl Tensor {
     /// Fails with a message when the byte count does not match the type.
     pub fn new(ty: TensorType, bytes: Bytes) -> Result<Tensor, String> {
-        let want = ty
-            .byte_len()
-            .ok_or_else(|| format!("{ty} has more elements than fit in memory"))?;
+        let want = ty.byte_len().ok_or_else(|| format!("{ty} has more elements than fit in memory"))?;
         let got = bytes.as_slice().len();
         if got != want {
             return Err(format!("{ty} needs {want} bytes but {got} were given"));
@@ -80,7 +78,9 @@ impl Tensor {
         let b = self.bytes();
         Some(match self.ty.dtype {
             DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect(),
+            DType::I32 => {
+                b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect()
+            }
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
             _ => return None,
@@ -92,11 +92,12 @@ impl Tensor {
         let b = self.bytes();
         Some(match self.ty.dtype {
             DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))).collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f32())
-                .collect(),
-            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+            DType::F16 => {
+                b.chunks_exact(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap_or([0; 2])).to_f32()).collect()
+            }
+            DType::F64 => {
+                b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+            }
             _ => return None,
         })
     }

@@ -56,7 +56,13 @@ impl Calibration {
         let c: Calibration =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a fusec bench --calibrate file: {e}")))?;
         let opts = c.options().map_err(bad)?;
-        crate::report::note(format!("{}: lowering `{}` ({:.2}x measured on {})", path.display(), c.config, c.speedup_p50, c.device));
+        crate::report::note(format!(
+            "{}: lowering `{}` ({:.2}x measured on {})",
+            path.display(),
+            c.config,
+            c.speedup_p50,
+            c.device
+        ));
         Ok(opts)
     }
 

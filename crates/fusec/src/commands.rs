@@ -106,11 +106,8 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
     for (op, n) in hist {
         let _ = writeln!(o, "  {op:<20} {n}");
     }
-    let params: usize = g
-        .weights()
-        .filter(|(_, _, t)| t.ty().dtype.is_float())
-        .filter_map(|(_, _, t)| t.ty().numel())
-        .sum();
+    let params: usize =
+        g.weights().filter(|(_, _, t)| t.ty().dtype.is_float()).filter_map(|(_, _, t)| t.ty().numel()).sum();
     let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
     let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
     for (k, v) in &g.metadata {
@@ -142,11 +139,8 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
         *by_dtype.entry(t.dtype.as_str()).or_default() += n;
         let _ = writeln!(o, "  {} {} {:?}", t.name, t.dtype, t.shape);
     }
-    let params: usize = by_dtype
-        .iter()
-        .filter(|(d, _)| matches!(**d, "F32" | "F16" | "BF16" | "F64"))
-        .map(|(_, n)| n)
-        .sum();
+    let params: usize =
+        by_dtype.iter().filter(|(d, _)| matches!(**d, "F32" | "F16" | "BF16" | "F64")).map(|(_, n)| n).sum();
     let summary: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     let _ = writeln!(o, "parameters: {params} ({})", summary.join(", "));
     emit(&o)
@@ -277,7 +271,10 @@ pub fn fuse(
     for (i, (p, name)) in paths.iter().zip(&names).enumerate() {
         let graph = load_graph(p, arch)?;
         meta.push((format!("fusec.member.{i}.name"), name.clone()));
-        meta.push((format!("fusec.member.{i}.file"), p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()));
+        meta.push((
+            format!("fusec.member.{i}.file"),
+            p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        ));
         meta.push((format!("fusec.member.{i}.sha256"), sha256_file(p)?));
         members.push(fusec_passes::Member { name: name.clone(), graph });
     }
@@ -353,7 +350,8 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
     }
     if compared == 0 {
         emit(&o)?;
-        let hint = if prefix.is_empty() { " (a fused model's outputs are MEMBER/OUTPUT: try --prefix MEMBER/)" } else { "" };
+        let hint =
+            if prefix.is_empty() { " (a fused model's outputs are MEMBER/OUTPUT: try --prefix MEMBER/)" } else { "" };
         return Err(Failure::input(format!(
             "{} and {} share no tensor names{}{hint}",
             got.display(),
@@ -364,7 +362,11 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
     if failed.is_empty() {
         let _ = writeln!(o, "ok: {compared} tensors within max abs {max_abs:e} and rel L2 {max_rel_l2:e}");
     } else {
-        let _ = writeln!(o, "FAILED: {} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}", failed.len());
+        let _ = writeln!(
+            o,
+            "FAILED: {} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}",
+            failed.len()
+        );
     }
     emit(&o)?;
     if !failed.is_empty() {
@@ -384,7 +386,9 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
 pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::internal(format!("cannot write to stdout: {e}"))),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::internal(format!("cannot write to stdout: {e}")))
+        }
         _ => Ok(()),
     }
 }

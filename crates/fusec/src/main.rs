@@ -129,7 +129,9 @@ impl ArchArgs {
 enum Command {
     /// Show a model's inputs, outputs, op histogram and parameter count
     /// (ONNX), or its tensors (safetensors)
-    #[command(after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors\n  fusec inspect coco.safetensors --ir")]
+    #[command(
+        after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir > coco.ir\n  fusec inspect coco.safetensors\n  fusec inspect coco.safetensors --ir"
+    )]
     Inspect {
         /// An .onnx model or a .safetensors checkpoint
         file: std::path::PathBuf,
@@ -141,7 +143,9 @@ enum Command {
     },
     /// Import a model (ONNX, or a safetensors state_dict) into fusec's IR
     /// and export it as ONNX (opset 17)
-    #[command(after_help = "Examples:\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec convert coco.safetensors -o coco.onnx\n  fusec convert tf_model.safetensors --arch tf_efficientdet_d0 -o tf_model.onnx")]
+    #[command(
+        after_help = "Examples:\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec convert coco.safetensors -o coco.onnx\n  fusec convert tf_model.safetensors --arch tf_efficientdet_d0 -o tf_model.onnx"
+    )]
     Convert {
         file: std::path::PathBuf,
         #[command(flatten)]
@@ -151,7 +155,9 @@ enum Command {
         output: std::path::PathBuf,
     },
     /// Run a model on inputs from a safetensors file, write its outputs
-    #[command(after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.safetensors --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors")]
+    #[command(
+        after_help = "Examples:\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.safetensors --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort --threads 2 -o out.safetensors"
+    )]
     Run {
         /// The model (.onnx, or a .safetensors state_dict); it goes through
         /// fusec's IR and ONNX exporter
@@ -180,7 +186,9 @@ enum Command {
     /// ONNX files) into one ONNX model or Core ML package with one input and
     /// every member's outputs, named MEMBER/OUTPUT (MEMBER is the file stem;
     /// MEMBER_OUTPUT in Core ML, whose names are identifiers)
-    #[command(after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ...")]
+    #[command(
+        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
+    )]
     Fuse {
         /// The members, 2 or more: .safetensors state_dicts or .onnx files
         #[arg(required = true, num_args = 2..)]
@@ -224,7 +232,9 @@ enum Command {
     /// Check a fused model against its members: every output pair (max abs,
     /// relative L2, cosine, elements outside atol/rtol) and speed (members
     /// one after another vs fused); exits 1 when an output differs
-    #[command(after_help = "Examples:\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors\n  fusec verify super.onnx --members coco.onnx aquarium.onnx vehicles.onnx --input input.safetensors --runtime ort --threads 2\n  fusec verify super.onnx --members a.onnx b.onnx --images 4 --runs 0   # equivalence only")]
+    #[command(
+        after_help = "Examples:\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors\n  fusec verify super.onnx --members coco.onnx aquarium.onnx vehicles.onnx --input input.safetensors --runtime ort --threads 2\n  fusec verify super.onnx --members a.onnx b.onnx --images 4 --runs 0   # equivalence only"
+    )]
     Verify {
         /// The fused ONNX model (from `fusec fuse`)
         model: std::path::PathBuf,
@@ -258,7 +268,9 @@ enum Command {
     /// against the members with fusec's single-model rewrites (not fused)
     /// and fused models with several lowerings; prints speed (with a 95%
     /// interval per speedup) and output-difference tables
-    #[command(after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --calibrate lowering.json\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --calibration lowering.json")]
+    #[command(
+        after_help = "Examples:\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2\n  fusec bench a.onnx b.onnx c.onnx --runtime ort --runs 50 --json-out bench.json --markdown-out bench.md\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --calibrate lowering.json\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --calibration lowering.json"
+    )]
     Bench {
         /// The members, 2 or more
         #[arg(required = true, num_args = 2..)]
@@ -285,7 +297,9 @@ enum Command {
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
-    #[command(after_help = "Examples:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5\n  fusec run super.onnx --input input.safetensors -o super.out.safetensors\n  fusec compare super.out.safetensors coco.outputs.safetensors --prefix coco/")]
+    #[command(
+        after_help = "Examples:\n  fusec compare out.safetensors coco.outputs.safetensors --max-abs 1e-4 --max-rel-l2 1e-5\n  fusec run super.onnx --input input.safetensors -o super.out.safetensors\n  fusec compare super.out.safetensors coco.outputs.safetensors --prefix coco/"
+    )]
     Compare {
         /// The tensors to check
         got: std::path::PathBuf,
@@ -329,7 +343,12 @@ fn main() -> ExitCode {
         // Usage errors are bad input too: one JSON object under --json.
         Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
             let text = e.to_string();
-            let first: Vec<&str> = text.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty()).collect();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
             let first = first.join(" ");
             let first = first.trim_start_matches("error: ");
             report::set_json(true);
@@ -363,7 +382,9 @@ fn main() -> ExitCode {
             };
             opts.and_then(|opts| commands::fuse(&members, &arch.options(), &output, explain, &opts, precision))
         }
-        Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => commands::compare(&got, &want, &prefix, max_abs, max_rel_l2),
+        Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
+            commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)
+        }
         Command::Run { model, arch, input, runtime, device, threads, output } => {
             commands::run(&model, &arch.options(), &input, &session_config(runtime, device, threads), &output)
         }

@@ -12,8 +12,8 @@ use fusec_verify::runtime::{Session, SessionConfig};
 use fusec_verify::timing::{interleaved, speedup_interval, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
-use crate::commands::{emit, load_graph, member_names, read_inputs};
 use crate::calibration::Calibration;
+use crate::commands::{emit, load_graph, member_names, read_inputs};
 use crate::report::progress;
 use crate::Failure;
 
@@ -50,17 +50,21 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
 
 /// Detections of one member from a set of outputs whose names carry
 /// `prefix` (`coco/` in the fused model, none for the member alone).
-fn detections(outs: &Tensors, prefix: &str, g: &Graph) -> Result<Option<Vec<fusec_verify::detect::Detection>>, Failure> {
+fn detections(
+    outs: &Tensors,
+    prefix: &str,
+    g: &Graph,
+) -> Result<Option<Vec<fusec_verify::detect::Detection>>, Failure> {
     let names: Vec<&str> = g.outputs().iter().map(|o| g.value(*o).name.as_str()).collect();
     if !fusec_verify::detect::is_efficientdet(&names) {
         return Ok(None);
     }
     let sh = &g.value(g.inputs()[0]).ty.shape;
-    let mine: Tensors = outs
-        .iter()
-        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.clone())))
-        .collect();
-    fusec_verify::detect::detect(&mine, sh[2], sh[3]).map(Some).map_err(|e| Failure::internal(format!("decoding detections: {e}")))
+    let mine: Tensors =
+        outs.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.clone()))).collect();
+    fusec_verify::detect::detect(&mine, sh[2], sh[3])
+        .map(Some)
+        .map_err(|e| Failure::internal(format!("decoding detections: {e}")))
 }
 
 fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
@@ -108,7 +112,8 @@ fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) 
             baseline.p50_ms / s.p50_ms
         );
     }
-    let _ = writeln!(o, "\n(95% interval: a bootstrap over the interleaved rounds, each round's latencies kept together)");
+    let _ =
+        writeln!(o, "\n(95% interval: a bootstrap over the interleaved rounds, each round's latencies kept together)");
     o
 }
 
@@ -199,7 +204,8 @@ pub fn verify(
                 let key = format!("{m}/{oname}");
                 let (_, f) = got.iter().find(|(n, _)| *n == key).expect("checked above");
                 let d = diff(f, w).map_err(|e| Failure::internal(format!("{key}: {e}")))?;
-                let outside = allclose_violations(f, w, atol, rtol).map_err(|e| Failure::internal(format!("{key}: {e}")))?;
+                let outside =
+                    allclose_violations(f, w, atol, rtol).map_err(|e| Failure::internal(format!("{key}: {e}")))?;
                 let _ = writeln!(
                     o,
                     "{k:<6} {m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}",
@@ -242,7 +248,13 @@ pub fn verify(
         pb.finish_and_clear();
         let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
         let mut t = String::new();
-        let _ = writeln!(t, "speed on {}: {} warm-up + {} timed rounds, interleaved", describe_cfg(cfg), speed.warmup, speed.runs);
+        let _ = writeln!(
+            t,
+            "speed on {}: {} warm-up + {} timed rounds, interleaved",
+            describe_cfg(cfg),
+            speed.warmup,
+            speed.runs
+        );
         t.push_str(&speed_table(&rows, &stats[0], None));
         emit(&t)?;
     }
@@ -290,20 +302,26 @@ const PREPARED: &str = "members one after another, canonicalized (not fused)";
 /// The configurations `fusec bench` compares against the members one after
 /// another: the lowerings, and the default with fp16 weights.
 pub fn bench_configs() -> Vec<BenchConfig> {
-    let mut v: Vec<BenchConfig> = lowerings()
-        .into_iter()
-        .map(|(name, opts)| BenchConfig { name, opts, fp16_weights: false })
-        .collect();
+    let mut v: Vec<BenchConfig> =
+        lowerings().into_iter().map(|(name, opts)| BenchConfig { name, opts, fp16_weights: false }).collect();
     v.push(BenchConfig {
         name: "fused, default lowering, fp16 weights".into(),
-        opts: FuseOptions { lowering: Lowering::Regions { from: fusec_passes::fuse::DEFAULT_GROUP_FROM }, ..Default::default() },
+        opts: FuseOptions {
+            lowering: Lowering::Regions { from: fusec_passes::fuse::DEFAULT_GROUP_FROM },
+            ..Default::default()
+        },
         fp16_weights: true,
     });
     v
 }
 
 fn lowerings() -> Vec<(String, FuseOptions)> {
-    let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions { keep_bn, lowering, split_depthwise, split_pointwise };
+    let o = |lowering, keep_bn, split_depthwise, split_pointwise| FuseOptions {
+        keep_bn,
+        lowering,
+        split_depthwise,
+        split_pointwise,
+    };
     let mut v = vec![
         ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
         ("fused, grouped, BatchNorm kept".to_string(), o(Lowering::Grouped, true, false, false)),
@@ -343,23 +361,27 @@ pub fn bench(
         names.iter().zip(&members).map(|(m, g)| detections(&want, &format!("{m}/"), g)).collect::<Result<_, _>>()?;
     // The worst output difference of a set of outputs named `MEMBER/OUTPUT`
     // against the members run alone.
-    let differences = |name: &str, got: &Tensors| -> Result<(f64, f64, Option<fusec_verify::detect::DetectionDiff>), Failure> {
-        let (mut max_abs, mut rel) = (0f64, 0f64);
-        for (k, w) in &want {
-            let (_, g) = got.iter().find(|(n, _)| n == k).ok_or_else(|| Failure::internal(format!("{name}: output {k} missing")))?;
-            let d = diff(g, w).map_err(|e| Failure::internal(format!("{name} {k}: {e}")))?;
-            max_abs = max_abs.max(d.max_abs);
-            rel = rel.max(d.rel_l2);
-        }
-        let mut worst: Option<fusec_verify::detect::DetectionDiff> = None;
-        for ((m, g), wd) in names.iter().zip(&members).zip(&want_dets) {
-            if let (Some(wd), Some(gd)) = (wd, detections(got, &format!("{m}/"), g)?) {
-                let d = fusec_verify::detect::compare(&gd, wd);
-                worst = Some(worst.map_or(d, |w| w.worst(&d)));
+    let differences =
+        |name: &str, got: &Tensors| -> Result<(f64, f64, Option<fusec_verify::detect::DetectionDiff>), Failure> {
+            let (mut max_abs, mut rel) = (0f64, 0f64);
+            for (k, w) in &want {
+                let (_, g) = got
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .ok_or_else(|| Failure::internal(format!("{name}: output {k} missing")))?;
+                let d = diff(g, w).map_err(|e| Failure::internal(format!("{name} {k}: {e}")))?;
+                max_abs = max_abs.max(d.max_abs);
+                rel = rel.max(d.rel_l2);
             }
-        }
-        Ok((max_abs, rel, worst))
-    };
+            let mut worst: Option<fusec_verify::detect::DetectionDiff> = None;
+            for ((m, g), wd) in names.iter().zip(&members).zip(&want_dets) {
+                if let (Some(wd), Some(gd)) = (wd, detections(got, &format!("{m}/"), g)?) {
+                    let d = fusec_verify::detect::compare(&gd, wd);
+                    worst = Some(worst.map_or(d, |w| w.worst(&d)));
+                }
+            }
+            Ok((max_abs, rel, worst))
+        };
     let configs = bench_configs();
     let pb = progress(configs.len() as u64 + 1, "building");
     // The members after fuse's single-model passes, unfused: what those
@@ -397,11 +419,13 @@ pub fn bench(
     let pb = progress(speed.runs as u64, "timing");
     let mut base = || one_after_another(&mut sessions, x);
     let mut prepared = || one_after_another(&mut prepared_sessions, x);
-    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base), Box::new(&mut prepared)];
+    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> =
+        vec![Box::new(&mut base), Box::new(&mut prepared)];
     for s in fused_sessions.iter_mut() {
         runners.push(Box::new(move || s.run(x).map(|_| ())));
     }
-    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> = runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
+        runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
     let stats = interleaved(&mut refs, speed.warmup, speed.runs, &mut || pb.inc(1))?;
     drop(refs);
     drop(runners);
@@ -458,7 +482,10 @@ pub fn bench(
     );
     for r in rows.iter().skip(1) {
         let det = match &r.detections {
-            Some(d) => format!("{} | {:.2e} | {:.2e} | {:.4} | {:.4}", d.count, d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou),
+            Some(d) => format!(
+                "{} | {:.2e} | {:.2e} | {:.4} | {:.4}",
+                d.count, d.boxes_mse, d.scores_mse, d.label_accuracy, d.mean_iou
+            ),
             None => "- | - | - | - | -".into(),
         };
         let _ = writeln!(md, "| {} | {:.2e} | {:.2e} | {det} |", r.config, r.max_abs, r.rel_l2);
@@ -481,13 +508,16 @@ pub fn bench(
         fusec_exporters::write_atomic(p, md.as_bytes())?;
     }
     if let Some(p) = json {
-        let j = serde_json::to_vec_pretty(&serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }))
-            .map_err(|e| Failure::internal(e.to_string()))?;
+        let j = serde_json::to_vec_pretty(
+            &serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }),
+        )
+        .map_err(|e| Failure::internal(e.to_string()))?;
         fusec_exporters::write_atomic(p, &j)?;
     }
     if let Some(p) = calibrate {
         // The fastest lowering; fp16 weights are a precision choice, not one.
-        let mut ranked: Vec<(usize, &BenchConfig)> = configs.iter().enumerate().filter(|(_, c)| !c.fp16_weights).collect();
+        let mut ranked: Vec<(usize, &BenchConfig)> =
+            configs.iter().enumerate().filter(|(_, c)| !c.fp16_weights).collect();
         ranked.sort_by(|(a, _), (b, _)| rows[b + 2].speedup_p50.total_cmp(&rows[a + 2].speedup_p50));
         let (i, c) = ranked[0];
         let runner_up = ranked.get(1).map(|(j, _)| &rows[j + 2]);
@@ -558,7 +588,9 @@ mod tests {
     #[test]
     fn calibration_doubts_when_intervals_reach_the_baseline_or_the_runner_up() {
         // Clearly faster than both: no doubt.
-        assert!(calibration_doubts(&row("a", 1.3, Some((1.25, 1.35))), Some(&row("b", 1.1, Some((1.05, 1.15))))).is_empty());
+        assert!(
+            calibration_doubts(&row("a", 1.3, Some((1.25, 1.35))), Some(&row("b", 1.1, Some((1.05, 1.15))))).is_empty()
+        );
         // The interval reaches 1.0x: the baseline may be as fast.
         let d = calibration_doubts(&row("a", 1.1, Some((0.75, 1.55))), Some(&row("b", 0.72, Some((0.7, 0.74)))));
         assert_eq!(d.len(), 1, "{d:?}");
@@ -568,7 +600,10 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(d[0].contains("runner-up `b`"), "{d:?}");
         // Both, and no interval at all.
-        assert_eq!(calibration_doubts(&row("a", 1.0, Some((0.9, 1.1))), Some(&row("b", 0.99, Some((0.9, 1.05))))).len(), 2);
+        assert_eq!(
+            calibration_doubts(&row("a", 1.0, Some((0.9, 1.1))), Some(&row("b", 0.99, Some((0.9, 1.05))))).len(),
+            2
+        );
         assert_eq!(calibration_doubts(&row("a", 1.2, None), None).len(), 1);
     }
 }

@@ -183,7 +183,8 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
         let mut acc = terms[0];
         for (i, &t) in terms.iter().enumerate().skip(1) {
             let nm = if i + 1 == terms.len() { oname.clone() } else { format!("{oname}::partial{i}") };
-            let a = g.add_node(format!("{name}::add{i}"), Op::Binary(BinaryOp::Add), vec![Some(acc), Some(t)], vec![nm])?;
+            let a =
+                g.add_node(format!("{name}::add{i}"), Op::Binary(BinaryOp::Add), vec![Some(acc), Some(t)], vec![nm])?;
             acc = g.node(a).outputs[0];
         }
         if g.value(acc).ty != g.value(out).ty {

@@ -29,12 +29,8 @@ fn to_val(t: &Tensor) -> Option<Val> {
 
 fn to_tensor(v: &Val, dtype: DType) -> Option<Tensor> {
     match (v, dtype) {
-        (Val::F(a), DType::F32) => {
-            Tensor::from_f32(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok()
-        }
-        (Val::I(a), DType::I64) => {
-            Tensor::from_i64(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok()
-        }
+        (Val::F(a), DType::F32) => Tensor::from_f32(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok(),
+        (Val::I(a), DType::I64) => Tensor::from_i64(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok(),
         _ => None,
     }
 }
@@ -119,7 +115,13 @@ pub fn reshape(t: &Tensor, ty: &TensorType) -> Option<Tensor> {
     Tensor::new(ty.clone(), t.storage().clone()).ok()
 }
 
-fn bin<T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + std::ops::Div<Output = T>>(
+fn bin<
+    T: Copy
+        + std::ops::Add<Output = T>
+        + std::ops::Sub<Output = T>
+        + std::ops::Mul<Output = T>
+        + std::ops::Div<Output = T>,
+>(
     b: BinaryOp,
     x: &ArrayD<T>,
     y: &ArrayD<T>,

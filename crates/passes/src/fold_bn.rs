@@ -24,7 +24,8 @@ pub fn fold_bn(g: &mut Graph) -> Result<usize, IrError> {
         if uses.get(&y) != Some(&1) {
             continue;
         }
-        let params: Option<Vec<Vec<f32>>> = (1..5).map(|i| weight_f32(g, bn.inputs.get(i).copied().flatten())).collect();
+        let params: Option<Vec<Vec<f32>>> =
+            (1..5).map(|i| weight_f32(g, bn.inputs.get(i).copied().flatten())).collect();
         let Some(params) = params else { continue };
         let Some(w) = weight_f32(g, conv.inputs[1]) else { continue };
         let wty = g.value(conv.inputs[1].expect("conv weight")).ty.clone();
@@ -46,8 +47,14 @@ pub fn fold_bn(g: &mut Graph) -> Result<usize, IrError> {
         let b2: Vec<f32> = (0..cout).map(|o| ((b[o] as f64 - mean[o] as f64) * s[o] + beta[o] as f64) as f32).collect();
         let (cname, c, x) = (conv.name.clone(), c.clone(), conv.inputs[0]);
         let (bn_out, bn_name) = (bn.outputs[0], g.value(bn.outputs[0]).name.clone());
-        let wv = g.add_weight(format!("{cname}.weight"), Tensor::from_f32(wty.shape.clone(), &w2).map_err(|m| IrError::Tensor { name: cname.clone(), msg: m })?);
-        let bv = g.add_weight(format!("{cname}.bias"), Tensor::from_f32([cout], &b2).map_err(|m| IrError::Tensor { name: cname.clone(), msg: m })?);
+        let wv = g.add_weight(
+            format!("{cname}.weight"),
+            Tensor::from_f32(wty.shape.clone(), &w2).map_err(|m| IrError::Tensor { name: cname.clone(), msg: m })?,
+        );
+        let bv = g.add_weight(
+            format!("{cname}.bias"),
+            Tensor::from_f32([cout], &b2).map_err(|m| IrError::Tensor { name: cname.clone(), msg: m })?,
+        );
         let new = g.add_node(cname, Op::Conv(c), vec![x, Some(wv), Some(bv)], vec![bn_name])?;
         let out = g.node(new).outputs[0];
         g.replace_uses(bn_out, out);

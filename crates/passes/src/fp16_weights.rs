@@ -19,7 +19,9 @@ pub fn fp16_weights(g: &mut Graph) -> Result<usize, IrError> {
     let todo: Vec<(ValueId, String, Tensor)> = g
         .weights()
         .filter(|(id, _, t)| {
-            t.ty().dtype == DType::F32 && t.ty().numel().unwrap_or(0) > MIN_ELEMENTS && uses.get(id).copied().unwrap_or(0) > 0
+            t.ty().dtype == DType::F32
+                && t.ty().numel().unwrap_or(0) > MIN_ELEMENTS
+                && uses.get(id).copied().unwrap_or(0) > 0
         })
         .map(|(id, v, t)| (id, v.name.clone(), t.clone()))
         .collect();
@@ -28,7 +30,12 @@ pub fn fp16_weights(g: &mut Graph) -> Result<usize, IrError> {
         let ty = TensorType::new(DType::F16, t.ty().shape.clone());
         let h = Tensor::new(ty, half.into()).map_err(|m| IrError::Tensor { name: name.clone(), msg: m })?;
         let hv = g.add_weight(format!("{name}.fp16"), h);
-        let cast = g.add_node(format!("{name}.to_f32"), Op::Cast { to: DType::F32 }, vec![Some(hv)], vec![format!("{name}.f32")])?;
+        let cast = g.add_node(
+            format!("{name}.to_f32"),
+            Op::Cast { to: DType::F32 },
+            vec![Some(hv)],
+            vec![format!("{name}.f32")],
+        )?;
         let out = g.node(cast).outputs[0];
         g.replace_uses(*id, out);
     }

@@ -199,7 +199,10 @@ fn assert_fused_matches_members(f: &fusec_passes::Fused, members: &[Graph]) {
 #[test]
 fn group_and_heads_stack_the_trunk_and_split_at_the_class_head() {
     let members = vec![mini(1, 1, 3), mini(2, 2, 5), mini(3, 3, 2)];
-    let f = fused(Lowering::Grouped, members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect());
+    let f = fused(
+        Lowering::Grouped,
+        members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect(),
+    );
     let r = &f.report;
     assert_eq!((r.shared, r.separate_same, r.divergent), (0, 0, 1), "{r:?}");
     assert_eq!(r.fused_convs, 5 + 3, "5 grouped convs, the class conv once per member");
@@ -246,7 +249,12 @@ fn expand_project_chain(seed: u64, blocks: usize) -> Graph {
             .node("Conv", &[&x, &we], &[&format!("e{i}")], vec![])
             .node("Relu", &[&format!("e{i}")], &[&format!("er{i}")], vec![])
             .node("Conv", &[&format!("er{i}"), &wp], &[&format!("p{i}")], vec![])
-            .node("Relu", &[&format!("p{i}")], &[&if i + 1 == blocks { "out".to_string() } else { format!("pr{i}") }], vec![]);
+            .node(
+                "Relu",
+                &[&format!("p{i}")],
+                &[&if i + 1 == blocks { "out".to_string() } else { format!("pr{i}") }],
+                vec![],
+            );
         x = format!("pr{i}");
     }
     fusec_frontends::onnx::import(&b.build(), Path::new("chain.onnx")).expect("fixture imports")

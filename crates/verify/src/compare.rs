@@ -33,7 +33,13 @@ pub fn diff(got: &ArrayD<f32>, want: &ArrayD<f32>) -> Result<Diff, String> {
         dot += g * w;
     }
     let rel_l2 = if want2 > 0.0 { (err2 / want2).sqrt() } else { err2.sqrt() };
-    let cosine = if want2 > 0.0 && got2 > 0.0 { dot / (want2.sqrt() * got2.sqrt()) } else if err2 == 0.0 { 1.0 } else { 0.0 };
+    let cosine = if want2 > 0.0 && got2 > 0.0 {
+        dot / (want2.sqrt() * got2.sqrt())
+    } else if err2 == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
     let nan = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
     Ok(Diff { max_abs, rel_l2: nan(rel_l2), cosine: if cosine.is_nan() { 0.0 } else { cosine } })
 }

@@ -57,7 +57,8 @@ fn find<'a>(t: &'a Tensors, name: &str) -> Result<&'a ArrayD<f32>, String> {
 
 /// Whether `outputs` (names without a member prefix) look like EfficientDet heads.
 pub fn is_efficientdet(names: &[&str]) -> bool {
-    (0..LEVELS).all(|l| names.contains(&format!("class_out_{l}").as_str()) && names.contains(&format!("box_out_{l}").as_str()))
+    (0..LEVELS)
+        .all(|l| names.contains(&format!("class_out_{l}").as_str()) && names.contains(&format!("box_out_{l}").as_str()))
 }
 
 fn iou(a: &[f32], b: &[f32]) -> f32 {
@@ -95,7 +96,12 @@ pub fn detect(outputs: &Tensors, h: usize, w: usize) -> Result<Vec<Detection>, S
                     for k in 0..classes {
                         cls.push(c[[0, a * classes + k, y, x]]);
                     }
-                    boxes.push([b[[0, a * 4, y, x]], b[[0, a * 4 + 1, y, x]], b[[0, a * 4 + 2, y, x]], b[[0, a * 4 + 3, y, x]]]);
+                    boxes.push([
+                        b[[0, a * 4, y, x]],
+                        b[[0, a * 4 + 1, y, x]],
+                        b[[0, a * 4 + 2, y, x]],
+                        b[[0, a * 4 + 3, y, x]],
+                    ]);
                 }
             }
         }
@@ -194,7 +200,13 @@ pub fn compare(got: &[Detection], want: &[Detection]) -> DetectionDiff {
     }
     let d = n.max(1) as f64;
     let total = got.len().max(want.len()).max(1) as f64;
-    DetectionDiff { count: n, boxes_mse: b / d, scores_mse: s / d, label_accuracy: l as f64 / total, mean_iou: i / total }
+    DetectionDiff {
+        count: n,
+        boxes_mse: b / d,
+        scores_mse: s / d,
+        label_accuracy: l as f64 / total,
+        mean_iou: i / total,
+    }
 }
 
 #[cfg(test)]

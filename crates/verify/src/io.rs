@@ -16,11 +16,8 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
     // a file truncated meanwhile by someone else could fault, as with any mmap.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?;
     let st = SafeTensors::deserialize(&map).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-    let mut names: Vec<(usize, String)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (v.data().as_ptr() as usize, n))
-        .collect();
+    let mut names: Vec<(usize, String)> =
+        st.tensors().into_iter().map(|(n, v)| (v.data().as_ptr() as usize, n)).collect();
     names.sort(); // file order, which is deterministic, not hash order
     let mut out = vec![];
     for (_, name) in names {
@@ -28,10 +25,9 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
         let d = v.data();
         let vals: Vec<f32> = match v.dtype() {
             Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+            Dtype::F64 => {
+                d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
+            }
             Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
             other => {
                 return Err(err(format!("tensor `{name}` is {other:?}; fusec reads float tensors here")));

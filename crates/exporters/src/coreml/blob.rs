@@ -29,11 +29,7 @@ pub struct BlobWriter<W: Write + Seek> {
 impl<W: Write + Seek> BlobWriter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
         out.write_all(&header(0))?;
-        Ok(BlobWriter {
-            out,
-            len: ALIGN,
-            count: 0,
-        })
+        Ok(BlobWriter { out, len: ALIGN, count: 0 })
     }
 
     /// Appends one blob; returns the offset to put in its `BlobFileValue`.
@@ -88,24 +84,15 @@ mod tests {
     #[test]
     fn matches_coremltools_layout() {
         let mut w = BlobWriter::new(io::Cursor::new(Vec::new())).unwrap();
-        let f: Vec<u8> = [1f32, 2., 3.]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        let f: Vec<u8> = [1f32, 2., 3.].iter().flat_map(|x| x.to_le_bytes()).collect();
         assert_eq!(w.add(BlobType::F32, &f).unwrap(), 64);
-        assert_eq!(
-            w.add(BlobType::F16, &[0x00, 0x3c, 0x00, 0x40]).unwrap(),
-            192
-        );
+        assert_eq!(w.add(BlobType::F16, &[0x00, 0x3c, 0x00, 0x40]).unwrap(), 192);
         let bytes = w.finish().unwrap().into_inner();
         assert_eq!(bytes.len(), 260);
         assert_eq!(&bytes[0..8], &[2, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(
             &bytes[64..88],
-            &[
-                0xef, 0xbe, 0xad, 0xde, 2, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0,
-                0, 0
-            ]
+            &[0xef, 0xbe, 0xad, 0xde, 2, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(&bytes[128..140], &f[..]);
         assert_eq!(

@@ -17,13 +17,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Seek, Write};
 
 use coreml_proto::proto::mil_spec::{
-    argument, dimension, tensor_value, value, value_type, Argument, DataType, Dimension,
-    NamedValueType, TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
+    argument, dimension, tensor_value, value, value_type, Argument, DataType, Dimension, NamedValueType,
+    TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
 };
-use fuse_ir::{
-    shape, BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef,
-    ValueId,
-};
+use fuse_ir::{shape, BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef, ValueId};
 
 use super::blob::{BlobType, BlobWriter};
 use super::wire;
@@ -76,19 +73,8 @@ struct Lowering<'g, W: Write + Seek> {
 
 type Res<T> = Result<T, ExportError>;
 
-pub fn lower<W: Write + Seek>(
-    g: &Graph,
-    precision: Precision,
-    blobs: &mut BlobWriter<W>,
-) -> Res<Lowered> {
-    let mut l = Lowering {
-        g,
-        precision,
-        blobs,
-        ops: vec![],
-        defined: HashMap::new(),
-        used: HashSet::new(),
-    };
+pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobWriter<W>) -> Res<Lowered> {
+    let mut l = Lowering { g, precision, blobs, ops: vec![], defined: HashMap::new(), used: HashSet::new() };
     let mut inputs = vec![];
     let mut fn_inputs = vec![];
     for &v in g.inputs() {
@@ -100,10 +86,8 @@ pub fn lower<W: Write + Seek>(
             )));
         }
         let name = l.ident(&val.name);
-        fn_inputs.push(NamedValueType {
-            name: name.clone(),
-            r#type: Some(tensor_type(DataType::Float32, &val.ty.shape)),
-        });
+        fn_inputs
+            .push(NamedValueType { name: name.clone(), r#type: Some(tensor_type(DataType::Float32, &val.ty.shape)) });
         inputs.push((name.clone(), val.name.clone(), val.ty.clone()));
         let inner = match precision {
             Precision::F32 => name,
@@ -112,20 +96,14 @@ pub fn lower<W: Write + Seek>(
         l.defined.insert(v, inner);
     }
     // The interface names are taken first so no inner value can claim them.
-    let out_names: Vec<String> = g
-        .outputs()
-        .iter()
-        .map(|&v| l.ident(&g.value(v).name))
-        .collect();
+    let out_names: Vec<String> = g.outputs().iter().map(|&v| l.ident(&g.value(v).name)).collect();
     let mut wanted: HashMap<ValueId, String> = HashMap::new();
     if precision == Precision::F32 {
         for (&v, name) in g.outputs().iter().zip(&out_names) {
             wanted.entry(v).or_insert_with(|| name.clone());
         }
     }
-    let order = g
-        .topo_order()
-        .map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
     for id in order {
         l.node(id, &wanted)?;
     }
@@ -140,46 +118,25 @@ pub fn lower<W: Write + Seek>(
                 }
                 _ => {
                     let ty = l.value_type(v);
-                    l.op(
-                        "identity",
-                        name,
-                        vec![("x", vec![inner])],
-                        vec![(name.clone(), ty)],
-                    );
+                    l.op("identity", name, vec![("x", vec![inner])], vec![(name.clone(), ty)]);
                 }
             }
         }
         outputs.push((name.clone(), val.name.clone(), val.ty.clone()));
     }
-    let block = wire::Block {
-        outputs: out_names,
-        operations: l.ops,
-    };
+    let block = wire::Block { outputs: out_names, operations: l.ops };
     let function = wire::Function {
         inputs: fn_inputs,
         opset: OPSET.into(),
         block_specializations: BTreeMap::from([(OPSET.to_string(), block)]),
     };
-    Ok(Lowered {
-        function,
-        inputs,
-        outputs,
-    })
+    Ok(Lowered { function, inputs, outputs })
 }
 
 impl<W: Write + Seek> Lowering<'_, W> {
     /// A fresh identifier made from `raw`.
     fn ident(&mut self, raw: &str) -> String {
-        let mut s: String = raw
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut s: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
         if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             s.insert(0, '_');
         }
@@ -213,10 +170,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         let val = self.g.value(v);
         let ValueDef::Weight(t) = &val.def else {
-            return Err(ExportError::Unsupported(format!(
-                "value `{}` is used before it is defined",
-                val.name
-            )));
+            return Err(ExportError::Unsupported(format!("value `{}` is used before it is defined", val.name)));
         };
         let name = self.ident(&val.name);
         let shape = t.ty().shape.clone();
@@ -224,12 +178,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
             let data = t.to_f32_lossy();
             if data.len() > IMMEDIATE_LIMIT {
                 let (ty, bytes) = match self.precision {
-                    Precision::F32 => (
-                        BlobType::F32,
-                        data.iter()
-                            .flat_map(|x| x.to_le_bytes())
-                            .collect::<Vec<u8>>(),
-                    ),
+                    Precision::F32 => (BlobType::F32, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
                     Precision::F16 => (BlobType::F16, f16_bytes(&data)),
                 };
                 let offset = self.blobs.add(ty, &bytes).map_err(|e| ExportError::Io {
@@ -248,19 +197,13 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 self.float_tensor(&data, &shape)
             }
         } else {
-            let ints = t.to_i64_vec().ok_or_else(|| {
-                ExportError::Unmapped(format!("weight `{}` is {}", val.name, t.ty()))
-            })?;
+            let ints =
+                t.to_i64_vec().ok_or_else(|| ExportError::Unmapped(format!("weight `{}` is {}", val.name, t.ty())))?;
             let ints = ints
                 .iter()
                 .map(|&x| i32::try_from(x))
                 .collect::<Result<Vec<i32>, _>>()
-                .map_err(|_| {
-                    ExportError::Unmapped(format!(
-                        "weight `{}` holds values outside int32",
-                        val.name
-                    ))
-                })?;
+                .map_err(|_| ExportError::Unmapped(format!("weight `{}` holds values outside int32", val.name)))?;
             imm_value(Imm::Ints(ints, shape), self.float())
         };
         self.push_const(&name, value);
@@ -270,12 +213,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
 
     fn float_tensor(&self, data: &[f32], shape: &[usize]) -> MilValue {
         let tv = match self.precision {
-            Precision::F32 => tensor_value::Value::Floats(tensor_value::RepeatedFloats {
-                values: data.to_vec(),
-            }),
-            Precision::F16 => tensor_value::Value::Bytes(tensor_value::RepeatedBytes {
-                values: f16_bytes(data),
-            }),
+            Precision::F32 => tensor_value::Value::Floats(tensor_value::RepeatedFloats { values: data.to_vec() }),
+            Precision::F16 => tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(data) }),
         };
         immediate(tensor_type(self.float(), shape), tv)
     }
@@ -288,10 +227,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         self.ops.push(wire::Operation {
             r#type: "const".into(),
             inputs: BTreeMap::new(),
-            outputs: vec![NamedValueType {
-                name: name.into(),
-                r#type: ty,
-            }],
+            outputs: vec![NamedValueType { name: name.into(), r#type: ty }],
             attributes,
         });
     }
@@ -303,32 +239,18 @@ impl<W: Write + Seek> Lowering<'_, W> {
         name
     }
 
-    fn op(
-        &mut self,
-        ty: &str,
-        name: &str,
-        inputs: Vec<(&str, Vec<String>)>,
-        outputs: Vec<(String, ValueType)>,
-    ) {
+    fn op(&mut self, ty: &str, name: &str, inputs: Vec<(&str, Vec<String>)>, outputs: Vec<(String, ValueType)>) {
         let inputs = inputs
             .into_iter()
             .map(|(k, names)| {
                 let arguments = names
                     .into_iter()
-                    .map(|n| argument::Binding {
-                        binding: Some(argument::binding::Binding::Name(n)),
-                    })
+                    .map(|n| argument::Binding { binding: Some(argument::binding::Binding::Name(n)) })
                     .collect();
                 (k.to_string(), Argument { arguments })
             })
             .collect();
-        let outputs = outputs
-            .into_iter()
-            .map(|(n, t)| NamedValueType {
-                name: n,
-                r#type: Some(t),
-            })
-            .collect();
+        let outputs = outputs.into_iter().map(|(n, t)| NamedValueType { name: n, r#type: Some(t) }).collect();
         self.ops.push(wire::Operation {
             r#type: ty.into(),
             inputs,
@@ -355,16 +277,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
     }
 
     fn cast(&mut self, x: &str, out: &str, dtype: &str, shape: &[usize]) -> Res<String> {
-        let out = if self.used.contains(out) {
-            out.to_string()
-        } else {
-            self.ident(out)
-        };
-        let dt = if dtype == "fp16" {
-            DataType::Float16
-        } else {
-            DataType::Float32
-        };
+        let out = if self.used.contains(out) { out.to_string() } else { self.ident(out) };
+        let dt = if dtype == "fp16" { DataType::Float16 } else { DataType::Float32 };
         self.op_params(
             "cast",
             &out,
@@ -378,9 +292,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
     fn node(&mut self, id: NodeId, wanted: &HashMap<ValueId, String>) -> Res<()> {
         let g = self.g;
         let node = g.node(id);
-        let fail = |msg: String| {
-            ExportError::Unmapped(format!("node `{}` ({}): {msg}", node.name, node.op.name()))
-        };
+        let fail = |msg: String| ExportError::Unmapped(format!("node `{}` ({}): {msg}", node.name, node.op.name()));
         // Output names: the interface name for a graph output, else the value's.
         let mut outs = vec![];
         for &o in &node.outputs {
@@ -397,11 +309,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         for v in node.inputs.iter().flatten() {
             x.push(self.arg(*v)?);
         }
-        let in_shape = |i: usize| {
-            input(i)
-                .map(|v| g.value(v).ty.shape.clone())
-                .unwrap_or_default()
-        };
+        let in_shape = |i: usize| input(i).map(|v| g.value(v).ty.shape.clone()).unwrap_or_default();
         let ints = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
         let list = |v: Vec<i32>| {
             let n = v.len();
@@ -626,7 +534,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 if let Some(b) = x.get(2) {
                     ins.push(("beta", vec![b.clone()]));
                 }
-                let params = vec![("axes", list((first as i32..rank as i32).collect())), ("epsilon", Imm::Float(*epsilon))];
+                let params =
+                    vec![("axes", list((first as i32..rank as i32).collect())), ("epsilon", Imm::Float(*epsilon))];
                 self.op_params("layer_norm", &n, ins, params, outs);
             }
             Op::Cast { to } => {
@@ -659,9 +568,7 @@ pub fn tensor_type(dt: DataType, shape: &[usize]) -> ValueType {
     let dimensions = shape
         .iter()
         .map(|&d| Dimension {
-            dimension: Some(dimension::Dimension::Constant(
-                dimension::ConstantDimension { size: d as u64 },
-            )),
+            dimension: Some(dimension::Dimension::Constant(dimension::ConstantDimension { size: d as u64 })),
         })
         .collect();
     ValueType {
@@ -679,9 +586,7 @@ fn immediate(ty: ValueType, tv: tensor_value::Value) -> MilValue {
         doc_string: String::new(),
         r#type: Some(ty),
         value: Some(value::Value::ImmediateValue(value::ImmediateValue {
-            value: Some(value::immediate_value::Value::Tensor(TensorValue {
-                value: Some(tv),
-            })),
+            value: Some(value::immediate_value::Value::Tensor(TensorValue { value: Some(tv) })),
         })),
     }
 }
@@ -699,9 +604,7 @@ fn imm_value(v: Imm, float: DataType) -> MilValue {
         Imm::Float(x) => match float {
             DataType::Float16 => immediate(
                 tensor_type(DataType::Float16, &[]),
-                tensor_value::Value::Bytes(tensor_value::RepeatedBytes {
-                    values: f16_bytes(&[x]),
-                }),
+                tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(&[x]) }),
             ),
             _ => immediate(
                 tensor_type(DataType::Float32, &[]),
@@ -719,14 +622,10 @@ fn imm_value(v: Imm, float: DataType) -> MilValue {
 fn str_value(s: &str) -> MilValue {
     immediate(
         tensor_type(DataType::String, &[]),
-        tensor_value::Value::Strings(tensor_value::RepeatedStrings {
-            values: vec![s.to_string()],
-        }),
+        tensor_value::Value::Strings(tensor_value::RepeatedStrings { values: vec![s.to_string()] }),
     )
 }
 
 fn f16_bytes(data: &[f32]) -> Vec<u8> {
-    data.iter()
-        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-        .collect()
+    data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
 }

@@ -64,15 +64,8 @@ pub struct PackageInfo {
 }
 
 /// Writes `g` as the ML program package `path` (a directory).
-pub fn write_package(
-    g: &Graph,
-    path: &Path,
-    precision: Precision,
-) -> Result<PackageInfo, ExportError> {
-    let io = |what: &Path, e: std::io::Error| ExportError::Io {
-        path: what.to_path_buf(),
-        msg: e.to_string(),
-    };
+pub fn write_package(g: &Graph, path: &Path, precision: Precision) -> Result<PackageInfo, ExportError> {
+    let io = |what: &Path, e: std::io::Error| ExportError::Io { path: what.to_path_buf(), msg: e.to_string() };
     if path.exists() && !path.join("Manifest.json").is_file() {
         return Err(ExportError::Io {
             path: path.to_path_buf(),
@@ -87,8 +80,7 @@ pub fn write_package(
 
     let weights_path = data.join("weights/weight.bin");
     let file = fs::File::create(&weights_path).map_err(|e| io(&weights_path, e))?;
-    let mut blobs = blob::BlobWriter::new(BufWriter::with_capacity(1 << 20, file))
-        .map_err(|e| io(&weights_path, e))?;
+    let mut blobs = blob::BlobWriter::new(BufWriter::with_capacity(1 << 20, file)).map_err(|e| io(&weights_path, e))?;
     let lowered = mil::lower(g, precision, &mut blobs)?;
     let file = blobs
         .finish()
@@ -99,12 +91,7 @@ pub fn write_package(
     let weight_bytes = file.metadata().map_err(|e| io(&weights_path, e))?.len();
 
     let renamed = lowered.renamed();
-    let operations = lowered
-        .function
-        .block_specializations
-        .values()
-        .map(|b| b.operations.len())
-        .sum();
+    let operations = lowered.function.block_specializations.values().map(|b| b.operations.len()).sum();
     let model = model(g, lowered, precision, &renamed);
     let model_path = data.join("model.mlmodel");
     write_synced(&model_path, &model.encode_to_vec())?;
@@ -137,11 +124,7 @@ pub fn write_package(
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
-    result.map(|_| PackageInfo {
-        operations,
-        weight_bytes,
-        renamed,
-    })
+    result.map(|_| PackageInfo { operations, weight_bytes, renamed })
 }
 
 /// Atomically exchanges two paths (Linux `renameat2(RENAME_EXCHANGE)`).
@@ -152,9 +135,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: two valid NUL-terminated paths; no memory is shared.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
     if rc == 0 {
         Ok(())
     } else {
@@ -168,21 +149,13 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let io = |e: std::io::Error| ExportError::Io {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let io = |e: std::io::Error| ExportError::Io { path: path.to_path_buf(), msg: e.to_string() };
     let mut f = fs::File::create(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
 }
 
-fn model(
-    g: &Graph,
-    lowered: mil::Lowered,
-    precision: Precision,
-    renamed: &[(String, String)],
-) -> wire::Model {
+fn model(g: &Graph, lowered: mil::Lowered, precision: Precision, renamed: &[(String, String)]) -> wire::Model {
     let feature = |(name, _, ty): &(String, String, fuse_ir::TensorType)| FeatureDescription {
         name: name.clone(),
         short_description: String::new(),
@@ -244,11 +217,8 @@ fn manifest() -> String {
     // write it (coremltools rewrites a manifest formatted otherwise).
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    serde::Serialize::serialize(
-        &json,
-        &mut serde_json::Serializer::with_formatter(&mut out, fmt),
-    )
-    .expect("a JSON value serializes");
+    serde::Serialize::serialize(&json, &mut serde_json::Serializer::with_formatter(&mut out, fmt))
+        .expect("a JSON value serializes");
     out.push(b'\n');
     String::from_utf8(out).expect("JSON is UTF-8")
 }
@@ -261,14 +231,8 @@ mod tests {
     fn tiny() -> Graph {
         let mut g = Graph::new("tiny");
         let x = g.add_input("image", TensorType::new(DType::F32, [1, 3, 8, 8]));
-        let w = g.add_weight(
-            "conv.weight",
-            Tensor::from_f32([4, 3, 3, 3], &[0.5; 108]).unwrap(),
-        );
-        let b = g.add_weight(
-            "conv.bias",
-            Tensor::from_f32([4], &[0.1, 0.2, 0.3, 0.4]).unwrap(),
-        );
+        let w = g.add_weight("conv.weight", Tensor::from_f32([4, 3, 3, 3], &[0.5; 108]).unwrap());
+        let b = g.add_weight("conv.bias", Tensor::from_f32([4], &[0.1, 0.2, 0.3, 0.4]).unwrap());
         let conv = Op::Conv(Conv {
             kernel_shape: vec![3, 3],
             strides: vec![1, 1],
@@ -276,23 +240,9 @@ mod tests {
             dilations: vec![1, 1],
             group: 1,
         });
-        let c = g
-            .add_node(
-                "conv",
-                conv,
-                vec![Some(x), Some(w), Some(b)],
-                vec!["c".into()],
-            )
-            .unwrap();
+        let c = g.add_node("conv", conv, vec![Some(x), Some(w), Some(b)], vec!["c".into()]).unwrap();
         let c = g.node(c).outputs[0];
-        let s = g
-            .add_node(
-                "act",
-                Op::Unary(UnaryOp::Sigmoid),
-                vec![Some(c)],
-                vec!["m/out".into()],
-            )
-            .unwrap();
+        let s = g.add_node("act", Op::Unary(UnaryOp::Sigmoid), vec![Some(c)], vec!["m/out".into()]).unwrap();
         let s = g.node(s).outputs[0];
         g.set_outputs(vec![s]);
         g
@@ -310,41 +260,17 @@ mod tests {
         let bytes = model(&g, lowered, Precision::F32, &renamed).encode_to_vec();
         let m = coreml_proto::proto::Model::decode(&bytes[..]).unwrap();
         assert_eq!(m.specification_version, SPEC_VERSION);
-        let Some(coreml_proto::proto::model::Type::MlProgram(p)) = m.r#type else {
-            panic!("not an ML program")
-        };
+        let Some(coreml_proto::proto::model::Type::MlProgram(p)) = m.r#type else { panic!("not an ML program") };
         let block = &p.functions["main"].block_specializations[mil::OPSET];
         let types: Vec<&str> = block.operations.iter().map(|o| o.r#type.as_str()).collect();
-        assert_eq!(
-            types.iter().filter(|t| **t != "const").collect::<Vec<_>>(),
-            [&"conv", &"sigmoid"]
-        );
+        assert_eq!(types.iter().filter(|t| **t != "const").collect::<Vec<_>>(), [&"conv", &"sigmoid"]);
         assert_eq!(block.outputs, ["m_out"]);
-        let conv = block
-            .operations
-            .iter()
-            .find(|o| o.r#type == "conv")
-            .unwrap();
+        let conv = block.operations.iter().find(|o| o.r#type == "conv").unwrap();
         let mut keys: Vec<&String> = conv.inputs.keys().collect();
         keys.sort();
-        assert_eq!(
-            keys,
-            [
-                "bias",
-                "dilations",
-                "groups",
-                "pad",
-                "pad_type",
-                "strides",
-                "weight",
-                "x"
-            ]
-        );
+        assert_eq!(keys, ["bias", "dilations", "groups", "pad", "pad_type", "strides", "weight", "x"]);
         let desc = m.description.unwrap();
-        assert_eq!(
-            desc.metadata.unwrap().user_defined["fusec.name.m_out"],
-            "m/out"
-        );
+        assert_eq!(desc.metadata.unwrap().user_defined["fusec.name.m_out"], "m/out");
 
         let again = {
             let mut blobs = blob::BlobWriter::new(std::io::Cursor::new(Vec::new())).unwrap();

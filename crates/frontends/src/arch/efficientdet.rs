@@ -128,8 +128,10 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
             s => Err(err(format!("tensor `{name}` has shape {s:?}, expected [out, in, k, k]"))),
         }
     };
-    let stage_depths: Vec<usize> =
-        (0..).map(|s| count(ck, |b| format!("backbone.blocks.{s}.{b}.conv_dw.weight"))).take_while(|&d| d > 0).collect();
+    let stage_depths: Vec<usize> = (0..)
+        .map(|s| count(ck, |b| format!("backbone.blocks.{s}.{b}.conv_dw.weight")))
+        .take_while(|&d| d > 0)
+        .collect();
     if stage_depths.len() != STAGE_STRIDES.len() {
         return Err(err(format!(
             "the backbone has {} stages (`backbone.blocks.N`); EfficientNet has {}",
@@ -171,7 +173,12 @@ pub fn detect(ck: &Checkpoint, opts: &ArchOptions) -> Result<(Config, Vec<String
         None => {
             let hint = ck.metadata.iter().find(|(k, _)| k == "arch").map(|(_, v)| v.clone());
             match hint.as_deref().map(|h| (h, parse_arch(h))) {
-                Some((_, Some((tf, idx)))) if Some(idx) == table || (table.is_some() && VARIANTS[idx].1 == fpn_channels && VARIANTS[idx].2 == fpn_cells) => Some((tf, idx)),
+                Some((_, Some((tf, idx))))
+                    if Some(idx) == table
+                        || (table.is_some() && VARIANTS[idx].1 == fpn_channels && VARIANTS[idx].2 == fpn_cells) =>
+                {
+                    Some((tf, idx))
+                }
                 Some((h, _)) => {
                     warnings.push(format!("ignored header hint arch={h}: it does not match the tensors"));
                     table.map(|i| (false, i))
@@ -301,10 +308,9 @@ impl B<'_> {
 
     /// A weight, checked to be f32 and, when given, of the expected shape.
     fn weight(&mut self, name: &str, expect: Option<&[usize]>) -> Result<ValueId, LoadError> {
-        let info = self
-            .ck
-            .info(name)
-            .ok_or_else(|| LoadError::tensor(&self.ck.path, name, format!("tensor `{name}` is missing ({})", self.cfg.name)))?;
+        let info = self.ck.info(name).ok_or_else(|| {
+            LoadError::tensor(&self.ck.path, name, format!("tensor `{name}` is missing ({})", self.cfg.name))
+        })?;
         let err = |m: String| LoadError::tensor(&self.ck.path, name, m);
         if let Some(e) = expect {
             if info.shape != e {
@@ -356,14 +362,16 @@ impl B<'_> {
     /// channels.
     fn conv(&mut self, x: ValueId, prefix: &str, stride: usize, bias: bool) -> Result<ValueId, LoadError> {
         let wname = format!("{prefix}.weight");
-        let ws = self
-            .ck
-            .info(&wname)
-            .map(|t| t.shape.clone())
-            .ok_or_else(|| LoadError::tensor(&self.ck.path, &wname, format!("tensor `{wname}` is missing ({})", self.cfg.name)))?;
+        let ws = self.ck.info(&wname).map(|t| t.shape.clone()).ok_or_else(|| {
+            LoadError::tensor(&self.ck.path, &wname, format!("tensor `{wname}` is missing ({})", self.cfg.name))
+        })?;
         let cin = self.shape_of(x)[1];
         if ws.len() != 4 || ws[1] == 0 || !cin.is_multiple_of(ws[1]) || ws[2] != ws[3] {
-            return Err(LoadError::tensor(&self.ck.path, &wname, format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]")));
+            return Err(LoadError::tensor(
+                &self.ck.path,
+                &wname,
+                format!("tensor `{wname}` has shape {ws:?}, expected [out, {cin}/groups, k, k]"),
+            ));
         }
         let w = self.weight(&wname, None)?;
         let bname = format!("{prefix}.bias");
@@ -394,7 +402,14 @@ impl B<'_> {
         self.node(&format!("{name}/mul"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(s)])
     }
 
-    fn conv_bn_act(&mut self, x: ValueId, conv: &str, bn: &str, stride: usize, act: bool) -> Result<ValueId, LoadError> {
+    fn conv_bn_act(
+        &mut self,
+        x: ValueId,
+        conv: &str,
+        bn: &str,
+        stride: usize,
+        act: bool,
+    ) -> Result<ValueId, LoadError> {
         let eps = self.cfg.backbone_eps;
         let y = self.conv(x, conv, stride, false)?;
         let y = self.bn(y, bn, eps)?;
@@ -429,12 +444,20 @@ impl B<'_> {
                     // Inverted residual: expand, depthwise, SE, project.
                     let y = self.conv_bn_act(x, &format!("{p}.conv_pw"), &format!("{p}.bn1"), 1, true)?;
                     let y = self.conv_bn_act(y, &format!("{p}.conv_dw"), &format!("{p}.bn2"), stride, true)?;
-                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) { self.squeeze_excite(y, &format!("{p}.se"))? } else { y };
+                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) {
+                        self.squeeze_excite(y, &format!("{p}.se"))?
+                    } else {
+                        y
+                    };
                     x = self.conv_bn_act(y, &format!("{p}.conv_pwl"), &format!("{p}.bn3"), 1, false)?;
                 } else {
                     // Depthwise separable: depthwise, SE, pointwise.
                     let y = self.conv_bn_act(x, &format!("{p}.conv_dw"), &format!("{p}.bn1"), stride, true)?;
-                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) { self.squeeze_excite(y, &format!("{p}.se"))? } else { y };
+                    let y = if self.has(&format!("{p}.se.conv_reduce.weight")) {
+                        self.squeeze_excite(y, &format!("{p}.se"))?
+                    } else {
+                        y
+                    };
                     x = self.conv_bn_act(y, &format!("{p}.conv_pw"), &format!("{p}.bn2"), 1, false)?;
                 }
                 if stride == 1 && cin == self.shape_of(x)[1] {
@@ -546,11 +569,15 @@ impl B<'_> {
         let rw = self.node(&format!("{prefix}.relu"), Op::Unary(UnaryOp::Relu), vec![Some(w)])?;
         let red = Op::Reduce { op: ReduceOp::Sum, axes: None, keepdims: false };
         let sum = self.node(&format!("{prefix}.sum"), red, vec![Some(rw)])?;
-        let eps = self.g.add_weight(format!("{prefix}.eps"), Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?);
+        let eps =
+            self.g.add_weight(format!("{prefix}.eps"), Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?);
         let denom = self.node(&format!("{prefix}.denom"), Op::Binary(BinaryOp::Add), vec![Some(sum), Some(eps)])?;
         let mut acc: Option<ValueId> = None;
         for (i, &x) in xs.iter().enumerate() {
-            let idx = self.g.add_weight(format!("{prefix}.idx{i}"), Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?);
+            let idx = self.g.add_weight(
+                format!("{prefix}.idx{i}"),
+                Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?,
+            );
             let wi = self.node(&format!("{prefix}.w{i}"), Op::Gather { axis: 0 }, vec![Some(rw), Some(idx)])?;
             let m = self.node(&format!("{prefix}.mul{i}"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(wi)])?;
             let d = self.node(&format!("{prefix}.div{i}"), Op::Binary(BinaryOp::Div), vec![Some(m), Some(denom)])?;
@@ -568,8 +595,20 @@ impl B<'_> {
         let dw = format!("{prefix}.conv_dw.weight");
         match self.ck.info(&dw).map(|t| t.shape.clone()) {
             Some(s) if s.len() == 4 && s[0] == c && s[1] == 1 => {}
-            Some(s) => return Err(LoadError::tensor(&self.ck.path, &dw, format!("tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"))),
-            None => return Err(LoadError::tensor(&self.ck.path, &dw, format!("tensor `{dw}` is missing ({})", self.cfg.name))),
+            Some(s) => {
+                return Err(LoadError::tensor(
+                    &self.ck.path,
+                    &dw,
+                    format!("tensor `{dw}` has shape {s:?}, expected [{c}, 1, k, k]"),
+                ))
+            }
+            None => {
+                return Err(LoadError::tensor(
+                    &self.ck.path,
+                    &dw,
+                    format!("tensor `{dw}` is missing ({})", self.cfg.name),
+                ))
+            }
         }
         let y = self.conv(x, &format!("{prefix}.conv_dw"), 1, false)?;
         self.conv(y, &format!("{prefix}.conv_pw"), 1, pw_bias)

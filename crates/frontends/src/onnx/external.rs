@@ -28,7 +28,11 @@ impl ExternalData {
         let mut location = None;
         let (mut offset, mut length) = (0usize, None);
         for kv in &tp.external_data {
-            let num = || kv.value.parse::<usize>().map_err(|_| format!("external data {} `{}` is not a byte count", kv.key, kv.value));
+            let num = || {
+                kv.value
+                    .parse::<usize>()
+                    .map_err(|_| format!("external data {} `{}` is not a byte count", kv.key, kv.value))
+            };
             match kv.key.as_str() {
                 "location" => location = Some(kv.value.clone()),
                 "offset" => offset = num()?,
@@ -43,11 +47,7 @@ impl ExternalData {
                 "external data location `{location}` must be a relative path inside the model's directory (no `..`, no absolute path)"
             ));
         }
-        let path = self
-            .dir
-            .join(rel)
-            .canonicalize()
-            .map_err(|e| format!("external data file `{location}`: {e}"))?;
+        let path = self.dir.join(rel).canonicalize().map_err(|e| format!("external data file `{location}`: {e}"))?;
         if !path.starts_with(&self.dir) {
             return Err(format!("external data file `{location}` resolves outside the model's directory"));
         }
@@ -60,7 +60,10 @@ impl ExternalData {
                 }
                 // SAFETY: read-only map of a file fusec does not write; the
                 // tensors keep the Arc, so the map outlives them.
-                let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("external data file `{location}`: {e}"))?);
+                let map = Arc::new(
+                    unsafe { memmap2::Mmap::map(&file) }
+                        .map_err(|e| format!("external data file `{location}`: {e}"))?,
+                );
                 self.maps.insert(path.clone(), map.clone());
                 map
             }
@@ -78,4 +81,3 @@ impl ExternalData {
         }
     }
 }
-

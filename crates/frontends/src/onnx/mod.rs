@@ -94,7 +94,8 @@ fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) ->
         if env.contains_key(&vi.name) {
             continue; // older exporters list initializers as inputs too
         }
-        let ty = value_type(vi).map_err(|m| LoadError::tensor(file, &vi.name, format!("graph input `{}`: {m}", vi.name)))?;
+        let ty =
+            value_type(vi).map_err(|m| LoadError::tensor(file, &vi.name, format!("graph input `{}`: {m}", vi.name)))?;
         let id = g.add_input(vi.name.clone(), ty);
         env.insert(vi.name.clone(), id);
     }
@@ -125,9 +126,9 @@ fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) ->
 
     let mut outs = vec![];
     for vi in &gp.output {
-        let id = *env
-            .get(&vi.name)
-            .ok_or_else(|| LoadError::tensor(file, &vi.name, format!("graph output `{}` is not produced by any node", vi.name)))?;
+        let id = *env.get(&vi.name).ok_or_else(|| {
+            LoadError::tensor(file, &vi.name, format!("graph output `{}` is not produced by any node", vi.name))
+        })?;
         outs.push(id);
     }
     if outs.is_empty() {
@@ -156,10 +157,8 @@ fn unsupported_ops(nodes: &[NodeProto]) -> Result<(), (String, String)> {
     let Some((node, op)) = first else { return Ok(()) };
     let mut list: Vec<(String, usize)> = counts.into_iter().collect();
     list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let list: Vec<String> = list
-        .iter()
-        .map(|(op, n)| format!("{op} ({n} node{})", if *n == 1 { "" } else { "s" }))
-        .collect();
+    let list: Vec<String> =
+        list.iter().map(|(op, n)| format!("{op} ({n} node{})", if *n == 1 { "" } else { "s" })).collect();
     let what = if list.len() == 1 { "unsupported op" } else { "unsupported ops" };
     Err((node.clone(), format!("{what}: {}; first: node `{node}` ({op})", list.join(", "))))
 }
@@ -179,7 +178,10 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
     for (i, n) in nodes.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
             if env.contains_key(o) || producer.insert(o.as_str(), i).is_some() {
-                return Err((node_name(n, i), format!("node `{}`: output `{o}` is defined more than once", node_name(n, i))));
+                return Err((
+                    node_name(n, i),
+                    format!("node `{}`: output `{o}` is defined more than once", node_name(n, i)),
+                ));
             }
         }
     }
@@ -193,7 +195,11 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
             } else if !env.contains_key(inp) {
                 return Err((
                     node_name(n, i),
-                    format!("node `{}` ({}) reads `{inp}`, which no node, input or initializer defines", node_name(n, i), n.op_type),
+                    format!(
+                        "node `{}` ({}) reads `{inp}`, which no node, input or initializer defines",
+                        node_name(n, i),
+                        n.op_type
+                    ),
                 ));
             }
         }
@@ -212,7 +218,10 @@ fn topo_sort(nodes: &[NodeProto], env: &HashMap<String, ValueId>) -> Result<Vec<
     }
     if order.len() != nodes.len() {
         let i = (0..nodes.len()).find(|&i| indeg[i] > 0).unwrap_or(0);
-        return Err((node_name(&nodes[i], i), format!("the graph has a cycle through node `{}`", node_name(&nodes[i], i))));
+        return Err((
+            node_name(&nodes[i], i),
+            format!("the graph has a cycle through node `{}`", node_name(&nodes[i], i)),
+        ));
     }
     Ok(order)
 }
@@ -240,4 +249,3 @@ fn value_type(vi: &ValueInfoProto) -> Result<TensorType, String> {
     }
     Ok(ty)
 }
-

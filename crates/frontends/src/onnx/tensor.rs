@@ -37,7 +37,9 @@ pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -
             DType::I64 => (tp.int64_data.len(), tp.int64_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
             DType::I32 => (tp.int32_data.len(), tp.int32_data.iter().flat_map(|x| x.to_le_bytes()).collect()),
             DType::F16 => (tp.int32_data.len(), tp.int32_data.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect()),
-            DType::I8 | DType::U8 | DType::Bool => (tp.int32_data.len(), tp.int32_data.iter().map(|&x| x as u8).collect()),
+            DType::I8 | DType::U8 | DType::Bool => {
+                (tp.int32_data.len(), tp.int32_data.iter().map(|&x| x as u8).collect())
+            }
         };
         if got != n {
             return Err(format!("{ty} needs {n} values but the tensor holds {got}"));
@@ -59,7 +61,6 @@ pub fn const_tensor(g: &Graph, v: ValueId) -> Option<Tensor> {
     }
 }
 
-
 pub(super) fn constant_value(a: &Attrs) -> Result<Tensor, String> {
     if let Some(t) = a.get("value") {
         let mut tp = t.t.as_ref().cloned().ok_or("value attribute holds no tensor")?;
@@ -80,4 +81,3 @@ pub(super) fn constant_value(a: &Attrs) -> Result<Tensor, String> {
     let kinds: Vec<String> = a.0.attribute.iter().map(|x| x.name.clone()).collect();
     Err(format!("unsupported Constant attributes {kinds:?}"))
 }
-

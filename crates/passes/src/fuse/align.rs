@@ -51,7 +51,9 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
     let m0 = members[0];
     let incompatible = |msg: String| PassError::Incompatible(msg);
     for (k, g) in members.iter().enumerate().skip(1) {
-        for (what, a, b) in [("inputs", m0.inputs().len(), g.inputs().len()), ("outputs", m0.outputs().len(), g.outputs().len())] {
+        for (what, a, b) in
+            [("inputs", m0.inputs().len(), g.inputs().len()), ("outputs", m0.outputs().len(), g.outputs().len())]
+        {
             if a != b {
                 return Err(incompatible(format!("{} has {a} {what} but {} has {b}", names[0], names[k])));
             }
@@ -84,10 +86,8 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
         users.push(u);
         orders.push(order);
     }
-    let mut vmap: Vec<HashMap<ValueId, ValueId>> = members
-        .iter()
-        .map(|g| m0.inputs().iter().copied().zip(g.inputs().iter().copied()).collect())
-        .collect();
+    let mut vmap: Vec<HashMap<ValueId, ValueId>> =
+        members.iter().map(|g| m0.inputs().iter().copied().zip(g.inputs().iter().copied()).collect()).collect();
     let mut matched: Vec<HashSet<NodeId>> = vec![HashSet::new(); members.len()];
     let mut same_values: HashSet<ValueId> = m0.inputs().iter().copied().collect();
     let mut groups = vec![];

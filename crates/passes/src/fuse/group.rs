@@ -78,7 +78,12 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
                 }
             }
         }
-        Op::Unary(_) | Op::HardSigmoid { .. } | Op::Clip { .. } | Op::Cast { .. } | Op::MaxPool(_) | Op::GlobalAveragePool => {
+        Op::Unary(_)
+        | Op::HardSigmoid { .. }
+        | Op::Clip { .. }
+        | Op::Cast { .. }
+        | Op::MaxPool(_)
+        | Op::GlobalAveragePool => {
             if n0.inputs.len() != 1 || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
@@ -109,7 +114,9 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
         }
         Op::Resize(r) => {
             let a = STACKING.axis();
-            if r.scales.as_ref().is_some_and(|s| s.len() <= a || s[..=a].iter().any(|&x| x != 1.0)) || is_weight(n0.inputs[0]) {
+            if r.scales.as_ref().is_some_and(|s| s.len() <= a || s[..=a].iter().any(|&x| x != 1.0))
+                || is_weight(n0.inputs[0])
+            {
                 return Ok(false);
             }
             let mut r = r.clone();

@@ -163,7 +163,11 @@ impl<'a> FuseBuilder<'a> {
 
     pub(crate) fn layout(&self, k: usize, v: ValueId) -> Result<Layout, PassError> {
         self.layouts[k].get(&v).copied().ok_or_else(|| {
-            PassError::Internal(format!("{}: value `{}` used before it was lowered", self.names[k], self.members[k].value(v).name))
+            PassError::Internal(format!(
+                "{}: value `{}` used before it was lowered",
+                self.names[k],
+                self.members[k].value(v).name
+            ))
         })
     }
 
@@ -187,7 +191,12 @@ impl<'a> FuseBuilder<'a> {
     /// The inputs of member k's `node` in the fused graph: its weights
     /// (keeping their names when `shared`, prefixed by the member otherwise)
     /// and member k's own tensors for its data inputs.
-    pub(crate) fn member_inputs(&mut self, k: usize, node: &Node, shared: bool) -> Result<Vec<Option<ValueId>>, PassError> {
+    pub(crate) fn member_inputs(
+        &mut self,
+        k: usize,
+        node: &Node,
+        shared: bool,
+    ) -> Result<Vec<Option<ValueId>>, PassError> {
         let g = self.members[k];
         node.inputs
             .iter()
@@ -230,13 +239,15 @@ impl<'a> FuseBuilder<'a> {
     /// each): the stacked value itself when it already is one, else a
     /// Concat of the members' own values (made once).
     pub(crate) fn stacked(&mut self, vals: &[ValueId]) -> Result<ValueId, PassError> {
-        let layouts: Vec<Layout> = vals.iter().enumerate().map(|(k, v)| self.layout(k, *v)).collect::<Result<_, _>>()?;
+        let layouts: Vec<Layout> =
+            vals.iter().enumerate().map(|(k, v)| self.layout(k, *v)).collect::<Result<_, _>>()?;
         if let Layout::Stacked(f) = layouts[0] {
             if layouts.iter().all(|l| *l == Layout::Stacked(f)) {
                 return Ok(f);
             }
         }
-        let parts: Vec<ValueId> = vals.iter().enumerate().map(|(k, v)| self.member_value(k, *v)).collect::<Result<_, _>>()?;
+        let parts: Vec<ValueId> =
+            vals.iter().enumerate().map(|(k, v)| self.member_value(k, *v)).collect::<Result<_, _>>()?;
         if let Some(s) = self.stacks.get(&parts) {
             return Ok(*s);
         }
@@ -252,7 +263,8 @@ impl<'a> FuseBuilder<'a> {
     /// the stacking's weight axis (conv weights, biases, BatchNorm
     /// parameters); `None` when they are not weights of one type.
     pub(crate) fn stacked_weight(&mut self, group: &NodeGroup, slot: usize) -> Option<ValueId> {
-        let key: Vec<ValueId> = (0..self.n()).map(|k| self.node(k, group).inputs.get(slot).copied().flatten()).collect::<Option<_>>()?;
+        let key: Vec<ValueId> =
+            (0..self.n()).map(|k| self.node(k, group).inputs.get(slot).copied().flatten()).collect::<Option<_>>()?;
         if let Some(w) = self.stacked_weights.get(&key) {
             return Some(*w);
         }

@@ -125,7 +125,12 @@ fn finish(mut b: FuseBuilder) -> Result<Graph, PassError> {
             let name = format!("{}/{}", b.names[k], g.value(o).name);
             let taken = outs.contains(&f) || !matches!(b.f.value(f).def, ValueDef::Node { .. });
             if taken {
-                let node = b.f.add_node(format!("{name}::copy"), Op::Unary(UnaryOp::Identity), vec![Some(f)], vec![name.clone()])?;
+                let node = b.f.add_node(
+                    format!("{name}::copy"),
+                    Op::Unary(UnaryOp::Identity),
+                    vec![Some(f)],
+                    vec![name.clone()],
+                )?;
                 f = b.f.node(node).outputs[0];
             }
             b.f.value_mut(f).name = name;

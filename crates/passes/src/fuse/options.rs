@@ -42,4 +42,3 @@ pub struct Member {
     pub name: String,
     pub graph: Graph,
 }
-

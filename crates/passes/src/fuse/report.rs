@@ -45,13 +45,18 @@ pub fn explain(r: &FuseReport) -> String {
     for (k, j) in &r.identical {
         let _ = writeln!(s, "  {} is identical to {}", r.members[*k], r.members[*j]);
     }
-    let _ = writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
+    let _ =
+        writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
     let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
     let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
     let _ = writeln!(s, "  per member after divergence: {}", r.divergent);
     let total: usize = r.member_convs.iter().sum();
-    let _ = writeln!(s, "fused graph: {} nodes, {} Conv (members one after another: {} Conv)", r.fused_nodes, r.fused_convs, total);
+    let _ = writeln!(
+        s,
+        "fused graph: {} nodes, {} Conv (members one after another: {} Conv)",
+        r.fused_nodes, r.fused_convs, total
+    );
     let _ = writeln!(s, "divergences: {}", r.divergences.len());
     for d in &r.divergences {
         let _ = writeln!(s, "  {d}");

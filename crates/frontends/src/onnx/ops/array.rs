@@ -4,11 +4,24 @@
 use fuse_ir::*;
 
 use super::super::attrs::{Attrs, Ctx};
-use super::Converted;
 use super::super::tensor::constant_value;
+use super::Converted;
 
 /// The ONNX ops this family converts.
-pub(super) const OPS: &[&str] = &["Resize", "Concat", "Gather", "Unsqueeze", "Slice", "Shape", "Constant", "Reshape", "Transpose", "Flatten", "Pad", "Split"];
+pub(super) const OPS: &[&str] = &[
+    "Resize",
+    "Concat",
+    "Gather",
+    "Unsqueeze",
+    "Slice",
+    "Shape",
+    "Constant",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Pad",
+    "Split",
+];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
@@ -101,9 +114,9 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
                 m => return Err(format!("pad mode `{m}` is not supported")),
             };
             let given = c.ints(1, "pads")?.ok_or("pads are required")?;
-            let value = c.scalar(2, "constant_value").or_else(|_| {
-                c.ints(2, "constant_value").map(|v| v.and_then(|v| v.first().map(|&x| x as f32)))
-            })?;
+            let value = c
+                .scalar(2, "constant_value")
+                .or_else(|_| c.ints(2, "constant_value").map(|v| v.and_then(|v| v.first().map(|&x| x as f32))))?;
             let pads = match c.ints(3, "axes")? {
                 None => given,
                 Some(axes) => {

@@ -6,13 +6,29 @@ use super::super::attrs::{Attrs, Ctx};
 use super::Converted;
 
 /// The ONNX ops this family converts.
-pub(super) const OPS: &[&str] = &["Add", "Sub", "Mul", "Div", "Sigmoid", "Relu", "Tanh", "Identity", "HardSwish", "HardSigmoid", "Clip", "ReduceSum", "ReduceMean", "Cast"];
+pub(super) const OPS: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sigmoid",
+    "Relu",
+    "Tanh",
+    "Identity",
+    "HardSwish",
+    "HardSigmoid",
+    "Clip",
+    "ReduceSum",
+    "ReduceMean",
+    "Cast",
+];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
     let x = || c.req(0);
     let unary = |op: Op| -> Result<Converted, String> { Ok((op, vec![Some(c.req(0)?)])) };
-    let binary = |op: BinaryOp| -> Result<Converted, String> { Ok((Op::Binary(op), vec![Some(c.req(0)?), Some(c.req(1)?)])) };
+    let binary =
+        |op: BinaryOp| -> Result<Converted, String> { Ok((Op::Binary(op), vec![Some(c.req(0)?), Some(c.req(1)?)])) };
     let node = c.node;
     Ok(match node.op_type.as_str() {
         "Add" => binary(BinaryOp::Add)?,

@@ -28,7 +28,12 @@ pub(super) fn is_supported(op_type: &str) -> bool {
     FAMILIES.iter().any(|(ops, _)| ops.contains(&op_type))
 }
 
-pub(super) fn convert_node(node: &NodeProto, opset: i64, g: &Graph, env: &HashMap<String, ValueId>) -> Result<Converted, String> {
+pub(super) fn convert_node(
+    node: &NodeProto,
+    opset: i64,
+    g: &Graph,
+    env: &HashMap<String, ValueId>,
+) -> Result<Converted, String> {
     let c = Ctx { node, g, env };
     match FAMILIES.iter().find(|(ops, _)| ops.contains(&node.op_type.as_str())) {
         Some((_, convert)) => convert(&c, opset),

@@ -7,7 +7,8 @@ use super::super::attrs::{Attrs, Ctx};
 use super::Converted;
 
 /// The ONNX ops this family converts.
-pub(super) const OPS: &[&str] = &["Conv", "MaxPool", "BatchNormalization", "Gemm", "MatMul", "GlobalAveragePool", "Softmax", "LayerNormalization"];
+pub(super) const OPS: &[&str] =
+    &["Conv", "MaxPool", "BatchNormalization", "Gemm", "MatMul", "GlobalAveragePool", "Softmax", "LayerNormalization"];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
@@ -111,4 +112,3 @@ fn resolve_pads(
         other => Err(format!("unknown auto_pad `{other}`")),
     }
 }
-
