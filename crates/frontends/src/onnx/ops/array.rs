@@ -66,7 +66,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
                 cubic_coeff_a: a.float("cubic_coeff_a", -0.75),
                 exclude_outside: a.int("exclude_outside", 0) != 0,
                 extrapolation_value: a.float("extrapolation_value", 0.0),
-                scales: if sizes_given(&c) { None } else { scales },
+                scales: if sizes_given(c) { None } else { scales },
                 sizes,
             };
             (Op::Resize(r), vec![Some(x()?)])
