@@ -123,6 +123,37 @@ fn ort_with_missing_cuda_provider_is_a_clear_error() {
 }
 
 #[test]
+fn onnx_runtime_is_found_in_the_environment_fusec_is_installed_in() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(&dir);
+    let input = tiny_input(&dir);
+    let out = dir.path().join("out.safetensors");
+    let args = ["run", s(&model), "--input", s(&input), "--runtime", "ort", "-o", s(&out)];
+    // fusec in a virtual environment whose onnxruntime package holds the
+    // library (as `pip install` lays it out), and no ORT_DYLIB_PATH.
+    let venv = dir.path().join("venv");
+    let capi = venv.join("lib/python3.11/site-packages/onnxruntime/capi");
+    std::fs::create_dir_all(&capi).unwrap();
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    let lib = std::path::PathBuf::from(std::env::var_os("ORT_DYLIB_PATH").unwrap());
+    std::os::unix::fs::symlink(&lib, capi.join(lib.file_name().unwrap())).unwrap();
+    let exe = venv.join("bin/fusec");
+    std::fs::copy(env!("CARGO_BIN_EXE_fusec"), &exe).unwrap();
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |exe: &Path| {
+        std::process::Command::new(exe).args(args).env_remove("ORT_DYLIB_PATH").env("PATH", &empty).output().unwrap()
+    };
+    ok(run(&exe));
+    assert!(out.exists());
+    // Nowhere to find it: the error says both ways.
+    std::fs::remove_file(capi.join(lib.file_name().unwrap())).unwrap();
+    let err = one_error_line(&run(&exe), 2);
+    assert!(err.contains("ORT_DYLIB_PATH") && err.contains("pip install onnxruntime"), "{err}");
+}
+
+#[test]
 fn tract_rejects_gpu_devices() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(&dir);

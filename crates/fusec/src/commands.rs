@@ -64,13 +64,13 @@ pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failu
         FileKind::Safetensors => {
             let ck = fusec_frontends::safetensors::open(path)?;
             let built = fusec_frontends::arch::build(&ck, arch)?;
+            crate::report::note(format!("{}: {}", path.display(), built.description));
             for w in &built.warnings {
                 crate::report::warn(format!("{}: {w}", path.display()));
             }
             if let Some(a) = &built.assumed {
                 crate::report::warn_once(a);
             }
-            crate::report::note(format!("{}: {}", path.display(), built.description));
             Ok(built.graph)
         }
     }

@@ -45,6 +45,16 @@ impl fmt::Display for RuntimeKind {
     }
 }
 
+/// The element type a model input is fed in; [`crate::Tensors`] carry
+/// every input as f32, integers exactly (see [`crate::io`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Feed {
+    F32,
+    I64,
+    I32,
+    Bool,
+}
+
 /// How to build a session.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -92,6 +102,7 @@ type TractPlan = std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>;
 struct TractSession {
     plan: TractPlan,
     inputs: Vec<String>,
+    feeds: Vec<Feed>,
     outputs: Vec<String>,
 }
 
@@ -105,9 +116,18 @@ impl TractSession {
             m.outlet_label(o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())
         };
         let inputs = typed.input_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
+        let mut feeds = vec![];
+        for o in typed.input_outlets().map_err(rt)? {
+            feeds.push(match typed.outlet_fact(*o).map_err(rt)?.datum_type {
+                DatumType::I64 => Feed::I64,
+                DatumType::I32 => Feed::I32,
+                DatumType::Bool => Feed::Bool,
+                _ => Feed::F32,
+            });
+        }
         let outputs = typed.output_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
         let plan = typed.into_runnable().map_err(rt)?;
-        Ok(TractSession { plan, inputs, outputs })
+        Ok(TractSession { plan, inputs, feeds, outputs })
     }
 }
 
@@ -128,7 +148,19 @@ impl Session for TractSession {
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError> {
         use tract_onnx::prelude::*;
         let ins = ordered_inputs(&self.inputs, inputs)?;
-        let tv: TVec<TValue> = ins.into_iter().map(|a| Tensor::from(a.clone()).into_tvalue()).collect();
+        let tv: TVec<TValue> = ins
+            .into_iter()
+            .zip(&self.feeds)
+            .map(|(a, f)| {
+                match f {
+                    Feed::F32 => Tensor::from(a.clone()),
+                    Feed::I64 => Tensor::from(a.mapv(|v| v as i64)),
+                    Feed::I32 => Tensor::from(a.mapv(|v| v as i32)),
+                    Feed::Bool => Tensor::from(a.mapv(|v| v != 0.0)),
+                }
+                .into_tvalue()
+            })
+            .collect();
         let plan = self.plan.clone();
         let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tv)))
             .map_err(|_| VerifyError::Runtime("tract panicked while running the model".into()))?
@@ -151,25 +183,62 @@ impl Session for TractSession {
     }
 }
 
-/// The path of the ONNX Runtime shared library: `ORT_DYLIB_PATH`.
+/// The path of the ONNX Runtime shared library: `ORT_DYLIB_PATH` when set;
+/// else the library of an `onnxruntime` Python package, first one installed
+/// in the environment fusec itself is installed in (a virtual environment
+/// or prefix: `BIN/../lib/python3.*/site-packages`), then the one the
+/// `python3` on `PATH` imports.
 pub fn ort_library() -> Result<PathBuf, VerifyError> {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => {
-            let p = PathBuf::from(p);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(VerifyError::Unavailable(format!(
-                    "ORT_DYLIB_PATH points to {}, which is not a file; run scripts/install-ort.sh",
-                    p.display()
-                )))
-            }
-        }
-        _ => Err(VerifyError::Unavailable(
-            "ONNX Runtime is not configured: set ORT_DYLIB_PATH to libonnxruntime.so (scripts/install-ort.sh installs it)"
-                .into(),
-        )),
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND.get_or_init(find_ort_library).clone().map_err(VerifyError::Unavailable)
+}
+
+fn find_ort_library() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("ORT_DYLIB_PATH points to {}, which is not a file; run scripts/install-ort.sh", p.display()))
+        };
     }
+    let beside_exe = std::env::current_exe().ok().and_then(|exe| {
+        let prefix = exe.canonicalize().ok()?.parent()?.parent()?.to_path_buf();
+        let lib = std::fs::read_dir(prefix.join("lib")).ok()?;
+        lib.flatten()
+            .filter(|d| d.file_name().to_string_lossy().starts_with("python3"))
+            .find_map(|d| ort_in_package(&d.path().join("site-packages/onnxruntime")))
+    });
+    if let Some(p) = beside_exe {
+        return Ok(p);
+    }
+    let from_python = std::process::Command::new("python3")
+        .args(["-c", "import os, onnxruntime; print(os.path.dirname(onnxruntime.__file__))"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| ort_in_package(std::path::Path::new(String::from_utf8_lossy(&o.stdout).trim())));
+    from_python.ok_or_else(|| {
+        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so (`export ORT_DYLIB_PATH=$(bash scripts/install-ort.sh)` installs it), or `pip install onnxruntime` where fusec or `python3` can find it".to_string()
+    })
+}
+
+/// `capi/libonnxruntime.so.*` (or `.dylib`) of an `onnxruntime` package
+/// directory.
+fn ort_in_package(pkg: &std::path::Path) -> Option<PathBuf> {
+    let mut libs: Vec<PathBuf> = std::fs::read_dir(pkg.join("capi"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (name.starts_with("libonnxruntime.so") || name.starts_with("libonnxruntime.") && name.ends_with(".dylib"))
+                && !name.contains("providers")
+        })
+        .collect();
+    libs.sort();
+    libs.pop()
 }
 
 static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -189,6 +258,7 @@ fn ort_env() -> Result<&'static ort::environment::Environment, VerifyError> {
 struct OrtSession {
     session: ort::session::Session,
     inputs: Vec<String>,
+    feeds: Vec<Feed>,
     outputs: Vec<String>,
 }
 
@@ -237,8 +307,21 @@ impl OrtSession {
         }
         let session = b.commit_from_memory(onnx).map_err(rt)?;
         let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
+        let feeds = session
+            .inputs()
+            .iter()
+            .map(|o| {
+                use ort::value::TensorElementType as T;
+                match o.dtype().tensor_type() {
+                    Some(T::Int64) => Feed::I64,
+                    Some(T::Int32) => Feed::I32,
+                    Some(T::Bool) => Feed::Bool,
+                    _ => Feed::F32,
+                }
+            })
+            .collect();
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        Ok(OrtSession { session, inputs, outputs })
+        Ok(OrtSession { session, inputs, feeds, outputs })
     }
 }
 
@@ -247,9 +330,14 @@ impl Session for OrtSession {
         let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
         let ins = ordered_inputs(&self.inputs, inputs)?;
         let mut feed: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![];
-        for (name, a) in self.inputs.iter().zip(ins) {
-            let t = ort::value::Tensor::from_array(a.clone()).map_err(rt)?;
-            feed.push((name.clone().into(), t.into()));
+        for ((name, a), f) in self.inputs.iter().zip(ins).zip(&self.feeds) {
+            let v: ort::session::SessionInputValue = match f {
+                Feed::F32 => ort::value::Tensor::from_array(a.clone()).map_err(rt)?.into(),
+                Feed::I64 => ort::value::Tensor::from_array(a.mapv(|v| v as i64)).map_err(rt)?.into(),
+                Feed::I32 => ort::value::Tensor::from_array(a.mapv(|v| v as i32)).map_err(rt)?.into(),
+                Feed::Bool => ort::value::Tensor::from_array(a.mapv(|v| v != 0.0)).map_err(rt)?.into(),
+            };
+            feed.push((name.clone().into(), v));
         }
         let outputs = self.outputs.clone();
         let out = self.session.run(feed).map_err(rt)?;
