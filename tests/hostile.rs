@@ -316,13 +316,14 @@ fn an_unsupported_model_lists_every_op_it_lacks() {
     let bytes = OnnxBuilder::new(17)
         .input("x", &[1, 4])
         .output("y", &[1, 4])
-        .node_named("e1", "Erf", &["x"], &["a"], vec![])
-        .node_named("e2", "Erf", &["a"], &["b"], vec![])
-        .node_named("s", "Sqrt", &["b"], &["c"], vec![])
+        .node_named("e1", "Selu", &["x"], &["a"], vec![])
+        .node_named("e2", "Selu", &["a"], &["b"], vec![])
+        .node_named("s", "Softplus", &["b"], &["c"], vec![])
         .node_named("r", "Relu", &["c"], &["y"], vec![])
         .build();
-    let bad = write(&dir, "erf.onnx", &bytes);
-    let line = assert_convert_rejects(&bad, &["unsupported ops: Erf (2 nodes), Sqrt (1 node); first: node `e1` (Erf)"]);
+    let bad = write(&dir, "selu.onnx", &bytes);
+    let line =
+        assert_convert_rejects(&bad, &["unsupported ops: Selu (2 nodes), Softplus (1 node); first: node `e1` (Selu)"]);
     assert!(!line.contains("Relu"), "{line}");
     let out = dir.path().join("out.onnx");
     let res = fusec(&["convert", s(&bad), "-o", s(&out), "--json"]);

@@ -24,6 +24,13 @@ pub fn reference_dir() -> PathBuf {
     dir
 }
 
+/// `../shared/reference/transformers`: the BERT and ViT trios.
+pub fn transformers_dir() -> PathBuf {
+    let dir = reference_dir().join("../transformers");
+    assert!(dir.is_dir(), "transformer references not found at {}", dir.display());
+    dir
+}
+
 pub fn fusec(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).output().expect("fusec starts")
 }

@@ -1,4 +1,5 @@
-//! ONNX exporter: writes a static graph as an opset-17 model.
+//! ONNX exporter: writes a static graph as an opset-17 model, or opset 20
+//! when the graph holds an op only that opset has (`Gelu`).
 //!
 //! Static parameters the IR keeps as attributes (axes, pads, sizes, split,
 //! shape, min/max) become small initializers named after their node where
@@ -18,6 +19,17 @@ use crate::ExportError;
 pub const OPSET: i64 = 17;
 /// IR version 8 pairs with opset 17; ONNX Runtime 1.32 reads up to 11.
 pub const IR_VERSION: i64 = 8;
+/// The opset (with its IR version 9) for graphs with ops opset 17 lacks.
+pub const OPSET_GELU: i64 = 20;
+
+/// The opset and IR version a graph is written in: 17 unless it needs 20.
+fn opset_of(g: &Graph) -> (i64, i64) {
+    if g.node_ids().iter().any(|n| g.node(*n).op == Op::Unary(UnaryOp::Gelu)) {
+        (OPSET_GELU, 9)
+    } else {
+        (OPSET, IR_VERSION)
+    }
+}
 
 /// Serializes the graph to ONNX bytes.
 pub fn export(g: &Graph) -> Result<Vec<u8>, ExportError> {
@@ -140,6 +152,7 @@ impl Names {
 fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     g.validate().map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
     let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let (opset, ir_version) = opset_of(g);
     let mut names = Names { of: HashMap::new(), used: HashSet::new() };
     let mut gp = GraphProto { name: g.name.clone(), ..Default::default() };
     // Inputs and outputs claim their names first so they stay exact.
@@ -177,7 +190,7 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         // `.` in our node names, those can never collide with a node of ours.
         let node_name = names.fresh(&node.name.replace('.', "/"));
         let mut np = NodeProto { name: node_name.clone(), output: outputs, ..Default::default() };
-        lower(g, node, &mut np, inputs, &mut gp, &mut names)?;
+        lower(g, node, &mut np, inputs, &mut gp, &mut names, opset)?;
         gp.node.push(np);
     }
     for &o in g.outputs() {
@@ -191,12 +204,12 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         gp.output.push(value_info(&n, &g.value(o).ty));
     }
     let mut model = ModelProto {
-        ir_version: IR_VERSION,
+        ir_version,
         producer_name: "fusec".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() });
+    model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: opset, ..Default::default() });
     for (k, v) in &g.metadata {
         model.metadata_props.push(StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() });
     }
@@ -311,6 +324,7 @@ fn lower(
     mut inputs: Vec<String>,
     gp: &mut GraphProto,
     names: &mut Names,
+    opset: i64,
 ) -> Result<(), ExportError> {
     let nn = np.name.clone();
     let unsupported = |m: String| ExportError::Unsupported(format!("node `{}` ({}): {m}", node.name, node.op.name()));
@@ -358,6 +372,7 @@ fn lower(
             if let Some(axes) = axes {
                 match op {
                     ReduceOp::Sum => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
+                    ReduceOp::Mean if opset >= 18 => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
                     ReduceOp::Mean => np.attribute.push(ints_attr("axes", axes.iter().copied())),
                 }
             }
@@ -428,6 +443,12 @@ fn lower(
             at.push(float_attr("epsilon", *epsilon));
         }
         Op::Cast { to } => at.push(int_attr("to", to.onnx_code() as i64)),
+        Op::Compare(_) | Op::And | Op::Where => {}
+        Op::Expand { shape } => {
+            let s: Vec<i64> = us(shape).collect();
+            inputs.push(param(gp, names, &nn, "shape", i64s(&s)));
+        }
+        Op::GatherNd { batch_dims } => at.push(int_attr("batch_dims", *batch_dims as i64)),
     }
     // Omitted optional inputs at the end are dropped, not written as "":
     // some readers (tract) count them.

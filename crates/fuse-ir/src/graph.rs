@@ -312,7 +312,7 @@ impl Graph {
 
 /// The contents of a small integer constant tensor, for [`Value::known`].
 pub fn known_of(t: &Tensor) -> Option<Vec<i64>> {
-    if t.ty().dtype.is_int() && t.ty().numel()? <= KNOWN_LIMIT {
+    if (t.ty().dtype.is_int() || t.ty().dtype == crate::DType::Bool) && t.ty().numel()? <= KNOWN_LIMIT {
         t.to_i64_vec()
     } else {
         None

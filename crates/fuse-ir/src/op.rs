@@ -24,6 +24,21 @@ pub enum UnaryOp {
     Tanh,
     Identity,
     HardSwish,
+    Erf,
+    Sqrt,
+    /// Exact GELU, `x · Φ(x)` (ONNX opset 20's `Gelu`, approximate "none").
+    Gelu,
+}
+
+/// Elementwise comparisons with numpy broadcasting: inputs `a, b` of one
+/// dtype, a bool output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    Equal,
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,6 +196,19 @@ pub enum Op {
     Cast {
         to: DType,
     },
+    Compare(CompareOp),
+    /// Logical and of two bool tensors, broadcast.
+    And,
+    /// Where: inputs `condition` (bool), `x`, `y`, broadcast together.
+    Where,
+    /// Expand: input `x` broadcast with the static `shape`.
+    Expand {
+        shape: Vec<usize>,
+    },
+    /// GatherND: inputs `data`, `indices` (i64).
+    GatherNd {
+        batch_dims: usize,
+    },
 }
 
 impl Op {
@@ -200,6 +228,18 @@ impl Op {
             Op::Unary(UnaryOp::Tanh) => "Tanh",
             Op::Unary(UnaryOp::Identity) => "Identity",
             Op::Unary(UnaryOp::HardSwish) => "HardSwish",
+            Op::Unary(UnaryOp::Erf) => "Erf",
+            Op::Unary(UnaryOp::Sqrt) => "Sqrt",
+            Op::Unary(UnaryOp::Gelu) => "Gelu",
+            Op::Compare(CompareOp::Equal) => "Equal",
+            Op::Compare(CompareOp::Greater) => "Greater",
+            Op::Compare(CompareOp::GreaterOrEqual) => "GreaterOrEqual",
+            Op::Compare(CompareOp::Less) => "Less",
+            Op::Compare(CompareOp::LessOrEqual) => "LessOrEqual",
+            Op::And => "And",
+            Op::Where => "Where",
+            Op::Expand { .. } => "Expand",
+            Op::GatherNd { .. } => "GatherND",
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::Clip { .. } => "Clip",
             Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
@@ -314,7 +354,15 @@ impl Op {
                 kv("eps", fmt_f32(*epsilon));
             }
             Op::Cast { to } => kv("to", to.name().to_string()),
-            Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::GlobalAveragePool => {}
+            Op::Expand { shape } => kv("shape", list(shape)),
+            Op::GatherNd { batch_dims } => kv("batch_dims", batch_dims.to_string()),
+            Op::MatMul
+            | Op::Binary(_)
+            | Op::Unary(_)
+            | Op::GlobalAveragePool
+            | Op::Compare(_)
+            | Op::And
+            | Op::Where => {}
         }
         s
     }

@@ -44,7 +44,7 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
 }
 
 fn known_small(ty: &TensorType, v: Option<Vec<i64>>) -> Option<Vec<i64>> {
-    if ty.dtype.is_int() && ty.numel().is_some_and(|n| n <= KNOWN_LIMIT) {
+    if (ty.dtype.is_int() || ty.dtype == DType::Bool) && ty.numel().is_some_and(|n| n <= KNOWN_LIMIT) {
         v
     } else {
         None
@@ -477,6 +477,66 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             same(x)
         }
+        Op::Compare(cmp) => {
+            let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+            if a.ty.dtype != b.ty.dtype {
+                return Err(format!("operands differ in type: {} and {}", a.ty, b.ty));
+            }
+            let ty = TensorType::new(DType::Bool, broadcast(&a.ty.shape, &b.ty.shape)?);
+            let known = elementwise_known(&ty, &[a, b], |v| {
+                let (p, q) = (v[0], v[1]);
+                Some(i64::from(match cmp {
+                    CompareOp::Equal => p == q,
+                    CompareOp::Greater => p > q,
+                    CompareOp::GreaterOrEqual => p >= q,
+                    CompareOp::Less => p < q,
+                    CompareOp::LessOrEqual => p <= q,
+                }))
+            });
+            vec![(ty, known)]
+        }
+        Op::And => {
+            let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+            if a.ty.dtype != DType::Bool || b.ty.dtype != DType::Bool {
+                return Err(format!("operands must be bool, got {} and {}", a.ty, b.ty));
+            }
+            let ty = TensorType::new(DType::Bool, broadcast(&a.ty.shape, &b.ty.shape)?);
+            let known = elementwise_known(&ty, &[a, b], |v| Some(i64::from(v[0] != 0 && v[1] != 0)));
+            vec![(ty, known)]
+        }
+        Op::Where => {
+            let (c, x, y) = (input(ins, 0)?, input(ins, 1)?, input(ins, 2)?);
+            if c.ty.dtype != DType::Bool {
+                return Err(format!("condition `{}` is {} but must be bool", c.name, c.ty));
+            }
+            if x.ty.dtype != y.ty.dtype {
+                return Err(format!("branches differ in type: {} and {}", x.ty, y.ty));
+            }
+            let shape = broadcast(&broadcast(&c.ty.shape, &x.ty.shape)?, &y.ty.shape)?;
+            let ty = TensorType::new(x.ty.dtype, shape);
+            let known = elementwise_known(&ty, &[c, x, y], |v| Some(if v[0] != 0 { v[1] } else { v[2] }));
+            vec![(ty, known)]
+        }
+        Op::Expand { shape } => {
+            let x = input(ins, 0)?;
+            let ty = TensorType::new(x.ty.dtype, broadcast(&x.ty.shape, shape)?);
+            let known = elementwise_known(&ty, &[x], |v| Some(v[0]));
+            vec![(ty, known)]
+        }
+        Op::GatherNd { batch_dims } => {
+            let (data, idx) = (input(ins, 0)?, input(ins, 1)?);
+            if idx.ty.dtype != DType::I64 {
+                return Err(format!("indices `{}` are {} but must be i64", idx.name, idx.ty));
+            }
+            let (q, r, b) = (idx.ty.rank(), data.ty.rank(), *batch_dims);
+            let k = *idx.ty.shape.last().ok_or("indices must have rank 1 or more")?;
+            if q < 1 || b >= q || b + k > r || idx.ty.shape[..b] != data.ty.shape[..b] {
+                return Err(format!("indices {} do not fit data {} with batch_dims {b}", idx.ty, data.ty));
+            }
+            let mut out = idx.ty.shape[..q - 1].to_vec();
+            out.extend_from_slice(&data.ty.shape[b + k..]);
+            vec![(TensorType::new(data.ty.dtype, out), None)]
+        }
         Op::Cast { to } => {
             let x = input(ins, 0)?;
             let ty = TensorType::new(*to, x.ty.shape.clone());
@@ -484,6 +544,47 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             vec![(ty, known)]
         }
     })
+}
+
+/// The known values of an elementwise op's output, when every input's are
+/// known: `f` maps one element of each input (broadcast) to the output's.
+fn elementwise_known(out: &TensorType, ins: &[&Value], f: impl Fn(&[i64]) -> Option<i64>) -> Option<Vec<i64>> {
+    let n = out.numel().filter(|&n| n <= KNOWN_LIMIT)?;
+    let knowns: Vec<&Vec<i64>> = ins.iter().map(|v| v.known.as_ref()).collect::<Option<_>>()?;
+    let r = out.rank();
+    // Strides of each input broadcast to the output shape.
+    let strides: Vec<Vec<usize>> = ins
+        .iter()
+        .map(|v| {
+            let sh = &v.ty.shape;
+            let mut st = vec![0; r];
+            let mut acc = 1;
+            for i in (0..sh.len()).rev() {
+                let o = r - sh.len() + i;
+                st[o] = if sh[i] == 1 { 0 } else { acc };
+                acc *= sh[i];
+            }
+            st
+        })
+        .collect();
+    let mut out_vals = Vec::with_capacity(n);
+    let mut idx = vec![0usize; r];
+    let mut args = vec![0i64; ins.len()];
+    for _ in 0..n {
+        for (j, k) in knowns.iter().enumerate() {
+            let off: usize = idx.iter().zip(&strides[j]).map(|(i, s)| i * s).sum();
+            args[j] = *k.get(off)?;
+        }
+        out_vals.push(f(&args)?);
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < out.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    known_small(out, Some(out_vals))
 }
 
 /// Resolves one Slice axis as ONNX does: clamped start and end, and the

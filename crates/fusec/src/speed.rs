@@ -23,7 +23,9 @@ const FP32_TOLERANCE: f64 = 1e-4;
 const FP16_TOLERANCE: f64 = 1e-2;
 
 /// Inputs for the models: the given file, or `images` deterministic
-/// pseudo-random tensors shaped like the graph's inputs (uniform in [-1, 1]).
+/// pseudo-random input sets shaped like the graph's inputs: floats uniform
+/// in [-1, 1]; integer and bool inputs as a tokenizer makes them (see
+/// [`token_input`]).
 fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>, Failure> {
     if let Some(f) = file {
         return Ok(vec![read_inputs(g, f)?]);
@@ -31,7 +33,7 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
     let mut seed = 0x5eed_u64;
     let mut next = move || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        (seed >> 40) as f32 / (1u64 << 24) as f32
     };
     Ok((0..images.max(1))
         .map(|_| {
@@ -39,13 +41,39 @@ fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>,
                 .iter()
                 .map(|&i| {
                     let v = g.value(i);
-                    let n: usize = v.ty.shape.iter().product();
-                    let data: Vec<f32> = (0..n).map(|_| next()).collect();
+                    let data = if v.ty.dtype.is_float() {
+                        let n: usize = v.ty.shape.iter().product();
+                        (0..n).map(|_| next() * 2.0 - 1.0).collect()
+                    } else {
+                        token_input(g, i, &mut next)
+                    };
                     (v.name.clone(), ndarray::ArrayD::from_shape_vec(v.ty.shape.clone(), data).expect("shape fits"))
                 })
                 .collect()
         })
         .collect())
+}
+
+/// An integer or bool input as a tokenizer would make it, judged from how
+/// the graph reads it: indices into embedding tables (a `Gather` reads it
+/// as indices) are ids below the smallest table's size, or, for a table of
+/// two rows (token types), a pair: the first half 0, the second 1; any other
+/// (an attention mask) is 1 with the last quarter of each row 0 (padding).
+fn token_input(g: &Graph, input: fuse_ir::ValueId, next: &mut dyn FnMut() -> f32) -> Vec<f32> {
+    let shape = &g.value(input).ty.shape;
+    let n: usize = shape.iter().product();
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let table = g
+        .users(input)
+        .iter()
+        .filter(|&&(u, slot)| slot == 1 && matches!(g.node(u).op, fuse_ir::Op::Gather { .. }))
+        .filter_map(|&(u, _)| g.node(u).inputs[0].and_then(|d| g.value(d).ty.shape.first().copied()))
+        .min();
+    match table {
+        Some(2) => (0..n).map(|i| if i % row < row / 2 { 0.0 } else { 1.0 }).collect(),
+        Some(rows) => (0..n).map(|_| (1 + (next() * (rows.max(2) - 1) as f32) as usize).min(rows - 1) as f32).collect(),
+        None => (0..n).map(|i| if i % row < row - row / 4 { 1.0 } else { 0.0 }).collect(),
+    }
 }
 
 /// Detections of one member from a set of outputs whose names carry
@@ -170,7 +198,11 @@ pub fn verify(
         members.len(),
         describe_cfg(cfg),
         ins.len(),
-        if input.is_some() { "" } else { " (deterministic random)" }
+        if input.is_some() {
+            ""
+        } else {
+            " (deterministic random; token ids, types and masks as a tokenizer makes them)"
+        }
     );
     let _ = writeln!(
         o,

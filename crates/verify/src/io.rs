@@ -1,4 +1,7 @@
-//! Named f32 tensors in safetensors files (inputs and outputs of `fusec run`).
+//! Named tensors in safetensors files (inputs and outputs of `fusec run`),
+//! held as f32: float tensors converted, integer and bool tensors (token
+//! ids, attention masks) carried exactly as f32 values, which every id
+//! below 2^24 is; the runtime feeds each input in the model's own dtype.
 
 use std::path::Path;
 
@@ -7,8 +10,12 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 use crate::{Tensors, VerifyError};
 
-/// Reads every tensor of a safetensors file as f32 (f16 and f64 converted).
-/// Errors name the file and the tensor.
+/// Largest integer magnitude an f32 holds exactly.
+pub const EXACT_INT: i64 = 1 << 24;
+
+/// Reads every tensor of a safetensors file as f32 (f16 and f64 converted;
+/// integers and bools as their exact values). Errors name the file and
+/// the tensor.
 pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
     let err = |m: String| VerifyError::Input(format!("{}: {m}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
@@ -29,8 +36,26 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, VerifyError> {
                 d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
             }
             Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::I64 | Dtype::I32 | Dtype::BOOL | Dtype::U8 | Dtype::I8 => {
+                let ints: Vec<i64> = match v.dtype() {
+                    Dtype::I64 => {
+                        d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+                    }
+                    Dtype::I32 => {
+                        d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect()
+                    }
+                    Dtype::I8 => d.iter().map(|&b| b as i8 as i64).collect(),
+                    _ => d.iter().map(|&b| b as i64).collect(),
+                };
+                if let Some(bad) = ints.iter().find(|x| x.abs() > EXACT_INT) {
+                    return Err(err(format!(
+                        "tensor `{name}` holds {bad}, beyond the integers fusec carries exactly (|x| <= 2^24)"
+                    )));
+                }
+                ints.into_iter().map(|x| x as f32).collect()
+            }
             other => {
-                return Err(err(format!("tensor `{name}` is {other:?}; fusec reads float tensors here")));
+                return Err(err(format!("tensor `{name}` is {other:?}; fusec reads float, integer and bool tensors")));
             }
         };
         let arr = ArrayD::from_shape_vec(v.shape().to_vec(), vals).map_err(|e| err(format!("tensor `{name}`: {e}")))?;

@@ -20,7 +20,10 @@ use coreml_proto::proto::mil_spec::{
     argument, dimension, tensor_value, value, value_type, Argument, DataType, Dimension, NamedValueType,
     TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
 };
-use fuse_ir::{shape, BinaryOp, DType, Graph, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef, ValueId};
+use fuse_ir::{
+    shape, BinaryOp, CompareOp, DType, Graph, Node, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef,
+    ValueId,
+};
 
 use super::blob::{BlobType, BlobWriter};
 use super::wire;
@@ -364,9 +367,33 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     UnaryOp::Relu => "relu",
                     UnaryOp::Tanh => "tanh",
                     UnaryOp::Identity => "identity",
+                    UnaryOp::Erf => "erf",
+                    UnaryOp::Sqrt => "sqrt",
+                    UnaryOp::Gelu => {
+                        self.op_params("gelu", &n, x0(), vec![("mode", Imm::Str("EXACT".into()))], outs);
+                        return self.define(node, out_names);
+                    }
                     UnaryOp::HardSwish => unreachable!("lowered above"),
                 };
                 self.op(ty, &n, x0(), outs);
+            }
+            Op::Compare(cmp) => {
+                let ty = match cmp {
+                    CompareOp::Equal => "equal",
+                    CompareOp::Greater => "greater",
+                    CompareOp::GreaterOrEqual => "greater_equal",
+                    CompareOp::Less => "less",
+                    CompareOp::LessOrEqual => "less_equal",
+                };
+                self.op(ty, &n, xy(), outs);
+            }
+            Op::And => self.op("logical_and", &n, xy(), outs),
+            Op::Where => {
+                let ins = vec![("cond", vec![x[0].clone()]), ("a", vec![x[1].clone()]), ("b", vec![x[2].clone()])];
+                self.op("select", &n, ins, outs);
+            }
+            Op::Expand { .. } | Op::GatherNd { .. } => {
+                return Err(fail("no MIL mapping yet (Core ML export of transformer members is not done)".into()));
             }
             Op::HardSigmoid { alpha, beta } => {
                 let params = vec![("alpha", Imm::Float(*alpha)), ("beta", Imm::Float(*beta))];
@@ -551,6 +578,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 return Err(fail("no MIL mapping: canonicalize folds it before export".into()));
             }
         }
+        self.define(node, out_names)
+    }
+
+    /// Records the MIL names of a lowered node's outputs.
+    fn define(&mut self, node: &Node, out_names: Vec<String>) -> Result<(), ExportError> {
         for (&o, name) in node.outputs.iter().zip(out_names) {
             self.defined.insert(o, name);
         }

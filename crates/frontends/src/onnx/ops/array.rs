@@ -9,6 +9,10 @@ use super::Converted;
 
 /// The ONNX ops this family converts.
 pub(super) const OPS: &[&str] = &[
+    "Squeeze",
+    "Expand",
+    "ConstantOfShape",
+    "GatherND",
     "Resize",
     "Concat",
     "Gather",
@@ -156,6 +160,39 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             };
             (Op::Split { axis, split }, vec![Some(x()?)])
         }
+        "Squeeze" => {
+            let xs = c.ty(0)?.shape.clone();
+            let axes = if opset >= 13 { c.ints(1, "axes")? } else { a.ints("axes") };
+            let drop: Vec<usize> = match axes {
+                Some(ax) => ax.iter().map(|&v| fuse_ir::shape::norm_axis(v, xs.len())).collect::<Result<_, _>>()?,
+                None => (0..xs.len()).filter(|&i| xs[i] == 1).collect(),
+            };
+            if let Some(&bad) = drop.iter().find(|&&i| xs[i] != 1) {
+                return Err(format!("cannot squeeze axis {bad} of {xs:?}: its size is not 1"));
+            }
+            let shape = xs.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect();
+            (Op::Reshape { shape }, vec![Some(x()?)])
+        }
+        "Expand" => {
+            let spec = c.ints(1, "shape")?.ok_or("shape is required")?;
+            let shape = spec
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| format!("negative shape {spec:?}")))
+                .collect::<Result<_, _>>()?;
+            (Op::Expand { shape }, vec![Some(x()?)])
+        }
+        "ConstantOfShape" => {
+            let spec = c.ints(0, "shape")?.ok_or("shape is required")?;
+            let shape: Vec<usize> = spec
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| format!("negative shape {spec:?}")))
+                .collect::<Result<_, _>>()?;
+            (Op::Constant(constant_of_shape(&a, shape)?), vec![])
+        }
+        "GatherND" => {
+            let batch_dims = usize::try_from(a.int("batch_dims", 0)).map_err(|_| "negative batch_dims".to_string())?;
+            (Op::GatherNd { batch_dims }, vec![Some(x()?), Some(c.req(1)?)])
+        }
         other => return Err(format!("unsupported op `{other}`")),
     })
 }
@@ -188,4 +225,27 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result
         out[i] = numel / rest;
     }
     Ok(out)
+}
+
+/// Largest tensor ConstantOfShape may make (it is stored in the model).
+const CONSTANT_OF_SHAPE_LIMIT: usize = 1 << 20;
+
+/// ConstantOfShape on a static shape: the filled tensor itself (its
+/// `value` attribute, a one-element tensor, or f32 zero).
+fn constant_of_shape(a: &Attrs, shape: Vec<usize>) -> Result<Tensor, String> {
+    let value = match a.get("value").and_then(|v| v.t.as_ref()) {
+        Some(t) => {
+            let mut t = t.clone();
+            super::super::tensor::tensor_from_proto(&mut t, None)?
+        }
+        None => Tensor::from_f32(vec![1], &[0.0])?,
+    };
+    if value.ty().numel() != Some(1) {
+        return Err(format!("value must hold one element, not {}", value.ty()));
+    }
+    let ty = TensorType::new(value.ty().dtype, shape);
+    let n =
+        ty.numel().filter(|&n| n <= CONSTANT_OF_SHAPE_LIMIT).ok_or_else(|| format!("{ty} is too large a constant"))?;
+    let bytes: Vec<u8> = value.bytes().repeat(n);
+    Tensor::new(ty, bytes.into())
 }

@@ -1,4 +1,5 @@
-//! Elementwise arithmetic and activations, reductions, casts.
+//! Elementwise arithmetic and activations, comparisons and logic,
+//! reductions, casts.
 
 use fuse_ir::*;
 
@@ -21,6 +22,16 @@ pub(super) const OPS: &[&str] = &[
     "ReduceSum",
     "ReduceMean",
     "Cast",
+    "Erf",
+    "Sqrt",
+    "Gelu",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "And",
+    "Where",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -60,6 +71,19 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let to = DType::from_onnx(to).ok_or_else(|| format!("cast to unsupported type {to}"))?;
             unary(Op::Cast { to })?
         }
+        "Erf" => unary(Op::Unary(UnaryOp::Erf))?,
+        "Sqrt" => unary(Op::Unary(UnaryOp::Sqrt))?,
+        "Gelu" => match a.string("approximate", "none").as_str() {
+            "none" => unary(Op::Unary(UnaryOp::Gelu))?,
+            other => return Err(format!("Gelu with approximate `{other}` is not supported (only the exact form)")),
+        },
+        "Equal" => (Op::Compare(CompareOp::Equal), vec![Some(x()?), Some(c.req(1)?)]),
+        "Greater" => (Op::Compare(CompareOp::Greater), vec![Some(x()?), Some(c.req(1)?)]),
+        "GreaterOrEqual" => (Op::Compare(CompareOp::GreaterOrEqual), vec![Some(x()?), Some(c.req(1)?)]),
+        "Less" => (Op::Compare(CompareOp::Less), vec![Some(x()?), Some(c.req(1)?)]),
+        "LessOrEqual" => (Op::Compare(CompareOp::LessOrEqual), vec![Some(x()?), Some(c.req(1)?)]),
+        "And" => (Op::And, vec![Some(x()?), Some(c.req(1)?)]),
+        "Where" => (Op::Where, vec![Some(x()?), Some(c.req(1)?), Some(c.req(2)?)]),
         other => return Err(format!("unsupported op `{other}`")),
     })
 }
