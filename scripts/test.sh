@@ -3,7 +3,9 @@
 # included, on a machine that has never built the project. Installs the
 # ONNX Runtime library (scripts/install-ort.sh) and points ORT_DYLIB_PATH at
 # it; installs coremltools, the Core ML package validator
-# (scripts/install-coremltools.sh), and points FUSEC_COREML_PYTHON at it.
+# (scripts/install-coremltools.sh), and points FUSEC_COREML_PYTHON at it;
+# installs the real all-MiniLM-L6-v2 (scripts/install-minilm.sh) and points
+# FUSEC_MINILM_DIR at it.
 # Needs ../shared/reference beside the checkout (or FUSEC_REFERENCE_DIR).
 # Extra arguments go to `cargo test`.
 #
@@ -17,6 +19,9 @@ ORT_DYLIB_PATH="$(bash scripts/install-ort.sh)"
 export ORT_DYLIB_PATH
 FUSEC_COREML_PYTHON="$(bash scripts/install-coremltools.sh)"
 export FUSEC_COREML_PYTHON
+# The real all-MiniLM-L6-v2, for transformer tests (scripts/install-minilm.sh).
+FUSEC_MINILM_DIR="$(bash scripts/install-minilm.sh)"
+export FUSEC_MINILM_DIR
 # The fuzz crate (fuzz/) has its own lock file: it must follow the
 # workspace. (This resolves and downloads its dependencies, as a fresh
 # machine must; only a lock file that needs changing is reported as such.)

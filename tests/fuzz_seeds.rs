@@ -81,7 +81,7 @@ fn fuzz_seeds_are_valid_inputs() {
         assert_eq!(e.tensor.as_deref(), Some("c"), "{e}");
     }
     let checkpoint = fusec_frontends::safetensors::open(&st_a).unwrap();
-    let opts = fusec_frontends::arch::ArchOptions { arch: None, image_size: Some(128) };
+    let opts = fusec_frontends::arch::ArchOptions { image_size: Some(128), ..Default::default() };
     fusec_frontends::arch::build(&checkpoint, &opts).unwrap_or_else(|e| panic!("seed checkpoint: {e}"));
 
     if let Some(out) = std::env::var_os("FUSEC_FUZZ_SEEDS") {

@@ -78,3 +78,97 @@ fn every_trio_fuses_and_each_member_answers_as_in_pytorch() {
         assert!(text.contains("equivalence: ok (6 outputs compared"), "{name}: {text}");
     }
 }
+
+#[test]
+fn huggingface_folders_build_the_graph_pytorch_runs() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let d = set("bert_tiny_default");
+    let folders: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.hf"))).collect();
+    // Each folder alone (and its model.safetensors, which finds config.json beside it).
+    for (m, f) in ["t1", "t2", "t3"].iter().zip(&folders) {
+        for path in [f.clone(), f.join("model.safetensors")] {
+            let out = dir.path().join(format!("{m}.safetensors"));
+            ok(fusec(&["run", s(&path), "--seq-len", "32", "--input", s(&d.join("input.safetensors")), "-o", s(&out)]));
+            let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+            assert_close(&read_tensors(&out).unwrap(), "", &want, &format!("{}", path.display()));
+        }
+    }
+    // Fused: outputs t1/logits, ... (members named after the folders).
+    let fused = dir.path().join("hf.onnx");
+    let mut args = vec!["fuse"];
+    args.extend(folders.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--seq-len", "32", "-o", s(&fused)]);
+    ok(fusec(&args));
+    let out = dir.path().join("fused.safetensors");
+    run(&fused, &d.join("input.safetensors"), "ort", &out);
+    for m in ["t1", "t2", "t3"] {
+        let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+        assert_close(&read_tensors(&out).unwrap(), &format!("{m}/"), &want, m);
+    }
+    // A sequence longer than the position table is refused, naming the limit.
+    let res = fusec(&["inspect", s(&folders[0]), "--ir", "--seq-len", "65"]);
+    let line = last_error_line(&res, 2);
+    assert!(line.contains("max_position_embeddings 64"), "{line}");
+}
+
+#[test]
+fn minilm_cross_encoders_fuse_and_match_each_member() {
+    require_ort();
+    let base = hf::minilm_dir();
+    let res = ok(fusec(&["inspect", s(&base)]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    assert!(text.contains("bert (BertModel; 6 layers, hidden 384, 12 heads"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<PathBuf> = (1..=3)
+        .map(|labels| {
+            let p = dir.path().join(format!("rerank{labels}"));
+            hf::cross_encoder(&base, &p, labels, labels as u64, false);
+            p
+        })
+        .collect();
+    let fused = dir.path().join("rerankers.onnx");
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(|f| s(f)));
+    args.extend_from_slice(&["-o", s(&fused), "--explain"]);
+    ok(fusec(&args));
+    let mut args = vec!["verify", s(&fused), "--members"];
+    args.extend(members.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--runs", "0"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(text.contains("equivalence: ok (6 outputs compared"), "{text}");
+
+    // A frozen encoder (bit-identical in every member) with three heads:
+    // the encoder is computed once.
+    let frozen: Vec<PathBuf> = (1..=3)
+        .map(|labels| {
+            let p = dir.path().join(format!("frozen{labels}"));
+            hf::cross_encoder(&base, &p, labels, 10 + labels as u64, true);
+            p
+        })
+        .collect();
+    let fused = dir.path().join("frozen.onnx");
+    let mut args = vec!["fuse"];
+    args.extend(frozen.iter().map(|f| s(f)));
+    args.extend_from_slice(&["-o", s(&fused), "--explain"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    let shared: usize = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("shared (computed once):"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let groups: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("aligned node groups: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // Everything but the classifier's MatMul and Add is shared.
+    assert_eq!(shared, groups - 2, "{text}");
+    let mut args = vec!["verify", s(&fused), "--members"];
+    args.extend(frozen.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--runs", "0"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(text.contains("equivalence: ok (6 outputs compared"), "{text}");
+}

@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
     for t in &ck.tensors {
         let _ = ck.tensor(&t.name);
     }
-    let opts = fusec_frontends::arch::ArchOptions { arch: None, image_size: Some(128) };
+    let opts = fusec_frontends::arch::ArchOptions { image_size: Some(128), ..Default::default() };
     let _ = fusec_frontends::arch::build(&ck, &opts);
 });

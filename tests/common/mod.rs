@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod checkpoints;
+pub mod hf;
 pub mod models;
 
 use std::path::{Path, PathBuf};

@@ -63,7 +63,18 @@ pub enum FileKind {
     Safetensors,
 }
 
+/// The file a path names: itself, or for a directory (a HuggingFace
+/// checkpoint folder) its `model.safetensors`.
+pub fn model_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
+
 pub fn detect_kind(path: &Path) -> Result<FileKind, LoadError> {
+    let path = &model_file(path);
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(FileKind::Onnx),
         Some("safetensors") => Ok(FileKind::Safetensors),

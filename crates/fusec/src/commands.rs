@@ -62,7 +62,7 @@ pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failu
     match detect_kind(path)? {
         FileKind::Onnx => Ok(fusec_frontends::onnx::load(path)?),
         FileKind::Safetensors => {
-            let ck = fusec_frontends::safetensors::open(path)?;
+            let ck = fusec_frontends::safetensors::open(&fusec_frontends::model_file(path))?;
             let built = fusec_frontends::arch::build(&ck, arch)?;
             crate::report::note(format!("{}: {}", path.display(), built.description));
             for w in &built.warnings {
@@ -117,7 +117,7 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
 }
 
 fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
-    let ck = fusec_frontends::safetensors::open(path)?;
+    let ck = fusec_frontends::safetensors::open(&fusec_frontends::model_file(path))?;
     let mut o = String::new();
     let _ = writeln!(o, "file: {}", path.display());
     let _ = writeln!(o, "format: safetensors ({} tensors)", ck.tensors.len());
@@ -211,12 +211,19 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
     Ok(())
 }
 
-/// Member names: file stems, made unique with `_2`, `_3`, ... when two
+/// Member names: file stems (a HuggingFace folder's, `t1` for `t1.hf/`
+/// or `t1.hf/model.safetensors`), made unique with `_2`, `_3`, ... when two
 /// files share a stem.
 pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = vec![];
     for p in paths {
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
+        let named = match p.file_name() {
+            Some(f) if f == "model.safetensors" && p.parent().is_some_and(|d| d.join("config.json").is_file()) => {
+                p.parent().unwrap_or(p)
+            }
+            _ => p.as_path(),
+        };
+        let stem = named.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
         let mut name = stem.clone();
         let mut k = 2;
         while names.contains(&name) {
@@ -275,7 +282,7 @@ pub fn fuse(
             format!("fusec.member.{i}.file"),
             p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         ));
-        meta.push((format!("fusec.member.{i}.sha256"), sha256_file(p)?));
+        meta.push((format!("fusec.member.{i}.sha256"), sha256_file(&fusec_frontends::model_file(p))?));
         members.push(fusec_passes::Member { name: name.clone(), graph });
     }
     let t_load = t0.elapsed();

@@ -117,11 +117,22 @@ struct ArchArgs {
     /// Input resolution of a safetensors checkpoint (default: the variant's)
     #[arg(long)]
     image_size: Option<usize>,
+    /// Static batch size of a HuggingFace (BERT) checkpoint [default: 1]
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Static sequence length of a HuggingFace (BERT) checkpoint [default: 128]
+    #[arg(long)]
+    seq_len: Option<usize>,
 }
 
 impl ArchArgs {
     fn options(&self) -> fusec_frontends::arch::ArchOptions {
-        fusec_frontends::arch::ArchOptions { arch: self.arch.clone(), image_size: self.image_size }
+        fusec_frontends::arch::ArchOptions {
+            arch: self.arch.clone(),
+            image_size: self.image_size,
+            batch: self.batch,
+            seq_len: self.seq_len,
+        }
     }
 }
 
@@ -190,7 +201,8 @@ enum Command {
         after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
     )]
     Fuse {
-        /// The members, 2 or more: .safetensors state_dicts or .onnx files
+        /// The members, 2 or more: .safetensors state_dicts, HuggingFace
+        /// checkpoint folders (config.json + model.safetensors), or .onnx files
         #[arg(required = true, num_args = 2..)]
         members: Vec<std::path::PathBuf>,
         #[command(flatten)]

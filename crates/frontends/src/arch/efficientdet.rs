@@ -20,10 +20,9 @@
 //! backbone, 1e-3 in tf_ backbones and in every BiFPN and head BN.
 //! BatchNorm stays BatchNormalization here; folding is a pass.
 
-use std::collections::HashSet;
-
 use fuse_ir::*;
 
+use super::builder::GraphBuilder;
 use super::{ArchOptions, Built};
 use crate::safetensors::Checkpoint;
 use crate::LoadError;
@@ -255,8 +254,7 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
 
 /// Builds the graph for a detected configuration.
 pub fn build_graph(ck: &Checkpoint, cfg: &Config) -> Result<Graph, LoadError> {
-    let name = ck.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut b = B { ck, cfg, g: Graph::new(name), used: HashSet::new() };
+    let mut b = B { gb: GraphBuilder::new(ck, &cfg.name), cfg };
     b.g.metadata.push(("fusec.arch".into(), cfg.name.clone()));
     let s = cfg.image_size;
     let image = b.g.add_input("image", TensorType::new(DType::F32, vec![1, 3, s, s]));
@@ -276,67 +274,30 @@ pub fn build_graph(ck: &Checkpoint, cfg: &Config) -> Result<Graph, LoadError> {
         b.g.value_mut(v).name = format!("box_out_{i}");
         outs.push(v);
     }
-    b.g.set_outputs(outs);
     // Every tensor must have been read: an extra one means the structure
     // is not what we think it is.
-    if let Some(t) = ck.tensors.iter().find(|t| !b.used.contains(&t.name) && !t.name.ends_with("num_batches_tracked")) {
-        return Err(LoadError::tensor(
-            &ck.path,
-            &t.name,
-            format!("unexpected tensor `{}` {} {:?} for {}", t.name, t.dtype, t.shape, cfg.name),
-        ));
-    }
-    b.g.validate().map_err(|e| LoadError::ir(&ck.path, &e))?;
-    Ok(b.g)
+    b.gb.finish(outs, |t| t.ends_with("num_batches_tracked"))
 }
 
 struct B<'a> {
-    ck: &'a Checkpoint,
+    gb: GraphBuilder<'a>,
     cfg: &'a Config,
-    g: Graph,
-    used: HashSet<String>,
+}
+
+impl<'a> std::ops::Deref for B<'a> {
+    type Target = GraphBuilder<'a>;
+    fn deref(&self) -> &GraphBuilder<'a> {
+        &self.gb
+    }
+}
+
+impl std::ops::DerefMut for B<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.gb
+    }
 }
 
 impl B<'_> {
-    fn err(&self, m: String) -> LoadError {
-        LoadError::new(&self.ck.path, m)
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.ck.info(name).is_some()
-    }
-
-    /// A weight, checked to be f32 and, when given, of the expected shape.
-    fn weight(&mut self, name: &str, expect: Option<&[usize]>) -> Result<ValueId, LoadError> {
-        let info = self.ck.info(name).ok_or_else(|| {
-            LoadError::tensor(&self.ck.path, name, format!("tensor `{name}` is missing ({})", self.cfg.name))
-        })?;
-        let err = |m: String| LoadError::tensor(&self.ck.path, name, m);
-        if let Some(e) = expect {
-            if info.shape != e {
-                return Err(err(format!("tensor `{name}` has shape {:?}, expected {e:?}", info.shape)));
-            }
-        }
-        if info.dtype != "F32" {
-            return Err(err(format!("tensor `{name}` is {}; fusec builds float32 graphs", info.dtype)));
-        }
-        let t = self.ck.tensor(name)?;
-        self.used.insert(name.to_string());
-        Ok(self.g.add_weight(name, t))
-    }
-
-    fn shape_of(&self, v: ValueId) -> Vec<usize> {
-        self.g.value(v).ty.shape.clone()
-    }
-
-    fn node(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>) -> Result<ValueId, LoadError> {
-        let id = self
-            .g
-            .add_node(name, op, inputs, vec![format!("{name}:0")])
-            .map_err(|e| LoadError::ir(&self.ck.path, &e))?;
-        Ok(self.g.node(id).outputs[0])
-    }
-
     /// Pads for a k x k window with stride s on the value's spatial shape.
     fn pads(&self, x: ValueId, k: usize, s: usize) -> Vec<usize> {
         if self.cfg.tf_padding {
@@ -569,15 +530,13 @@ impl B<'_> {
         let rw = self.node(&format!("{prefix}.relu"), Op::Unary(UnaryOp::Relu), vec![Some(w)])?;
         let red = Op::Reduce { op: ReduceOp::Sum, axes: None, keepdims: false };
         let sum = self.node(&format!("{prefix}.sum"), red, vec![Some(rw)])?;
-        let eps =
-            self.g.add_weight(format!("{prefix}.eps"), Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?);
+        let eps = Tensor::from_f32(vec![], &[1e-4]).map_err(|m| self.err(m))?;
+        let eps = self.g.add_weight(format!("{prefix}.eps"), eps);
         let denom = self.node(&format!("{prefix}.denom"), Op::Binary(BinaryOp::Add), vec![Some(sum), Some(eps)])?;
         let mut acc: Option<ValueId> = None;
         for (i, &x) in xs.iter().enumerate() {
-            let idx = self.g.add_weight(
-                format!("{prefix}.idx{i}"),
-                Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?,
-            );
+            let idx = Tensor::from_i64(vec![], &[i as i64]).map_err(|m| self.err(m))?;
+            let idx = self.g.add_weight(format!("{prefix}.idx{i}"), idx);
             let wi = self.node(&format!("{prefix}.w{i}"), Op::Gather { axis: 0 }, vec![Some(rw), Some(idx)])?;
             let m = self.node(&format!("{prefix}.mul{i}"), Op::Binary(BinaryOp::Mul), vec![Some(x), Some(wi)])?;
             let d = self.node(&format!("{prefix}.div{i}"), Op::Binary(BinaryOp::Div), vec![Some(m), Some(denom)])?;

@@ -3,8 +3,12 @@
 //! tensor names and shapes.
 //!
 //! Families: [`efficientdet`] (the `effdet` package's EfficientDet D0 to D7
-//! and tf_ variants).
+//! and tf_ variants), recognized from tensor names and shapes; [`bert`]
+//! (HuggingFace `BertModel` and `BertForSequenceClassification`), from the
+//! `config.json` beside the checkpoint.
 
+pub mod bert;
+mod builder;
 pub mod efficientdet;
 
 use fuse_ir::Graph;
@@ -19,6 +23,11 @@ pub struct ArchOptions {
     pub arch: Option<String>,
     /// Input resolution; defaults to the variant's own.
     pub image_size: Option<usize>,
+    /// Static batch size of a sequence model (default 1).
+    pub batch: Option<usize>,
+    /// Static sequence length of a sequence model (default
+    /// [`bert::DEFAULT_SEQ_LEN`]).
+    pub seq_len: Option<usize>,
 }
 
 /// A graph plus what was recognized, for messages and `inspect`.
@@ -37,6 +46,16 @@ pub struct Built {
 
 /// Recognizes the checkpoint's family and builds its graph.
 pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
+    if let Some(config) = hf_config(&ck.path)? {
+        let file = ck.path.with_file_name("config.json");
+        return match config.get("model_type").and_then(|v| v.as_str()) {
+            Some("bert") => bert::build(ck, &bert::Config::from_json(&config, &file)?, opts),
+            other => Err(LoadError::new(
+                &file,
+                format!("model_type {other:?}: fusec builds HuggingFace checkpoints of model_type \"bert\""),
+            )),
+        };
+    }
     let score = efficientdet::marker_score(ck);
     if score.present == score.total {
         return efficientdet::build(ck, opts);
@@ -61,4 +80,16 @@ pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
         msg.push_str(&format!("; unexpected {}", unexpected.join(", ")));
     }
     Err(LoadError::new(&ck.path, msg))
+}
+
+/// The HuggingFace `config.json` beside a checkpoint, parsed, if there is one.
+fn hf_config(checkpoint: &std::path::Path) -> Result<Option<serde_json::Value>, LoadError> {
+    let file = checkpoint.with_file_name("config.json");
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&file).map_err(|e| LoadError::new(&file, format!("cannot read: {e}")))?;
+    let j: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| LoadError::new(&file, format!("not valid JSON: {e}")))?;
+    Ok(Some(j))
 }
