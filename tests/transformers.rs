@@ -137,6 +137,21 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
     args.extend_from_slice(&["--runs", "0"]);
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("equivalence: ok (6 outputs compared"), "{text}");
+    // At batch 4, the one-logit member's rankings of each batch are kept.
+    let fused4 = dir.path().join("rerankers4.onnx");
+    let mut args = vec!["fuse"];
+    args.extend(members.iter().map(|f| s(f)));
+    args.extend_from_slice(&["-o", s(&fused4), "--batch", "4", "--seq-len", "32"]);
+    ok(fusec(&args));
+    let mut args = vec!["verify", s(&fused4), "--members"];
+    args.extend(members.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--batch", "4", "--seq-len", "32", "--runs", "3", "--warmup", "1"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(
+        text.contains("rerank1: the fused model ranks the batch's 4 pairs as the member does on 2 of 2 inputs"),
+        "{text}"
+    );
+    assert!(text.contains("| p95 ms |") && text.contains("| pairs/s |"), "{text}");
 
     // A frozen encoder (bit-identical in every member) with three heads:
     // the encoder is computed once.

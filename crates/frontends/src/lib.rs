@@ -63,10 +63,10 @@ pub enum FileKind {
     Safetensors,
 }
 
-/// The file a path names: itself, or for a directory (a HuggingFace
-/// checkpoint folder) its `model.safetensors`.
+/// The file a path names: itself, or for a HuggingFace checkpoint folder
+/// (a directory with a `config.json`) its `model.safetensors`.
 pub fn model_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
+    if path.is_dir() && path.join("config.json").is_file() {
         path.join("model.safetensors")
     } else {
         path.to_path_buf()

@@ -116,14 +116,21 @@ fn describe_cfg(cfg: &SessionConfig) -> String {
 /// The speed table: one row per config (the first is the baseline),
 /// speedup against `baseline`'s p50 with its 95% interval; with a device
 /// column when `device` is given.
-fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) -> String {
+fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>, items: Items) -> String {
     let (dh, dsep, dcell) = match device {
         Some(d) => (" device |", "---|", format!(" {d} |")),
         None => ("", "", String::new()),
     };
     let mut o = String::new();
-    let _ = writeln!(o, "| config |{dh} mean ms | p50 ms | p99 ms | RPS | speedup (p50) | 95% interval |");
-    let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|---|");
+    let per_second = match items {
+        Items::Runs => "RPS".to_string(),
+        Items::Pairs(_) => "pairs/s".to_string(),
+    };
+    let _ = writeln!(
+        o,
+        "| config |{dh} mean ms | p50 ms | p95 ms | p99 ms | {per_second} | speedup (p50) | 95% interval |"
+    );
+    let _ = writeln!(o, "|---|{dsep}---|---|---|---|---|---|---|");
     for (i, (name, s)) in rows.iter().enumerate() {
         // The first row is the baseline itself.
         let ci = match speedup_interval(baseline, s) {
@@ -132,17 +139,43 @@ fn speed_table(rows: &[(&str, &Stats)], baseline: &Stats, device: Option<&str>) 
         };
         let _ = writeln!(
             o,
-            "| {name} |{dcell} {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x | {ci} |",
+            "| {name} |{dcell} {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2}x | {ci} |",
             s.mean_ms,
             s.p50_ms,
+            s.p95_ms,
             s.p99_ms,
-            s.rps,
+            s.rps * items.per_run() as f64,
             baseline.p50_ms / s.p50_ms
         );
     }
     let _ =
         writeln!(o, "\n(95% interval: a bootstrap over the interleaved rounds, each round's latencies kept together)");
     o
+}
+
+/// What one run processes, for the throughput column: a run (images) or
+/// a batch of query-document pairs (token inputs, batch B).
+#[derive(Clone, Copy)]
+enum Items {
+    Runs,
+    Pairs(usize),
+}
+
+impl Items {
+    /// Token inputs (an integer input) make pairs, as many as the batch.
+    fn of(g: &Graph) -> Items {
+        match g.inputs().first().map(|&i| &g.value(i).ty) {
+            Some(ty) if !ty.dtype.is_float() => Items::Pairs(ty.shape.first().copied().unwrap_or(1)),
+            _ => Items::Runs,
+        }
+    }
+
+    fn per_run(self) -> usize {
+        match self {
+            Items::Runs => 1,
+            Items::Pairs(b) => b,
+        }
+    }
 }
 
 pub struct SpeedArgs {
@@ -212,11 +245,13 @@ pub fn verify(
     let mut failed = vec![];
     let mut compared = 0;
     let mut det_rows = String::new();
+    // Per member: (inputs whose ranking the fused model keeps, inputs ranked).
+    let mut rankings: Vec<(usize, usize)> = vec![(0, 0); members.len()];
     for (k, x) in ins.iter().enumerate() {
         // Inputs are numbered from 1 in the tables.
         let k = k + 1;
         let got = fused.run(x)?;
-        for ((m, s), g) in names.iter().zip(sessions.iter_mut()).zip(&members) {
+        for (j, ((m, s), g)) in names.iter().zip(sessions.iter_mut()).zip(&members).enumerate() {
             let want = s.run(x)?;
             if let (Some(dw), Some(dg)) = (detections(&want, "", g)?, detections(&got, &format!("{m}/"), g)?) {
                 let d = fusec_verify::detect::compare(&dg, &dw);
@@ -244,6 +279,10 @@ pub fn verify(
                     d.max_abs, d.rel_l2, d.cosine
                 );
                 compared += 1;
+                if let Some(kept) = ranking_kept(f, w) {
+                    rankings[j].0 += usize::from(kept);
+                    rankings[j].1 += 1;
+                }
                 if outside > 0 {
                     failed.push(if ins.len() > 1 {
                         format!("{key} on input {k} ({outside} elements)")
@@ -252,6 +291,15 @@ pub fn verify(
                     });
                 }
             }
+        }
+    }
+    for ((m, (kept, ranked)), g) in names.iter().zip(&rankings).zip(&members) {
+        if *ranked > 0 {
+            let b = g.value(g.outputs()[0]).ty.shape[0];
+            let _ = writeln!(
+                o,
+                "{m}: the fused model ranks the batch's {b} pairs as the member does on {kept} of {ranked} inputs"
+            );
         }
     }
     if !det_rows.is_empty() {
@@ -287,7 +335,7 @@ pub fn verify(
             speed.warmup,
             speed.runs
         );
-        t.push_str(&speed_table(&rows, &stats[0], None));
+        t.push_str(&speed_table(&rows, &stats[0], None, Items::of(&fused_graph)));
         emit(&t)?;
     }
     if !failed.is_empty() {
@@ -300,6 +348,22 @@ pub fn verify(
         .in_file(model));
     }
     Ok(())
+}
+
+/// For a one-score-per-pair output (`[B, 1]`, a cross-encoder's logit, B
+/// of 2 or more): whether the fused scores order the batch's pairs as the
+/// member's do. `None` for any other output.
+fn ranking_kept(fused: &ndarray::ArrayD<f32>, member: &ndarray::ArrayD<f32>) -> Option<bool> {
+    if member.ndim() != 2 || member.shape()[1] != 1 || member.shape()[0] < 2 || fused.shape() != member.shape() {
+        return None;
+    }
+    let order = |a: &ndarray::ArrayD<f32>| {
+        let mut idx: Vec<usize> = (0..a.len()).collect();
+        let v: Vec<f32> = a.iter().copied().collect();
+        idx.sort_by(|&i, &j| v[j].total_cmp(&v[i]).then(i.cmp(&j)));
+        idx
+    };
+    Some(order(fused) == order(member))
 }
 
 /// One benchmarked configuration.
@@ -507,7 +571,7 @@ pub fn bench(
         speed.runs
     );
     let table: Vec<(&str, &Stats)> = rows.iter().map(|r| (r.config.as_str(), &r.stats)).collect();
-    md.push_str(&speed_table(&table, &stats[0], Some(&device)));
+    md.push_str(&speed_table(&table, &stats[0], Some(&device), Items::of(&members[0])));
     let _ = writeln!(
         md,
         "\n| config | worst max abs | worst rel L2 | paired detections | boxes MSE | scores MSE | label accuracy | mean IoU |\n|---|---|---|---|---|---|---|---|"
@@ -615,6 +679,17 @@ mod tests {
             rel_l2: 0.0,
             detections: None,
         }
+    }
+
+    #[test]
+    fn a_ranking_is_kept_when_the_scores_order_the_pairs_alike() {
+        let a = |v: &[f32]| ndarray::ArrayD::from_shape_vec(vec![v.len(), 1], v.to_vec()).unwrap();
+        assert_eq!(ranking_kept(&a(&[0.1, 0.9, 0.5]), &a(&[0.2, 0.8, 0.3])), Some(true));
+        assert_eq!(ranking_kept(&a(&[0.1, 0.4, 0.5]), &a(&[0.2, 0.8, 0.3])), Some(false));
+        // One pair, or more than one score per pair: no ranking.
+        assert_eq!(ranking_kept(&a(&[0.1]), &a(&[0.2])), None);
+        let two = ndarray::ArrayD::from_shape_vec(vec![2, 2], vec![0.0f32; 4]).unwrap();
+        assert_eq!(ranking_kept(&two, &two), None);
     }
 
     #[test]

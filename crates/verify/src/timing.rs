@@ -10,6 +10,7 @@ pub struct Stats {
     pub runs: usize,
     pub mean_ms: f64,
     pub p50_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     /// Runs per second at the mean latency.
     pub rps: f64,
@@ -23,8 +24,16 @@ impl Stats {
         let s = sorted(samples.to_vec());
         let n = s.len().max(1);
         let mean = s.iter().sum::<f64>() / n as f64;
-        let (p50, p99) = (nearest_rank(&s, 0.5), nearest_rank(&s, 0.99));
-        Stats { runs: s.len(), mean_ms: mean, p50_ms: p50, p99_ms: p99, rps: 1e3 / mean, samples_ms: samples.to_vec() }
+        let (p50, p95, p99) = (nearest_rank(&s, 0.5), nearest_rank(&s, 0.95), nearest_rank(&s, 0.99));
+        Stats {
+            runs: s.len(),
+            mean_ms: mean,
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            rps: 1e3 / mean,
+            samples_ms: samples.to_vec(),
+        }
     }
 }
 
