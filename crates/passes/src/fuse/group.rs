@@ -29,7 +29,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
     let n = b.n();
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    if n0.outputs.iter().any(|o| !STACKING.fits_rank(g0.value(*o).ty.rank())) {
+    if !b.channels_apply || n0.outputs.iter().any(|o| !STACKING.fits_rank(g0.value(*o).ty.rank())) {
         return Ok(false);
     }
     let is_weight = |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));

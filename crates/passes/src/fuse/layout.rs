@@ -65,10 +65,16 @@ impl Stacking {
         s
     }
 
-    /// A value of rank `rank` can be stacked (it has the stacking axis and
-    /// a batch axis before it).
+    /// A value of rank `rank` can be stacked. Channels: a convolutional
+    /// activation, `[B, C, H, W]` or more, whose axis 1 is channels; a
+    /// `[B, S, H]` sequence has no channel axis (its axis 1 is the sequence:
+    /// stacking members there makes every per-member constant a copy per
+    /// position and every layout change a copy of the sequence), so it is
+    /// not stacked on channels.
     pub(crate) fn fits_rank(self, rank: usize) -> bool {
-        rank > self.axis()
+        match self {
+            Stacking::Channels => rank >= 4,
+        }
     }
 
     /// Whether an op over axis `axis` (of a value of rank `rank`, negative
@@ -118,6 +124,11 @@ pub(crate) struct FuseBuilder<'a> {
     pub f: Graph,
     pub members: &'a [&'a Graph],
     pub names: &'a [String],
+    /// Whether the members are convolutional networks, which channel
+    /// stacking is for: a model without a Conv (a transformer) has no
+    /// channel axis to stack on, and its layers stay per member until a
+    /// member-axis stacking exists.
+    pub channels_apply: bool,
     layouts: Vec<HashMap<ValueId, Layout>>,
     weights: HashMap<(usize, ValueId), ValueId>,
     splits: HashMap<ValueId, Vec<ValueId>>,
@@ -140,10 +151,12 @@ impl<'a> FuseBuilder<'a> {
                 layouts[k].insert(g.inputs()[j], Layout::Shared(fi));
             }
         }
+        let channels_apply = m0.node_ids().iter().any(|n| matches!(m0.node(*n).op, fuse_ir::Op::Conv(_)));
         FuseBuilder {
             f,
             members,
             names,
+            channels_apply,
             layouts,
             weights: HashMap::new(),
             splits: HashMap::new(),

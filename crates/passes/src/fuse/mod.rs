@@ -84,6 +84,10 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
 
     let cut = regions::cut(opts.lowering, graphs[0], &al.groups);
     let mut b = FuseBuilder::new(&graphs, &names);
+    // Consecutive per-member groups, lowered together member by member
+    // (heads::lower_region) so that each member's layers run one after
+    // another as they do alone, not interleaved with the other members'.
+    let mut region: Vec<&align::NodeGroup> = vec![];
     for (i, group) in al.groups.iter().enumerate() {
         report.groups += 1;
         if group.same {
@@ -92,18 +96,29 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.divergent += 1;
         }
         if shared[i] {
+            heads::lower_region(&mut b, &std::mem::take(&mut region))?;
             report.shared += 1;
             report.shared_convs += usize::from(matches!(b.node(0, group).op, Op::Conv(_)));
             share::lower(&mut b, group)?;
-        } else if group.same && i >= cut && group::lower(&mut b, group, opts)? {
-            report.grouped += 1;
-        } else {
-            if group.same {
-                report.separate_same += 1;
-            }
-            heads::lower(&mut b, group)?;
+            continue;
         }
+        if group.same && i >= cut {
+            // Grouping reads its inputs' layouts: what comes before is lowered first.
+            if b.channels_apply {
+                heads::lower_region(&mut b, &std::mem::take(&mut region))?;
+                if group::lower(&mut b, group, opts)? {
+                    report.grouped += 1;
+                    continue;
+                }
+            }
+            *report.unstackable.entry(b.node(0, group).op.name()).or_default() += 1;
+        }
+        if group.same {
+            report.separate_same += 1;
+        }
+        region.push(group);
     }
+    heads::lower_region(&mut b, &region)?;
     let mut g = finish(b)?;
     validated("fuse", &g)?;
     dce(&mut g);

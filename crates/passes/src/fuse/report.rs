@@ -21,6 +21,9 @@ pub struct FuseReport {
     pub grouped: usize,
     /// Same node groups the group pass could not stack, run per member.
     pub separate_same: usize,
+    /// Of those, the ones grouping could not stack (where the lowering
+    /// asked for it), by op: what does not fuse yet.
+    pub unstackable: std::collections::BTreeMap<&'static str, usize>,
     pub divergent: usize,
     pub fused_nodes: usize,
     pub fused_convs: usize,
@@ -50,6 +53,12 @@ pub fn explain(r: &FuseReport) -> String {
     let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
     let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
+    if !r.unstackable.is_empty() {
+        let mut ops: Vec<(&&str, &usize)> = r.unstackable.iter().collect();
+        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        let _ = writeln!(s, "    of which not stackable yet: {}", ops.join(", "));
+    }
     let _ = writeln!(s, "  per member after divergence: {}", r.divergent);
     let total: usize = r.member_convs.iter().sum();
     let _ = writeln!(
