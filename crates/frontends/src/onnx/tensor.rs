@@ -5,7 +5,6 @@ use fuse_ir::*;
 use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::TensorProto;
 
-use super::attrs::Attrs;
 use super::external::ExternalData;
 
 /// Converts a `TensorProto`, moving its raw bytes out rather than copying
@@ -59,25 +58,4 @@ pub fn const_tensor(g: &Graph, v: ValueId) -> Option<Tensor> {
         },
         ValueDef::Input => None,
     }
-}
-
-pub(super) fn constant_value(a: &Attrs) -> Result<Tensor, String> {
-    if let Some(t) = a.get("value") {
-        let mut tp = t.t.as_ref().cloned().ok_or("value attribute holds no tensor")?;
-        return tensor_from_proto(&mut tp, None);
-    }
-    if let Some(f) = a.get("value_float") {
-        return Tensor::from_f32(vec![], &[f.f]);
-    }
-    if let Some(f) = a.get("value_floats") {
-        return Tensor::from_f32(vec![f.floats.len()], &f.floats);
-    }
-    if let Some(i) = a.get("value_int") {
-        return Tensor::from_i64(vec![], &[i.i]);
-    }
-    if let Some(i) = a.get("value_ints") {
-        return Tensor::from_i64(vec![i.ints.len()], &i.ints);
-    }
-    let kinds: Vec<String> = a.0.attribute.iter().map(|x| x.name.clone()).collect();
-    Err(format!("unsupported Constant attributes {kinds:?}"))
 }

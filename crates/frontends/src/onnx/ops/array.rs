@@ -4,7 +4,7 @@
 use fuse_ir::*;
 
 use super::super::attrs::{Attrs, Ctx};
-use super::super::tensor::constant_value;
+use super::super::tensor::tensor_from_proto;
 use super::Converted;
 
 /// The ONNX ops this family converts.
@@ -236,7 +236,7 @@ fn constant_of_shape(a: &Attrs, shape: Vec<usize>) -> Result<Tensor, String> {
     let value = match a.get("value").and_then(|v| v.t.as_ref()) {
         Some(t) => {
             let mut t = t.clone();
-            super::super::tensor::tensor_from_proto(&mut t, None)?
+            tensor_from_proto(&mut t, None)?
         }
         None => Tensor::from_f32(vec![1], &[0.0])?,
     };
@@ -248,4 +248,26 @@ fn constant_of_shape(a: &Attrs, shape: Vec<usize>) -> Result<Tensor, String> {
         ty.numel().filter(|&n| n <= CONSTANT_OF_SHAPE_LIMIT).ok_or_else(|| format!("{ty} is too large a constant"))?;
     let bytes: Vec<u8> = value.bytes().repeat(n);
     Tensor::new(ty, bytes.into())
+}
+
+/// A Constant node's value, from whichever `value*` attribute it has.
+fn constant_value(a: &Attrs) -> Result<Tensor, String> {
+    if let Some(t) = a.get("value") {
+        let mut tp = t.t.as_ref().cloned().ok_or("value attribute holds no tensor")?;
+        return tensor_from_proto(&mut tp, None);
+    }
+    if let Some(f) = a.get("value_float") {
+        return Tensor::from_f32(vec![], &[f.f]);
+    }
+    if let Some(f) = a.get("value_floats") {
+        return Tensor::from_f32(vec![f.floats.len()], &f.floats);
+    }
+    if let Some(i) = a.get("value_int") {
+        return Tensor::from_i64(vec![], &[i.i]);
+    }
+    if let Some(i) = a.get("value_ints") {
+        return Tensor::from_i64(vec![i.ints.len()], &i.ints);
+    }
+    let kinds: Vec<String> = a.0.attribute.iter().map(|x| x.name.clone()).collect();
+    Err(format!("unsupported Constant attributes {kinds:?}"))
 }
