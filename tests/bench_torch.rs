@@ -1,0 +1,52 @@
+//! `scripts/bench-torch.py` on CPU, on a small fused model: the script's
+//! own test. It needs PyTorch, onnx and onnx2torch; where they are missing
+//! (CI has no PyTorch) the test says so and skips. `FUSEC_TORCH_PYTHON`
+//! names the Python to use (default `python3`).
+
+mod common;
+
+use std::process::Command;
+
+use common::models::many_ops_member;
+use common::*;
+
+fn torch_python() -> Result<String, String> {
+    let py = std::env::var("FUSEC_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&py).args(["-c", "import torch, onnx, onnx2torch"]).output();
+    match probe {
+        Ok(o) if o.status.success() => Ok(py),
+        Ok(o) => Err(format!("{py} cannot import torch, onnx and onnx2torch: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("{py}: {e}")),
+    }
+}
+
+#[test]
+fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
+    let py = match torch_python() {
+        Ok(py) => py,
+        Err(why) => {
+            eprintln!("skipped: {why} (set FUSEC_TORCH_PYTHON to a Python with them)");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &many_ops_member(0.0));
+    let b = write(&dir, "b.onnx", &many_ops_member(1.0));
+    let fused = dir.path().join("super.onnx");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&fused)]));
+    let json = dir.path().join("rows.json");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-torch.py");
+    let out = Command::new(&py)
+        .args([script, "--fused", s(&fused), "--members", s(&a), s(&b), "--device", "cpu", "--runs", "3"])
+        .args(["--warmup", "1", "--precision", "fp32", "--json-out", s(&json)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("| members one after another, fp32, eager |") && text.contains("| fused, fp32, eager |"), "{text}");
+    assert!(text.contains("outputs: every member's equal the fused model's"), "{text}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[1]["max_abs"].as_f64().unwrap() <= 1e-4 && rows[1]["p50_ms"].as_f64().unwrap() > 0.0, "{j}");
+}
