@@ -15,7 +15,9 @@ fn torch_python() -> Result<String, String> {
     let probe = Command::new(&py).args(["-c", "import torch, onnx, onnx2torch"]).output();
     match probe {
         Ok(o) if o.status.success() => Ok(py),
-        Ok(o) => Err(format!("{py} cannot import torch, onnx and onnx2torch: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Ok(o) => {
+            Err(format!("{py} cannot import torch, onnx and onnx2torch: {}", String::from_utf8_lossy(&o.stderr).trim()))
+        }
         Err(e) => Err(format!("{py}: {e}")),
     }
 }
@@ -43,7 +45,10 @@ fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("| members one after another, fp32, eager |") && text.contains("| fused, fp32, eager |"), "{text}");
+    assert!(
+        text.contains("| members one after another, fp32, eager |") && text.contains("| fused, fp32, eager |"),
+        "{text}"
+    );
     assert!(text.contains("outputs: every member's equal the fused model's"), "{text}");
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
