@@ -79,15 +79,46 @@ def make_inputs(specs, given):
     return out
 
 
+def for_onnx2torch(path):
+    """The model as onnx2torch reads it right: every zero-valued scalar
+    attribute set explicitly (writers may omit a field equal to its
+    default: fusec's protobuf encoder writes `axis=0` as a bare INT
+    attribute, which ONNX Runtime reads as 0 but onnx2torch does not), and
+    an Identity after each graph output a multi-output node makes (a
+    Split's outputs as graph outputs come back from onnx2torch as one
+    tuple, the others missing). Same computation, same names."""
+    import onnx
+    m = onnx.load(path)
+    outputs = {o.name for o in m.graph.output}
+    nodes = []
+    for n in m.graph.node:
+        nodes.append(n)
+        if len(n.output) > 1:
+            for i, o in enumerate(n.output):
+                if o in outputs:
+                    n.output[i] = o + "::before_identity"
+                    nodes.append(onnx.helper.make_node("Identity", [n.output[i]], [o], name=o + "::identity"))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    for n in m.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.INT and not a.HasField("i"):
+                a.i = 0
+            elif a.type == onnx.AttributeProto.FLOAT and not a.HasField("f"):
+                a.f = 0.0
+            elif a.type == onnx.AttributeProto.STRING and not a.HasField("s"):
+                a.s = b""
+    return m
+
+
 class Model:
     """One ONNX file as a PyTorch module, on a device, in a precision."""
 
     def __init__(self, path, device, half):
-        import torch
         from onnx2torch import convert
         self.name = os.path.splitext(os.path.basename(path))[0]
         self.inputs, self.outputs = io_names(path)
-        self.module = convert(path).eval().to(device)
+        self.module = convert(for_onnx2torch(path)).eval().to(device)
         self.half = half
         if half:
             self.module = self.module.half()
@@ -110,7 +141,11 @@ class Model:
         import torch
         with torch.inference_mode():
             out = self.module(*feed)
-        return out if isinstance(out, (tuple, list)) else [out]
+
+        def flat(o):
+            return [t for x in o for t in flat(x)] if isinstance(o, (tuple, list)) else [o]
+
+        return flat(out)
 
     def capture(self, feed):
         """Records a CUDA graph of one forward pass on static inputs."""

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::models::many_ops_member;
+use common::checkpoints::{write_checkpoint_seeded, Spec};
 use common::*;
 
 fn torch_python() -> Result<String, String> {
@@ -31,9 +31,16 @@ fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
             return;
         }
     };
+    // Two small EfficientDet-shaped members (2 and 3 classes) as ONNX files.
     let dir = tempfile::tempdir().unwrap();
-    let a = write(&dir, "a.onnx", &many_ops_member(0.0));
-    let b = write(&dir, "b.onnx", &many_ops_member(1.0));
+    let member = |name: &str, classes: usize, seed: u64| {
+        let st = dir.path().join(format!("{name}.safetensors"));
+        write_checkpoint_seeded(&st, &Spec::small(8, 1, 1, classes).tensors(), None, seed);
+        let onnx = dir.path().join(format!("{name}.onnx"));
+        ok(fusec(&["convert", s(&st), "--image-size", "128", "-o", s(&onnx)]));
+        onnx
+    };
+    let (a, b) = (member("a", 2, 1), member("b", 3, 2));
     let fused = dir.path().join("super.onnx");
     ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&fused)]));
     let json = dir.path().join("rows.json");
