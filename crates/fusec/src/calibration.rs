@@ -5,7 +5,6 @@ use std::path::Path;
 
 use fusec_passes::{FuseOptions, Lowering};
 
-use crate::speed::BenchConfig;
 use crate::Failure;
 
 /// The fastest fp32 lowering `fusec bench --calibrate FILE` measured on
@@ -29,19 +28,26 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    pub(crate) fn new(config: &BenchConfig, speedup_p50: f64, device: &str, members: &[String]) -> Calibration {
-        let (lowering, group_from) = match config.opts.lowering {
+    /// The bench row `config` (its name) measured with `opts`.
+    pub(crate) fn new(
+        config: &str,
+        opts: &FuseOptions,
+        speedup_p50: f64,
+        device: &str,
+        members: &[String],
+    ) -> Calibration {
+        let (lowering, group_from) = match opts.lowering {
             Lowering::Grouped => ("grouped", 0.0),
             Lowering::Separate => ("separate", 1.0),
             Lowering::Regions { from } => ("regions", from),
         };
         Calibration {
-            config: config.name.clone(),
+            config: config.to_string(),
             lowering: lowering.into(),
             group_from,
-            keep_bn: config.opts.keep_bn,
-            split_depthwise: config.opts.split_depthwise,
-            split_pointwise: config.opts.split_pointwise,
+            keep_bn: opts.keep_bn,
+            split_depthwise: opts.split_depthwise,
+            split_pointwise: opts.split_pointwise,
             speedup_p50,
             device: device.into(),
             members: members.to_vec(),

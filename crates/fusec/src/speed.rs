@@ -620,7 +620,7 @@ pub fn bench(
         for w in calibration_doubts(&rows[i + 2], runner_up) {
             crate::report::warn(format!("{}: {w}", p.display()));
         }
-        let cal = Calibration::new(c, rows[i + 2].speedup_p50, &device, &names);
+        let cal = Calibration::new(&c.name, &c.opts, rows[i + 2].speedup_p50, &device, &names);
         let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::internal(e.to_string()))?;
         fusec_exporters::write_atomic(p, &j)?;
         crate::report::note(format!(
