@@ -185,8 +185,8 @@ enum Command {
         /// silent CPU fallback)
         #[arg(long, value_enum, default_value = "cpu")]
         device: Device,
-        /// Intra-op threads for ONNX Runtime [default: the CPUs this process
-        /// may use]
+        /// Intra-op threads for ONNX Runtime; the default is the number of
+        /// CPUs this process may use
         #[arg(long, default_value_t = default_threads())]
         threads: usize,
         /// Where to write the outputs (safetensors, written atomically)
@@ -198,7 +198,7 @@ enum Command {
     /// every member's outputs, named MEMBER/OUTPUT (MEMBER is the file stem;
     /// MEMBER_OUTPUT in Core ML, whose names are identifiers)
     #[command(
-        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
+        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 8 --seq-len 128   # HuggingFace BERT folders\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
     )]
     Fuse {
         /// The members, 2 or more: .safetensors state_dicts, HuggingFace
