@@ -7,7 +7,8 @@
 # installs the real all-MiniLM-L6-v2 (scripts/install-minilm.sh) and points
 # FUSEC_MINILM_DIR at it.
 # Needs ../shared/reference beside the checkout (or FUSEC_REFERENCE_DIR).
-# Extra arguments go to `cargo test`.
+# Extra arguments go to `cargo test`. Then the wheel's tests
+# (scripts/test-wheel.sh: maturin, pip, pytest, all from PyPI).
 #
 # The tests build in the release profile, the one `cargo build --release`
 # and `cargo run --release` use for the main job: the dependencies (tract,
@@ -35,3 +36,6 @@ fi
 # Snapshot mismatches fail; nothing is rewritten.
 export INSTA_UPDATE=no
 cargo test --workspace --release --locked "$@"
+# The wheel: built from the same release build, installed with pip into a
+# fresh virtual environment, tested with pytest as a user runs it.
+bash scripts/test-wheel.sh
