@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Makes three fine-tuned members of a torchvision or timm architecture as
+`torch.onnx` exports (TorchScript exporter, opset 17, static batch 1), for
+benchmarks of families beyond the reference set: random init, BatchNorm
+statistics from a few train-mode passes on random images, then each member
+its weights perturbed (2% of each tensor's spread) and its own classifier
+(2, 5 and 9 classes).
+
+    python3 scripts/make-torch-members.py resnet18 members/
+    fusec bench members/resnet18/m2.onnx members/resnet18/m5.onnx members/resnet18/m9.onnx --threads 2
+
+Families: resnet18, resnet50, mobilenet_v3_small, deeplabv3_mobilenet_v3_large
+(torchvision); efficientnet_b0, vit_tiny_patch16_224, convnext_tiny (timm).
+Needs torch, torchvision and timm (PyPI); CI does not use it.
+"""
+import argparse
+import copy
+import os
+import sys
+
+import torch
+
+FAMILIES = {
+    "resnet18": ("torchvision", 224),
+    "resnet50": ("torchvision", 224),
+    "mobilenet_v3_small": ("torchvision", 224),
+    "deeplabv3_mobilenet_v3_large": ("torchvision-seg", 224),
+    "efficientnet_b0": ("timm", 224),
+    "vit_tiny_patch16_224": ("timm", 224),
+    "convnext_tiny": ("timm", 224),
+}
+
+
+def build(family, classes):
+    kind, _ = FAMILIES[family]
+    if kind == "torchvision":
+        import torchvision
+        return getattr(torchvision.models, family)(weights=None, num_classes=classes)
+    if kind == "torchvision-seg":
+        import torchvision
+        return torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=classes, aux_loss=False)
+    import timm
+    return timm.create_model(family, pretrained=False, num_classes=classes)
+
+
+class Logits(torch.nn.Module):
+    """Segmentation models return a dict; export its `out`."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        y = self.inner(x)
+        return y["out"] if isinstance(y, dict) else y
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("family", choices=sorted(FAMILIES))
+    ap.add_argument("out")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    size = FAMILIES[args.family][1]
+    base = build(args.family, 2)
+    base.train()
+    with torch.no_grad():
+        for _ in range(3):
+            base(torch.randn(2, 3, size, size))
+    out = os.path.join(args.out, args.family)
+    os.makedirs(out, exist_ok=True)
+    for k, classes in enumerate((2, 5, 9)):
+        m = build(args.family, classes)
+        state = copy.deepcopy(base.state_dict())
+        own = m.state_dict()
+        g = torch.Generator().manual_seed(100 + k)
+        for name, t in state.items():
+            if own[name].shape != t.shape:
+                state[name] = own[name]  # the member's own classifier
+            elif t.is_floating_point():
+                spread = t.abs().max().clamp(min=1e-3)
+                state[name] = t + 0.02 * spread * (torch.rand(t.shape, generator=g) * 2 - 1)
+        m.load_state_dict(state)
+        m = Logits(m).eval()
+        path = os.path.join(out, f"m{classes}.onnx")
+        torch.onnx.export(m, (torch.randn(1, 3, size, size),), path, input_names=["image"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+        print(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
