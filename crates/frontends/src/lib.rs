@@ -45,13 +45,11 @@ impl LoadError {
 
     /// A graph error of the IR, with the node or tensor it names.
     pub fn ir(file: &Path, e: &fuse_ir::IrError) -> LoadError {
-        let mut l = LoadError::new(file, e.to_string());
-        match e {
-            fuse_ir::IrError::Node { node, .. } | fuse_ir::IrError::Cycle { node } => l.node = Some(node.clone()),
-            fuse_ir::IrError::Tensor { name, .. } => l.tensor = Some(name.clone()),
-            fuse_ir::IrError::Invalid(_) => {}
+        LoadError {
+            node: e.node().map(str::to_string),
+            tensor: e.tensor().map(str::to_string),
+            ..LoadError::new(file, e.to_string())
         }
-        l
     }
 }
 

@@ -13,3 +13,21 @@ pub enum IrError {
     #[error("{0}")]
     Invalid(String),
 }
+
+impl IrError {
+    /// The node the error is about, if it names one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            IrError::Node { node, .. } | IrError::Cycle { node } => Some(node),
+            IrError::Tensor { .. } | IrError::Invalid(_) => None,
+        }
+    }
+
+    /// The tensor the error is about, if it names one.
+    pub fn tensor(&self) -> Option<&str> {
+        match self {
+            IrError::Tensor { name, .. } => Some(name),
+            IrError::Node { .. } | IrError::Cycle { .. } | IrError::Invalid(_) => None,
+        }
+    }
+}

@@ -38,11 +38,8 @@ impl From<fusec_passes::PassError> for Failure {
             fusec_passes::PassError::Incompatible(_) => Failure::input(e.to_string()),
             _ => Failure::internal(e.to_string()),
         };
-        let (node, tensor) = match e.ir() {
-            Some(fuse_ir::IrError::Node { node, .. } | fuse_ir::IrError::Cycle { node }) => (Some(node.clone()), None),
-            Some(fuse_ir::IrError::Tensor { name, .. }) => (None, Some(name.clone())),
-            _ => (None, None),
-        };
+        let node = e.ir().and_then(|i| i.node()).map(str::to_string);
+        let tensor = e.ir().and_then(|i| i.tensor()).map(str::to_string);
         f.at_node(node).at_tensor(tensor)
     }
 }
