@@ -52,6 +52,11 @@ impl Ctx<'_> {
     pub(super) fn req(&self, i: usize) -> Result<ValueId, String> {
         self.opt(i).ok_or_else(|| format!("required input {i} is missing"))
     }
+    /// `op` on the node's first `n` inputs, each required (the form of every
+    /// elementwise, comparison and matrix-product op).
+    pub(super) fn on_inputs(&self, op: Op, n: usize) -> Result<(Op, Vec<Option<ValueId>>), String> {
+        Ok((op, (0..n).map(|i| self.req(i).map(Some)).collect::<Result<_, _>>()?))
+    }
     pub(super) fn ty(&self, i: usize) -> Result<&TensorType, String> {
         Ok(&self.g.value(self.req(i)?).ty)
     }

@@ -30,7 +30,6 @@ pub(super) const OPS: &[&str] = &[
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
     let x = || c.req(0);
-    let unary = |op: Op| -> Result<Converted, String> { Ok((op, vec![Some(c.req(0)?)])) };
     let node = c.node;
     Ok(match node.op_type.as_str() {
         "Resize" => {
@@ -79,7 +78,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let ins = (0..node.input.len()).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
             (Op::Concat { axis: a.get("axis").ok_or("axis is required")?.i }, ins)
         }
-        "Gather" => (Op::Gather { axis: a.int("axis", 0) }, vec![Some(x()?), Some(c.req(1)?)]),
+        "Gather" => c.on_inputs(Op::Gather { axis: a.int("axis", 0) }, 2)?,
         "Unsqueeze" => {
             let axes = if opset >= 13 { c.ints(1, "axes")? } else { a.ints("axes") };
             (Op::Unsqueeze { axes: axes.ok_or("axes are required")? }, vec![Some(x()?)])
@@ -108,7 +107,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let perm = a.usizes("perm")?.unwrap_or_else(|| (0..r).rev().collect());
             (Op::Transpose { perm }, vec![Some(x()?)])
         }
-        "Flatten" => unary(Op::Flatten { axis: a.int("axis", 1) })?,
+        "Flatten" => c.on_inputs(Op::Flatten { axis: a.int("axis", 1) }, 1)?,
         "Pad" => {
             let r = c.ty(0)?.rank();
             let mode = match a.string("mode", "constant").as_str() {
@@ -191,7 +190,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         }
         "GatherND" => {
             let batch_dims = usize::try_from(a.int("batch_dims", 0)).map_err(|_| "negative batch_dims".to_string())?;
-            (Op::GatherNd { batch_dims }, vec![Some(x()?), Some(c.req(1)?)])
+            c.on_inputs(Op::GatherNd { batch_dims }, 2)?
         }
         other => return Err(format!("unsupported op `{other}`")),
     })

@@ -37,21 +37,20 @@ pub(super) const OPS: &[&str] = &[
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
     let x = || c.req(0);
-    let unary = |op: Op| -> Result<Converted, String> { Ok((op, vec![Some(c.req(0)?)])) };
-    let binary =
-        |op: BinaryOp| -> Result<Converted, String> { Ok((Op::Binary(op), vec![Some(c.req(0)?), Some(c.req(1)?)])) };
     let node = c.node;
     Ok(match node.op_type.as_str() {
-        "Add" => binary(BinaryOp::Add)?,
-        "Sub" => binary(BinaryOp::Sub)?,
-        "Mul" => binary(BinaryOp::Mul)?,
-        "Div" => binary(BinaryOp::Div)?,
-        "Sigmoid" => unary(Op::Unary(UnaryOp::Sigmoid))?,
-        "Relu" => unary(Op::Unary(UnaryOp::Relu))?,
-        "Tanh" => unary(Op::Unary(UnaryOp::Tanh))?,
-        "Identity" => unary(Op::Unary(UnaryOp::Identity))?,
-        "HardSwish" => unary(Op::Unary(UnaryOp::HardSwish))?,
-        "HardSigmoid" => unary(Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) })?,
+        "Add" => c.on_inputs(Op::Binary(BinaryOp::Add), 2)?,
+        "Sub" => c.on_inputs(Op::Binary(BinaryOp::Sub), 2)?,
+        "Mul" => c.on_inputs(Op::Binary(BinaryOp::Mul), 2)?,
+        "Div" => c.on_inputs(Op::Binary(BinaryOp::Div), 2)?,
+        "Sigmoid" => c.on_inputs(Op::Unary(UnaryOp::Sigmoid), 1)?,
+        "Relu" => c.on_inputs(Op::Unary(UnaryOp::Relu), 1)?,
+        "Tanh" => c.on_inputs(Op::Unary(UnaryOp::Tanh), 1)?,
+        "Identity" => c.on_inputs(Op::Unary(UnaryOp::Identity), 1)?,
+        "HardSwish" => c.on_inputs(Op::Unary(UnaryOp::HardSwish), 1)?,
+        "HardSigmoid" => {
+            c.on_inputs(Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) }, 1)?
+        }
         "Clip" => {
             let op = Op::Clip { min: c.scalar(1, "min")?, max: c.scalar(2, "max")? };
             (op, vec![Some(x()?)])
@@ -62,28 +61,28 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let axes = if axes_as_input { c.ints(1, "axes")? } else { a.ints("axes") };
             let axes = axes.filter(|v| !v.is_empty());
             if axes.is_none() && a.int("noop_with_empty_axes", 0) != 0 {
-                return unary(Op::Unary(UnaryOp::Identity));
+                return c.on_inputs(Op::Unary(UnaryOp::Identity), 1);
             }
             (Op::Reduce { op: kind, axes, keepdims: a.int("keepdims", 1) != 0 }, vec![Some(x()?)])
         }
         "Cast" => {
             let to = a.int("to", 0) as i32;
             let to = DType::from_onnx(to).ok_or_else(|| format!("cast to unsupported type {to}"))?;
-            unary(Op::Cast { to })?
+            c.on_inputs(Op::Cast { to }, 1)?
         }
-        "Erf" => unary(Op::Unary(UnaryOp::Erf))?,
-        "Sqrt" => unary(Op::Unary(UnaryOp::Sqrt))?,
+        "Erf" => c.on_inputs(Op::Unary(UnaryOp::Erf), 1)?,
+        "Sqrt" => c.on_inputs(Op::Unary(UnaryOp::Sqrt), 1)?,
         "Gelu" => match a.string("approximate", "none").as_str() {
-            "none" => unary(Op::Unary(UnaryOp::Gelu))?,
+            "none" => c.on_inputs(Op::Unary(UnaryOp::Gelu), 1)?,
             other => return Err(format!("Gelu with approximate `{other}` is not supported (only the exact form)")),
         },
-        "Equal" => (Op::Compare(CompareOp::Equal), vec![Some(x()?), Some(c.req(1)?)]),
-        "Greater" => (Op::Compare(CompareOp::Greater), vec![Some(x()?), Some(c.req(1)?)]),
-        "GreaterOrEqual" => (Op::Compare(CompareOp::GreaterOrEqual), vec![Some(x()?), Some(c.req(1)?)]),
-        "Less" => (Op::Compare(CompareOp::Less), vec![Some(x()?), Some(c.req(1)?)]),
-        "LessOrEqual" => (Op::Compare(CompareOp::LessOrEqual), vec![Some(x()?), Some(c.req(1)?)]),
-        "And" => (Op::And, vec![Some(x()?), Some(c.req(1)?)]),
-        "Where" => (Op::Where, vec![Some(x()?), Some(c.req(1)?), Some(c.req(2)?)]),
+        "Equal" => c.on_inputs(Op::Compare(CompareOp::Equal), 2)?,
+        "Greater" => c.on_inputs(Op::Compare(CompareOp::Greater), 2)?,
+        "GreaterOrEqual" => c.on_inputs(Op::Compare(CompareOp::GreaterOrEqual), 2)?,
+        "Less" => c.on_inputs(Op::Compare(CompareOp::Less), 2)?,
+        "LessOrEqual" => c.on_inputs(Op::Compare(CompareOp::LessOrEqual), 2)?,
+        "And" => c.on_inputs(Op::And, 2)?,
+        "Where" => c.on_inputs(Op::Where, 3)?,
         other => return Err(format!("unsupported op `{other}`")),
     })
 }

@@ -13,7 +13,6 @@ pub(super) const OPS: &[&str] =
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
     let x = || c.req(0);
-    let unary = |op: Op| -> Result<Converted, String> { Ok((op, vec![Some(c.req(0)?)])) };
     let node = c.node;
     Ok(match node.op_type.as_str() {
         "Conv" => {
@@ -66,15 +65,15 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             };
             (Op::Gemm(gemm), vec![Some(x()?), Some(c.req(1)?), c.opt(2)])
         }
-        "MatMul" => (Op::MatMul, vec![Some(x()?), Some(c.req(1)?)]),
-        "GlobalAveragePool" => unary(Op::GlobalAveragePool)?,
+        "MatMul" => c.on_inputs(Op::MatMul, 2)?,
+        "GlobalAveragePool" => c.on_inputs(Op::GlobalAveragePool, 1)?,
         "Softmax" => {
             let r = c.ty(0)?.rank() as i64;
             let axis = a.int("axis", if opset >= 13 { -1 } else { 1 });
             if opset < 13 && (axis + r) % r != r - 1 {
                 return Err(format!("opset {opset} Softmax over axis {axis} (not the last) is not supported"));
             }
-            unary(Op::Softmax { axis })?
+            c.on_inputs(Op::Softmax { axis }, 1)?
         }
         "LayerNormalization" => {
             let op = Op::LayerNorm { axis: a.int("axis", -1), epsilon: a.float("epsilon", 1e-5) };
