@@ -64,11 +64,22 @@ pub enum FileKind {
 /// The file a path names: itself, or for a HuggingFace checkpoint folder
 /// (a directory with a `config.json`) its `model.safetensors`.
 pub fn model_file(path: &Path) -> PathBuf {
-    if path.is_dir() && path.join("config.json").is_file() {
-        path.join("model.safetensors")
-    } else {
-        path.to_path_buf()
+    match hf_folder(path) {
+        Some(dir) => dir.join("model.safetensors"),
+        None => path.to_path_buf(),
     }
+}
+
+/// The HuggingFace checkpoint folder a path names, if it names one: the
+/// folder itself (a directory with a `config.json`), or the folder of its
+/// `model.safetensors`.
+pub fn hf_folder(path: &Path) -> Option<&Path> {
+    let has_config = |d: &Path| d.join("config.json").is_file();
+    if path.is_dir() {
+        return has_config(path).then_some(path);
+    }
+    let parent = path.parent().filter(|d| has_config(d))?;
+    (path.file_name()? == "model.safetensors").then_some(parent)
 }
 
 pub fn detect_kind(path: &Path) -> Result<FileKind, LoadError> {

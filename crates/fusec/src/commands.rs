@@ -214,12 +214,7 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
 pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = vec![];
     for p in paths {
-        let named = match p.file_name() {
-            Some(f) if f == "model.safetensors" && p.parent().is_some_and(|d| d.join("config.json").is_file()) => {
-                p.parent().unwrap_or(p)
-            }
-            _ => p.as_path(),
-        };
+        let named = fusec_frontends::hf_folder(p).unwrap_or(p);
         let stem = named.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
         let mut name = stem.clone();
         let mut k = 2;
