@@ -18,5 +18,5 @@ venv="$(mktemp -d)"
 trap 'rm -rf "$dist" "$venv"' EXIT
 "$tools/bin/maturin" build --release --locked --quiet -o "$dist" >&2
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet "$dist"/fusec-*.whl pytest >&2
+"$venv/bin/pip" install --quiet "$dist"/fusec-*.whl pytest safetensors >&2
 (unset ORT_DYLIB_PATH; VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q tests/python)

@@ -9,7 +9,7 @@ use crate::Failure;
 
 /// The fastest fp32 lowering `fusec bench --calibrate FILE` measured on
 /// this machine, for `fusec fuse --calibration FILE`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     /// The bench row it came from, e.g. `fused, regions from 0.25`.
     pub config: String,

@@ -73,14 +73,79 @@ pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failu
     }
 }
 
-pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure> {
+/// A value of a graph, or a tensor of a checkpoint: name, dtype, shape.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ValueInfo {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// How often one op occurs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OpCount {
+    pub op: String,
+    pub count: usize,
+}
+
+/// What `fusec inspect` shows: an ONNX model's inputs, outputs, ops and
+/// parameters, or a checkpoint's tensors and recognized architecture.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InspectReport {
+    pub file: String,
+    /// `onnx` or `safetensors`.
+    pub format: String,
+    /// A checkpoint's architecture, as recognized (or why not).
+    pub architecture: Option<String>,
+    pub inputs: Vec<ValueInfo>,
+    pub outputs: Vec<ValueInfo>,
+    pub nodes: usize,
+    /// The op histogram, most frequent first.
+    pub ops: Vec<OpCount>,
+    /// Float parameters.
+    pub parameters: usize,
+    /// A checkpoint's tensors, in file order.
+    pub tensors: Vec<ValueInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn value_info(g: &Graph, v: fuse_ir::ValueId) -> ValueInfo {
+    let v = g.value(v);
+    ValueInfo { name: v.name.clone(), dtype: v.ty.dtype.to_string(), shape: v.ty.shape.clone() }
+}
+
+pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<InspectReport, Failure> {
     if detect_kind(path)? == FileKind::Safetensors && !ir {
         return inspect_safetensors(path, arch);
     }
     let g = load_graph(path, arch)?;
+    let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in g.node_ids() {
+        *hist.entry(g.node(n).op.name()).or_default() += 1;
+    }
+    let mut hist: Vec<(&str, usize)> = hist.into_iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let params: usize =
+        g.weights().filter(|(_, _, t)| t.ty().dtype.is_float()).filter_map(|(_, _, t)| t.ty().numel()).sum();
+    let report = InspectReport {
+        file: path.display().to_string(),
+        format: match detect_kind(path)? {
+            FileKind::Onnx => "onnx".into(),
+            FileKind::Safetensors => "safetensors".into(),
+        },
+        architecture: None,
+        inputs: g.inputs().iter().map(|&i| value_info(&g, i)).collect(),
+        outputs: g.outputs().iter().map(|&o| value_info(&g, o)).collect(),
+        nodes: g.node_count(),
+        ops: hist.iter().map(|(op, n)| OpCount { op: op.to_string(), count: *n }).collect(),
+        parameters: params,
+        tensors: vec![],
+        metadata: g.metadata.iter().cloned().collect(),
+    };
     if ir {
         let text = fuse_ir::text::to_text(&g).map_err(|e| Failure::internal(e.to_string()))?;
-        return emit(&text);
+        emit(&text)?;
+        return Ok(report);
     }
     let mut o = String::new();
     let _ = writeln!(o, "file: {}", path.display());
@@ -93,39 +158,29 @@ pub fn inspect(path: &Path, ir: bool, arch: &ArchOptions) -> Result<(), Failure>
     for &v in g.outputs() {
         let _ = writeln!(o, "  {} {}", g.value(v).name, g.value(v).ty);
     }
-    let mut hist: BTreeMap<&str, usize> = BTreeMap::new();
-    for n in g.node_ids() {
-        *hist.entry(g.node(n).op.name()).or_default() += 1;
-    }
-    let mut hist: Vec<(&str, usize)> = hist.into_iter().collect();
-    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let _ = writeln!(o, "ops ({} nodes):", g.node_count());
     for (op, n) in hist {
         let _ = writeln!(o, "  {op:<20} {n}");
     }
-    let params: usize =
-        g.weights().filter(|(_, _, t)| t.ty().dtype.is_float()).filter_map(|(_, _, t)| t.ty().numel()).sum();
     let weights = g.weights().filter(|(id, _, _)| !g.users(*id).is_empty()).count();
     let _ = writeln!(o, "parameters: {params} in {weights} weight tensors");
     for (k, v) in &g.metadata {
         let _ = writeln!(o, "metadata: {k} = {v}");
     }
-    emit(&o)
+    emit(&o)?;
+    Ok(report)
 }
 
-fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
+fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<InspectReport, Failure> {
     let ck = fusec_frontends::safetensors::open(&fusec_frontends::model_file(path))?;
     let mut o = String::new();
     let _ = writeln!(o, "file: {}", path.display());
     let _ = writeln!(o, "format: safetensors ({} tensors)", ck.tensors.len());
-    match fusec_frontends::arch::build(&ck, arch) {
-        Ok(b) => {
-            let _ = writeln!(o, "architecture: {}", b.description);
-        }
-        Err(e) => {
-            let _ = writeln!(o, "architecture: not recognized ({})", e.msg);
-        }
-    }
+    let architecture = match fusec_frontends::arch::build(&ck, arch) {
+        Ok(b) => b.description,
+        Err(e) => format!("not recognized ({})", e.msg),
+    };
+    let _ = writeln!(o, "architecture: {architecture}");
     for (k, v) in &ck.metadata {
         let _ = writeln!(o, "metadata: {k} = {v}");
     }
@@ -140,7 +195,23 @@ fn inspect_safetensors(path: &Path, arch: &ArchOptions) -> Result<(), Failure> {
         by_dtype.iter().filter(|(d, _)| matches!(**d, "F32" | "F16" | "BF16" | "F64")).map(|(_, n)| n).sum();
     let summary: Vec<String> = by_dtype.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     let _ = writeln!(o, "parameters: {params} ({})", summary.join(", "));
-    emit(&o)
+    emit(&o)?;
+    Ok(InspectReport {
+        file: path.display().to_string(),
+        format: "safetensors".into(),
+        architecture: Some(architecture),
+        inputs: vec![],
+        outputs: vec![],
+        nodes: 0,
+        ops: vec![],
+        parameters: params,
+        tensors: ck
+            .tensors
+            .iter()
+            .map(|t| ValueInfo { name: t.name.clone(), dtype: t.dtype.clone(), shape: t.shape.clone() })
+            .collect(),
+        metadata: ck.metadata.iter().cloned().collect(),
+    })
 }
 
 pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Failure> {
@@ -160,52 +231,87 @@ pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Fai
 /// with its shape.
 pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensors, Failure> {
     let inputs = fusec_verify::io::read_tensors(file)?;
+    check_inputs(g, &inputs)
+        .map_err(|f| Failure { message: format!("{}: {}", file.display(), f.message), ..f }.in_file(file))?;
+    Ok(inputs)
+}
+
+/// Checks that `inputs` hold every input of `g` with its shape.
+pub(crate) fn check_inputs(g: &Graph, inputs: &fusec_verify::Tensors) -> Result<(), Failure> {
     for &i in g.inputs() {
         let v = g.value(i);
-        let Some((_, a)) = inputs.iter().find(|(n, _)| *n == v.name) else {
-            let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(Failure::input(format!(
-                "{}: the model needs input `{}` ({}) but the file holds {have:?}",
-                file.display(),
-                v.name,
-                v.ty
-            )));
-        };
-        if a.shape() != v.ty.shape.as_slice() {
-            return Err(Failure::input(format!(
-                "{}: tensor `{}` is {:?} but the model needs {}",
-                file.display(),
-                v.name,
-                a.shape(),
-                v.ty
-            )));
+        let at = Some(v.name.clone());
+        match inputs.iter().find(|(n, _)| *n == v.name) {
+            None => {
+                let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(Failure::input(format!(
+                    "the model needs input `{}` ({}) but the inputs are {have:?}",
+                    v.name, v.ty
+                ))
+                .at_tensor(at));
+            }
+            Some((_, a)) if a.shape() != v.ty.shape.as_slice() => {
+                return Err(Failure::input(format!(
+                    "input `{}` is {:?} but the model needs {}",
+                    v.name,
+                    a.shape(),
+                    v.ty
+                ))
+                .at_tensor(at));
+            }
+            Some(_) => {}
         }
     }
-    Ok(inputs)
+    Ok(())
 }
 
 pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
     let g = load_graph(model, arch)?;
     let inputs = read_inputs(&g, input)?;
-    let bytes = fusec_exporters::onnx::export(&g)?;
+    let (outputs, ran) = run_graph(model, &g, &inputs, cfg)?;
+    let encoded = fusec_verify::io::to_safetensors_bytes(&outputs)?;
+    fusec_exporters::write_atomic(output, &encoded)?;
+    crate::report::note(format!("{ran}; wrote {} outputs to {}", outputs.len(), output.display()));
+    Ok(())
+}
+
+/// Runs a model (any file `load_graph` takes) on `inputs`, which must hold
+/// every input of the model with its shape; the outputs in the model's order.
+pub fn run_tensors(
+    model: &Path,
+    arch: &ArchOptions,
+    inputs: &fusec_verify::Tensors,
+    cfg: &SessionConfig,
+) -> Result<fusec_verify::Tensors, Failure> {
+    let g = load_graph(model, arch)?;
+    check_inputs(&g, inputs).map_err(|f| Failure { message: format!("{}: {}", model.display(), f.message), ..f })?;
+    let (outputs, ran) = run_graph(model, &g, inputs, cfg)?;
+    crate::report::note(ran);
+    Ok(outputs)
+}
+
+/// The outputs, and a line saying where it ran and how long it took.
+fn run_graph(
+    model: &Path,
+    g: &Graph,
+    inputs: &fusec_verify::Tensors,
+    cfg: &SessionConfig,
+) -> Result<(fusec_verify::Tensors, String), Failure> {
+    let bytes = fusec_exporters::onnx::export(g)?;
     let t0 = Instant::now();
     let mut session = fusec_verify::runtime::load(&bytes, cfg)?;
     let t1 = Instant::now();
-    let outputs = session.run(&inputs)?;
+    let outputs = session.run(inputs)?;
     let t2 = Instant::now();
-    let encoded = fusec_verify::io::to_safetensors_bytes(&outputs)?;
-    fusec_exporters::write_atomic(output, &encoded)?;
-    crate::report::note(format!(
-        "ran {} on {} ({}): load {:.0} ms, run {:.0} ms; wrote {} outputs to {}",
+    let ran = format!(
+        "ran {} on {} ({}): load {:.0} ms, run {:.0} ms",
         model.display(),
         cfg.runtime,
         cfg.device,
         (t1 - t0).as_secs_f64() * 1e3,
         (t2 - t1).as_secs_f64() * 1e3,
-        outputs.len(),
-        output.display()
-    ));
-    Ok(())
+    );
+    Ok((outputs, ran))
 }
 
 /// Member names: file stems (a HuggingFace folder's, `t1` for `t1.hf/`
@@ -254,6 +360,44 @@ impl OutputFormat {
     }
 }
 
+/// One member of a fused model, as its metadata records it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberFile {
+    /// Its outputs are `NAME/OUTPUT` in the fused model.
+    pub name: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// What `fusec fuse` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FuseReport {
+    pub output: String,
+    /// `onnx` or `mlpackage`.
+    pub format: String,
+    /// `fp32` or `fp16`.
+    pub precision: String,
+    pub members: Vec<MemberFile>,
+    /// The fused graph's nodes, and its convolutions among them.
+    pub nodes: usize,
+    pub convs: usize,
+    /// Aligned node groups: shared (bit-identical weights, computed once),
+    /// grouped (stacked into one op), divergent (heads that differ).
+    pub groups: usize,
+    pub shared: usize,
+    pub grouped: usize,
+    pub divergent: usize,
+    /// Members identical to an earlier one: `[member, earlier member]`.
+    pub identical: Vec<(String, String)>,
+    /// Bytes written (an ML package's weights).
+    pub size_bytes: u64,
+    pub load_ms: f64,
+    pub fuse_ms: f64,
+    pub export_ms: f64,
+    /// `fusec fuse --explain`'s text, when asked for.
+    pub explain: Option<String>,
+}
+
 pub fn fuse(
     paths: &[PathBuf],
     arch: &ArchOptions,
@@ -261,20 +405,19 @@ pub fn fuse(
     explain: bool,
     opts: &fusec_passes::FuseOptions,
     precision: Precision,
-) -> Result<(), Failure> {
+) -> Result<FuseReport, Failure> {
     let format = OutputFormat::of(output)?;
     let t0 = Instant::now();
     let names = member_names(paths);
     let mut members = vec![];
-    let mut meta = vec![];
-    for (i, (p, name)) in paths.iter().zip(&names).enumerate() {
+    let mut files = vec![];
+    for (p, name) in paths.iter().zip(&names) {
         let graph = load_graph(p, arch)?;
-        meta.push((format!("fusec.member.{i}.name"), name.clone()));
-        meta.push((
-            format!("fusec.member.{i}.file"),
-            p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        ));
-        meta.push((format!("fusec.member.{i}.sha256"), sha256_file(&fusec_frontends::model_file(p))?));
+        files.push(MemberFile {
+            name: name.clone(),
+            file: p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: sha256_file(&fusec_frontends::model_file(p))?,
+        });
         members.push(fusec_passes::Member { name: name.clone(), graph });
     }
     let t_load = t0.elapsed();
@@ -293,7 +436,11 @@ pub fn fuse(
         fusec_passes::fp16_weights(&mut g).map_err(fusec_passes::PassError::from)?;
         fusec_passes::validate::validated("fp16_weights", &g)?;
     }
-    g.metadata.extend(meta);
+    for (i, m) in files.iter().enumerate() {
+        g.metadata.push((format!("fusec.member.{i}.name"), m.name.clone()));
+        g.metadata.push((format!("fusec.member.{i}.file"), m.file.clone()));
+        g.metadata.push((format!("fusec.member.{i}.sha256"), m.sha256.clone()));
+    }
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
     let size = match format {
@@ -309,9 +456,11 @@ pub fn fuse(
             info.weight_bytes
         }
     };
-    if explain {
-        emit(&fusec_passes::explain(r))?;
+    let explained = explain.then(|| fusec_passes::explain(r));
+    if let Some(text) = &explained {
+        emit(text)?;
     }
+    let t_end = t0.elapsed();
     crate::report::note(format!(
         "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms)",
         output.display(),
@@ -319,34 +468,80 @@ pub fn fuse(
         r.fused_nodes,
         r.fused_convs,
         size as f64 / 1e6,
-        t0.elapsed().as_secs_f64() * 1e3,
+        t_end.as_secs_f64() * 1e3,
         t_load.as_secs_f64() * 1e3,
         (t_fuse - t_load).as_secs_f64() * 1e3,
-        (t0.elapsed() - t_fuse).as_secs_f64() * 1e3,
+        (t_end - t_fuse).as_secs_f64() * 1e3,
     ));
-    Ok(())
+    Ok(FuseReport {
+        output: output.display().to_string(),
+        format: match format {
+            OutputFormat::Onnx => "onnx".into(),
+            OutputFormat::CoreMl => "mlpackage".into(),
+        },
+        precision: match precision {
+            Precision::F32 => "fp32".into(),
+            Precision::F16 => "fp16".into(),
+        },
+        members: files,
+        nodes: r.fused_nodes,
+        convs: r.fused_convs,
+        groups: r.groups,
+        shared: r.shared,
+        grouped: r.grouped,
+        divergent: r.divergent,
+        identical: r.identical.iter().map(|&(k, j)| (names[k].clone(), names[j].clone())).collect(),
+        size_bytes: size as u64,
+        load_ms: t_load.as_secs_f64() * 1e3,
+        fuse_ms: (t_fuse - t_load).as_secs_f64() * 1e3,
+        export_ms: (t_end - t_fuse).as_secs_f64() * 1e3,
+        explain: explained,
+    })
+}
+
+/// One tensor compared.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TensorDiff {
+    pub tensor: String,
+    pub max_abs: f64,
+    pub rel_l2: f64,
+    pub cosine: f64,
+    pub within: bool,
+}
+
+/// What `fusec compare` found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CompareReport {
+    pub max_abs: f64,
+    pub max_rel_l2: f64,
+    pub tensors: Vec<TensorDiff>,
+    pub ok: bool,
 }
 
 /// Compares the tensors of `got` with those of `want` of the same name;
 /// `prefix` is put before each reference name to find its partner in `got`
 /// (`coco/` checks a fused model's outputs against one member's file).
-pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: f64) -> Result<(), Failure> {
+pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: f64) -> Result<CompareReport, Failure> {
     let g = fusec_verify::io::read_tensors(got)?;
     let w = fusec_verify::io::read_tensors(want)?;
     let mut o = String::new();
     let _ = writeln!(o, "{:<16} {:>12} {:>12} {:>12}", "tensor", "max abs", "rel L2", "cosine");
-    let (mut compared, mut failed) = (0, vec![]);
+    let mut tensors = vec![];
     for (name, wt) in &w {
         let key = format!("{prefix}{name}");
         let Some((_, gt)) = g.iter().find(|(n, _)| *n == key) else { continue };
         let d = fusec_verify::compare::diff(gt, wt)
             .map_err(|e| Failure::input(format!("tensor `{key}`: {e}")).in_file(got).at_tensor(Some(key.clone())))?;
         let _ = writeln!(o, "{key:<16} {:>12.3e} {:>12.3e} {:>12.9}", d.max_abs, d.rel_l2, d.cosine);
-        compared += 1;
-        if !d.within(max_abs, max_rel_l2) {
-            failed.push(key);
-        }
+        tensors.push(TensorDiff {
+            tensor: key,
+            max_abs: d.max_abs,
+            rel_l2: d.rel_l2,
+            cosine: d.cosine,
+            within: d.within(max_abs, max_rel_l2),
+        });
     }
+    let compared = tensors.len();
     if compared == 0 {
         emit(&o)?;
         let hint =
@@ -358,6 +553,7 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
             if prefix.is_empty() { String::new() } else { format!(" with prefix `{prefix}`") }
         )));
     }
+    let failed: Vec<&str> = tensors.iter().filter(|t| !t.within).map(|t| t.tensor.as_str()).collect();
     if failed.is_empty() {
         let _ = writeln!(o, "ok: {compared} tensors within max abs {max_abs:e} and rel L2 {max_rel_l2:e}");
     } else {
@@ -368,21 +564,32 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
         );
     }
     emit(&o)?;
-    if !failed.is_empty() {
-        return Err(Failure::mismatch(format!(
+    let message = (!failed.is_empty()).then(|| {
+        format!(
             "{}: {} of {compared} tensors exceed max abs {max_abs:e} or rel L2 {max_rel_l2:e}: {}",
             got.display(),
             failed.len(),
             failed.join(", ")
-        ))
-        .in_file(got));
+        )
+    });
+    let report = CompareReport { max_abs, max_rel_l2, ok: message.is_none(), tensors };
+    match message {
+        None => Ok(report),
+        Some(m) => Err(Failure::mismatch(m).in_file(got).with_report(to_json(&report)?)),
     }
-    Ok(())
+}
+
+/// A report as JSON (for `--json`, and the Python API).
+pub fn to_json(report: &impl serde::Serialize) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(report).map_err(|e| Failure::internal(format!("report to JSON: {e}")))
 }
 
 /// Writes command output to stdout; a reader that went away (`| head`) is
 /// not an error.
 pub(crate) fn emit(text: &str) -> Result<(), Failure> {
+    if !crate::report::stdout_wanted() {
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

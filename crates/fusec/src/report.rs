@@ -2,30 +2,71 @@
 //! loaded, what was written), warnings, and the one error a failure ends
 //! with. In text mode each is a line as it happens; with `--json` nothing
 //! is printed until the end, and stderr then carries exactly one JSON
-//! object: `{"notes": [...], "warnings": [...]}` on success, with an
-//! `"error"` object beside them on failure.
+//! object: `{"notes": [...], "warnings": [...], "report": {...}}` on
+//! success (the command's report, as the Python API returns it), with an
+//! `"error"` object beside them on failure. Called from Python (the
+//! `fusec` module), notes and warnings are kept for the caller and
+//! nothing goes to stdout.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-/// Whether `--json` was given (read by the interrupt handler too).
-static JSON: AtomicBool = AtomicBool::new(false);
+/// How messages reach the user (read by the interrupt handler too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Lines on stderr as they happen, tables on stdout.
+    Text,
+    /// `--json`: one object on stderr at the end, tables on stdout.
+    Json,
+    /// A library call (the Python API): notes and warnings kept for the
+    /// caller ([`take_messages`]), nothing on stdout, progress bars only
+    /// if `progress`.
+    Library { progress: bool },
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-pub fn set_json(on: bool) {
-    JSON.store(on, Ordering::Relaxed);
+pub fn set_mode(mode: Mode) {
+    let m = match mode {
+        Mode::Text => 0,
+        Mode::Json => 1,
+        Mode::Library { progress: false } => 2,
+        Mode::Library { progress: true } => 3,
+    };
+    MODE.store(m, Ordering::Relaxed);
 }
 
-pub fn json() -> bool {
-    JSON.load(Ordering::Relaxed)
+pub fn mode() -> Mode {
+    match MODE.load(Ordering::Relaxed) {
+        0 => Mode::Text,
+        1 => Mode::Json,
+        m => Mode::Library { progress: m == 3 },
+    }
+}
+
+/// Whether messages are kept rather than printed as they happen.
+fn kept() -> bool {
+    mode() != Mode::Text
+}
+
+/// Whether command output (tables) goes to stdout.
+pub fn stdout_wanted() -> bool {
+    !matches!(mode(), Mode::Library { .. })
+}
+
+/// The notes and warnings kept so far (emptied).
+pub fn take_messages() -> (Vec<String>, Vec<String>) {
+    let take = |m: &Mutex<Vec<String>>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+    (take(&NOTES), take(&WARNINGS))
 }
 
 /// A line of progress or result on stderr (`wrote super.onnx ...`).
 pub fn note(msg: impl Into<String>) {
     let msg = msg.into();
-    if json() {
+    if kept() {
         NOTES.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     } else {
         eprintln!("{msg}");
@@ -35,7 +76,7 @@ pub fn note(msg: impl Into<String>) {
 /// Something the user should know that does not stop the command.
 pub fn warn(msg: impl Into<String>) {
     let msg = msg.into();
-    if json() {
+    if kept() {
         WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
     } else {
         eprintln!("warning: {msg}");
@@ -45,17 +86,23 @@ pub fn warn(msg: impl Into<String>) {
 /// A warning said once per command however often it comes up (the same
 /// assumption made for every member).
 pub fn warn_once(msg: &str) {
-    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    if !said.iter().any(|s| s == msg) {
-        said.push(msg.to_string());
+    let said = match mode() {
+        Mode::Text => SAID.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| s == msg),
+        _ => WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| s == msg),
+    };
+    if !said {
+        SAID.lock().unwrap_or_else(|e| e.into_inner()).push(msg.to_string());
         warn(msg);
     }
 }
 
-/// A progress bar on stderr; hidden with `--json` (stderr is one object).
+/// What `warn_once` said in text mode.
+static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A progress bar on stderr; hidden with `--json` (stderr is one object)
+/// and in library calls made with `progress=False`.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    if json() {
+    if matches!(mode(), Mode::Json | Mode::Library { progress: false }) {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(len);
@@ -90,7 +137,7 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Input => "input",
             Kind::Internal => "internal",
@@ -109,11 +156,14 @@ pub struct Failure {
     pub file: Option<PathBuf>,
     pub node: Option<String>,
     pub tensor: Option<String>,
+    /// The command's report as far as it got (verify's, when outputs
+    /// differ: which ones and by how much).
+    pub report: Option<Box<serde_json::Value>>,
 }
 
 impl Failure {
     fn new(kind: Kind, message: impl Into<String>) -> Failure {
-        Failure { kind, message: message.into(), file: None, node: None, tensor: None }
+        Failure { kind, message: message.into(), file: None, node: None, tensor: None, report: None }
     }
 
     pub fn input(message: impl Into<String>) -> Failure {
@@ -153,6 +203,12 @@ impl Failure {
         self
     }
 
+    /// The command's report, kept with the failure.
+    pub fn with_report(mut self, report: serde_json::Value) -> Failure {
+        self.report = Some(Box::new(report));
+        self
+    }
+
     /// The `"error"` object of `--json`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut e = serde_json::json!({
@@ -174,11 +230,15 @@ impl Failure {
 }
 
 /// Ends the command's stderr: the error line in text mode; with `--json`,
-/// the one JSON object (notes, warnings, and the error if there is one).
-pub fn finish(failure: Option<&Failure>) {
-    if json() {
-        let take = |m: &Mutex<Vec<String>>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut o = serde_json::json!({ "notes": take(&NOTES), "warnings": take(&WARNINGS) });
+/// the one JSON object (notes, warnings, the command's report, and the
+/// error if there is one).
+pub fn finish(report: Option<&serde_json::Value>, failure: Option<&Failure>) {
+    if mode() == Mode::Json {
+        let (notes, warnings) = take_messages();
+        let mut o = serde_json::json!({ "notes": notes, "warnings": warnings });
+        if let Some(r) = report.or(failure.and_then(|f| f.report.as_deref())) {
+            o["report"] = r.clone();
+        }
         if let Some(f) = failure {
             o["error"] = f.to_json();
         }

@@ -13,7 +13,7 @@ use fusec_verify::timing::{interleaved, speedup_interval, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
 use crate::calibration::Calibration;
-use crate::commands::{emit, load_graph, member_names, read_inputs};
+use crate::commands::{check_inputs, emit, load_graph, member_names, read_inputs, to_json};
 use crate::report::progress;
 use crate::Failure;
 
@@ -22,14 +22,29 @@ const FP32_TOLERANCE: f64 = 1e-4;
 /// And for one with fp16 weights (`fusec fuse --precision fp16`).
 const FP16_TOLERANCE: f64 = 1e-2;
 
-/// Inputs for the models: the given file, or `images` deterministic
+/// Where the inputs of `verify` and `bench` come from.
+pub enum Inputs {
+    /// This many deterministic pseudo-random input sets.
+    Generated(usize),
+    /// A safetensors file, its tensors named as the model's inputs.
+    File(PathBuf),
+    /// Tensors named as the model's inputs (from the Python API).
+    Given(Tensors),
+}
+
+/// Inputs for the models: the given ones, or `images` deterministic
 /// pseudo-random input sets shaped like the graph's inputs: floats uniform
 /// in [-1, 1]; integer and bool inputs as a tokenizer makes them (see
 /// [`token_input`]).
-fn inputs(g: &Graph, file: Option<&Path>, images: usize) -> Result<Vec<Tensors>, Failure> {
-    if let Some(f) = file {
-        return Ok(vec![read_inputs(g, f)?]);
-    }
+fn inputs(g: &Graph, source: &Inputs) -> Result<Vec<Tensors>, Failure> {
+    let images = match source {
+        Inputs::File(f) => return Ok(vec![read_inputs(g, f)?]),
+        Inputs::Given(t) => {
+            check_inputs(g, t)?;
+            return Ok(vec![t.clone()]);
+        }
+        Inputs::Generated(n) => *n,
+    };
     let mut seed = 0x5eed_u64;
     let mut next = move || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -183,18 +198,115 @@ pub struct SpeedArgs {
     pub runs: usize,
 }
 
+/// One output of one member on one input, fused against the member alone.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OutputDiff {
+    /// Numbered from 1.
+    pub input: usize,
+    pub member: String,
+    pub output: String,
+    pub max_abs: f64,
+    pub rel_l2: f64,
+    pub cosine: f64,
+    /// Elements outside `atol + rtol * |member|`.
+    pub outside: usize,
+}
+
+/// For a one-logit cross-encoder: on how many inputs the fused model
+/// orders the batch's pairs as the member does.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ranking {
+    pub member: String,
+    pub batch: usize,
+    pub kept: usize,
+    pub ranked: usize,
+}
+
+/// A detector's decoded detections, fused against the member alone.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetectionRow {
+    pub input: usize,
+    pub member: String,
+    pub fused_detections: usize,
+    pub member_detections: usize,
+    #[serde(flatten)]
+    pub diff: fusec_verify::detect::DetectionDiff,
+}
+
+/// One timed configuration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpeedRow {
+    pub config: String,
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Query-document pairs per second (token inputs; `rps` times the batch).
+    pub pairs_per_s: Option<f64>,
+    pub speedup_p50: f64,
+    /// 95% bootstrap interval of `speedup_p50` (none for the baseline).
+    pub speedup_p50_interval: Option<(f64, f64)>,
+}
+
+/// `fusec verify`'s timing: the members one after another, then fused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpeedReport {
+    pub warmup: usize,
+    pub runs: usize,
+    pub rows: Vec<SpeedRow>,
+}
+
+/// What `fusec verify` found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyReport {
+    pub model: String,
+    pub members: Vec<String>,
+    /// Runtime, device and threads, e.g. `ort (cpu, 2 threads)`.
+    pub device: String,
+    pub inputs: usize,
+    /// Whether the inputs were made by fusec (deterministic random).
+    pub generated_inputs: bool,
+    pub atol: f64,
+    pub rtol: f64,
+    /// `fp32` or `fp16`: the fused model's weights, which set the default
+    /// tolerances.
+    pub weights: String,
+    pub outputs: Vec<OutputDiff>,
+    pub rankings: Vec<Ranking>,
+    pub detections: Vec<DetectionRow>,
+    /// Every output within the tolerances.
+    pub equivalent: bool,
+    /// The outputs that are not (with the input and element count).
+    pub failed: Vec<String>,
+    /// None with `runs` 0.
+    pub speed: Option<SpeedReport>,
+}
+
+fn speed_rows(rows: &[(&str, &Stats)], baseline: &Stats, items: Items) -> Vec<SpeedRow> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, (name, s))| SpeedRow {
+            config: name.to_string(),
+            stats: (*s).clone(),
+            pairs_per_s: match items {
+                Items::Pairs(b) => Some(s.rps * b as f64),
+                Items::Runs => None,
+            },
+            speedup_p50: baseline.p50_ms / s.p50_ms,
+            speedup_p50_interval: if i == 0 { None } else { speedup_interval(baseline, s) },
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn verify(
     model: &Path,
     member_paths: &[PathBuf],
     arch: &ArchOptions,
-    input: Option<&Path>,
-    images: usize,
+    input: &Inputs,
     cfg: &SessionConfig,
     atol: Option<f64>,
     rtol: Option<f64>,
     speed: &SpeedArgs,
-) -> Result<(), Failure> {
+) -> Result<VerifyReport, Failure> {
     if !matches!(fusec_frontends::detect_kind(model)?, fusec_frontends::FileKind::Onnx) {
         return Err(Failure::input(format!(
             "{}: verify takes the fused ONNX model (fusec fuse ... -o super.onnx)",
@@ -219,7 +331,8 @@ pub fn verify(
             }
         }
     }
-    let ins = inputs(&fused_graph, input, images)?;
+    let ins = inputs(&fused_graph, input)?;
+    let generated = matches!(input, Inputs::Generated(_));
     let mut fused = session(&fused_graph, cfg)?;
     let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
 
@@ -231,11 +344,7 @@ pub fn verify(
         members.len(),
         describe_cfg(cfg),
         ins.len(),
-        if input.is_some() {
-            ""
-        } else {
-            " (deterministic random; token ids, types and masks as a tokenizer makes them)"
-        }
+        if generated { " (deterministic random; token ids, types and masks as a tokenizer makes them)" } else { "" }
     );
     let _ = writeln!(
         o,
@@ -245,6 +354,8 @@ pub fn verify(
     let mut failed = vec![];
     let mut compared = 0;
     let mut det_rows = String::new();
+    let mut output_diffs = vec![];
+    let mut detection_rows = vec![];
     // Per member: (inputs whose ranking the fused model keeps, inputs ranked).
     let mut rankings: Vec<(usize, usize)> = vec![(0, 0); members.len()];
     for (k, x) in ins.iter().enumerate() {
@@ -255,6 +366,13 @@ pub fn verify(
             let want = s.run(x)?;
             if let (Some(dw), Some(dg)) = (detections(&want, "", g)?, detections(&got, &format!("{m}/"), g)?) {
                 let d = fusec_verify::detect::compare(&dg, &dw);
+                detection_rows.push(DetectionRow {
+                    input: k,
+                    member: m.clone(),
+                    fused_detections: dg.len(),
+                    member_detections: dw.len(),
+                    diff: d,
+                });
                 let _ = writeln!(
                     det_rows,
                     "| {k} | {m} | {} / {} | {} | {:.3e} | {:.3e} | {:.4} | {:.4} |",
@@ -278,6 +396,15 @@ pub fn verify(
                     "{k:<6} {m:<12} {oname:<16} {:>11.3e} {:>11.3e} {:>13.9} {outside:>9}",
                     d.max_abs, d.rel_l2, d.cosine
                 );
+                output_diffs.push(OutputDiff {
+                    input: k,
+                    member: m.clone(),
+                    output: oname.clone(),
+                    max_abs: d.max_abs,
+                    rel_l2: d.rel_l2,
+                    cosine: d.cosine,
+                    outside,
+                });
                 compared += 1;
                 if let Some(kept) = ranking_kept(f, w) {
                     rankings[j].0 += usize::from(kept);
@@ -293,9 +420,11 @@ pub fn verify(
             }
         }
     }
+    let mut ranking_rows = vec![];
     for ((m, (kept, ranked)), g) in names.iter().zip(&rankings).zip(&members) {
         if *ranked > 0 {
             let b = g.value(g.outputs()[0]).ty.shape[0];
+            ranking_rows.push(Ranking { member: m.clone(), batch: b, kept: *kept, ranked: *ranked });
             let _ = writeln!(
                 o,
                 "{m}: the fused model ranks the batch's {b} pairs as the member does on {kept} of {ranked} inputs"
@@ -319,6 +448,7 @@ pub fn verify(
     );
     emit(&o)?;
 
+    let mut speed_report = None;
     if speed.runs > 0 {
         let x = &ins[0];
         let pb = progress(speed.runs as u64, "timing");
@@ -337,7 +467,28 @@ pub fn verify(
         );
         t.push_str(&speed_table(&rows, &stats[0], None, Items::of(&fused_graph)));
         emit(&t)?;
+        speed_report = Some(SpeedReport {
+            warmup: speed.warmup,
+            runs: speed.runs,
+            rows: speed_rows(&rows, &stats[0], Items::of(&fused_graph)),
+        });
     }
+    let report = VerifyReport {
+        model: model.display().to_string(),
+        members: names.clone(),
+        device: describe_cfg(cfg),
+        inputs: ins.len(),
+        generated_inputs: generated,
+        atol,
+        rtol,
+        weights: if fp16 { "fp16".into() } else { "fp32".into() },
+        outputs: output_diffs,
+        rankings: ranking_rows,
+        detections: detection_rows,
+        equivalent: failed.is_empty(),
+        failed: failed.clone(),
+        speed: speed_report,
+    };
     if !failed.is_empty() {
         return Err(Failure::mismatch(format!(
             "{}: {} of {compared} outputs differ beyond atol {atol:e} / rtol {rtol:e}: {}",
@@ -345,9 +496,10 @@ pub fn verify(
             failed.len(),
             failed.join(", ")
         ))
-        .in_file(model));
+        .in_file(model)
+        .with_report(to_json(&report)?));
     }
-    Ok(())
+    Ok(report)
 }
 
 /// For a one-score-per-pair output (`[B, 1]`, a cross-encoder's logit, B
@@ -367,20 +519,38 @@ fn ranking_kept(fused: &ndarray::ArrayD<f32>, member: &ndarray::ArrayD<f32>) -> 
 }
 
 /// One benchmarked configuration.
-#[derive(serde::Serialize)]
-struct BenchRow {
-    config: String,
-    device: String,
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRow {
+    pub config: String,
+    pub device: String,
     #[serde(flatten)]
-    stats: Stats,
-    speedup_p50: f64,
+    pub stats: Stats,
+    pub speedup_p50: f64,
     /// 95% bootstrap interval of `speedup_p50` (none for the baseline).
-    speedup_p50_interval: Option<(f64, f64)>,
+    pub speedup_p50_interval: Option<(f64, f64)>,
     /// Worst output difference against the members run alone.
-    max_abs: f64,
-    rel_l2: f64,
+    pub max_abs: f64,
+    pub rel_l2: f64,
     /// Worst detection metrics over the members (EfficientDet heads only).
-    detections: Option<fusec_verify::detect::DetectionDiff>,
+    pub detections: Option<fusec_verify::detect::DetectionDiff>,
+}
+
+/// What `fusec bench` measured (also its `--json-out` file).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub members: Vec<String>,
+    pub device: String,
+    pub warmup: usize,
+    pub runs: usize,
+    /// The members one after another first (the baseline), then the members
+    /// canonicalized but unfused, then each fused configuration.
+    pub rows: Vec<BenchRow>,
+    /// The fastest fused configuration.
+    pub fastest: String,
+    /// Its speedup over the canonicalized members: the gain of fusion itself.
+    pub fusion_gain: f64,
+    /// What `--calibrate` wrote.
+    pub calibration: Option<Calibration>,
 }
 
 /// A fused configuration `fusec bench` measures.
@@ -435,16 +605,19 @@ fn lowerings() -> Vec<(String, FuseOptions)> {
 pub fn bench(
     member_paths: &[PathBuf],
     arch: &ArchOptions,
-    input: Option<&Path>,
+    input: &Inputs,
     cfg: &SessionConfig,
     speed: &SpeedArgs,
     json: Option<&Path>,
     markdown: Option<&Path>,
     calibrate: Option<&Path>,
-) -> Result<(), Failure> {
+) -> Result<BenchReport, Failure> {
     let names = member_names(member_paths);
     let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
-    let ins = inputs(&members[0], input, 1)?;
+    let ins = match input {
+        Inputs::Generated(_) => inputs(&members[0], &Inputs::Generated(1))?,
+        given => inputs(&members[0], given)?,
+    };
     let x = &ins[0];
     let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
     let mut want: Vec<(String, ndarray::ArrayD<f32>)> = vec![];
@@ -603,13 +776,7 @@ pub fn bench(
     if let Some(p) = markdown {
         fusec_exporters::write_atomic(p, md.as_bytes())?;
     }
-    if let Some(p) = json {
-        let j = serde_json::to_vec_pretty(
-            &serde_json::json!({ "members": names, "warmup": speed.warmup, "runs": speed.runs, "rows": rows }),
-        )
-        .map_err(|e| Failure::internal(e.to_string()))?;
-        fusec_exporters::write_atomic(p, &j)?;
-    }
+    let mut calibration = None;
     if let Some(p) = calibrate {
         // The fastest lowering; fp16 weights are a precision choice, not one.
         let mut ranked: Vec<(usize, &BenchConfig)> =
@@ -630,8 +797,23 @@ pub fn bench(
             cal.speedup_p50,
             p.display()
         ));
+        calibration = Some(cal);
     }
-    Ok(())
+    let report = BenchReport {
+        members: names,
+        device,
+        warmup: speed.warmup,
+        runs: speed.runs,
+        fastest: best.config.clone(),
+        fusion_gain: rows[1].stats.p50_ms / best.stats.p50_ms,
+        rows: rows.clone(),
+        calibration,
+    };
+    if let Some(p) = json {
+        let j = serde_json::to_vec_pretty(&report).map_err(|e| Failure::internal(e.to_string()))?;
+        fusec_exporters::write_atomic(p, &j)?;
+    }
+    Ok(report)
 }
 
 /// Why the fastest row of a bench may not be the fastest lowering: its

@@ -183,11 +183,22 @@ impl Session for TractSession {
     }
 }
 
+/// The `onnxruntime` package directory of the Python environment fusec
+/// runs in, when the Python package says so (see [`ort_library`]).
+static PYTHON_PACKAGE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Tells [`ort_library`] where the `onnxruntime` package of the calling
+/// Python environment is (the `fusec` Python module does, on import).
+pub fn set_python_package(dir: PathBuf) {
+    let _ = PYTHON_PACKAGE.set(dir);
+}
+
 /// The path of the ONNX Runtime shared library: `ORT_DYLIB_PATH` when set;
-/// else the library of an `onnxruntime` Python package, first one installed
-/// in the environment fusec itself is installed in (a virtual environment
-/// or prefix: `BIN/../lib/python3.*/site-packages`), then the one the
-/// `python3` on `PATH` imports.
+/// else the library of an `onnxruntime` Python package: the one of the
+/// Python environment running fusec (the `fusec` Python package), the one
+/// installed in the environment the fusec binary is installed in (a
+/// virtual environment or prefix: `BIN/../lib/python3.*/site-packages`),
+/// then the one the `python3` on `PATH` imports.
 pub fn ort_library() -> Result<PathBuf, VerifyError> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FOUND.get_or_init(find_ort_library).clone().map_err(VerifyError::Unavailable)
@@ -201,6 +212,9 @@ fn find_ort_library() -> Result<PathBuf, String> {
         } else {
             Err(format!("ORT_DYLIB_PATH points to {}, which is not a file; run scripts/install-ort.sh", p.display()))
         };
+    }
+    if let Some(p) = PYTHON_PACKAGE.get().and_then(|d| ort_in_package(d)) {
+        return Ok(p);
     }
     let beside_exe = std::env::current_exe().ok().and_then(|exe| {
         let prefix = exe.canonicalize().ok()?.parent()?.parent()?.to_path_buf();

@@ -1,0 +1,11 @@
+//! fusec as a library: the commands of the `fusec` command line, each
+//! returning its typed report (what `--json` prints under `"report"`), and
+//! the command line itself ([`cli::main`]). The Python package calls these.
+
+pub mod calibration;
+pub mod cli;
+pub mod commands;
+pub mod report;
+pub mod speed;
+
+pub use report::Failure;
