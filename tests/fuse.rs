@@ -593,3 +593,57 @@ fn fp16_weights_halve_the_onnx_file_and_keep_the_detections() {
         assert_eq!(label_accuracy, paired as f64 / 100.0, "a paired detection changed its label: {row}");
     }
 }
+
+#[test]
+fn fp16_compute_for_gpus_and_the_cuda_options_say_what_they_need() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("super16.onnx");
+    let members: Vec<PathBuf> = MEMBERS.iter().map(|m| reference(&format!("{m}.safetensors"))).collect();
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    fuse(&refs, &out, &["--precision", "fp16-compute"]);
+    // The interface stays f32; inside, the model computes in f16.
+    let ir = String::from_utf8(ok(fusec(&["inspect", s(&out), "--ir"])).stdout).unwrap();
+    assert!(ir.contains("input  %0 \"image\": f32[1,3,512,512]"), "{}", &ir[..400]);
+    assert!(ir.contains("= Conv(") && ir.lines().filter(|l| l.contains("= Conv(")).all(|l| l.contains(": f16[")));
+    assert!(ir.contains("output") && ir.lines().filter(|l| l.starts_with("  output")).all(|l| l.contains(": f32[")));
+    // Against the fp32 members: within the fp16 tolerance, detections kept.
+    let input = reference("input.safetensors");
+    let mut args = vec!["verify", s(&out), "--members"];
+    args.extend(members.iter().map(|p| s(p)));
+    args.extend_from_slice(&["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(
+        text.contains("equivalence: ok (30 outputs compared, |fused - member| <= 1e-2 + 1e-2 * |member|"),
+        "{text}"
+    );
+    for m in MEMBERS {
+        let row = text.lines().find(|l| l.starts_with(&format!("| 1 | {m} | "))).unwrap_or_else(|| panic!("{text}"));
+        let paired: usize = row.split('|').map(str::trim).nth(4).unwrap().parse().unwrap();
+        assert!(paired >= 99, "paired detections: {row}");
+    }
+    // verify --precision fp16: the fp32 fused model and the members, each
+    // made to compute in f16 (members and fused with the same options).
+    let f32_out = dir.path().join("super.onnx");
+    fuse(&refs, &f32_out, &[]);
+    let mut args16 = args.clone();
+    args16[1] = s(&f32_out);
+    args16.extend_from_slice(&["--precision", "fp16"]);
+    let text = String::from_utf8(ok(fusec(&args16)).stdout).unwrap();
+    assert!(text.contains("equivalence: ok") && text.contains("the model has fp16 compute"), "{text}");
+    // CUDA options: a clear error without the CUDA provider, never a CPU run.
+    let two = [s(&members[0]), s(&members[1])];
+    for (extra, needle) in [
+        (vec!["--device", "cuda", "--cuda-graph"], "has no CUDA execution provider"),
+        (vec!["--cuda-graph"], "--cuda-graph needs --runtime ort --device cuda"),
+        (vec!["--device", "cuda", "--precision", "fp16"], "has no CUDA execution provider"),
+    ] {
+        let mut a = vec!["bench", two[0], two[1], "--runtime", "ort", "--runs", "1", "--json"];
+        a.extend(extra.iter().copied());
+        let res = fusec(&a);
+        assert_eq!(res.status.code(), Some(2), "{a:?}: {}", String::from_utf8_lossy(&res.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+        assert_eq!(j["error"]["kind"], "input", "{j}");
+        assert!(j["error"]["message"].as_str().unwrap().contains(needle), "{j}");
+    }
+}

@@ -216,7 +216,8 @@ def fuse(
     or ``*.mlpackage`` (Core ML), written atomically (an existing file is
     untouched on failure). ``lowering``: ``regions`` (default), ``grouped``
     or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
-    instead. ``precision``: ``fp32`` or ``fp16``.
+    instead. ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
+    computes in fp16) or ``fp16-compute`` (ONNX computing in fp16, for GPUs).
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
     >>> r.nodes, r.convs, [m.name for m in r.members]
@@ -247,6 +248,8 @@ def verify(
     runtime: str = "ort",
     device: str = "cpu",
     threads: Optional[int] = None,
+    cuda_graph: bool = False,
+    precision: str = "fp32",
     atol: Optional[float] = None,
     rtol: Optional[float] = None,
     warmup: int = 3,
@@ -263,6 +266,9 @@ def verify(
 
     ``inputs``: a ``.safetensors`` file, or a dict of numpy arrays named as
     the model's inputs; default: ``images`` deterministic random inputs.
+    ``device="cuda"`` needs an ONNX Runtime with the CUDA provider
+    (``scripts/install-ort-gpu.sh``); ``cuda_graph=True`` replays CUDA
+    graphs; ``precision="fp16"`` makes every model compute in fp16.
     Raises :class:`MismatchError` (with the report) when an output differs.
 
     >>> r = fusec.verify("super.onnx", members, inputs="input.safetensors", runs=0)
@@ -281,6 +287,8 @@ def verify(
         runtime,
         device,
         threads,
+        bool(cuda_graph),
+        precision,
         atol,
         rtol,
         int(warmup),
@@ -297,6 +305,8 @@ def bench(
     runtime: str = "ort",
     device: str = "cpu",
     threads: Optional[int] = None,
+    cuda_graph: bool = False,
+    precision: str = "fp32",
     warmup: int = 3,
     runs: int = 20,
     json_out: Optional[PathLike] = None,
@@ -326,6 +336,8 @@ def bench(
         runtime,
         device,
         threads,
+        bool(cuda_graph),
+        precision,
         int(warmup),
         int(runs),
         opt(json_out),
@@ -361,6 +373,8 @@ def run(
     runtime: str = "ort",
     device: str = "cpu",
     threads: Optional[int] = None,
+    cuda_graph: bool = False,
+    precision: str = "fp32",
     arch: Optional[str] = None,
     image_size: Optional[int] = None,
     batch: Optional[int] = None,
@@ -378,7 +392,7 @@ def run(
 
     try:
         outputs, _notes, warns = _fusec.run(
-            os.fspath(model), _tensors(inputs), runtime, device, threads, *_arch(arch, image_size, batch, seq_len)
+            os.fspath(model), _tensors(inputs), runtime, device, threads, bool(cuda_graph), precision, *_arch(arch, image_size, batch, seq_len)
         )
     except _fusec.Failure as e:
         raise _error(e) from None

@@ -21,13 +21,13 @@ def fuse(
 ) -> _Returned: ...
 def verify(
     model: str, members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors],
-    images: int, runtime: str, device: str, threads: Optional[int], atol: Optional[float],
+    images: int, runtime: str, device: str, threads: Optional[int], cuda_graph: bool, precision: str, atol: Optional[float],
     rtol: Optional[float], warmup: int, runs: int, arch_name: Optional[str], image_size: Optional[int],
     batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
 def bench(
     members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors], runtime: str,
-    device: str, threads: Optional[int], warmup: int, runs: int, json_out: Optional[str],
+    device: str, threads: Optional[int], cuda_graph: bool, precision: str, warmup: int, runs: int, json_out: Optional[str],
     markdown_out: Optional[str], calibrate: Optional[str], arch_name: Optional[str],
     image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
@@ -35,6 +35,6 @@ def inspect(
     path: str, arch_name: Optional[str], image_size: Optional[int], batch: Optional[int], seq_len: Optional[int],
 ) -> _Returned: ...
 def run(
-    model: str, input_tensors: _Tensors, runtime: str, device: str, threads: Optional[int],
+    model: str, input_tensors: _Tensors, runtime: str, device: str, threads: Optional[int], cuda_graph: bool, precision: str,
     arch_name: Optional[str], image_size: Optional[int], batch: Optional[int], seq_len: Optional[int],
 ) -> Tuple[List[Tuple[str, List[int], bytes]], List[str], List[str]]: ...

@@ -47,6 +47,16 @@ enum LoweringArg {
 enum PrecisionArg {
     Fp32,
     Fp16,
+    /// ONNX: computes in fp16 throughout (for GPUs); Core ML: as fp16
+    #[value(name = "fp16-compute")]
+    Fp16Compute,
+}
+
+/// What every model run computes in.
+#[derive(Clone, Copy, ValueEnum)]
+enum ComputeArg {
+    Fp32,
+    Fp16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +80,11 @@ struct RuntimeArgs {
     /// README's measurements
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// With --device cuda: capture each model's run as a CUDA graph and
+    /// replay it (ONNX Runtime's CUDA graphs; static shapes, inputs and
+    /// outputs bound on the device), members and fused model alike
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 /// `--threads`' default: the CPUs this process may use.
@@ -79,7 +94,7 @@ fn default_threads() -> usize {
 
 impl RuntimeArgs {
     fn config(&self) -> fusec_verify::runtime::SessionConfig {
-        session_config(self.runtime, self.device, self.threads)
+        session_config(self.runtime, self.device, self.threads, self.cuda_graph)
     }
 }
 
@@ -91,9 +106,26 @@ struct SpeedArgs {
     /// Timed rounds (0: no timing)
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// What every model (the members and the fused model) computes in:
+    /// fp16 converts each to compute in fp16 (for GPUs, --device cuda;
+    /// ONNX Runtime's CPU provider lacks fp16 kernels for most ops),
+    /// checked with the fp16 tolerance
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: ComputeArg,
 }
 
-fn session_config(runtime: Runtime, device: Device, threads: usize) -> fusec_verify::runtime::SessionConfig {
+impl SpeedArgs {
+    fn args(&self) -> speed::SpeedArgs {
+        speed::SpeedArgs { warmup: self.warmup, runs: self.runs, fp16: matches!(self.precision, ComputeArg::Fp16) }
+    }
+}
+
+fn session_config(
+    runtime: Runtime,
+    device: Device,
+    threads: usize,
+    cuda_graph: bool,
+) -> fusec_verify::runtime::SessionConfig {
     fusec_verify::runtime::SessionConfig {
         runtime: match runtime {
             Runtime::Tract => fusec_verify::runtime::RuntimeKind::Tract,
@@ -105,6 +137,7 @@ fn session_config(runtime: Runtime, device: Device, threads: usize) -> fusec_ver
             Device::Coreml => fusec_verify::runtime::Device::CoreMl,
         },
         threads: Some(threads),
+        cuda_graph,
     }
 }
 
@@ -190,6 +223,13 @@ enum Command {
         /// CPUs this process may use
         #[arg(long, default_value_t = default_threads())]
         threads: usize,
+        /// With --runtime ort --device cuda: run as a captured CUDA graph
+        #[arg(long)]
+        cuda_graph: bool,
+        /// What the model computes in (fp16: converted to compute in fp16,
+        /// for GPUs)
+        #[arg(long, value_enum, default_value = "fp32")]
+        precision: ComputeArg,
         /// Where to write the outputs (safetensors, written atomically)
         #[arg(short, long)]
         output: std::path::PathBuf,
@@ -214,7 +254,8 @@ enum Command {
         output: std::path::PathBuf,
         /// fp16: a Core ML package stores fp16 weights and computes in fp16;
         /// an ONNX model stores fp16 weights and computes in fp32 (half the
-        /// file). Inputs and outputs stay fp32 either way
+        /// file, for CPUs). fp16-compute: an ONNX model computes in fp16
+        /// throughout (for GPUs). Inputs and outputs stay fp32 either way
         #[arg(long, value_enum, default_value = "fp32")]
         precision: PrecisionArg,
         /// Print the shared trunk, the grouping and every divergence
@@ -410,18 +451,20 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                     },
                 },
             };
-            let precision = match precision {
-                PrecisionArg::Fp32 => fusec_exporters::coreml::Precision::F32,
-                PrecisionArg::Fp16 => fusec_exporters::coreml::Precision::F16,
+            let (precision, fp16_compute) = match precision {
+                PrecisionArg::Fp32 => (fusec_exporters::coreml::Precision::F32, false),
+                PrecisionArg::Fp16 => (fusec_exporters::coreml::Precision::F16, false),
+                PrecisionArg::Fp16Compute => (fusec_exporters::coreml::Precision::F16, true),
             };
-            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision)?)
+            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, fp16_compute)?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
             to_json(&commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)?)
         }
-        Command::Run { model, arch, input, runtime, device, threads, output } => {
-            commands::run(&model, &arch.options(), &input, &session_config(runtime, device, threads), &output)
-                .map(|()| serde_json::json!({}))
+        Command::Run { model, arch, input, runtime, device, threads, cuda_graph, precision, output } => {
+            let cfg = session_config(runtime, device, threads, cuda_graph);
+            let fp16 = matches!(precision, ComputeArg::Fp16);
+            commands::run(&model, &arch.options(), &input, &cfg, fp16, &output).map(|()| serde_json::json!({}))
         }
         Command::Verify { model, members, arch, input, images, rt, atol, rtol, speed } => to_json(&speed::verify(
             &model,
@@ -431,7 +474,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             &rt.config(),
             atol,
             rtol,
-            &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
+            &speed.args(),
         )?),
         Command::Bench { members, arch, input, rt, speed, json_out, markdown_out, calibrate } => {
             to_json(&speed::bench(
@@ -439,7 +482,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                 &arch.options(),
                 &input.map_or(Inputs::Generated(1), Inputs::File),
                 &rt.config(),
-                &speed::SpeedArgs { warmup: speed.warmup, runs: speed.runs },
+                &speed.args(),
                 json_out.as_deref(),
                 markdown_out.as_deref(),
                 calibrate.as_deref(),

@@ -265,10 +265,17 @@ pub(crate) fn check_inputs(g: &Graph, inputs: &fusec_verify::Tensors) -> Result<
     Ok(())
 }
 
-pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, output: &Path) -> Result<(), Failure> {
+pub fn run(
+    model: &Path,
+    arch: &ArchOptions,
+    input: &Path,
+    cfg: &SessionConfig,
+    fp16: bool,
+    output: &Path,
+) -> Result<(), Failure> {
     let g = load_graph(model, arch)?;
     let inputs = read_inputs(&g, input)?;
-    let (outputs, ran) = run_graph(model, &g, &inputs, cfg)?;
+    let (outputs, ran) = run_graph(model, &g, &inputs, cfg, fp16)?;
     let encoded = fusec_verify::io::to_safetensors_bytes(&outputs)?;
     fusec_exporters::write_atomic(output, &encoded)?;
     crate::report::note(format!("{ran}; wrote {} outputs to {}", outputs.len(), output.display()));
@@ -277,15 +284,17 @@ pub fn run(model: &Path, arch: &ArchOptions, input: &Path, cfg: &SessionConfig, 
 
 /// Runs a model (any file `load_graph` takes) on `inputs`, which must hold
 /// every input of the model with its shape; the outputs in the model's order.
+/// With `fp16`, the model computes in f16.
 pub fn run_tensors(
     model: &Path,
     arch: &ArchOptions,
     inputs: &fusec_verify::Tensors,
     cfg: &SessionConfig,
+    fp16: bool,
 ) -> Result<fusec_verify::Tensors, Failure> {
     let g = load_graph(model, arch)?;
     check_inputs(&g, inputs).map_err(|f| Failure { message: format!("{}: {}", model.display(), f.message), ..f })?;
-    let (outputs, ran) = run_graph(model, &g, inputs, cfg)?;
+    let (outputs, ran) = run_graph(model, &g, inputs, cfg, fp16)?;
     crate::report::note(ran);
     Ok(outputs)
 }
@@ -296,8 +305,16 @@ fn run_graph(
     g: &Graph,
     inputs: &fusec_verify::Tensors,
     cfg: &SessionConfig,
+    fp16: bool,
 ) -> Result<(fusec_verify::Tensors, String), Failure> {
-    let bytes = fusec_exporters::onnx::export(g)?;
+    let bytes = if fp16 {
+        let mut h = g.clone();
+        fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
+        fusec_passes::validate::validated("fp16_compute", &h)?;
+        fusec_exporters::onnx::export(&h)?
+    } else {
+        fusec_exporters::onnx::export(g)?
+    };
     let t0 = Instant::now();
     let mut session = fusec_verify::runtime::load(&bytes, cfg)?;
     let t1 = Instant::now();
@@ -405,6 +422,7 @@ pub fn fuse(
     explain: bool,
     opts: &fusec_passes::FuseOptions,
     precision: Precision,
+    fp16_compute: bool,
 ) -> Result<FuseReport, Failure> {
     let format = OutputFormat::of(output)?;
     let t0 = Instant::now();
@@ -431,7 +449,11 @@ pub fn fuse(
         ));
     }
     let mut g = fused.graph;
-    if format == OutputFormat::Onnx && precision == Precision::F16 {
+    if format == OutputFormat::Onnx && fp16_compute {
+        // ONNX for GPUs: f16 throughout, f32 at the interface.
+        fusec_passes::fp16_compute(&mut g).map_err(fusec_passes::PassError::from)?;
+        fusec_passes::validate::validated("fp16_compute", &g)?;
+    } else if format == OutputFormat::Onnx && precision == Precision::F16 {
         // ONNX: fp16 weights, f32 compute (a Cast after each weight).
         fusec_passes::fp16_weights(&mut g).map_err(fusec_passes::PassError::from)?;
         fusec_passes::validate::validated("fp16_weights", &g)?;
@@ -479,9 +501,10 @@ pub fn fuse(
             OutputFormat::Onnx => "onnx".into(),
             OutputFormat::CoreMl => "mlpackage".into(),
         },
-        precision: match precision {
-            Precision::F32 => "fp32".into(),
-            Precision::F16 => "fp16".into(),
+        precision: match (precision, fp16_compute) {
+            (_, true) => "fp16-compute".into(),
+            (Precision::F32, _) => "fp32".into(),
+            (Precision::F16, _) => "fp16".into(),
         },
         members: files,
         nodes: r.fused_nodes,

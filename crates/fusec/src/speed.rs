@@ -110,7 +110,18 @@ fn detections(
         .map_err(|e| Failure::internal(format!("decoding detections: {e}")))
 }
 
-fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> {
+/// A session for `g`; with `fp16`, `g` computes in f16 (members and
+/// fused models alike: `--precision fp16`).
+fn session(g: &Graph, cfg: &SessionConfig, fp16: bool) -> Result<Box<dyn Session>, Failure> {
+    let half;
+    let g = if fp16 {
+        let mut h = g.clone();
+        fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
+        half = fusec_passes::validate::validated("fp16_compute", &h).map(|_| h)?;
+        &half
+    } else {
+        g
+    };
     let bytes = fusec_exporters::onnx::export(g)?;
     Ok(fusec_verify::runtime::load(&bytes, cfg)?)
 }
@@ -118,7 +129,7 @@ fn session(g: &Graph, cfg: &SessionConfig) -> Result<Box<dyn Session>, Failure> 
 /// The baseline: each member's session in turn, on the same input.
 fn one_after_another(sessions: &mut [Box<dyn Session>], x: &Tensors) -> Result<(), VerifyError> {
     for s in sessions {
-        s.run(x)?;
+        s.run_only(x)?;
     }
     Ok(())
 }
@@ -196,6 +207,9 @@ impl Items {
 pub struct SpeedArgs {
     pub warmup: usize,
     pub runs: usize,
+    /// `--precision fp16`: every model run (members and fused) computes
+    /// in f16.
+    pub fp16: bool,
 }
 
 /// One output of one member on one input, fused against the member alone.
@@ -316,7 +330,11 @@ pub fn verify(
     let fused_graph = fusec_frontends::onnx::load(model)?;
     // Default tolerances by precision: fp16 weights move outputs by ~1e-3.
     let fp16 = fused_graph.weights().any(|(_, _, t)| t.ty().dtype == fuse_ir::DType::F16);
-    let (default_tol, why) = if fp16 { (FP16_TOLERANCE, "fp16 weights") } else { (FP32_TOLERANCE, "fp32 weights") };
+    let (default_tol, why) = match (speed.fp16, fp16) {
+        (true, _) => (FP16_TOLERANCE, "fp16 compute"),
+        (false, true) => (FP16_TOLERANCE, "fp16 weights"),
+        (false, false) => (FP32_TOLERANCE, "fp32 weights"),
+    };
     let (atol, rtol) = (atol.unwrap_or(default_tol), rtol.unwrap_or(default_tol));
     let names = member_names(member_paths);
     let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
@@ -333,8 +351,9 @@ pub fn verify(
     }
     let ins = inputs(&fused_graph, input)?;
     let generated = matches!(input, Inputs::Generated(_));
-    let mut fused = session(&fused_graph, cfg)?;
-    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
+    let mut fused = session(&fused_graph, cfg, speed.fp16)?;
+    let mut sessions: Vec<Box<dyn Session>> =
+        members.iter().map(|g| session(g, cfg, speed.fp16)).collect::<Result<_, _>>()?;
 
     let mut o = String::new();
     let _ = writeln!(
@@ -453,7 +472,7 @@ pub fn verify(
         let x = &ins[0];
         let pb = progress(speed.runs as u64, "timing");
         let mut base = || one_after_another(&mut sessions, x);
-        let mut fus = || -> Result<(), VerifyError> { fused.run(x).map(|_| ()) };
+        let mut fus = || -> Result<(), VerifyError> { fused.run_only(x) };
         let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
         pb.finish_and_clear();
         let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
@@ -481,7 +500,7 @@ pub fn verify(
         generated_inputs: generated,
         atol,
         rtol,
-        weights: if fp16 { "fp16".into() } else { "fp32".into() },
+        weights: if fp16 || speed.fp16 { "fp16".into() } else { "fp32".into() },
         outputs: output_diffs,
         rankings: ranking_rows,
         detections: detection_rows,
@@ -619,7 +638,8 @@ pub fn bench(
         given => inputs(&members[0], given)?,
     };
     let x = &ins[0];
-    let mut sessions: Vec<Box<dyn Session>> = members.iter().map(|g| session(g, cfg)).collect::<Result<_, _>>()?;
+    let mut sessions: Vec<Box<dyn Session>> =
+        members.iter().map(|g| session(g, cfg, speed.fp16)).collect::<Result<_, _>>()?;
     let mut want: Vec<(String, ndarray::ArrayD<f32>)> = vec![];
     for (m, s) in names.iter().zip(sessions.iter_mut()) {
         for (o, t) in s.run(x)? {
@@ -651,7 +671,8 @@ pub fn bench(
             }
             Ok((max_abs, rel, worst))
         };
-    let configs = bench_configs();
+    // With fp16 compute, fp16 weights are no separate choice.
+    let configs: Vec<BenchConfig> = bench_configs().into_iter().filter(|c| !(speed.fp16 && c.fp16_weights)).collect();
     let pb = progress(configs.len() as u64 + 1, "building");
     // The members after fuse's single-model passes, unfused: what those
     // rewrites give without fusion.
@@ -660,7 +681,7 @@ pub fn bench(
     for (m, g) in names.iter().zip(&members) {
         let mut g = g.clone();
         fusec_passes::prepare_member(&mut g, false).map_err(|e| e.in_member(m))?;
-        let mut s = session(&g, cfg)?;
+        let mut s = session(&g, cfg, speed.fp16)?;
         for (o, t) in s.run(x)? {
             prepared_out.push((format!("{m}/{o}"), t));
         }
@@ -677,7 +698,7 @@ pub fn bench(
             fusec_passes::fp16_weights(&mut f.graph).map_err(fusec_passes::PassError::from)?;
             fusec_passes::validate::validated("fp16_weights", &f.graph)?;
         }
-        let mut s = session(&f.graph, cfg)?;
+        let mut s = session(&f.graph, cfg, speed.fp16)?;
         let got = s.run(x)?;
         diffs.push(differences(name, &got)?);
         fused_sessions.push(s);
@@ -691,7 +712,7 @@ pub fn bench(
     let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> =
         vec![Box::new(&mut base), Box::new(&mut prepared)];
     for s in fused_sessions.iter_mut() {
-        runners.push(Box::new(move || s.run(x).map(|_| ())));
+        runners.push(Box::new(move || s.run_only(x)));
     }
     let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
         runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fuse_ir::{text::to_text, Graph};
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
-use fusec_passes::{align, canonicalize, dce, fold_bn, fuse, FuseOptions, Lowering, Member};
+use fusec_passes::{align, canonicalize, dce, fold_bn, fp16_compute, fuse, FuseOptions, Lowering, Member};
 use fusec_verify::compare::diff;
 use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
 use fusec_verify::Tensors;
@@ -103,7 +103,7 @@ fn image() -> Tensors {
 
 fn run(g: &Graph) -> Tensors {
     let bytes = fusec_exporters::onnx::export(g).expect("exports");
-    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None };
+    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
     load(&bytes, &cfg).expect("loads").run(&image()).expect("runs")
 }
 
@@ -156,6 +156,33 @@ fn dce_removes_the_dead_shape_arithmetic() {
     assert_eq!(dce(&mut g), 2);
     insta::assert_snapshot!(before_after(&before, &g));
     assert_same_outputs(&run(&g), "", &run(&before));
+}
+
+#[test]
+fn fp16_compute_keeps_an_f32_interface_and_the_outputs_to_fp16_rounding() {
+    let before = prepared(1, 1, 3);
+    let mut g = before.clone();
+    assert!(fp16_compute(&mut g).unwrap() > 0);
+    fusec_passes::validate::validated("fp16_compute", &g).unwrap();
+    // The interface is the model's: f32 in and out, under the same names.
+    for (a, b) in [(g.inputs(), before.inputs()), (g.outputs(), before.outputs())] {
+        let names = |g: &Graph, vs: &[fuse_ir::ValueId]| -> Vec<String> {
+            vs.iter().map(|&v| format!("{} {}", g.value(v).name, g.value(v).ty)).collect()
+        };
+        assert_eq!(names(&g, a), names(&before, b));
+    }
+    // Inside, every float weight and activation is f16.
+    assert!(g
+        .weights()
+        .filter(|(id, _, _)| !g.users(*id).is_empty())
+        .all(|(_, _, t)| !t.ty().dtype.is_float() || t.ty().dtype == fuse_ir::DType::F16));
+    insta::assert_snapshot!(before_after(&before, &g));
+    let (got, want) = (run(&g), run(&before));
+    for ((n, a), (_, b)) in got.iter().zip(&want) {
+        let d = diff(a, b).unwrap();
+        // fusec verify's fp16 tolerance (1e-2), as relative L2.
+        assert!(d.rel_l2 < 1e-2, "{n}: {d:?}");
+    }
 }
 
 fn prepared(seed: u64, stem_seed: u64, classes: i64) -> Graph {

@@ -69,7 +69,7 @@ fn arch(arch: Option<String>, image_size: Option<usize>, batch: Option<usize>, s
     ArchOptions { arch, image_size, batch, seq_len }
 }
 
-fn session_config(runtime: &str, device: &str, threads: Option<usize>) -> PyResult<SessionConfig> {
+fn session_config(runtime: &str, device: &str, threads: Option<usize>, cuda_graph: bool) -> PyResult<SessionConfig> {
     let runtime = match runtime {
         "ort" => RuntimeKind::Ort,
         "tract" => RuntimeKind::Tract,
@@ -82,7 +82,16 @@ fn session_config(runtime: &str, device: &str, threads: Option<usize>) -> PyResu
         d => return Err(PyValueError::new_err(format!("device must be 'cpu', 'cuda' or 'coreml', not {d:?}"))),
     };
     let threads = threads.or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()));
-    Ok(SessionConfig { runtime, device, threads })
+    Ok(SessionConfig { runtime, device, threads, cuda_graph })
+}
+
+/// `precision="fp16"` of verify, bench and run: every model computes in f16.
+fn compute_fp16(precision: &str) -> PyResult<bool> {
+    match precision {
+        "fp32" => Ok(false),
+        "fp16" => Ok(true),
+        p => Err(PyValueError::new_err(format!("precision must be 'fp32' or 'fp16', not {p:?}"))),
+    }
 }
 
 fn tensors(raw: RawTensors) -> PyResult<fusec_verify::Tensors> {
@@ -144,10 +153,13 @@ fn fuse(
             )))
         }
     };
-    let precision = match precision {
-        "fp32" => fusec_exporters::coreml::Precision::F32,
-        "fp16" => fusec_exporters::coreml::Precision::F16,
-        p => return Err(PyValueError::new_err(format!("precision must be 'fp32' or 'fp16', not {p:?}"))),
+    let (precision, fp16_compute) = match precision {
+        "fp32" => (fusec_exporters::coreml::Precision::F32, false),
+        "fp16" => (fusec_exporters::coreml::Precision::F16, false),
+        "fp16-compute" => (fusec_exporters::coreml::Precision::F16, true),
+        p => {
+            return Err(PyValueError::new_err(format!("precision must be 'fp32', 'fp16' or 'fp16-compute', not {p:?}")))
+        }
     };
     if members.len() < 2 {
         return Err(PyValueError::new_err(format!("fuse takes 2 or more members, not {}", members.len())));
@@ -158,12 +170,12 @@ fn fuse(
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, ..Default::default() },
         };
-        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision)
+        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, fp16_compute)
     })
 }
 
 #[pyfunction]
-#[pyo3(signature = (model, members, input_file, input_tensors, images, runtime, device, threads, atol, rtol, warmup, runs, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (model, members, input_file, input_tensors, images, runtime, device, threads, cuda_graph, precision, atol, rtol, warmup, runs, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn verify(
     py: Python<'_>,
@@ -175,6 +187,8 @@ fn verify(
     runtime: &str,
     device: &str,
     threads: Option<usize>,
+    cuda_graph: bool,
+    precision: &str,
     atol: Option<f64>,
     rtol: Option<f64>,
     warmup: usize,
@@ -185,7 +199,8 @@ fn verify(
     seq_len: Option<usize>,
     progress: bool,
 ) -> PyResult<Returned> {
-    let cfg = session_config(runtime, device, threads)?;
+    let cfg = session_config(runtime, device, threads, cuda_graph)?;
+    let fp16 = compute_fp16(precision)?;
     let inputs = match (input_file, input_tensors) {
         (Some(f), _) => Inputs::File(f),
         (None, Some(t)) => Inputs::Given(tensors(t)?),
@@ -193,12 +208,12 @@ fn verify(
     };
     let a = arch(arch_name, image_size, batch, seq_len);
     call(py, progress, move || {
-        fusec::speed::verify(&model, &members, &a, &inputs, &cfg, atol, rtol, &SpeedArgs { warmup, runs })
+        fusec::speed::verify(&model, &members, &a, &inputs, &cfg, atol, rtol, &SpeedArgs { warmup, runs, fp16 })
     })
 }
 
 #[pyfunction(name = "bench")]
-#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, warmup, runs, json_out, markdown_out, calibrate, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, cuda_graph, precision, warmup, runs, json_out, markdown_out, calibrate, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn bench_members(
     py: Python<'_>,
@@ -208,6 +223,8 @@ fn bench_members(
     runtime: &str,
     device: &str,
     threads: Option<usize>,
+    cuda_graph: bool,
+    precision: &str,
     warmup: usize,
     runs: usize,
     json_out: Option<PathBuf>,
@@ -219,7 +236,8 @@ fn bench_members(
     seq_len: Option<usize>,
     progress: bool,
 ) -> PyResult<Returned> {
-    let cfg = session_config(runtime, device, threads)?;
+    let cfg = session_config(runtime, device, threads, cuda_graph)?;
+    let fp16 = compute_fp16(precision)?;
     if members.len() < 2 {
         return Err(PyValueError::new_err(format!("bench takes 2 or more members, not {}", members.len())));
     }
@@ -235,7 +253,7 @@ fn bench_members(
             &a,
             &inputs,
             &cfg,
-            &SpeedArgs { warmup, runs },
+            &SpeedArgs { warmup, runs, fp16 },
             json_out.as_deref(),
             markdown_out.as_deref(),
             calibrate.as_deref(),
@@ -260,7 +278,7 @@ fn inspect(
 /// Runs a model on tensors; its outputs as (name, shape, float32 bytes),
 /// with the notes and warnings.
 #[pyfunction]
-#[pyo3(signature = (model, input_tensors, runtime, device, threads, arch_name, image_size, batch, seq_len))]
+#[pyo3(signature = (model, input_tensors, runtime, device, threads, cuda_graph, precision, arch_name, image_size, batch, seq_len))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn run<'py>(
     py: Python<'py>,
@@ -269,17 +287,20 @@ fn run<'py>(
     runtime: &str,
     device: &str,
     threads: Option<usize>,
+    cuda_graph: bool,
+    precision: &str,
     arch_name: Option<String>,
     image_size: Option<usize>,
     batch: Option<usize>,
     seq_len: Option<usize>,
 ) -> PyResult<(Vec<(String, Vec<usize>, Bound<'py, PyBytes>)>, Vec<String>, Vec<String>)> {
-    let cfg = session_config(runtime, device, threads)?;
+    let cfg = session_config(runtime, device, threads, cuda_graph)?;
     let inputs = tensors(input_tensors)?;
+    let fp16 = compute_fp16(precision)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     let out = std::sync::Mutex::new(None);
     let (_, notes, warnings) = call(py, false, || {
-        let o = fusec::commands::run_tensors(&model, &a, &inputs, &cfg)?;
+        let o = fusec::commands::run_tensors(&model, &a, &inputs, &cfg, fp16)?;
         *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
         Ok(())
     })?;

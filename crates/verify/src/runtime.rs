@@ -62,11 +62,14 @@ pub struct SessionConfig {
     pub device: Device,
     /// Intra-op threads for ONNX Runtime; `None` lets it decide.
     pub threads: Option<usize>,
+    /// ONNX Runtime on CUDA: capture the run as a CUDA graph and replay it
+    /// (static shapes; inputs and outputs bound at fixed device addresses).
+    pub cuda_graph: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None }
+        SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false }
     }
 }
 
@@ -74,12 +77,24 @@ impl Default for SessionConfig {
 pub trait Session {
     /// Runs the model; outputs come back in the model's output order.
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError>;
+    /// Runs the model for timing: outputs may stay where they were computed
+    /// (on the device, with CUDA) and inputs already there are not copied
+    /// again.
+    fn run_only(&mut self, inputs: &Tensors) -> Result<(), VerifyError> {
+        self.run(inputs).map(|_| ())
+    }
     fn input_names(&self) -> Vec<String>;
     fn output_names(&self) -> Vec<String>;
 }
 
 /// Loads serialized ONNX bytes on the configured runtime and device.
 pub fn load(onnx: &[u8], cfg: &SessionConfig) -> Result<Box<dyn Session>, VerifyError> {
+    if cfg.cuda_graph && (cfg.device != Device::Cuda || cfg.runtime != RuntimeKind::Ort) {
+        return Err(VerifyError::Input(format!(
+            "--cuda-graph needs --runtime ort --device cuda (ONNX Runtime's CUDA graphs), not --runtime {} --device {}",
+            cfg.runtime, cfg.device
+        )));
+    }
     match cfg.runtime {
         RuntimeKind::Tract => {
             if cfg.device != Device::Cpu {
@@ -274,6 +289,53 @@ struct OrtSession {
     inputs: Vec<String>,
     feeds: Vec<Feed>,
     outputs: Vec<String>,
+    /// On CUDA: inputs and outputs bound on the device.
+    bound: Option<DeviceBinding>,
+}
+
+/// Inputs and outputs on the device (ONNX Runtime's I/O binding), at
+/// fixed addresses (as a CUDA graph needs): a run copies the inputs in
+/// only when they changed, and the outputs out only when asked.
+struct DeviceBinding {
+    binding: ort::session::IoBinding,
+    /// The device tensors bound as inputs, in the model's input order.
+    inputs: Vec<ort::value::DynTensor>,
+    /// Which host inputs were last copied in (data pointers and lengths).
+    loaded: Option<Vec<(usize, usize)>>,
+}
+
+impl DeviceBinding {
+    fn new(session: &ort::session::Session) -> Result<DeviceBinding, ort::Error> {
+        use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+        let mem = || MemoryInfo::new(AllocationDevice::CUDA, 0, AllocatorType::Device, MemoryType::Default);
+        let alloc = Allocator::new(session, mem()?)?;
+        let mut binding = session.create_binding()?;
+        let tensor = |t: &ort::value::ValueType| -> Result<ort::value::DynTensor, ort::Error> {
+            let ty = t.tensor_type().unwrap_or(ort::value::TensorElementType::Float32);
+            let shape: Vec<i64> = t.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+            ort::value::DynTensor::new(&alloc, ty, shape)
+        };
+        let mut inputs = vec![];
+        for i in session.inputs() {
+            let t = tensor(i.dtype())?;
+            binding.bind_input(i.name(), &t)?;
+            inputs.push(t);
+        }
+        for o in session.outputs() {
+            binding.bind_output(o.name(), tensor(o.dtype())?)?;
+        }
+        Ok(DeviceBinding { binding, inputs, loaded: None })
+    }
+}
+
+/// A host tensor of the type the model input takes.
+fn host_tensor(a: &ArrayD<f32>, feed: Feed) -> Result<ort::value::DynTensor, ort::Error> {
+    Ok(match feed {
+        Feed::F32 => ort::value::Tensor::from_array(a.clone())?.upcast(),
+        Feed::I64 => ort::value::Tensor::from_array(a.mapv(|v| v as i64))?.upcast(),
+        Feed::I32 => ort::value::Tensor::from_array(a.mapv(|v| v as i32))?.upcast(),
+        Feed::Bool => ort::value::Tensor::from_array(a.mapv(|v| v != 0.0))?.upcast(),
+    })
 }
 
 impl OrtSession {
@@ -299,7 +361,7 @@ impl OrtSession {
                 if !ep::CUDA::is_available().map_err(rt)? {
                     return Err(missing("CUDA"));
                 }
-                Some(ep::CUDA::default().build().error_on_failure())
+                Some(ep::CUDA::default().with_cuda_graph(cfg.cuda_graph).build().error_on_failure())
             }
             Device::CoreMl => {
                 if !ep::CoreML::is_available().map_err(rt)? {
@@ -335,12 +397,57 @@ impl OrtSession {
             })
             .collect();
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        Ok(OrtSession { session, inputs, feeds, outputs })
+        let bound = match cfg.device {
+            Device::Cuda => Some(DeviceBinding::new(&session).map_err(|e| rt(e))?),
+            _ => None,
+        };
+        Ok(OrtSession { session, inputs, feeds, outputs, bound })
+    }
+
+    /// A run with the inputs and outputs bound on the device: copies the
+    /// inputs in when they are not the ones last copied (always when
+    /// `fetch`), and the outputs back to the host when `fetch`.
+    fn run_bound(&mut self, inputs: &Tensors, fetch: bool) -> Result<Option<Tensors>, VerifyError> {
+        let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
+        let ins = ordered_inputs(&self.inputs, inputs)?;
+        let bound = self.bound.as_mut().expect("a bound session");
+        let key: Vec<(usize, usize)> = ins.iter().map(|a| (a.as_ptr() as usize, a.len())).collect();
+        if fetch || bound.loaded.as_ref() != Some(&key) {
+            for ((a, f), dev) in ins.iter().zip(&self.feeds).zip(bound.inputs.iter_mut()) {
+                host_tensor(a, *f).and_then(|h| h.copy_into(dev)).map_err(rt)?;
+            }
+            bound.loaded = Some(key);
+        }
+        let out = self.session.run_binding(&bound.binding).map_err(rt)?;
+        if !fetch {
+            return Ok(None);
+        }
+        let mut res = vec![];
+        for name in &self.outputs {
+            let v = out.get(name).ok_or_else(|| VerifyError::Runtime(format!("onnxruntime: no output `{name}`")))?;
+            let host = v
+                .view()
+                .downcast::<ort::value::DynTensorValueType>()
+                .and_then(|t| t.to(ort::memory::AllocationDevice::CPU, 0))
+                .map_err(rt)?;
+            res.push((name.clone(), host.try_extract_array::<f32>().map_err(rt)?.to_owned()));
+        }
+        Ok(Some(res))
     }
 }
 
 impl Session for OrtSession {
+    fn run_only(&mut self, inputs: &Tensors) -> Result<(), VerifyError> {
+        if self.bound.is_some() {
+            return self.run_bound(inputs, false).map(|_| ());
+        }
+        self.run(inputs).map(|_| ())
+    }
+
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError> {
+        if self.bound.is_some() {
+            return self.run_bound(inputs, true).map(|o| o.unwrap_or_default());
+        }
         let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
         let ins = ordered_inputs(&self.inputs, inputs)?;
         let mut feed: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = vec![];
