@@ -184,9 +184,43 @@ def stats(ms):
     return {"mean_ms": mean, "p50_ms": rank(0.5), "p95_ms": rank(0.95), "p99_ms": rank(0.99), "rps": 1e3 / mean}
 
 
+def lowering_of(path):
+    """The lowering a fused model was made with (its `fusec.lowering` metadata)."""
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    if "fusec.lowering" not in meta:
+        sys.exit(f"error: {path} has no fusec.lowering metadata: fuse it with this fusec")
+    return json.loads(meta["fusec.lowering"])
+
+
+def lowering_name(path):
+    lw = lowering_of(path)
+    name = lw["lowering"] + (f" from {lw['group_from']:g}" if lw["lowering"] == "regions" else "")
+    return name + (", BatchNorm kept" if lw["keep_bn"] else "")
+
+
+def write_calibration(args, rows, where):
+    """The fastest fp32 fused row (CUDA graphs when measured, else eager) as
+    a `fusec fuse --calibration` file."""
+    fp32 = [r for r in rows if r["fused"] and r["precision"] == "fp32"]
+    if not fp32:
+        sys.exit("error: --calibrate needs fp32 rows (--precision fp32)")
+    mode = "cuda graphs" if any(r["mode"] == "cuda graphs" for r in fp32) else "eager"
+    best = max((r for r in fp32 if r["mode"] == mode), key=lambda r: r["speedup_p50"])
+    cal = {"config": best["config"], **lowering_of(best["fused"]), "speedup_p50": best["speedup_p50"],
+           "device": f"torch ({where}), {mode}",
+           "members": [os.path.splitext(os.path.basename(p))[0] for p in args.members]}
+    with open(args.calibrate, "w") as f:
+        json.dump(cal, f, indent=1)
+    print(f"wrote {args.calibrate}: `{best['config']}` ({best['speedup_p50']:.2f}x); "
+          f"use it with fusec fuse ... --calibration {args.calibrate}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fused", required=True, help="the fused ONNX model from fusec fuse")
+    ap.add_argument("--fused", nargs="+", required=True,
+                    help="the fused ONNX model from fusec fuse, or several (each lowering one file)")
     ap.add_argument("--members", nargs="+", required=True, help="the members' ONNX files (names: file stems)")
     ap.add_argument("--input", help="inputs, a safetensors file named as the models' inputs")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -196,6 +230,9 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--atol", type=float, default=None, help="default 1e-4 (fp32), 1e-2 (fp16)")
     ap.add_argument("--json-out", help="also write the rows as JSON")
+    ap.add_argument("--calibrate", metavar="FILE",
+                    help="write the fastest fp32 lowering measured (of the --fused files) to FILE, "
+                         "for fusec fuse --calibration FILE")
     args = ap.parse_args()
 
     import torch
@@ -203,46 +240,52 @@ def main():
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch.cuda.is_available() is false (use --device cpu to self-test)")
     given = read_safetensors(args.input) if args.input else None
-    spec, _ = io_names(args.fused)
+    spec, _ = io_names(args.fused[0])
     arrays = make_inputs(spec, given)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     modes = ["eager"] + ([] if args.no_cuda_graphs or device.type != "cuda" else ["cuda graphs"])
 
     rows, failed = [], []
+    many = len(args.fused) > 1
     for precision in args.precision:
         half = precision == "fp16"
-        fused = Model(args.fused, device, half)
         members = [Model(p, device, half) for p in args.members]
         atol = args.atol if args.atol is not None else (1e-2 if half else 1e-4)
-        # Equivalence: every member's outputs against the fused MEMBER/OUTPUT.
-        got = dict(zip(fused.outputs, fused.run(fused.feed(arrays))))
-        worst = 0.0
+        fused_models = [Model(p, device, half) for p in args.fused]
+        want = {}
         for m in members:
             for name, t in zip(m.outputs, m.run(m.feed(arrays))):
-                key = f"{m.name}/{name}"
+                want[f"{m.name}/{name}"] = t
+        # Equivalence: every member's outputs against each fused MEMBER/OUTPUT.
+        worst = {}
+        for path, fused in zip(args.fused, fused_models):
+            got = dict(zip(fused.outputs, fused.run(fused.feed(arrays))))
+            worst[path] = 0.0
+            for key, t in want.items():
                 if key not in got:
-                    sys.exit(f"error: {args.fused} has no output `{key}`: was it fused from these members?")
+                    sys.exit(f"error: {path} has no output `{key}`: was it fused from these members?")
                 d = float((got[key].float() - t.float()).abs().max())
-                worst = max(worst, d)
+                worst[path] = max(worst[path], d)
                 if d > atol + atol * float(t.float().abs().max()):
-                    failed.append(f"{precision} {key}: max abs {d:.3e}")
+                    failed.append(f"{precision} {path} {key}: max abs {d:.3e}")
         for mode in modes:
-            runners = []
             feeds_m = [m.feed(arrays) for m in members]
-            feed_f = fused.feed(arrays)
+            feeds_f = [f.feed(arrays) for f in fused_models]
             if mode == "cuda graphs":
                 try:
                     for m, f in zip(members, feeds_m):
                         m.capture(f)
-                    fused.capture(feed_f)
+                    for fm, f in zip(fused_models, feeds_f):
+                        fm.capture(f)
                 except Exception as e:  # noqa: BLE001 - reported, not hidden
                     print(f"note: {precision} {mode}: not capturable ({type(e).__name__}: {e})", file=sys.stderr)
                     continue
-                runners = [lambda: [m.replay() for m in members], fused.replay]
+                runners = [lambda: [m.replay() for m in members]] + [fm.replay for fm in fused_models]
             else:
-                runners = [lambda: [m.run(f) for m, f in zip(members, feeds_m)], lambda: fused.run(feed_f)]
-            times = [[], []]
+                runners = [lambda: [m.run(f) for m, f in zip(members, feeds_m)]]
+                runners += [(lambda fm=fm, f=f: fm.run(f)) for fm, f in zip(fused_models, feeds_f)]
+            times = [[] for _ in runners]
             for r in range(args.warmup + args.runs):
                 for k, run in enumerate(runners):
                     sync()
@@ -252,12 +295,15 @@ def main():
                     if r >= args.warmup:
                         times[k].append((time.perf_counter() - t0) * 1e3)
             base = stats(times[0])
-            for k, name in enumerate(["members one after another", "fused"]):
+            names = ["members one after another"] + [
+                f"fused ({lowering_name(p)})" if many else "fused" for p in args.fused]
+            for k, name in enumerate(names):
                 st = stats(times[k])
                 ci = bootstrap(times[0], times[k]) if k > 0 else None
                 rows.append({"config": f"{name}, {precision}, {mode}", "device": f"torch ({where})", **st,
                              "speedup_p50": base["p50_ms"] / st["p50_ms"], "speedup_p50_interval": ci,
-                             "max_abs": worst if k > 0 else 0.0})
+                             "max_abs": worst[args.fused[k - 1]] if k > 0 else 0.0,
+                             "fused": args.fused[k - 1] if k > 0 else None, "precision": precision, "mode": mode})
 
     print(f"{len(args.members)} members ({', '.join(os.path.splitext(os.path.basename(p))[0] for p in args.members)}) "
           f"on torch {torch.__version__} ({where}), onnx2torch modules: {args.warmup} warm-up + {args.runs} timed "
@@ -272,6 +318,8 @@ def main():
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"members": args.members, "fused": args.fused, "runs": args.runs, "rows": rows}, f, indent=1)
+    if args.calibrate:
+        write_calibration(args, rows, where)
     if failed:
         print("outputs differ: " + "; ".join(failed), file=sys.stderr)
         return 1

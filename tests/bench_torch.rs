@@ -62,3 +62,56 @@ fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
     assert_eq!(rows.len(), 2);
     assert!(rows[1]["max_abs"].as_f64().unwrap() <= 1e-4 && rows[1]["p50_ms"].as_f64().unwrap() > 0.0, "{j}");
 }
+
+#[test]
+fn bench_torch_measures_several_lowerings_and_writes_a_calibration_fuse_reads() {
+    let py = match torch_python() {
+        Ok(py) => py,
+        Err(why) => {
+            eprintln!("skipped: {why} (set FUSEC_TORCH_PYTHON to a Python with them)");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let member = |name: &str, classes: usize, seed: u64| {
+        let st = dir.path().join(format!("{name}.safetensors"));
+        write_checkpoint_seeded(&st, &Spec::small(8, 1, 1, classes).tensors(), None, seed);
+        let onnx = dir.path().join(format!("{name}.onnx"));
+        ok(fusec(&["convert", s(&st), "--image-size", "128", "-o", s(&onnx)]));
+        onnx
+    };
+    let (a, b) = (member("a", 2, 1), member("b", 3, 2));
+    // One fused file per lowering; each records its lowering.
+    let grouped = dir.path().join("grouped.onnx");
+    let separate = dir.path().join("separate.onnx");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&grouped), "--lowering", "grouped"]));
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&separate), "--lowering", "separate"]));
+    let cal = dir.path().join("lowering.json");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-torch.py");
+    let out = Command::new(&py)
+        .args([script, "--fused", s(&grouped), s(&separate), "--members", s(&a), s(&b), "--device", "cpu"])
+        .args(["--runs", "3", "--warmup", "1", "--precision", "fp32", "--calibrate", s(&cal)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("| fused (grouped), fp32, eager |") && text.contains("| fused (separate), fp32, eager |"),
+        "{text}"
+    );
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
+    let chosen = c["lowering"].as_str().unwrap();
+    assert!(chosen == "grouped" || chosen == "separate", "{c}");
+    assert!(text.contains(&format!("wrote {}: `fused ({chosen}), fp32, eager`", s(&cal))), "{text}");
+    assert_eq!(c["members"], serde_json::json!(["a", "b"]), "{c}");
+    // fusec fuse reads it and fuses with that lowering.
+    let again = dir.path().join("again.onnx");
+    let res = ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&again), "--calibration", s(&cal)]));
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("lowering `fused ("),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let want = if chosen == "grouped" { &grouped } else { &separate };
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(want).unwrap(), "the same lowering gives the same file");
+}

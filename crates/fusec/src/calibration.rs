@@ -54,6 +54,21 @@ impl Calibration {
         }
     }
 
+    /// The lowering fields of `opts` as JSON (a fused model's
+    /// `fusec.lowering` metadata: `scripts/bench-torch.py --calibrate` reads
+    /// them back into a calibration file).
+    pub fn lowering_json(opts: &FuseOptions) -> String {
+        let c = Calibration::new("", opts, 0.0, "", &[]);
+        serde_json::json!({
+            "lowering": c.lowering,
+            "group_from": c.group_from,
+            "keep_bn": c.keep_bn,
+            "split_depthwise": c.split_depthwise,
+            "split_pointwise": c.split_pointwise,
+        })
+        .to_string()
+    }
+
     /// The fuse options of a calibration file (what was measured goes to
     /// stderr); errors name the file.
     pub fn load(path: &Path) -> Result<FuseOptions, Failure> {

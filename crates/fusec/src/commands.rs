@@ -463,6 +463,7 @@ pub fn fuse(
         g.metadata.push((format!("fusec.member.{i}.file"), m.file.clone()));
         g.metadata.push((format!("fusec.member.{i}.sha256"), m.sha256.clone()));
     }
+    g.metadata.push(("fusec.lowering".into(), crate::calibration::Calibration::lowering_json(opts)));
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
     let size = match format {
