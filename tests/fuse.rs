@@ -647,3 +647,100 @@ fn fp16_compute_for_gpus_and_the_cuda_options_say_what_they_need() {
         assert!(j["error"]["message"].as_str().unwrap().contains(needle), "{j}");
     }
 }
+
+/// `fuse --tune`: plans measured on ONNX Runtime, the fastest fused and
+/// kept as a calibration file that reproduces the same model; `bench
+/// --tune` shows it as a row beside the fixed lowerings.
+#[test]
+fn tune_measures_plans_and_keeps_the_fastest() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = vec![];
+    for k in 0..2u64 {
+        let p = dir.path().join(format!("m{k}.safetensors"));
+        write_checkpoint_seeded(&p, &Spec::small(16, 2, 2, 2 + k as usize).tensors(), None, 300 + k);
+        members.push(p);
+    }
+    let (out, cal) = (dir.path().join("tuned.onnx"), dir.path().join("plan.json"));
+    let res = ok(fusec(&[
+        "fuse",
+        s(&members[0]),
+        s(&members[1]),
+        "--image-size",
+        "128",
+        "-o",
+        s(&out),
+        "--tune",
+        "--tune-runs",
+        "3",
+        "--calibrate",
+        s(&cal),
+        "--json",
+    ]));
+    let text = String::from_utf8(res.stdout).unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    let t = &j["report"]["tuning"];
+    let cands = t["candidates"].as_array().unwrap();
+    // Round 1: apart, all grouped, grouped from each of runs 1..7; round 2:
+    // the 8 one-run changes of its fastest; round 3: `separate` and the 3
+    // fastest so far.
+    let rounds: Vec<u64> = cands.iter().map(|c| c["round"].as_u64().unwrap()).collect();
+    assert_eq!(rounds, [vec![1; 9], vec![2; 8], vec![3; 4]].concat(), "{t}");
+    assert_eq!(cands[0]["plan"], "00000000");
+    assert_eq!(cands[1]["plan"], "11111111");
+    assert_eq!(cands[17]["plan"], "00000000", "round 3 measures `separate` again");
+    let chosen = t["chosen"].as_str().unwrap();
+    let fastest3 = cands[17..]
+        .iter()
+        .min_by(|a, b| a["p50_ms"].as_f64().unwrap().total_cmp(&b["p50_ms"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(fastest3["plan"], chosen, "round 3's fastest p50 is chosen: {t}");
+    assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
+    assert_eq!(j["report"]["lowering"]["lowering"], "plan");
+    assert_eq!(j["report"]["lowering"]["plan"], chosen);
+    // The calibration file reproduces the model; its outputs are the members'.
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
+    assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some("plan"), Some(chosen)), "{c}");
+    let again = dir.path().join("again.onnx");
+    ok(fusec(&[
+        "fuse",
+        s(&members[0]),
+        s(&members[1]),
+        "--image-size",
+        "128",
+        "-o",
+        s(&again),
+        "--calibration",
+        s(&cal),
+    ]));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
+    let input = image(&dir, 128);
+    let fused = run(&out, &input, "ort", &[]);
+    for (k, m) in members.iter().enumerate() {
+        let alone = run(m, &input, "ort", &["--image-size", "128"]);
+        assert_close(&fused, &format!("m{k}/"), &alone, &format!("member m{k}"));
+    }
+    // bench --tune: the tuned plan is one more row.
+    let json = dir.path().join("bench.json");
+    ok(fusec(&[
+        "bench",
+        s(&members[0]),
+        s(&members[1]),
+        "--image-size",
+        "128",
+        "--runtime",
+        "ort",
+        "--runs",
+        "2",
+        "--tune",
+        "--tune-runs",
+        "2",
+        "--json-out",
+        s(&json),
+    ]));
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = b["rows"].as_array().unwrap();
+    let plan = b["tuning"]["chosen"].as_str().unwrap();
+    assert_eq!(rows.last().unwrap()["config"], format!("fused, tuned (plan {plan})"), "{b}");
+    assert!(rows.last().unwrap()["max_abs"].as_f64().unwrap() <= 1e-4, "{b}");
+}

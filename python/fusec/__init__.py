@@ -44,9 +44,11 @@ from ._reports import (
     OpCount,
     OutputDiff,
     Ranking,
+    Candidate,
     SpeedReport,
     SpeedRow,
     Stats,
+    TuneReport,
     ValueInfo,
     VerifyReport,
 )
@@ -79,6 +81,8 @@ __all__ = [
     "Calibration",
     "ValueInfo",
     "OpCount",
+    "TuneReport",
+    "Candidate",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -203,6 +207,12 @@ def fuse(
     calibration: Optional[PathLike] = None,
     precision: str = "fp32",
     explain: bool = False,
+    tune: bool = False,
+    tune_runs: int = 10,
+    calibrate: Optional[PathLike] = None,
+    runtime: str = "ort",
+    device: str = "cpu",
+    threads: Optional[int] = None,
     arch: Optional[str] = None,
     image_size: Optional[int] = None,
     batch: Optional[int] = None,
@@ -216,7 +226,9 @@ def fuse(
     or ``*.mlpackage`` (Core ML), written atomically (an existing file is
     untouched on failure). ``lowering``: ``regions`` (default), ``grouped``
     or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
-    instead. ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
+    instead; ``tune=True`` measures plans on ``runtime``/``device``/``threads``
+    and fuses with the fastest (``calibrate=FILE`` keeps it for
+    ``calibration=``). ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
     computes in fp16) or ``fp16-compute`` (ONNX computing in fp16, for GPUs).
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
@@ -234,6 +246,11 @@ def fuse(
         None if calibration is None else os.fspath(calibration),
         precision,
         bool(explain),
+        int(tune_runs) if tune else None,
+        None if calibrate is None else os.fspath(calibrate),
+        runtime,
+        device,
+        threads,
         *_arch(arch, image_size, batch, seq_len),
         bool(progress),
     )
@@ -312,6 +329,8 @@ def bench(
     json_out: Optional[PathLike] = None,
     markdown_out: Optional[PathLike] = None,
     calibrate: Optional[PathLike] = None,
+    tune: bool = False,
+    tune_runs: int = 10,
     arch: Optional[str] = None,
     image_size: Optional[int] = None,
     batch: Optional[int] = None,
@@ -343,6 +362,7 @@ def bench(
         opt(json_out),
         opt(markdown_out),
         opt(calibrate),
+        int(tune_runs) if tune else None,
         *_arch(arch, image_size, batch, seq_len),
         bool(progress),
     )

@@ -16,7 +16,8 @@ def main(argv: Sequence[str]) -> int: ...
 def set_onnxruntime_package(dir: str) -> None: ...
 def fuse(
     members: Sequence[str], output: str, lowering: str, group_from: float, keep_bn: bool,
-    calibration: Optional[str], precision: str, explain: bool, arch_name: Optional[str],
+    calibration: Optional[str], precision: str, explain: bool, tune_runs: Optional[int],
+    tune_calibrate: Optional[str], runtime: str, device: str, threads: Optional[int], arch_name: Optional[str],
     image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
 def verify(
@@ -28,7 +29,7 @@ def verify(
 def bench(
     members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors], runtime: str,
     device: str, threads: Optional[int], cuda_graph: bool, precision: str, warmup: int, runs: int, json_out: Optional[str],
-    markdown_out: Optional[str], calibrate: Optional[str], arch_name: Optional[str],
+    markdown_out: Optional[str], calibrate: Optional[str], tune_runs: Optional[int], arch_name: Optional[str],
     image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
 def inspect(

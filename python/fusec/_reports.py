@@ -90,6 +90,31 @@ class MemberFile:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One plan ``tune`` measured: its runs of node groups (1 = grouped)."""
+
+    plan: str
+    round: int
+    stats: Stats = _flatten()
+    speedup_p50: float = 1.0
+    speedup_p50_interval: Optional[Tuple[float, float]] = None
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """What ``tune=True`` measured and chose."""
+
+    device: str
+    warmup: int
+    runs: int
+    candidates: List[Candidate]
+    chosen: str
+    speedup_p50: float
+    speedup_p50_interval: Optional[Tuple[float, float]]
+    grouped_runs: int
+
+
+@dataclass(frozen=True)
 class FuseReport(_Report):
     """What :func:`fusec.fuse` wrote."""
 
@@ -114,6 +139,10 @@ class FuseReport(_Report):
     export_ms: float
     explain: Optional[str]
     """``fusec fuse --explain``'s text, when ``explain=True``."""
+    lowering: Dict[str, Any]
+    """The lowering used (the model's ``fusec.lowering`` metadata)."""
+    tuning: Optional[TuneReport]
+    """What ``tune=True`` measured and chose."""
     notes: List[str] = _messages()
     warnings: List[str] = _messages()
 
@@ -244,6 +273,8 @@ class Calibration:
     speedup_p50: float
     device: str
     members: List[str]
+    plan: Optional[str] = None
+    """For lowering ``plan`` (tuned): its runs of node groups, 1 = grouped."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +289,7 @@ class BenchReport(_Report):
     fastest: str
     fusion_gain: float
     calibration: Optional[Calibration]
+    tuning: Optional[TuneReport]
     notes: List[str] = _messages()
     warnings: List[str] = _messages()
 

@@ -13,10 +13,14 @@ use crate::Failure;
 pub struct Calibration {
     /// The bench row it came from, e.g. `fused, regions from 0.25`.
     pub config: String,
-    /// `grouped`, `separate` or `regions`.
+    /// `grouped`, `separate`, `regions` or `plan`.
     pub lowering: String,
     /// For `regions`: where grouping starts.
     pub group_from: f32,
+    /// For `plan` (`fusec fuse --tune`): the grouped runs of node groups,
+    /// e.g. `00111111` (1 = grouped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     pub keep_bn: bool,
     pub split_depthwise: bool,
     pub split_pointwise: bool,
@@ -40,11 +44,17 @@ impl Calibration {
             Lowering::Grouped => ("grouped", 0.0),
             Lowering::Separate => ("separate", 1.0),
             Lowering::Regions { from } => ("regions", from),
+            Lowering::Plan { .. } => ("plan", 0.0),
+        };
+        let plan = match opts.lowering {
+            Lowering::Plan { stacked, chunks } => Some(Lowering::plan_digits(stacked, chunks)),
+            _ => None,
         };
         Calibration {
             config: config.to_string(),
             lowering: lowering.into(),
             group_from,
+            plan,
             keep_bn: opts.keep_bn,
             split_depthwise: opts.split_depthwise,
             split_pointwise: opts.split_pointwise,
@@ -57,16 +67,16 @@ impl Calibration {
     /// The lowering fields of `opts` as JSON (a fused model's
     /// `fusec.lowering` metadata: `scripts/bench-torch.py --calibrate` reads
     /// them back into a calibration file).
-    pub fn lowering_json(opts: &FuseOptions) -> String {
+    pub fn lowering_json(opts: &FuseOptions) -> serde_json::Value {
         let c = Calibration::new("", opts, 0.0, "", &[]);
         serde_json::json!({
             "lowering": c.lowering,
             "group_from": c.group_from,
+            "plan": c.plan,
             "keep_bn": c.keep_bn,
             "split_depthwise": c.split_depthwise,
             "split_pointwise": c.split_pointwise,
         })
-        .to_string()
     }
 
     /// The fuse options of a calibration file (what was measured goes to
@@ -92,6 +102,7 @@ impl Calibration {
             "grouped" => Lowering::Grouped,
             "separate" => Lowering::Separate,
             "regions" if (0.0..=1.0).contains(&self.group_from) => Lowering::Regions { from: self.group_from },
+            "plan" => Lowering::parse_plan(self.plan.as_deref().unwrap_or_default())?,
             other => return Err(format!("unknown lowering `{other}` (group_from {})", self.group_from)),
         };
         Ok(FuseOptions {

@@ -278,10 +278,27 @@ enum Command {
         /// data crosses it
         #[arg(long, default_value_t = fusec_passes::fuse::DEFAULT_GROUP_FROM)]
         group_from: f32,
-        /// Use the lowering `fusec bench --calibrate FILE` measured fastest
-        /// on this machine (instead of --lowering/--group-from/--keep-bn)
+        /// Use the lowering `fusec bench --calibrate FILE` (or `fusec fuse
+        /// --tune --calibrate FILE`) measured fastest on this machine
+        /// (instead of --lowering/--group-from/--keep-bn)
         #[arg(long, value_name = "FILE", conflicts_with_all = ["lowering", "group_from", "keep_bn"])]
         calibration: Option<std::path::PathBuf>,
+        /// Choose the lowering by measuring it here: plans that group some
+        /// runs of layers and keep the others per member, each fused and
+        /// timed against the members one after another on --runtime,
+        /// --device and --threads (ONNX Runtime by default); the fastest is
+        /// written (tens of seconds, a progress bar)
+        #[arg(long, conflicts_with_all = ["lowering", "group_from", "calibration"])]
+        tune: bool,
+        /// With --tune: timed rounds per candidate
+        #[arg(long, default_value_t = 10, requires = "tune")]
+        tune_runs: usize,
+        /// With --tune: also write the plan chosen to FILE, for
+        /// `fusec fuse --calibration FILE`
+        #[arg(long, value_name = "FILE", requires = "tune")]
+        calibrate: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        rt: RuntimeArgs,
     },
     /// Check a fused model against its members: every output pair (max abs,
     /// relative L2, cosine, elements outside atol/rtol) and speed (members
@@ -348,6 +365,13 @@ enum Command {
         /// `fusec fuse --calibration FILE` on this machine
         #[arg(long, value_name = "FILE")]
         calibrate: Option<std::path::PathBuf>,
+        /// Also tune a plan first (as `fusec fuse --tune`) and add it as a
+        /// row, next to the fixed lowerings
+        #[arg(long)]
+        tune: bool,
+        /// With --tune: timed rounds per candidate
+        #[arg(long, default_value_t = 10, requires = "tune")]
+        tune_runs: usize,
     },
     /// Compare two tensor files tensor by tensor (max abs, relative L2,
     /// cosine); exits 1 when a shared tensor is outside the tolerances
@@ -437,7 +461,21 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
         Command::Convert { file, output, arch } => {
             commands::convert(&file, &arch.options(), &output).map(|()| serde_json::json!({}))
         }
-        Command::Fuse { members, arch, output, precision, explain, keep_bn, lowering, group_from, calibration } => {
+        Command::Fuse {
+            members,
+            arch,
+            output,
+            precision,
+            explain,
+            keep_bn,
+            lowering,
+            group_from,
+            calibration,
+            tune,
+            tune_runs,
+            calibrate,
+            rt,
+        } => {
             let opts = match &calibration {
                 Some(path) => calibration::Calibration::load(path)?,
                 None => fusec_passes::FuseOptions {
@@ -456,7 +494,17 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                 PrecisionArg::Fp16 => (fusec_exporters::coreml::Precision::F16, false),
                 PrecisionArg::Fp16Compute => (fusec_exporters::coreml::Precision::F16, true),
             };
-            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, fp16_compute)?)
+            let tune = tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate });
+            to_json(&commands::fuse(
+                &members,
+                &arch.options(),
+                &output,
+                explain,
+                &opts,
+                precision,
+                fp16_compute,
+                tune.as_ref(),
+            )?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
             to_json(&commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)?)
@@ -476,7 +524,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             rtol,
             &speed.args(),
         )?),
-        Command::Bench { members, arch, input, rt, speed, json_out, markdown_out, calibrate } => {
+        Command::Bench { members, arch, input, rt, speed, json_out, markdown_out, calibrate, tune, tune_runs } => {
             to_json(&speed::bench(
                 &members,
                 &arch.options(),
@@ -486,6 +534,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                 json_out.as_deref(),
                 markdown_out.as_deref(),
                 calibrate.as_deref(),
+                tune.then_some(tune_runs),
             )?)
         }
     }

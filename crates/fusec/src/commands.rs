@@ -413,6 +413,20 @@ pub struct FuseReport {
     pub export_ms: f64,
     /// `fusec fuse --explain`'s text, when asked for.
     pub explain: Option<String>,
+    /// The lowering used (as the model's `fusec.lowering` metadata).
+    pub lowering: serde_json::Value,
+    /// What `--tune` measured and chose.
+    pub tuning: Option<crate::tune::TuneReport>,
+}
+
+/// `fusec fuse --tune`: where and how long to measure, and where to keep
+/// the plan chosen.
+pub struct TuneArgs {
+    pub cfg: SessionConfig,
+    pub warmup: usize,
+    pub runs: usize,
+    /// Also write the plan as a `--calibration` file.
+    pub calibrate: Option<PathBuf>,
 }
 
 pub fn fuse(
@@ -423,23 +437,52 @@ pub fn fuse(
     opts: &fusec_passes::FuseOptions,
     precision: Precision,
     fp16_compute: bool,
+    tune: Option<&TuneArgs>,
 ) -> Result<FuseReport, Failure> {
     let format = OutputFormat::of(output)?;
     let t0 = Instant::now();
     let names = member_names(paths);
-    let mut members = vec![];
+    let mut graphs = vec![];
     let mut files = vec![];
     for (p, name) in paths.iter().zip(&names) {
-        let graph = load_graph(p, arch)?;
+        graphs.push(load_graph(p, arch)?);
         files.push(MemberFile {
             name: name.clone(),
             file: p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             sha256: sha256_file(&fusec_frontends::model_file(p))?,
         });
-        members.push(fusec_passes::Member { name: name.clone(), graph });
     }
     let t_load = t0.elapsed();
-    let fused = fusec_passes::fuse(members, opts)?;
+    let mut opts = opts.clone();
+    let mut tuning = None;
+    if let Some(t) = tune {
+        let x = crate::speed::inputs(&graphs[0], &crate::speed::Inputs::Generated(1))?;
+        let device = crate::speed::describe_cfg(&t.cfg);
+        let (tuned, report) =
+            crate::tune::tune(&names, &graphs, &x[0], &t.cfg, &device, t.warmup, t.runs, opts.keep_bn, fp16_compute)?;
+        emit(&crate::tune::table(&report))?;
+        if let Some(p) = &t.calibrate {
+            let cal = crate::calibration::Calibration::new(
+                &format!("fused, tuned plan {}", report.chosen),
+                &tuned,
+                report.speedup_p50,
+                &device,
+                &names,
+            );
+            let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::internal(e.to_string()))?;
+            fusec_exporters::write_atomic(p, &j)?;
+            crate::report::note(format!(
+                "wrote {}: plan {}; use it with --calibration {}",
+                p.display(),
+                report.chosen,
+                p.display()
+            ));
+        }
+        opts = tuned;
+        tuning = Some(report);
+    }
+    let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
+    let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;
     for (k, j) in &r.identical {
         crate::report::warn(format!(
@@ -463,7 +506,7 @@ pub fn fuse(
         g.metadata.push((format!("fusec.member.{i}.file"), m.file.clone()));
         g.metadata.push((format!("fusec.member.{i}.sha256"), m.sha256.clone()));
     }
-    g.metadata.push(("fusec.lowering".into(), crate::calibration::Calibration::lowering_json(opts)));
+    g.metadata.push(("fusec.lowering".into(), crate::calibration::Calibration::lowering_json(&opts).to_string()));
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
     let size = match format {
@@ -520,6 +563,8 @@ pub fn fuse(
         fuse_ms: (t_fuse - t_load).as_secs_f64() * 1e3,
         export_ms: (t_end - t_fuse).as_secs_f64() * 1e3,
         explain: explained,
+        lowering: crate::calibration::Calibration::lowering_json(&opts),
+        tuning,
     })
 }
 

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod commands;
 pub mod report;
 pub mod speed;
+pub mod tune;
 
 pub use report::Failure;

@@ -36,7 +36,7 @@ pub enum Inputs {
 /// pseudo-random input sets shaped like the graph's inputs: floats uniform
 /// in [-1, 1]; integer and bool inputs as a tokenizer makes them (see
 /// [`token_input`]).
-fn inputs(g: &Graph, source: &Inputs) -> Result<Vec<Tensors>, Failure> {
+pub(crate) fn inputs(g: &Graph, source: &Inputs) -> Result<Vec<Tensors>, Failure> {
     let images = match source {
         Inputs::File(f) => return Ok(vec![read_inputs(g, f)?]),
         Inputs::Given(t) => {
@@ -112,7 +112,7 @@ fn detections(
 
 /// A session for `g`; with `fp16`, `g` computes in f16 (members and
 /// fused models alike: `--precision fp16`).
-fn session(g: &Graph, cfg: &SessionConfig, fp16: bool) -> Result<Box<dyn Session>, Failure> {
+pub(crate) fn session(g: &Graph, cfg: &SessionConfig, fp16: bool) -> Result<Box<dyn Session>, Failure> {
     let half;
     let g = if fp16 {
         let mut h = g.clone();
@@ -134,7 +134,7 @@ fn one_after_another(sessions: &mut [Box<dyn Session>], x: &Tensors) -> Result<(
     Ok(())
 }
 
-fn describe_cfg(cfg: &SessionConfig) -> String {
+pub(crate) fn describe_cfg(cfg: &SessionConfig) -> String {
     let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
     format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }
@@ -570,6 +570,8 @@ pub struct BenchReport {
     pub fusion_gain: f64,
     /// What `--calibrate` wrote.
     pub calibration: Option<Calibration>,
+    /// With `--tune`: what the tuner measured; its plan is the last row.
+    pub tuning: Option<crate::tune::TuneReport>,
 }
 
 /// A fused configuration `fusec bench` measures.
@@ -630,6 +632,7 @@ pub fn bench(
     json: Option<&Path>,
     markdown: Option<&Path>,
     calibrate: Option<&Path>,
+    tune_runs: Option<usize>,
 ) -> Result<BenchReport, Failure> {
     let names = member_names(member_paths);
     let members: Vec<Graph> = member_paths.iter().map(|p| load_graph(p, arch)).collect::<Result<_, _>>()?;
@@ -672,7 +675,17 @@ pub fn bench(
             Ok((max_abs, rel, worst))
         };
     // With fp16 compute, fp16 weights are no separate choice.
-    let configs: Vec<BenchConfig> = bench_configs().into_iter().filter(|c| !(speed.fp16 && c.fp16_weights)).collect();
+    let mut configs: Vec<BenchConfig> =
+        bench_configs().into_iter().filter(|c| !(speed.fp16 && c.fp16_weights)).collect();
+    // --tune: the plan measured best here, as one more row of the same run.
+    let mut tuning = None;
+    if let Some(runs) = tune_runs {
+        let device = describe_cfg(cfg);
+        let (opts, r) = crate::tune::tune(&names, &members, x, cfg, &device, 2, runs, false, speed.fp16)?;
+        emit(&crate::tune::table(&r))?;
+        configs.push(BenchConfig { name: format!("fused, tuned (plan {})", r.chosen), opts, fp16_weights: false });
+        tuning = Some(r);
+    }
     let pb = progress(configs.len() as u64 + 1, "building");
     // The members after fuse's single-model passes, unfused: what those
     // rewrites give without fusion.
@@ -829,6 +842,7 @@ pub fn bench(
         fusion_gain: rows[1].stats.p50_ms / best.stats.p50_ms,
         rows: rows.clone(),
         calibration,
+        tuning,
     };
     if let Some(p) = json {
         let j = serde_json::to_vec_pretty(&report).map_err(|e| Failure::internal(e.to_string()))?;

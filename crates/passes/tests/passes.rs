@@ -307,3 +307,24 @@ fn regions_cut_moves_to_where_the_least_data_crosses() {
     assert_eq!(f.report.grouped, 21, "block 4's last Relu and blocks 5 to 9 grouped");
     assert_fused_matches_members(&f, &members);
 }
+
+#[test]
+fn a_plan_groups_exactly_its_runs_and_keeps_the_outputs() {
+    // 10 blocks, 40 node groups in 4 runs of 10: plan 0101 groups runs 1
+    // and 3 (groups 10..20 and 30..40), keeps runs 0 and 2 per member.
+    let members = vec![expand_project_chain(1, 10), expand_project_chain(2, 10)];
+    let two = || vec![("m0", members[0].clone()), ("m1", members[1].clone())];
+    let plan = Lowering::parse_plan("0101").unwrap();
+    assert_eq!(plan, Lowering::Plan { stacked: 0b1010, chunks: 4 });
+    assert_eq!(Lowering::plan_digits(0b1010, 4), "0101");
+    assert!(Lowering::parse_plan("01x").is_err() && Lowering::parse_plan("").is_err());
+    let f = fused(plan, two());
+    assert_eq!(f.report.grouped, 20, "two runs of 10 node groups");
+    let stacks = f.graph.node_ids().into_iter().filter(|&n| matches!(f.graph.node(n).op, fuse_ir::Op::Concat { .. }));
+    assert_eq!(stacks.count(), 2, "each grouped run is entered once");
+    assert_fused_matches_members(&f, &members);
+    // All runs grouped is the grouped lowering; none, the separate one.
+    let text = |l| to_text(&fused(l, two()).graph).unwrap();
+    assert_eq!(text(Lowering::parse_plan("1111").unwrap()), text(Lowering::Grouped));
+    assert_eq!(text(Lowering::parse_plan("0000").unwrap()), text(Lowering::Separate));
+}

@@ -125,7 +125,7 @@ fn set_onnxruntime_package(dir: PathBuf) {
 }
 
 #[pyfunction]
-#[pyo3(signature = (members, output, lowering, group_from, keep_bn, calibration, precision, explain, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, output, lowering, group_from, keep_bn, calibration, precision, explain, tune_runs, tune_calibrate, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn fuse(
     py: Python<'_>,
@@ -137,6 +137,11 @@ fn fuse(
     calibration: Option<PathBuf>,
     precision: &str,
     explain: bool,
+    tune_runs: Option<usize>,
+    tune_calibrate: Option<PathBuf>,
+    runtime: &str,
+    device: &str,
+    threads: Option<usize>,
     arch_name: Option<String>,
     image_size: Option<usize>,
     batch: Option<usize>,
@@ -165,12 +170,14 @@ fn fuse(
         return Err(PyValueError::new_err(format!("fuse takes 2 or more members, not {}", members.len())));
     }
     let a = arch(arch_name, image_size, batch, seq_len);
+    let cfg = session_config(runtime, device, threads, false)?;
+    let tune = tune_runs.map(|runs| fusec::commands::TuneArgs { cfg, warmup: 2, runs, calibrate: tune_calibrate });
     call(py, progress, move || {
         let opts = match &calibration {
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, ..Default::default() },
         };
-        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, fp16_compute)
+        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, fp16_compute, tune.as_ref())
     })
 }
 
@@ -213,7 +220,7 @@ fn verify(
 }
 
 #[pyfunction(name = "bench")]
-#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, cuda_graph, precision, warmup, runs, json_out, markdown_out, calibrate, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, cuda_graph, precision, warmup, runs, json_out, markdown_out, calibrate, tune_runs, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn bench_members(
     py: Python<'_>,
@@ -230,6 +237,7 @@ fn bench_members(
     json_out: Option<PathBuf>,
     markdown_out: Option<PathBuf>,
     calibrate: Option<PathBuf>,
+    tune_runs: Option<usize>,
     arch_name: Option<String>,
     image_size: Option<usize>,
     batch: Option<usize>,
@@ -257,6 +265,7 @@ fn bench_members(
             json_out.as_deref(),
             markdown_out.as_deref(),
             calibrate.as_deref(),
+            tune_runs,
         )
     })
 }

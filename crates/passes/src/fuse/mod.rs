@@ -82,7 +82,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     }
     report.divergences = al.divergences.iter().map(|d| describe(&graphs, &names, &al.groups, d)).collect();
 
-    let cut = regions::cut(opts.lowering, graphs[0], &al.groups);
+    let plan = regions::plan(opts.lowering, graphs[0], &al.groups);
     let mut b = FuseBuilder::new(&graphs, &names);
     // Consecutive per-member groups, lowered together member by member
     // (heads::lower_region) so that each member's layers run one after
@@ -102,7 +102,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             share::lower(&mut b, group)?;
             continue;
         }
-        if group.same && i >= cut {
+        if group.same && plan[i] {
             // Grouping reads its inputs' layouts: what comes before is lowered first.
             if b.channels_apply {
                 heads::lower_region(&mut b, &std::mem::take(&mut region))?;

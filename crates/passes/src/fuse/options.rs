@@ -23,6 +23,26 @@ pub enum Lowering {
     /// layers are compute-bound and gain nothing from grouping; the many
     /// small late ones (BiFPN, heads) do.
     Regions { from: f32 },
+    /// A measured plan (`fusec fuse --tune`): the aligned node groups, in
+    /// dataflow order, cut into `chunks` equal runs (at most 64); run `i`
+    /// is grouped when bit `i` of `stacked` is set, per member otherwise.
+    Plan { stacked: u64, chunks: u8 },
+}
+
+impl Lowering {
+    /// A plan as the digits of its runs, first run first: `00111111`.
+    pub fn plan_digits(stacked: u64, chunks: u8) -> String {
+        (0..chunks).map(|i| if stacked >> i & 1 == 1 { '1' } else { '0' }).collect()
+    }
+
+    /// The plan of digits like `00111111` (1 = grouped), or why not.
+    pub fn parse_plan(digits: &str) -> Result<Lowering, String> {
+        if digits.is_empty() || digits.len() > 64 || !digits.chars().all(|c| c == '0' || c == '1') {
+            return Err(format!("a plan is 1 to 64 digits 0 or 1 (1 = grouped), not `{digits}`"));
+        }
+        let stacked = digits.chars().enumerate().filter(|(_, c)| *c == '1').fold(0u64, |m, (i, _)| m | 1 << i);
+        Ok(Lowering::Plan { stacked, chunks: digits.len() as u8 })
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,6 @@
-//! Regions: where grouping starts. Node groups before the cut (in
-//! dataflow order) keep every member's own layers; those after it are
-//! grouped. The cut moves, by up to 5% of the groups, to where the least
+//! Regions: which node groups are grouped. For `Regions`, those after
+//! a cut (in dataflow order); node groups before it keep every member's
+//! own layers. For a measured `Plan`, the runs it marks. The cut moves, by up to 5% of the groups, to where the least
 //! data crosses it, since every value crossing it is stacked by a Concat.
 
 use std::collections::HashMap;
@@ -10,16 +10,23 @@ use fuse_ir::Graph;
 use super::align::NodeGroup;
 use super::options::Lowering;
 
-/// The index of the first node group that may be grouped: 0 for
-/// `Grouped`, past the end for `Separate`, and for `Regions { from }` the
-/// narrowest cut near that fraction of the groups.
-pub(crate) fn cut(lowering: Lowering, g0: &Graph, groups: &[NodeGroup]) -> usize {
+/// Per node group (in dataflow order), whether it may be grouped: all for
+/// `Grouped`, none for `Separate`, those past the narrowest cut near that
+/// fraction of the groups for `Regions { from }`, and for a `Plan` those in
+/// its grouped runs.
+pub(crate) fn plan(lowering: Lowering, g0: &Graph, groups: &[NodeGroup]) -> Vec<bool> {
+    let n = groups.len();
     match lowering {
-        Lowering::Grouped => 0,
-        Lowering::Separate => groups.len(),
+        Lowering::Grouped => vec![true; n],
+        Lowering::Separate => vec![false; n],
         Lowering::Regions { from } => {
-            let at = ((from.clamp(0.0, 1.0) * groups.len() as f32).round() as usize).min(groups.len());
-            narrowest_cut(g0, groups, at)
+            let at = ((from.clamp(0.0, 1.0) * n as f32).round() as usize).min(n);
+            let cut = narrowest_cut(g0, groups, at);
+            (0..n).map(|i| i >= cut).collect()
+        }
+        Lowering::Plan { stacked, chunks } => {
+            let k = usize::from(chunks.clamp(1, 64));
+            (0..n).map(|i| stacked >> (i * k / n.max(1)) & 1 == 1).collect()
         }
     }
 }

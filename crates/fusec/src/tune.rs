@@ -1,0 +1,182 @@
+//! `--tune`: the lowering chosen from measurements on the target runtime,
+//! device and threads, not from a fraction tuned on one model.
+//!
+//! The aligned node groups, in dataflow order, are cut into [`CHUNKS`]
+//! runs; a plan says per run whether its layers are grouped or stay per
+//! member (`Lowering::Plan`). Round 1 measures every member kept apart
+//! (`separate`: each member's layers as it runs alone), everything grouped,
+//! and "grouped from run s" for each s; round 2 each one-run change of
+//! round 1's fastest; round 3, with twice the timed rounds, confirms: the
+//! three fastest so far (by speedup over the members in their round) and
+//! `separate`. Every candidate is fused, loaded and timed against the
+//! members one after another in interleaved rounds (the same input, the
+//! same sessions, side by side), and round 3's fastest p50 wins: the tuned
+//! model is the fastest of what was measured, `separate` among it, so it
+//! is never measurably slower than keeping the members apart.
+
+use std::fmt::Write as _;
+
+use fuse_ir::Graph;
+use fusec_passes::{FuseOptions, Lowering, Member};
+use fusec_verify::runtime::{Session, SessionConfig};
+use fusec_verify::timing::{interleaved, speedup_interval, Stats};
+use fusec_verify::{Tensors, VerifyError};
+
+use crate::report::progress;
+use crate::speed::session;
+use crate::Failure;
+
+/// Runs of node groups a plan decides on.
+pub const CHUNKS: u8 = 8;
+
+/// One plan measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    /// Its runs, first run first (1 = grouped): `00111111`.
+    pub plan: String,
+    /// 1 or 2.
+    pub round: usize,
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Over the members one after another of the same round.
+    pub speedup_p50: f64,
+    pub speedup_p50_interval: Option<(f64, f64)>,
+}
+
+/// What `--tune` measured and chose.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TuneReport {
+    /// Runtime, device and threads.
+    pub device: String,
+    pub warmup: usize,
+    pub runs: usize,
+    pub candidates: Vec<Candidate>,
+    /// The plan chosen (the fastest p50 of its round).
+    pub chosen: String,
+    pub speedup_p50: f64,
+    pub speedup_p50_interval: Option<(f64, f64)>,
+    /// How many of the plan's runs are grouped.
+    pub grouped_runs: usize,
+}
+
+/// Measures plans for these members on `cfg` and returns the fastest as
+/// fuse options, with what was measured.
+#[allow(clippy::too_many_arguments)]
+pub fn tune(
+    names: &[String],
+    members: &[Graph],
+    x: &Tensors,
+    cfg: &SessionConfig,
+    device: &str,
+    warmup: usize,
+    runs: usize,
+    keep_bn: bool,
+    fp16: bool,
+) -> Result<(FuseOptions, TuneReport), Failure> {
+    let opts = |stacked: u64| FuseOptions {
+        keep_bn,
+        lowering: Lowering::Plan { stacked, chunks: CHUNKS },
+        ..Default::default()
+    };
+    let all = (1u64 << CHUNKS) - 1;
+    let mut baseline: Vec<Box<dyn Session>> =
+        members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
+    let pb = progress(4 * (warmup + runs) as u64, "tuning");
+    let mut measure = |masks: &[u64], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
+        let mut sessions = vec![];
+        for &m in masks {
+            let ms = names.iter().zip(members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
+            let f = fusec_passes::fuse(ms, &opts(m))?;
+            sessions.push(session(&f.graph, cfg, fp16)?);
+        }
+        let mut base = || -> Result<(), VerifyError> {
+            for s in baseline.iter_mut() {
+                s.run_only(x)?;
+            }
+            Ok(())
+        };
+        let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base)];
+        for s in sessions.iter_mut() {
+            runners.push(Box::new(move || s.run_only(x)));
+        }
+        let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
+            runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+        let stats = interleaved(&mut refs, warmup, runs, &mut || pb.inc(1))?;
+        pb.inc(warmup as u64);
+        Ok(masks
+            .iter()
+            .zip(&stats[1..])
+            .map(|(&m, s)| Candidate {
+                plan: Lowering::plan_digits(m, CHUNKS),
+                round,
+                stats: s.clone(),
+                speedup_p50: stats[0].p50_ms / s.p50_ms,
+                speedup_p50_interval: speedup_interval(&stats[0], s),
+            })
+            .collect())
+    };
+    // Round 1: apart, all grouped, grouped from run s.
+    let mut first: Vec<u64> = vec![0, all];
+    first.extend((1..CHUNKS).map(|s| all >> s << s));
+    let mut candidates = measure(&first, 1, runs)?;
+    let best_mask = first[fastest(&candidates)];
+    // Round 2: each one-run change of the fastest.
+    let second: Vec<u64> = (0..CHUNKS).map(|i| best_mask ^ (1 << i)).collect();
+    candidates.extend(measure(&second, 2, runs)?);
+    // Round 3: the three fastest so far and `separate`, timed twice as long.
+    let mut ranked: Vec<(u64, f64)> =
+        first.iter().chain(&second).copied().zip(candidates.iter().map(|c| c.speedup_p50)).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut third: Vec<u64> = vec![0];
+    for (m, _) in ranked {
+        if third.len() < 4 && !third.contains(&m) {
+            third.push(m);
+        }
+    }
+    let round3 = measure(&third, 3, 2 * runs)?;
+    pb.finish_and_clear();
+    let best = fastest(&round3);
+    let chosen_mask = third[best];
+    let chosen = round3[best].clone();
+    candidates.extend(round3);
+    let report = TuneReport {
+        device: device.to_string(),
+        warmup,
+        runs,
+        candidates,
+        chosen: chosen.plan.clone(),
+        speedup_p50: chosen.speedup_p50,
+        speedup_p50_interval: chosen.speedup_p50_interval,
+        grouped_runs: chosen_mask.count_ones() as usize,
+    };
+    Ok((opts(chosen_mask), report))
+}
+
+fn fastest(c: &[Candidate]) -> usize {
+    (0..c.len()).min_by(|&a, &b| c[a].stats.p50_ms.total_cmp(&c[b].stats.p50_ms)).expect("candidates")
+}
+
+/// The table of what `--tune` measured.
+pub fn table(r: &TuneReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "tuning on {}: {} runs of node groups in dataflow order (1 = grouped, 0 = per member), {} warm-up + {} timed rounds in rounds 1 and 2, {} in round 3, interleaved with the members one after another",
+        r.device, CHUNKS, r.warmup, r.runs, 2 * r.runs
+    );
+    let _ = writeln!(o, "| round | plan | p50 ms | speedup (p50) | 95% interval |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for c in &r.candidates {
+        let ci = c.speedup_p50_interval.map(|(lo, hi)| format!("{lo:.2}–{hi:.2}x")).unwrap_or_else(|| "-".into());
+        let mark = if c.round == 3 && c.plan == r.chosen { " (chosen)" } else { "" };
+        let _ =
+            writeln!(o, "| {} | {}{mark} | {:.1} | {:.2}x | {ci} |", c.round, c.plan, c.stats.p50_ms, c.speedup_p50);
+    }
+    let ci = r.speedup_p50_interval.map(|(lo, hi)| format!(", 95% interval {lo:.2}–{hi:.2}x")).unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "chosen: plan {} ({:.2}x the members one after another{ci}; 0 runs grouped is every member apart)",
+        r.chosen, r.speedup_p50
+    );
+    o
+}
