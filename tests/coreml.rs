@@ -190,3 +190,43 @@ fn every_mapped_op_loads_and_type_checks_in_coremltools() {
         );
     }
 }
+
+/// The transformer trios (BERT from both torch exporters and from
+/// HuggingFace folders, ViT from both exporters) fused into Core ML
+/// packages that coremltools loads and type-checks, fp32 and fp16: token
+/// inputs are int32 at the interface, Expand is a tile, GatherND a
+/// gather_nd, bool gathers go through int32, and a `select` whose condition
+/// is larger than both branches gets its branch broadcast.
+#[test]
+fn transformer_trios_export_packages_that_coremltools_loads_and_type_checks() {
+    let t = common::transformers_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let sets: [(&str, &[&str]); 5] = [
+        ("bert_tiny_default", &["t1.hf", "t2.hf", "t3.hf"]),
+        ("bert_tiny_default", &["t1.onnx", "t2.onnx", "t3.onnx"]),
+        ("bert_tiny_ts", &["t1.onnx", "t2.onnx", "t3.onnx"]),
+        ("vit_micro_default", &["v2.onnx", "v5.onnx", "v9.onnx"]),
+        ("vit_micro_ts", &["v2.onnx", "v5.onnx", "v9.onnx"]),
+    ];
+    for (k, (set, files)) in sets.iter().enumerate() {
+        for precision in ["fp32", "fp16"] {
+            let pkg = dir.path().join(format!("{k}-{precision}.mlpackage"));
+            let members: Vec<PathBuf> = files.iter().map(|f| t.join(set).join(f)).collect();
+            let mut args: Vec<&str> = vec!["fuse"];
+            args.extend(members.iter().map(|p| s(p)));
+            args.extend_from_slice(&["-o", s(&pkg), "--seq-len", "32", "--precision", precision]);
+            ok(fusec(&args));
+            let report = coremltools_check(&pkg);
+            let first = files[0].split('.').next().unwrap();
+            if set.starts_with("bert") {
+                assert!(report.contains("input input_ids int32[1, 32]"), "{set}: {report}");
+                assert!(report.contains(&format!("output {first}_logits fp32[1, 1]")), "{set}: {report}");
+            } else {
+                assert!(report.contains("input image fp32[1, 3, 32, 32]"), "{set}: {report}");
+            }
+            assert!(report.contains("op matmul") || report.contains("op linear"), "{set}: {report}");
+            assert!(report.contains("op layer_norm") || report.contains("op reduce_mean"), "{set}: {report}");
+            assert!(report.contains("op softmax"), "{set}: {report}");
+        }
+    }
+}

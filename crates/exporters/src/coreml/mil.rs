@@ -58,6 +58,7 @@ impl Lowered {
 /// An immediate constant.
 enum Imm {
     Ints(Vec<i32>, Vec<usize>),
+    Bools(Vec<bool>, Vec<usize>),
     Int(i32),
     Float(f32),
     Bool(bool),
@@ -82,19 +83,27 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
     let mut fn_inputs = vec![];
     for &v in g.inputs() {
         let val = g.value(v);
-        if val.ty.dtype != DType::F32 {
-            return Err(ExportError::Unmapped(format!(
-                "input `{}` is {}: Core ML inputs here are f32",
-                val.name, val.ty
-            )));
-        }
+        // Float inputs are fp32 at the interface; integer ones (token ids,
+        // masks) int32, as Core ML takes them (values beyond int32 are the
+        // caller's to avoid, as coremltools does).
+        let dt = match val.ty.dtype {
+            DType::F32 => DataType::Float32,
+            DType::I64 | DType::I32 => DataType::Int32,
+            _ => {
+                return Err(ExportError::Unmapped(format!(
+                    "input `{}` is {}: Core ML inputs here are f32 or integers",
+                    val.name, val.ty
+                )))
+            }
+        };
         let name = l.ident(&val.name);
-        fn_inputs
-            .push(NamedValueType { name: name.clone(), r#type: Some(tensor_type(DataType::Float32, &val.ty.shape)) });
+        fn_inputs.push(NamedValueType { name: name.clone(), r#type: Some(tensor_type(dt, &val.ty.shape)) });
         inputs.push((name.clone(), val.name.clone(), val.ty.clone()));
         let inner = match precision {
-            Precision::F32 => name,
-            Precision::F16 => l.cast(&name, &format!("{name}_to_fp16"), "fp16", &val.ty.shape)?,
+            Precision::F16 if dt == DataType::Float32 => {
+                l.cast(&name, &format!("{name}_to_fp16"), "fp16", &val.ty.shape)?
+            }
+            _ => name,
         };
         l.defined.insert(v, inner);
     }
@@ -207,7 +216,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 .map(|&x| i32::try_from(x))
                 .collect::<Result<Vec<i32>, _>>()
                 .map_err(|_| ExportError::Unmapped(format!("weight `{}` holds values outside int32", val.name)))?;
-            imm_value(Imm::Ints(ints, shape), self.float())
+            if t.ty().dtype == DType::Bool {
+                imm_value(Imm::Bools(ints.iter().map(|&i| i != 0).collect(), shape), self.float())
+            } else {
+                imm_value(Imm::Ints(ints, shape), self.float())
+            }
         };
         self.push_const(&name, value);
         self.defined.insert(v, name.clone());
@@ -389,11 +402,50 @@ impl<W: Write + Seek> Lowering<'_, W> {
             }
             Op::And => self.op("logical_and", &n, xy(), outs),
             Op::Where => {
-                let ins = vec![("cond", vec![x[0].clone()]), ("a", vec![x[1].clone()]), ("b", vec![x[2].clone()])];
+                // MIL's select takes its output shape from `a` and `b`
+                // alone: where `cond` is larger, `a` is broadcast first.
+                let out_shape = g.value(node.outputs[0]).ty.shape.clone();
+                let (sa, sb) = (in_shape(1), in_shape(2));
+                let mut a = x[1].clone();
+                if broadcast(&sa, &sb) != out_shape {
+                    let dt = self.mil_dtype(g.value(input(1).expect("input")).ty.dtype);
+                    a = self.broadcast_to(&format!("{n}_a"), a, sa, &out_shape, dt, None);
+                }
+                let ins = vec![("cond", vec![x[0].clone()]), ("a", vec![a]), ("b", vec![x[2].clone()])];
                 self.op("select", &n, ins, outs);
             }
-            Op::Expand { .. } | Op::GatherNd { .. } => {
-                return Err(fail("no MIL mapping yet (Core ML export of transformer members is not done)".into()));
+            // Broadcasting to a static shape.
+            Op::Expand { .. } => {
+                let out_shape = g.value(node.outputs[0]).ty.shape.clone();
+                let dt = self.mil_dtype(g.value(input(0).expect("input")).ty.dtype);
+                self.broadcast_to(&n, x[0].clone(), in_shape(0), &out_shape, dt, Some(outs));
+            }
+            Op::GatherNd { batch_dims } => {
+                if *batch_dims != 0 {
+                    return Err(fail(format!(
+                        "batch_dims {batch_dims} is not mapped to MIL (iOS 15 gather_nd has none)"
+                    )));
+                }
+                let ins = vec![("indices", vec![x[1].clone()])];
+                if g.value(input(0).expect("input")).ty.dtype == DType::Bool {
+                    // MIL gathers numbers: a bool tensor goes through int32.
+                    let src = in_shape(0);
+                    let as_int = self.ident(&format!("{n}_int"));
+                    let int_ty = tensor_type(DataType::Int32, &src);
+                    let params = vec![("dtype", Imm::Str("int32".into()))];
+                    self.op_params("cast", &as_int, x0(), params, vec![(as_int.clone(), int_ty)]);
+                    let got = self.ident(&format!("{n}_gathered"));
+                    let got_ty = tensor_type(DataType::Int32, &g.value(node.outputs[0]).ty.shape);
+                    let mut gi = vec![("x", vec![as_int])];
+                    gi.extend(ins);
+                    self.op("gather_nd", &got, gi, vec![(got.clone(), got_ty)]);
+                    let params = vec![("dtype", Imm::Str("bool".into()))];
+                    self.op_params("cast", &n, vec![("x", vec![got])], params, outs);
+                } else {
+                    let mut gi = vec![("x", vec![x[0].clone()])];
+                    gi.extend(ins);
+                    self.op("gather_nd", &n, gi, outs);
+                }
             }
             Op::HardSigmoid { alpha, beta } => {
                 let params = vec![("alpha", Imm::Float(*alpha)), ("beta", Imm::Float(*beta))];
@@ -528,6 +580,25 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 ];
                 self.op_params("pad", &n, x0(), params, outs);
             }
+            Op::Gather { axis } if g.value(input(0).expect("input")).ty.dtype == DType::Bool => {
+                // MIL gathers numbers: a bool tensor goes through int32.
+                let as_int = self.ident(&format!("{n}_int"));
+                let int_ty = tensor_type(DataType::Int32, &in_shape(0));
+                let params = vec![("dtype", Imm::Str("int32".into()))];
+                self.op_params("cast", &as_int, x0(), params, vec![(as_int.clone(), int_ty)]);
+                let got = self.ident(&format!("{n}_gathered"));
+                let got_ty = tensor_type(DataType::Int32, &g.value(node.outputs[0]).ty.shape);
+                let ins = vec![("x", vec![as_int]), ("indices", vec![x[1].clone()])];
+                self.op_params(
+                    "gather",
+                    &got,
+                    ins,
+                    vec![("axis", Imm::Int(*axis as i32))],
+                    vec![(got.clone(), got_ty)],
+                );
+                let params = vec![("dtype", Imm::Str("bool".into()))];
+                self.op_params("cast", &n, vec![("x", vec![got])], params, outs);
+            }
             Op::Gather { axis } => {
                 let ins = vec![("x", vec![x[0].clone()]), ("indices", vec![x[1].clone()])];
                 self.op_params("gather", &n, ins, vec![("axis", Imm::Int(*axis as i32))], outs);
@@ -581,6 +652,44 @@ impl<W: Write + Seek> Lowering<'_, W> {
         self.define(node, out_names)
     }
 
+    /// `x` (of shape `src`) broadcast to `out_shape` with `tile` (a
+    /// lower-rank `x` first reshaped with leading 1s, as ONNX aligns shapes
+    /// from the right); named `out`'s name when given, else a fresh name
+    /// after `base`. Returns the name.
+    fn broadcast_to(
+        &mut self,
+        base: &str,
+        x: String,
+        mut src: Vec<usize>,
+        out_shape: &[usize],
+        dt: DataType,
+        out: Option<Vec<(String, ValueType)>>,
+    ) -> String {
+        let list = |v: Vec<i32>| {
+            let n = v.len();
+            Imm::Ints(v, vec![n])
+        };
+        let mut xin = x;
+        if src.len() < out_shape.len() {
+            let mut padded = vec![1usize; out_shape.len() - src.len()];
+            padded.extend(&src);
+            let r = self.ident(&format!("{base}_rank"));
+            let shape = list(padded.iter().map(|&d| d as i32).collect());
+            let ty = tensor_type(dt, &padded);
+            self.op_params("reshape", &r, vec![("x", vec![xin])], vec![("shape", shape)], vec![(r.clone(), ty)]);
+            xin = r;
+            src = padded;
+        }
+        let reps: Vec<i32> = src.iter().zip(out_shape).map(|(&a, &b)| (b / a.max(1)) as i32).collect();
+        let outs = out.unwrap_or_else(|| {
+            let name = self.ident(base);
+            vec![(name, tensor_type(dt, out_shape))]
+        });
+        let name = outs[0].0.clone();
+        self.op_params("tile", &name, vec![("x", vec![xin])], vec![("reps", list(reps))], outs);
+        name
+    }
+
     /// Records the MIL names of a lowered node's outputs.
     fn define(&mut self, node: &Node, out_names: Vec<String>) -> Result<(), ExportError> {
         for (&o, name) in node.outputs.iter().zip(out_names) {
@@ -629,6 +738,10 @@ fn imm_value(v: Imm, float: DataType) -> MilValue {
             tensor_type(DataType::Int32, &shape),
             tensor_value::Value::Ints(tensor_value::RepeatedInts { values }),
         ),
+        Imm::Bools(values, shape) => immediate(
+            tensor_type(DataType::Bool, &shape),
+            tensor_value::Value::Bools(tensor_value::RepeatedBools { values }),
+        ),
         Imm::Int(x) => immediate(
             tensor_type(DataType::Int32, &[]),
             tensor_value::Value::Ints(tensor_value::RepeatedInts { values: vec![x] }),
@@ -649,6 +762,13 @@ fn imm_value(v: Imm, float: DataType) -> MilValue {
         ),
         Imm::Str(s) => str_value(&s),
     }
+}
+
+/// Two static shapes broadcast together (ONNX rules, aligned from the right).
+fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let n = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| if i + s.len() >= n { s[i + s.len() - n] } else { 1 };
+    (0..n).map(|i| at(a, i).max(at(b, i))).collect()
 }
 
 fn str_value(s: &str) -> MilValue {

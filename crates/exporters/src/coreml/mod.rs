@@ -163,7 +163,7 @@ fn model(g: &Graph, lowered: mil::Lowered, precision: Precision, renamed: &[(Str
             is_optional: false,
             r#type: Some(feature_type::Type::MultiArrayType(ArrayFeatureType {
                 shape: ty.shape.iter().map(|&d| d as i64).collect(),
-                data_type: ArrayDataType::Float32 as i32,
+                data_type: if ty.dtype.is_float() { ArrayDataType::Float32 } else { ArrayDataType::Int32 } as i32,
                 shape_flexibility: None,
                 default_optional_value: None,
             })),
