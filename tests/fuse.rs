@@ -690,11 +690,13 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert_eq!(cands[1]["plan"], "11111111");
     assert_eq!(cands[17]["plan"], "00000000", "round 3 measures `separate` again");
     let chosen = t["chosen"].as_str().unwrap();
-    let fastest3 = cands[17..]
-        .iter()
-        .min_by(|a, b| a["p50_ms"].as_f64().unwrap().total_cmp(&b["p50_ms"].as_f64().unwrap()))
-        .unwrap();
-    assert_eq!(fastest3["plan"], chosen, "round 3's fastest p50 is chosen: {t}");
+    // Round 3 chooses: `separate`, or a plan measurably faster than it.
+    let p50 = |plan: &str| {
+        cands[17..].iter().find(|c| c["plan"] == plan).unwrap_or_else(|| panic!("{plan} not in round 3: {t}"))["p50_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(chosen == "00000000" || p50(chosen) < p50("00000000"), "{t}");
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
     assert_eq!(j["report"]["lowering"]["lowering"], "plan");
     assert_eq!(j["report"]["lowering"]["plan"], chosen);

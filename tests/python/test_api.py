@@ -178,3 +178,16 @@ def test_stubs_and_markers_ship_in_the_wheel():
     pkg = Path(fusec.__file__).parent
     assert (pkg / "py.typed").exists() and (pkg / "_fusec.pyi").exists()
     assert fusec.fuse.__doc__ and ">>> r = fusec.fuse(" in fusec.fuse.__doc__
+
+
+def test_fuse_can_tune_and_keep_the_plan(tmp_path):
+    out, plan = tmp_path / "tuned.onnx", tmp_path / "plan.json"
+    report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=1, calibrate=plan, threads=2, progress=False)
+    t = report.tuning
+    assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 9 + [2] * 8 + [3] * 4
+    assert report.lowering == {"lowering": "plan", "plan": t.chosen, "group_from": 0.0, "keep_bn": False,
+                               "split_depthwise": False, "split_pointwise": False}
+    assert json.loads(plan.read_text())["plan"] == t.chosen
+    again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
+    assert again.tuning is None and again.lowering == report.lowering
+    assert (tmp_path / "again.onnx").read_bytes() == out.read_bytes()
