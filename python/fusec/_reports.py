@@ -109,7 +109,8 @@ class TuneReport:
     runs: int
     candidates: List[Candidate]
     chosen: str
-    speedup_p50: float
+    speedup_p50: Optional[float]
+    """None when nothing was measured (grouping stacks no layer)."""
     speedup_p50_interval: Optional[Tuple[float, float]]
     grouped_runs: int
 

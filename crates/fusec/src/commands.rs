@@ -465,7 +465,7 @@ pub fn fuse(
             let cal = crate::calibration::Calibration::new(
                 &format!("fused, tuned plan {}", report.chosen),
                 &tuned,
-                report.speedup_p50,
+                report.speedup_p50.unwrap_or(1.0),
                 &device,
                 &names,
             );
