@@ -489,22 +489,13 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                     },
                 },
             };
-            let (precision, fp16_compute) = match precision {
-                PrecisionArg::Fp32 => (fusec_exporters::coreml::Precision::F32, false),
-                PrecisionArg::Fp16 => (fusec_exporters::coreml::Precision::F16, false),
-                PrecisionArg::Fp16Compute => (fusec_exporters::coreml::Precision::F16, true),
+            let precision = match precision {
+                PrecisionArg::Fp32 => commands::FusePrecision::Fp32,
+                PrecisionArg::Fp16 => commands::FusePrecision::Fp16,
+                PrecisionArg::Fp16Compute => commands::FusePrecision::Fp16Compute,
             };
             let tune = tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate });
-            to_json(&commands::fuse(
-                &members,
-                &arch.options(),
-                &output,
-                explain,
-                &opts,
-                precision,
-                fp16_compute,
-                tune.as_ref(),
-            )?)
+            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, tune.as_ref())?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
             to_json(&commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)?)

@@ -419,6 +419,16 @@ pub struct FuseReport {
     pub tuning: Option<crate::tune::TuneReport>,
 }
 
+/// `fusec fuse --precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusePrecision {
+    Fp32,
+    /// fp16 weights; ONNX computes in fp32, Core ML in fp16.
+    Fp16,
+    /// ONNX computes in fp16 throughout (for GPUs); Core ML as `Fp16`.
+    Fp16Compute,
+}
+
 /// `fusec fuse --tune`: where and how long to measure, and where to keep
 /// the plan chosen.
 pub struct TuneArgs {
@@ -435,10 +445,14 @@ pub fn fuse(
     output: &Path,
     explain: bool,
     opts: &fusec_passes::FuseOptions,
-    precision: Precision,
-    fp16_compute: bool,
+    precision: FusePrecision,
     tune: Option<&TuneArgs>,
 ) -> Result<FuseReport, Failure> {
+    let fp16_compute = precision == FusePrecision::Fp16Compute;
+    let precision = match precision {
+        FusePrecision::Fp32 => Precision::F32,
+        FusePrecision::Fp16 | FusePrecision::Fp16Compute => Precision::F16,
+    };
     let format = OutputFormat::of(output)?;
     let t0 = Instant::now();
     let names = member_names(paths);

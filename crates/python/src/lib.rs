@@ -158,10 +158,10 @@ fn fuse(
             )))
         }
     };
-    let (precision, fp16_compute) = match precision {
-        "fp32" => (fusec_exporters::coreml::Precision::F32, false),
-        "fp16" => (fusec_exporters::coreml::Precision::F16, false),
-        "fp16-compute" => (fusec_exporters::coreml::Precision::F16, true),
+    let precision = match precision {
+        "fp32" => fusec::commands::FusePrecision::Fp32,
+        "fp16" => fusec::commands::FusePrecision::Fp16,
+        "fp16-compute" => fusec::commands::FusePrecision::Fp16Compute,
         p => {
             return Err(PyValueError::new_err(format!("precision must be 'fp32', 'fp16' or 'fp16-compute', not {p:?}")))
         }
@@ -177,7 +177,7 @@ fn fuse(
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, ..Default::default() },
         };
-        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, fp16_compute, tune.as_ref())
+        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, tune.as_ref())
     })
 }
 

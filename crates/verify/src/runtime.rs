@@ -398,7 +398,7 @@ impl OrtSession {
             .collect();
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
         let bound = match cfg.device {
-            Device::Cuda => Some(DeviceBinding::new(&session).map_err(|e| rt(e))?),
+            Device::Cuda => Some(DeviceBinding::new(&session).map_err(rt)?),
             _ => None,
         };
         Ok(OrtSession { session, inputs, feeds, outputs, bound })
