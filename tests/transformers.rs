@@ -187,3 +187,46 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("equivalence: ok (6 outputs compared"), "{text}");
 }
+
+/// fp16 compute on BERT (`run --precision fp16`, the fused model made with
+/// `--precision fp16-compute`): the attention mask's `f32::MIN` saturates
+/// to f16's -65504 instead of -inf (whose product with a 0 mask entry
+/// would be NaN), so the logits stay finite and near PyTorch's.
+#[test]
+fn fp16_compute_keeps_bert_finite_and_close() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let d = set("bert_tiny_default");
+    let input = d.join("input.safetensors");
+    let fused = dir.path().join("fp16.onnx");
+    let mut args = vec!["fuse"];
+    let folders: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.hf"))).collect();
+    args.extend(folders.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--seq-len", "32", "-o", s(&fused), "--precision", "fp16-compute"]);
+    ok(fusec(&args));
+    let out = dir.path().join("fused.safetensors");
+    run(&fused, &input, "ort", &out);
+    let alone = dir.path().join("t1.safetensors");
+    ok(fusec(&[
+        "run",
+        s(&folders[0]),
+        "--seq-len",
+        "32",
+        "--input",
+        s(&input),
+        "--precision",
+        "fp16",
+        "-o",
+        s(&alone),
+    ]));
+    let got = read_tensors(&out).unwrap();
+    let t1 = read_tensors(&alone).unwrap();
+    for m in ["t1", "t2", "t3"] {
+        let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+        let (_, g) = got.iter().find(|(n, _)| *n == format!("{m}/logits")).unwrap();
+        assert!(g.iter().all(|x| x.is_finite()), "{m}: {g:?}");
+        let d = fusec_verify::compare::diff(g, &want[0].1).unwrap();
+        assert!(d.max_abs < 1e-2, "{m}: {d:?}");
+    }
+    assert!(t1[0].1.iter().all(|x| x.is_finite()), "{t1:?}");
+}

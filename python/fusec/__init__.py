@@ -201,9 +201,9 @@ def fuse(
     members: Sequence[PathLike],
     output: PathLike,
     *,
-    lowering: str = "regions",
-    group_from: float = 0.25,
-    keep_bn: bool = False,
+    lowering: Optional[str] = None,
+    group_from: Optional[float] = None,
+    keep_bn: Optional[bool] = None,
     calibration: Optional[PathLike] = None,
     precision: str = "fp32",
     explain: bool = False,
@@ -224,8 +224,8 @@ def fuse(
     ``members``: ``.safetensors`` state_dicts, HuggingFace checkpoint
     folders, or ``.onnx`` files of one architecture. ``output``: ``*.onnx``
     or ``*.mlpackage`` (Core ML), written atomically (an existing file is
-    untouched on failure). ``lowering``: ``regions`` (default), ``grouped``
-    or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
+    untouched on failure). ``lowering``: ``regions`` (default, grouped from
+    ``group_from``, 0.25), ``grouped`` or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
     instead; ``tune=True`` measures plans on ``runtime``/``device``/``threads``
     and fuses with the fastest (``calibrate=FILE`` keeps it for
     ``calibration=``). ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
@@ -235,13 +235,20 @@ def fuse(
     >>> r.nodes, r.convs, [m.name for m in r.members]
     (903, 324, ['coco', 'aquarium', 'vehicles'])
     """
+    chosen = [k for k, v in (("lowering", lowering), ("group_from", group_from), ("keep_bn", keep_bn)) if v is not None]
+    if calibration is not None and (chosen or tune):
+        raise ValueError(f"calibration= chooses the lowering: it cannot go with {', '.join(chosen) or 'tune'}=")
+    if tune and (lowering is not None or group_from is not None):
+        raise ValueError("tune=True chooses the lowering: it cannot go with lowering= or group_from=")
+    if calibrate is not None and not tune:
+        raise ValueError("calibrate= keeps what tune=True measured: pass tune=True")
     return _call(
         FuseReport,
         _fusec.fuse,
         _paths(members),
         os.fspath(output),
-        lowering,
-        float(group_from),
+        lowering or "regions",
+        float(0.25 if group_from is None else group_from),
         bool(keep_bn),
         None if calibration is None else os.fspath(calibration),
         precision,

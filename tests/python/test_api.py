@@ -182,7 +182,7 @@ def test_stubs_and_markers_ship_in_the_wheel():
 
 def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     out, plan = tmp_path / "tuned.onnx", tmp_path / "plan.json"
-    report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=1, calibrate=plan, threads=2, progress=False)
+    report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=2, calibrate=plan, threads=2, progress=False)
     t = report.tuning
     assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 9 + [2] * 8 + [3] * 4
     assert report.lowering == {"lowering": "plan", "plan": t.chosen, "group_from": 0.0, "keep_bn": False,
@@ -191,3 +191,12 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering
     assert (tmp_path / "again.onnx").read_bytes() == out.read_bytes()
+
+
+def test_fuse_refuses_options_that_contradict_each_other(tmp_path):
+    out = tmp_path / "x.onnx"
+    for kwargs in ({"calibrate": tmp_path / "p.json"}, {"calibration": tmp_path / "p.json", "tune": True},
+                   {"calibration": tmp_path / "p.json", "lowering": "grouped"}, {"tune": True, "lowering": "grouped"}):
+        with pytest.raises(ValueError):
+            fusec.fuse(MEMBERS[:2], out, progress=False, **kwargs)
+    assert not out.exists()

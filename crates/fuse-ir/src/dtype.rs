@@ -140,3 +140,14 @@ impl fmt::Display for TensorType {
         f.write_str("]")
     }
 }
+
+/// `x` in f16, finite values beyond f16's range saturated to ±65504: an
+/// attention mask's `f32::MIN` must stay a large finite negative (-inf
+/// times a 0 mask entry is NaN).
+pub fn saturated_f16(x: f32) -> half::f16 {
+    if x.is_finite() {
+        half::f16::from_f32(x.clamp(-65504.0, 65504.0))
+    } else {
+        half::f16::from_f32(x)
+    }
+}

@@ -24,7 +24,7 @@ pub mod shape;
 mod tensor;
 pub mod text;
 
-pub use dtype::{DType, TensorType, MAX_ELEMENTS, MAX_RANK};
+pub use dtype::{saturated_f16, DType, TensorType, MAX_ELEMENTS, MAX_RANK};
 pub use error::IrError;
 pub use graph::{known_of, Graph, Node, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};
 pub use op::*;

@@ -87,11 +87,18 @@ pub fn warn(msg: impl Into<String>) {
 /// assumption made for every member).
 pub fn warn_once(msg: &str) {
     let said = match mode() {
-        Mode::Text => SAID.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| s == msg),
+        Mode::Text => {
+            let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+            let before = said.iter().any(|s| s == msg);
+            if !before {
+                said.push(msg.to_string());
+            }
+            before
+        }
+        // Kept messages are per command (emptied by take_messages).
         _ => WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| s == msg),
     };
     if !said {
-        SAID.lock().unwrap_or_else(|e| e.into_inner()).push(msg.to_string());
         warn(msg);
     }
 }

@@ -10,10 +10,10 @@
 //! three fastest so far (by speedup over the members in their round) and
 //! `separate`. Every candidate is fused, loaded and timed against the
 //! members one after another in interleaved rounds (the same input, the
-//! same sessions, side by side). Round 3's fastest p50 wins if it is
-//! faster than `separate` in that round and the 95% interval of its
-//! speedup over `separate` stays at or above [`NOT_SLOWER`], else
-//! `separate` does: a plan that may well be slower than keeping the
+//! same sessions, side by side). Of round 3's plans that group, those
+//! faster than `separate` there with the 95% interval of their speedup
+//! over it at or above [`NOT_SLOWER`], the fastest (p50) wins; if there is
+//! none, `separate` does: a plan that may well be slower than keeping the
 //! members apart is never chosen.
 
 use std::fmt::Write as _;
@@ -40,7 +40,7 @@ pub const NOT_SLOWER: f64 = 0.97;
 pub struct Candidate {
     /// Its runs, first run first (1 = grouped): `00111111`.
     pub plan: String,
-    /// 1 or 2.
+    /// 1, 2 or 3.
     pub round: usize,
     #[serde(flatten)]
     pub stats: Stats,
@@ -57,8 +57,9 @@ pub struct TuneReport {
     pub warmup: usize,
     pub runs: usize,
     pub candidates: Vec<Candidate>,
-    /// The plan chosen (round 3's fastest, if faster than `separate` with
-    /// its interval over it at or above [`NOT_SLOWER`]; else `separate`).
+    /// The plan chosen: of round 3's plans faster than `separate` with
+    /// their interval over it at or above [`NOT_SLOWER`], the fastest; else
+    /// `separate`.
     pub chosen: String,
     /// Its speedup over the members (none when nothing was measured:
     /// grouping stacks no layer of these members).
@@ -82,6 +83,11 @@ pub fn tune(
     keep_bn: bool,
     fp16: bool,
 ) -> Result<(FuseOptions, TuneReport), Failure> {
+    if runs < 2 {
+        return Err(Failure::input(format!(
+            "--tune-runs must be 2 or more (a speedup interval needs 2 rounds), not {runs}"
+        )));
+    }
     let opts = |stacked: u64| FuseOptions {
         keep_bn,
         lowering: Lowering::Plan { stacked, chunks: CHUNKS },
@@ -150,7 +156,7 @@ pub fn tune(
     // Round 2: each one-run change of the fastest.
     let second: Vec<u64> = (0..CHUNKS).map(|i| best_mask ^ (1 << i)).collect();
     candidates.extend(measure(&second, 2, runs)?);
-    // Round 3: the three fastest so far and `separate`, timed twice as long.
+    // Round 3: the three fastest so far and `separate`, timed three times as long.
     let mut ranked: Vec<(u64, f64)> =
         first.iter().chain(&second).copied().zip(candidates.iter().map(|c| c.speedup_p50)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

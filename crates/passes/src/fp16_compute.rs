@@ -3,17 +3,19 @@
 //! input is cast to f16 where it enters, each output back to f32 where it
 //! leaves, under its own name.
 //!
-//! Every f32 weight and constant becomes f16, every `Cast` to f32 casts
+//! Every f32 weight and constant becomes f16 (finite values saturated to
+//! f16's range), every `Cast` to f32 casts
 //! to f16, and every node's output types are inferred again in dataflow
 //! order, so the change follows the data through every op. Outputs move by
 //! f16 rounding throughout (`fusec verify`'s fp16 tolerance, 1e-2).
 
-use fuse_ir::{DType, Graph, IrError, Op, Tensor, TensorType, ValueDef, ValueId};
+use fuse_ir::{saturated_f16, DType, Graph, IrError, Op, Tensor, TensorType, ValueDef, ValueId};
 
 /// Rewrites `g` to compute in f16; returns how many values changed type.
 pub fn fp16_compute(g: &mut Graph) -> Result<usize, IrError> {
+    let f32_outputs: Vec<bool> = g.outputs().iter().map(|&o| g.value(o).ty.dtype == DType::F32).collect();
     let to_f16 = |name: &str, t: &Tensor| -> Result<Tensor, IrError> {
-        let half: Vec<u8> = t.to_f32_lossy().iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let half: Vec<u8> = t.to_f32_lossy().iter().flat_map(|&x| saturated_f16(x).to_le_bytes()).collect();
         Tensor::new(TensorType::new(DType::F16, t.ty().shape.clone()), half.into())
             .map_err(|m| IrError::Tensor { name: name.to_string(), msg: m })
     };
@@ -71,10 +73,10 @@ pub fn fp16_compute(g: &mut Graph) -> Result<usize, IrError> {
             }
         }
     }
-    // Outputs: back to f32, under the names the model had.
+    // Outputs: back to f32 (those that were), under the names the model had.
     let mut outputs = g.outputs().to_vec();
-    for o in outputs.iter_mut() {
-        if g.value(*o).ty.dtype != DType::F16 || !matches!(g.value(*o).def, ValueDef::Node { .. }) {
+    for (o, was) in outputs.iter_mut().zip(&f32_outputs) {
+        if !was || g.value(*o).ty.dtype != DType::F16 || !matches!(g.value(*o).def, ValueDef::Node { .. }) {
             continue;
         }
         let name = g.value(*o).name.clone();

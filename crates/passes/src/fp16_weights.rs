@@ -26,7 +26,7 @@ pub fn fp16_weights(g: &mut Graph) -> Result<usize, IrError> {
         .map(|(id, v, t)| (id, v.name.clone(), t.clone()))
         .collect();
     for (id, name, t) in &todo {
-        let half: Vec<u8> = t.to_f32_lossy().iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let half: Vec<u8> = t.to_f32_lossy().iter().flat_map(|&x| fuse_ir::saturated_f16(x).to_le_bytes()).collect();
         let ty = TensorType::new(DType::F16, t.ty().shape.clone());
         let h = Tensor::new(ty, half.into()).map_err(|m| IrError::Tensor { name: name.clone(), msg: m })?;
         let hv = g.add_weight(format!("{name}.fp16"), h);

@@ -79,7 +79,9 @@ pub trait Session {
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors, VerifyError>;
     /// Runs the model for timing: outputs may stay where they were computed
     /// (on the device, with CUDA) and inputs already there are not copied
-    /// again.
+    /// again. An input is recognized by its buffer (address and length):
+    /// callers time one input set, unchanged, and use [`Session::run`]
+    /// (which always copies) to read outputs.
     fn run_only(&mut self, inputs: &Tensors) -> Result<(), VerifyError> {
         self.run(inputs).map(|_| ())
     }

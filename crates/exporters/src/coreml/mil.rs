@@ -779,5 +779,5 @@ fn str_value(s: &str) -> MilValue {
 }
 
 fn f16_bytes(data: &[f32]) -> Vec<u8> {
-    data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
+    data.iter().flat_map(|&x| fuse_ir::saturated_f16(x).to_le_bytes()).collect()
 }
