@@ -299,6 +299,18 @@ pub fn run_tensors(
     Ok(outputs)
 }
 
+/// `g` as ONNX bytes for a session; with `fp16`, made to compute in f16
+/// (`--precision fp16`: members and fused models alike).
+pub(crate) fn onnx_bytes(g: &Graph, fp16: bool) -> Result<Vec<u8>, Failure> {
+    if !fp16 {
+        return Ok(fusec_exporters::onnx::export(g)?);
+    }
+    let mut h = g.clone();
+    fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
+    fusec_passes::validate::validated("fp16_compute", &h)?;
+    Ok(fusec_exporters::onnx::export(&h)?)
+}
+
 /// The outputs, and a line saying where it ran and how long it took.
 fn run_graph(
     model: &Path,
@@ -307,14 +319,7 @@ fn run_graph(
     cfg: &SessionConfig,
     fp16: bool,
 ) -> Result<(fusec_verify::Tensors, String), Failure> {
-    let bytes = if fp16 {
-        let mut h = g.clone();
-        fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
-        fusec_passes::validate::validated("fp16_compute", &h)?;
-        fusec_exporters::onnx::export(&h)?
-    } else {
-        fusec_exporters::onnx::export(g)?
-    };
+    let bytes = onnx_bytes(g, fp16)?;
     let t0 = Instant::now();
     let mut session = fusec_verify::runtime::load(&bytes, cfg)?;
     let t1 = Instant::now();

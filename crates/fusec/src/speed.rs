@@ -113,17 +113,31 @@ fn detections(
 /// A session for `g`; with `fp16`, `g` computes in f16 (members and
 /// fused models alike: `--precision fp16`).
 pub(crate) fn session(g: &Graph, cfg: &SessionConfig, fp16: bool) -> Result<Box<dyn Session>, Failure> {
-    let half;
-    let g = if fp16 {
-        let mut h = g.clone();
-        fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
-        half = fusec_passes::validate::validated("fp16_compute", &h).map(|_| h)?;
-        &half
-    } else {
-        g
-    };
-    let bytes = fusec_exporters::onnx::export(g)?;
-    Ok(fusec_verify::runtime::load(&bytes, cfg)?)
+    Ok(fusec_verify::runtime::load(&crate::commands::onnx_bytes(g, fp16)?, cfg)?)
+}
+
+/// The members as `fusec_passes::fuse` takes them (copies of the graphs).
+pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
+    names.iter().zip(graphs).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect()
+}
+
+/// Times groups of sessions side by side, in interleaved rounds, on `x`:
+/// each group runs its sessions one after another (the members: a group
+/// of N; a fused model: a group of one). Stats per group, in order.
+pub(crate) fn time_groups(
+    groups: &mut [&mut [Box<dyn Session>]],
+    x: &Tensors,
+    warmup: usize,
+    runs: usize,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<Stats>, VerifyError> {
+    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = groups
+        .iter_mut()
+        .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
+        runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+    interleaved(&mut refs, warmup, runs, tick)
 }
 
 /// The baseline: each member's session in turn, on the same input.
@@ -471,9 +485,8 @@ pub fn verify(
     if speed.runs > 0 {
         let x = &ins[0];
         let pb = progress(speed.runs as u64, "timing");
-        let mut base = || one_after_another(&mut sessions, x);
-        let mut fus = || -> Result<(), VerifyError> { fused.run_only(x) };
-        let stats = interleaved(&mut [&mut base, &mut fus], speed.warmup, speed.runs, &mut || pb.inc(1))?;
+        let mut groups = [&mut sessions[..], std::slice::from_mut(&mut fused)];
+        let stats = time_groups(&mut groups, x, speed.warmup, speed.runs, &mut || pb.inc(1))?;
         pb.finish_and_clear();
         let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
         let mut t = String::new();
@@ -705,8 +718,7 @@ pub fn bench(
     let mut fused_sessions = vec![];
     let mut diffs = vec![];
     for BenchConfig { name, opts, fp16_weights } in &configs {
-        let ms = names.iter().zip(&members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
-        let mut f = fusec_passes::fuse(ms, opts)?;
+        let mut f = fusec_passes::fuse(as_members(&names, &members), opts)?;
         if *fp16_weights {
             fusec_passes::fp16_weights(&mut f.graph).map_err(fusec_passes::PassError::from)?;
             fusec_passes::validate::validated("fp16_weights", &f.graph)?;
@@ -720,18 +732,9 @@ pub fn bench(
     pb.finish_and_clear();
 
     let pb = progress(speed.runs as u64, "timing");
-    let mut base = || one_after_another(&mut sessions, x);
-    let mut prepared = || one_after_another(&mut prepared_sessions, x);
-    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> =
-        vec![Box::new(&mut base), Box::new(&mut prepared)];
-    for s in fused_sessions.iter_mut() {
-        runners.push(Box::new(move || s.run_only(x)));
-    }
-    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
-        runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
-    let stats = interleaved(&mut refs, speed.warmup, speed.runs, &mut || pb.inc(1))?;
-    drop(refs);
-    drop(runners);
+    let mut groups: Vec<&mut [Box<dyn Session>]> = vec![&mut sessions, &mut prepared_sessions];
+    groups.extend(fused_sessions.iter_mut().map(std::slice::from_mut));
+    let stats = time_groups(&mut groups, x, speed.warmup, speed.runs, &mut || pb.inc(1))?;
     pb.finish_and_clear();
 
     let device = describe_cfg(cfg);

@@ -19,13 +19,13 @@
 use std::fmt::Write as _;
 
 use fuse_ir::Graph;
-use fusec_passes::{FuseOptions, Lowering, Member};
+use fusec_passes::{FuseOptions, Lowering};
 use fusec_verify::runtime::{Session, SessionConfig};
-use fusec_verify::timing::{interleaved, speedup_interval, Stats};
-use fusec_verify::{Tensors, VerifyError};
+use fusec_verify::timing::{speedup_interval, Stats};
+use fusec_verify::Tensors;
 
 use crate::report::progress;
-use crate::speed::session;
+use crate::speed::{as_members, session, time_groups};
 use crate::Failure;
 
 /// Runs of node groups a plan decides on.
@@ -95,8 +95,7 @@ pub fn tune(
     };
     let all = (1u64 << CHUNKS) - 1;
     // Nothing to choose when grouping stacks nothing (transformers today).
-    let ms = names.iter().zip(members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
-    if fusec_passes::fuse(ms, &opts(all))?.report.grouped == 0 {
+    if fusec_passes::fuse(as_members(names, members), &opts(all))?.report.grouped == 0 {
         crate::report::note(
             "tune: grouping stacks no layer of these members: every plan is `separate`, nothing to measure",
         );
@@ -118,23 +117,12 @@ pub fn tune(
     let mut measure = |masks: &[u64], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
         let mut sessions = vec![];
         for &m in masks {
-            let ms = names.iter().zip(members).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect();
-            let f = fusec_passes::fuse(ms, &opts(m))?;
+            let f = fusec_passes::fuse(as_members(names, members), &opts(m))?;
             sessions.push(session(&f.graph, cfg, fp16)?);
         }
-        let mut base = || -> Result<(), VerifyError> {
-            for s in baseline.iter_mut() {
-                s.run_only(x)?;
-            }
-            Ok(())
-        };
-        let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = vec![Box::new(&mut base)];
-        for s in sessions.iter_mut() {
-            runners.push(Box::new(move || s.run_only(x)));
-        }
-        let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
-            runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
-        let stats = interleaved(&mut refs, warmup, runs, &mut || pb.inc(1))?;
+        let mut groups: Vec<&mut [Box<dyn Session>]> = vec![&mut baseline];
+        groups.extend(sessions.iter_mut().map(std::slice::from_mut));
+        let stats = time_groups(&mut groups, x, warmup, runs, &mut || pb.inc(1))?;
         pb.inc(warmup as u64);
         Ok(masks
             .iter()

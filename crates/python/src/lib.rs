@@ -94,6 +94,23 @@ fn compute_fp16(precision: &str) -> PyResult<bool> {
     }
 }
 
+/// Where verify's and bench's inputs come from: a file, tensors, or
+/// `generated` deterministic input sets.
+fn inputs(file: Option<PathBuf>, given: Option<RawTensors>, generated: usize) -> PyResult<Inputs> {
+    Ok(match (file, given) {
+        (Some(f), _) => Inputs::File(f),
+        (None, Some(t)) => Inputs::Given(tensors(t)?),
+        (None, None) => Inputs::Generated(generated),
+    })
+}
+
+fn at_least_two(what: &str, members: &[PathBuf]) -> PyResult<()> {
+    if members.len() < 2 {
+        return Err(PyValueError::new_err(format!("{what} takes 2 or more members, not {}", members.len())));
+    }
+    Ok(())
+}
+
 fn tensors(raw: RawTensors) -> PyResult<fusec_verify::Tensors> {
     raw.into_iter()
         .map(|(name, shape, bytes)| {
@@ -166,9 +183,7 @@ fn fuse(
             return Err(PyValueError::new_err(format!("precision must be 'fp32', 'fp16' or 'fp16-compute', not {p:?}")))
         }
     };
-    if members.len() < 2 {
-        return Err(PyValueError::new_err(format!("fuse takes 2 or more members, not {}", members.len())));
-    }
+    at_least_two("fuse", &members)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     let cfg = session_config(runtime, device, threads, false)?;
     let tune = tune_runs.map(|runs| fusec::commands::TuneArgs { cfg, warmup: 2, runs, calibrate: tune_calibrate });
@@ -208,11 +223,7 @@ fn verify(
 ) -> PyResult<Returned> {
     let cfg = session_config(runtime, device, threads, cuda_graph)?;
     let fp16 = compute_fp16(precision)?;
-    let inputs = match (input_file, input_tensors) {
-        (Some(f), _) => Inputs::File(f),
-        (None, Some(t)) => Inputs::Given(tensors(t)?),
-        (None, None) => Inputs::Generated(images),
-    };
+    let inputs = inputs(input_file, input_tensors, images)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     call(py, progress, move || {
         fusec::speed::verify(&model, &members, &a, &inputs, &cfg, atol, rtol, &SpeedArgs { warmup, runs, fp16 })
@@ -246,14 +257,8 @@ fn bench_members(
 ) -> PyResult<Returned> {
     let cfg = session_config(runtime, device, threads, cuda_graph)?;
     let fp16 = compute_fp16(precision)?;
-    if members.len() < 2 {
-        return Err(PyValueError::new_err(format!("bench takes 2 or more members, not {}", members.len())));
-    }
-    let inputs = match (input_file, input_tensors) {
-        (Some(f), _) => Inputs::File(f),
-        (None, Some(t)) => Inputs::Given(tensors(t)?),
-        (None, None) => Inputs::Generated(1),
-    };
+    at_least_two("bench", &members)?;
+    let inputs = inputs(input_file, input_tensors, 1)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     call(py, progress, move || {
         fusec::speed::bench(
