@@ -22,25 +22,35 @@ fn torch_python() -> Result<String, String> {
     }
 }
 
-#[test]
-fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
-    let py = match torch_python() {
-        Ok(py) => py,
+/// The Python to run the script with, or None after saying why the test
+/// is skipped.
+fn torch_python_or_skip() -> Option<String> {
+    match torch_python() {
+        Ok(py) => Some(py),
         Err(why) => {
             eprintln!("skipped: {why} (set FUSEC_TORCH_PYTHON to a Python with them)");
-            return;
+            None
         }
-    };
-    // Two small EfficientDet-shaped members (2 and 3 classes) as ONNX files.
-    let dir = tempfile::tempdir().unwrap();
+    }
+}
+
+/// Two small EfficientDet-shaped members (2 and 3 classes) as ONNX files in `dir`.
+fn two_members(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let member = |name: &str, classes: usize, seed: u64| {
-        let st = dir.path().join(format!("{name}.safetensors"));
+        let st = dir.join(format!("{name}.safetensors"));
         write_checkpoint_seeded(&st, &Spec::small(8, 1, 1, classes).tensors(), None, seed);
-        let onnx = dir.path().join(format!("{name}.onnx"));
+        let onnx = dir.join(format!("{name}.onnx"));
         ok(fusec(&["convert", s(&st), "--image-size", "128", "-o", s(&onnx)]));
         onnx
     };
-    let (a, b) = (member("a", 2, 1), member("b", 3, 2));
+    (member("a", 2, 1), member("b", 3, 2))
+}
+
+#[test]
+fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
+    let Some(py) = torch_python_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_members(dir.path());
     let fused = dir.path().join("super.onnx");
     ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&fused)]));
     let json = dir.path().join("rows.json");
@@ -65,22 +75,9 @@ fn bench_torch_times_a_fused_model_on_cpu_and_checks_its_outputs() {
 
 #[test]
 fn bench_torch_measures_several_lowerings_and_writes_a_calibration_fuse_reads() {
-    let py = match torch_python() {
-        Ok(py) => py,
-        Err(why) => {
-            eprintln!("skipped: {why} (set FUSEC_TORCH_PYTHON to a Python with them)");
-            return;
-        }
-    };
+    let Some(py) = torch_python_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let member = |name: &str, classes: usize, seed: u64| {
-        let st = dir.path().join(format!("{name}.safetensors"));
-        write_checkpoint_seeded(&st, &Spec::small(8, 1, 1, classes).tensors(), None, seed);
-        let onnx = dir.path().join(format!("{name}.onnx"));
-        ok(fusec(&["convert", s(&st), "--image-size", "128", "-o", s(&onnx)]));
-        onnx
-    };
-    let (a, b) = (member("a", 2, 1), member("b", 3, 2));
+    let (a, b) = two_members(dir.path());
     // One fused file per lowering; each records its lowering.
     let grouped = dir.path().join("grouped.onnx");
     let separate = dir.path().join("separate.onnx");

@@ -426,26 +426,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                         "batch_dims {batch_dims} is not mapped to MIL (iOS 15 gather_nd has none)"
                     )));
                 }
-                let ins = vec![("indices", vec![x[1].clone()])];
-                if g.value(input(0).expect("input")).ty.dtype == DType::Bool {
-                    // MIL gathers numbers: a bool tensor goes through int32.
-                    let src = in_shape(0);
-                    let as_int = self.ident(&format!("{n}_int"));
-                    let int_ty = tensor_type(DataType::Int32, &src);
-                    let params = vec![("dtype", Imm::Str("int32".into()))];
-                    self.op_params("cast", &as_int, x0(), params, vec![(as_int.clone(), int_ty)]);
-                    let got = self.ident(&format!("{n}_gathered"));
-                    let got_ty = tensor_type(DataType::Int32, &g.value(node.outputs[0]).ty.shape);
-                    let mut gi = vec![("x", vec![as_int])];
-                    gi.extend(ins);
-                    self.op("gather_nd", &got, gi, vec![(got.clone(), got_ty)]);
-                    let params = vec![("dtype", Imm::Str("bool".into()))];
-                    self.op_params("cast", &n, vec![("x", vec![got])], params, outs);
-                } else {
-                    let mut gi = vec![("x", vec![x[0].clone()])];
-                    gi.extend(ins);
-                    self.op("gather_nd", &n, gi, outs);
-                }
+                self.gather("gather_nd", node, &x, vec![], outs);
             }
             Op::HardSigmoid { alpha, beta } => {
                 let params = vec![("alpha", Imm::Float(*alpha)), ("beta", Imm::Float(*beta))];
@@ -580,28 +561,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 ];
                 self.op_params("pad", &n, x0(), params, outs);
             }
-            Op::Gather { axis } if g.value(input(0).expect("input")).ty.dtype == DType::Bool => {
-                // MIL gathers numbers: a bool tensor goes through int32.
-                let as_int = self.ident(&format!("{n}_int"));
-                let int_ty = tensor_type(DataType::Int32, &in_shape(0));
-                let params = vec![("dtype", Imm::Str("int32".into()))];
-                self.op_params("cast", &as_int, x0(), params, vec![(as_int.clone(), int_ty)]);
-                let got = self.ident(&format!("{n}_gathered"));
-                let got_ty = tensor_type(DataType::Int32, &g.value(node.outputs[0]).ty.shape);
-                let ins = vec![("x", vec![as_int]), ("indices", vec![x[1].clone()])];
-                self.op_params(
-                    "gather",
-                    &got,
-                    ins,
-                    vec![("axis", Imm::Int(*axis as i32))],
-                    vec![(got.clone(), got_ty)],
-                );
-                let params = vec![("dtype", Imm::Str("bool".into()))];
-                self.op_params("cast", &n, vec![("x", vec![got])], params, outs);
-            }
             Op::Gather { axis } => {
-                let ins = vec![("x", vec![x[0].clone()]), ("indices", vec![x[1].clone()])];
-                self.op_params("gather", &n, ins, vec![("axis", Imm::Int(*axis as i32))], outs);
+                self.gather("gather", node, &x, vec![("axis", Imm::Int(*axis as i32))], outs);
             }
             Op::MatMul | Op::Gemm(_) => {
                 let (trans_a, trans_b) = match &node.op {
@@ -650,6 +611,37 @@ impl<W: Write + Seek> Lowering<'_, W> {
             }
         }
         self.define(node, out_names)
+    }
+
+    /// `node`'s gather (`ty`: `gather` or `gather_nd`) of `x[0]` by `x[1]`,
+    /// with constant `params`. MIL gathers numbers only: a bool tensor goes
+    /// through int32 and back.
+    fn gather(
+        &mut self,
+        ty: &str,
+        node: &fuse_ir::Node,
+        x: &[String],
+        params: Vec<(&'static str, Imm)>,
+        outs: Vec<(String, ValueType)>,
+    ) {
+        let g = self.g;
+        let n = outs[0].0.clone();
+        let src = &g.value(node.inputs[0].expect("a gather has its input")).ty;
+        let out_shape = &g.value(node.outputs[0]).ty.shape;
+        if src.dtype != DType::Bool {
+            self.op_params(ty, &n, vec![("x", vec![x[0].clone()]), ("indices", vec![x[1].clone()])], params, outs);
+            return;
+        }
+        let as_int = self.ident(&format!("{n}_int"));
+        let to_int = vec![("dtype", Imm::Str("int32".into()))];
+        let int_ty = tensor_type(DataType::Int32, &src.shape);
+        self.op_params("cast", &as_int, vec![("x", vec![x[0].clone()])], to_int, vec![(as_int.clone(), int_ty)]);
+        let got = self.ident(&format!("{n}_gathered"));
+        let got_ty = tensor_type(DataType::Int32, out_shape);
+        let ins = vec![("x", vec![as_int]), ("indices", vec![x[1].clone()])];
+        self.op_params(ty, &got, ins, params, vec![(got.clone(), got_ty)]);
+        let to_bool = vec![("dtype", Imm::Str("bool".into()))];
+        self.op_params("cast", &n, vec![("x", vec![got])], to_bool, outs);
     }
 
     /// `x` (of shape `src`) broadcast to `out_shape` with `tile` (a
