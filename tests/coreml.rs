@@ -196,7 +196,8 @@ fn every_mapped_op_loads_and_type_checks_in_coremltools() {
 /// packages that coremltools loads and type-checks, fp32 and fp16: token
 /// inputs are int32 at the interface, Expand is a tile, GatherND a
 /// gather_nd, bool gathers go through int32, and a `select` whose condition
-/// is larger than both branches gets its branch broadcast.
+/// is larger than both branches gets its branch broadcast; stacked on a
+/// member axis too.
 #[test]
 fn transformer_trios_export_packages_that_coremltools_loads_and_type_checks() {
     let t = common::transformers_dir();
@@ -209,12 +210,23 @@ fn transformer_trios_export_packages_that_coremltools_loads_and_type_checks() {
         ("vit_micro_ts", &["v2.onnx", "v5.onnx", "v9.onnx"]),
     ];
     for (k, (set, files)) in sets.iter().enumerate() {
-        for precision in ["fp32", "fp16"] {
-            let pkg = dir.path().join(format!("{k}-{precision}.mlpackage"));
+        // The default lowering keeps the layers per member; grouped stacks
+        // them on a member axis (rank-5 attention tensors).
+        for (precision, lowering) in [("fp32", "regions"), ("fp16", "regions"), ("fp32", "grouped")] {
+            let pkg = dir.path().join(format!("{k}-{precision}-{lowering}.mlpackage"));
             let members: Vec<PathBuf> = files.iter().map(|f| t.join(set).join(f)).collect();
             let mut args: Vec<&str> = vec!["fuse"];
             args.extend(members.iter().map(|p| s(p)));
-            args.extend_from_slice(&["-o", s(&pkg), "--seq-len", "32", "--precision", precision]);
+            args.extend_from_slice(&[
+                "-o",
+                s(&pkg),
+                "--seq-len",
+                "32",
+                "--precision",
+                precision,
+                "--lowering",
+                lowering,
+            ]);
             ok(fusec(&args));
             let report = coremltools_check(&pkg);
             let first = files[0].split('.').next().unwrap();

@@ -90,7 +90,7 @@ fn three_state_dicts_fuse_and_reproduce_every_member_on_ort_and_tract() {
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
     let explain = fuse(&refs, &out, &["--lowering", "grouped"]);
     assert_fused_conv_count(&explain, 3);
-    assert_eq!(count(&explain, "grouped (channel-stacked):"), count(&explain, "aligned node groups:") - 5, "{explain}");
+    assert_eq!(count(&explain, "grouped (stacked):"), count(&explain, "aligned node groups:") - 5, "{explain}");
     assert_reproduces_reference(&out, "ort", &MEMBERS);
     assert_reproduces_reference(&out, "tract", &MEMBERS);
 
@@ -151,7 +151,7 @@ fn separate_lowering_keeps_members_apart_and_stays_exact() {
     let out = dir.path().join("side.onnx");
     let (a, b) = (reference("aquarium.onnx"), reference("vehicles.onnx"));
     let explain = fuse(&[&a, &b], &out, &["--lowering", "separate"]);
-    assert_eq!(count(&explain, "grouped (channel-stacked):"), 0, "{explain}");
+    assert_eq!(count(&explain, "grouped (stacked):"), 0, "{explain}");
     assert_eq!(fused_convs(&explain), 2 * 214, "{explain}");
     assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
 }

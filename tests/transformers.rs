@@ -3,8 +3,8 @@
 //! int64 token inputs and an attention mask, and ViTs, each trio with
 //! heads of different sizes (`../shared/reference/transformers`). Every
 //! member imports and reproduces PyTorch's outputs on both runtimes; every
-//! trio fuses, in every lowering, into a model whose outputs are each
-//! member's.
+//! trio fuses, in every lowering (grouped: on a member axis), into a model
+//! whose outputs are each member's.
 
 mod common;
 
@@ -57,8 +57,15 @@ fn every_trio_fuses_and_each_member_answers_as_in_pytorch() {
             let fused = dir.path().join(format!("{name}-{lowering}.onnx"));
             let mut args = vec!["fuse"];
             args.extend(files.iter().map(|f| s(f)));
-            args.extend_from_slice(&["-o", s(&fused), "--lowering", lowering]);
-            ok(fusec(&args));
+            args.extend_from_slice(&["-o", s(&fused), "--lowering", lowering, "--explain"]);
+            let explain = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+            // grouped stacks the encoder on a member axis; the others keep it per member.
+            let stacked = explain
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("grouped (stacked):"))
+                .and_then(|r| r.split(", ").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{explain}"));
+            assert_eq!(stacked > 20, lowering == "grouped", "{name} {lowering}: {explain}");
             for rt in ["ort", "tract"] {
                 let out = dir.path().join(format!("{name}-{lowering}-{rt}.safetensors"));
                 run(&fused, &d.join("input.safetensors"), rt, &out);
@@ -137,11 +144,12 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
     args.extend_from_slice(&["--runs", "0"]);
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("equivalence: ok (6 outputs compared"), "{text}");
-    // At batch 4, the one-logit member's rankings of each batch are kept.
+    // At batch 4, stacked on a member axis, the one-logit member's rankings
+    // of each batch are kept.
     let fused4 = dir.path().join("rerankers4.onnx");
     let mut args = vec!["fuse"];
     args.extend(members.iter().map(|f| s(f)));
-    args.extend_from_slice(&["-o", s(&fused4), "--batch", "4", "--seq-len", "32"]);
+    args.extend_from_slice(&["-o", s(&fused4), "--batch", "4", "--seq-len", "32", "--lowering", "grouped"]);
     ok(fusec(&args));
     let mut args = vec!["verify", s(&fused4), "--members"];
     args.extend(members.iter().map(|f| s(f)));

@@ -131,6 +131,8 @@ class FuseReport(_Report):
     ``grouped`` (stacked into one op) and ``divergent`` (heads that differ)."""
     shared: int
     grouped: int
+    member_axis: int
+    """Of the grouped, those stacked on a member axis (transformer layers)."""
     divergent: int
     identical: List[Tuple[str, str]]
     """Members identical to an earlier one: (member, earlier member)."""

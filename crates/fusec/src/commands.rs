@@ -408,6 +408,8 @@ pub struct FuseReport {
     pub groups: usize,
     pub shared: usize,
     pub grouped: usize,
+    /// Of the grouped, those stacked on a member axis (transformer layers).
+    pub member_axis: usize,
     pub divergent: usize,
     /// Members identical to an earlier one: `[member, earlier member]`.
     pub identical: Vec<(String, String)>,
@@ -575,6 +577,7 @@ pub fn fuse(
         groups: r.groups,
         shared: r.shared,
         grouped: r.grouped,
+        member_axis: r.member_axis,
         divergent: r.divergent,
         identical: r.identical.iter().map(|&(k, j)| (names[k].clone(), names[j].clone())).collect(),
         size_bytes: size as u64,

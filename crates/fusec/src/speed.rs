@@ -71,7 +71,7 @@ pub(crate) fn inputs(g: &Graph, source: &Inputs) -> Result<Vec<Tensors>, Failure
 
 /// An integer or bool input as a tokenizer would make it, judged from how
 /// the graph reads it: indices into embedding tables (a `Gather` reads it
-/// as indices) are ids below the smallest table's size, or, for a table of
+/// as indices) are ids below the smallest table's size on the gathered axis, or, for a table of
 /// two rows (token types), a pair: the first half 0, the second 1; any other
 /// (an attention mask) is 1 with the last quarter of each row 0 (padding).
 fn token_input(g: &Graph, input: fuse_ir::ValueId, next: &mut dyn FnMut() -> f32) -> Vec<f32> {
@@ -82,7 +82,13 @@ fn token_input(g: &Graph, input: fuse_ir::ValueId, next: &mut dyn FnMut() -> f32
         .users(input)
         .iter()
         .filter(|&&(u, slot)| slot == 1 && matches!(g.node(u).op, fuse_ir::Op::Gather { .. }))
-        .filter_map(|&(u, _)| g.node(u).inputs[0].and_then(|d| g.value(d).ty.shape.first().copied()))
+        .filter_map(|&(u, _)| {
+            let fuse_ir::Op::Gather { axis } = g.node(u).op else { return None };
+            let table = &g.value(g.node(u).inputs[0]?).ty.shape;
+            // The rows gathered from: axis 0 of a member's table, axis 1
+            // of tables stacked on a member axis ([N, V, H]).
+            fuse_ir::shape::norm_axis(axis, table.len()).ok().map(|a| table[a])
+        })
         .min();
     match table {
         Some(2) => (0..n).map(|i| if i % row < row / 2 { 0.0 } else { 1.0 }).collect(),

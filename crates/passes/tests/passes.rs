@@ -328,3 +328,136 @@ fn a_plan_groups_exactly_its_runs_and_keeps_the_outputs() {
     assert_eq!(text(Lowering::parse_plan("1111").unwrap()), text(Lowering::Grouped));
     assert_eq!(text(Lowering::parse_plan("0000").unwrap()), text(Lowering::Separate));
 }
+
+/// A miniature BERT cross-encoder layer, as torch.onnx writes one: token
+/// embeddings plus per-member positions, LayerNorm, attention (Q, K, V
+/// projections, Reshape/Transpose into heads, scaled scores, the mask
+/// computed from a shared input, Softmax, context back to `[B, S, H]`),
+/// an output projection with a residual, a second LayerNorm whose scale
+/// and bias are bit-identical in every member, an erf-GELU feed-forward
+/// block, the pooler (Gather of the first token, ReduceMean of its axis,
+/// Gemm, Tanh) and a
+/// classifier with `classes` logits.
+fn mini_bert(seed: u64, classes: i64) -> Graph {
+    let mut r = Rng(seed);
+    let mut shared = Rng(99);
+    let (s, h, heads, ff) = (4i64, 8i64, 2i64, 16i64);
+    let n = |shape: &[i64]| shape.iter().product::<i64>() as usize;
+    let bytes = OnnxBuilder::new(17)
+        .input_typed("ids", fuse_ir::DType::I64, &[1, s])
+        .input("mask", &[1, s])
+        .output("logits", &[1, classes])
+        .init_f32("emb", &[10, h], &r.vals(n(&[10, h]), 0.0, 0.5))
+        .init_f32("pos", &[s, h], &r.vals(n(&[s, h]), 0.0, 0.2))
+        .init_f32("ln1.g", &[h], &r.vals(8, 1.0, 0.2))
+        .init_f32("ln1.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("q.w", &[h, h], &r.vals(64, 0.0, 0.4))
+        .init_f32("q.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("k.w", &[h, h], &r.vals(64, 0.0, 0.4))
+        .init_f32("k.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("v.w", &[h, h], &r.vals(64, 0.0, 0.4))
+        .init_f32("v.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("o.w", &[h, h], &r.vals(64, 0.0, 0.4))
+        .init_f32("o.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("ln2.g", &[h], &shared.vals(8, 1.0, 0.2))
+        .init_f32("ln2.b", &[h], &shared.vals(8, 0.0, 0.1))
+        .init_f32("f1.w", &[h, ff], &r.vals(n(&[h, ff]), 0.0, 0.4))
+        .init_f32("f1.b", &[ff], &r.vals(16, 0.0, 0.1))
+        .init_f32("f2.w", &[ff, h], &r.vals(n(&[ff, h]), 0.0, 0.3))
+        .init_f32("f2.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("pool.w", &[h, h], &r.vals(64, 0.0, 0.4))
+        .init_f32("pool.b", &[h], &r.vals(8, 0.0, 0.1))
+        .init_f32("cls.w", &[classes, h], &r.vals(classes as usize * 8, 0.0, 0.4))
+        .init_f32("cls.b", &[classes], &r.vals(classes as usize, 0.0, 0.1))
+        .init_f32("one", &[], &[1.0])
+        .init_f32("low", &[], &[-1e4])
+        .init_f32("scale", &[], &[0.5])
+        .init_f32("half", &[], &[0.5])
+        .init_f32("sqrt2", &[], &[std::f32::consts::SQRT_2])
+        .init_i64("heads_shape", &[1, s, heads, h / heads])
+        .init_i64("mask_shape", &[1, 1, 1, s])
+        .init_i64("merge_shape", &[1, s, h])
+        .init_i64("first", &[0])
+        .node("Gather", &["emb", "ids"], &["tok"], vec![])
+        .node("Add", &["tok", "pos"], &["e"], vec![])
+        .node("LayerNormalization", &["e", "ln1.g", "ln1.b"], &["x"], vec![attr_float("epsilon", 1e-5)])
+        .node("Sub", &["one", "mask"], &["inv"], vec![])
+        .node("Mul", &["inv", "low"], &["ext0"], vec![])
+        .node("Reshape", &["ext0", "mask_shape"], &["ext"], vec![])
+        .node("MatMul", &["x", "q.w"], &["q0"], vec![])
+        .node("Add", &["q0", "q.b"], &["q1"], vec![])
+        .node("Reshape", &["q1", "heads_shape"], &["q2"], vec![])
+        .node("Transpose", &["q2"], &["q"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("MatMul", &["x", "k.w"], &["k0"], vec![])
+        .node("Add", &["k0", "k.b"], &["k1"], vec![])
+        .node("Reshape", &["k1", "heads_shape"], &["k2"], vec![])
+        .node("Transpose", &["k2"], &["kt"], vec![attr_ints("perm", &[0, 2, 3, 1])])
+        .node("MatMul", &["x", "v.w"], &["v0"], vec![])
+        .node("Add", &["v0", "v.b"], &["v1"], vec![])
+        .node("Reshape", &["v1", "heads_shape"], &["v2"], vec![])
+        .node("Transpose", &["v2"], &["v"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("MatMul", &["q", "kt"], &["sc0"], vec![])
+        .node("Mul", &["sc0", "scale"], &["sc1"], vec![])
+        .node("Add", &["sc1", "ext"], &["sc"], vec![])
+        .node("Softmax", &["sc"], &["p"], vec![attr_int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["c0"], vec![])
+        .node("Transpose", &["c0"], &["c1"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Reshape", &["c1", "merge_shape"], &["c"], vec![])
+        .node("MatMul", &["c", "o.w"], &["o0"], vec![])
+        .node("Add", &["o0", "o.b"], &["o1"], vec![])
+        .node("Add", &["o1", "x"], &["r1"], vec![])
+        .node("LayerNormalization", &["r1", "ln2.g", "ln2.b"], &["y"], vec![attr_float("epsilon", 1e-5)])
+        .node("MatMul", &["y", "f1.w"], &["f0"], vec![])
+        .node("Add", &["f0", "f1.b"], &["f1"], vec![])
+        .node("Div", &["f1", "sqrt2"], &["g0"], vec![])
+        .node("Erf", &["g0"], &["g1"], vec![])
+        .node("Add", &["g1", "one"], &["g2"], vec![])
+        .node("Mul", &["f1", "g2"], &["g3"], vec![])
+        .node("Mul", &["g3", "half"], &["g"], vec![])
+        .node("MatMul", &["g", "f2.w"], &["f2"], vec![])
+        .node("Add", &["f2", "f2.b"], &["f3"], vec![])
+        .node("Add", &["f3", "y"], &["z"], vec![])
+        .node("Gather", &["z", "first"], &["t0"], vec![attr_int("axis", 1)])
+        .node("ReduceMean", &["t0"], &["t"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)])
+        .node("Gemm", &["t", "pool.w", "pool.b"], &["pl0"], vec![attr_int("transB", 1)])
+        .node("Tanh", &["pl0"], &["pl"], vec![])
+        .node("Gemm", &["pl", "cls.w", "cls.b"], &["logits"], vec![attr_int("transB", 1)])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("mini_bert.onnx")).expect("fixture imports")
+}
+
+fn run_bert(g: &Graph) -> Tensors {
+    let bytes = fusec_exporters::onnx::export(g).expect("exports");
+    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
+    let ids = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![3.0, 7.0, 1.0, 9.0]).unwrap();
+    let mask = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![1.0, 1.0, 1.0, 0.0]).unwrap();
+    load(&bytes, &cfg).expect("loads").run(&vec![("ids".into(), ids), ("mask".into(), mask)]).expect("runs")
+}
+
+#[test]
+fn stack_members_puts_a_transformer_on_a_member_axis() {
+    let members = vec![mini_bert(1, 1), mini_bert(2, 2), mini_bert(3, 3)];
+    let named = || members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect();
+    let f = fused(Lowering::Grouped, named());
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    let r = &f.report;
+    // The mask arithmetic (Sub, Mul, Reshape) reads only the shared input:
+    // computed once. Everything else up to the classifier is stacked.
+    assert_eq!((r.shared, r.separate_same, r.divergent), (3, 0, 1), "{r:?}");
+    assert_eq!((r.grouped, r.member_axis), (r.same - r.shared, r.same - r.shared), "{r:?}");
+    let text = to_text(&f.graph).unwrap();
+    assert!(text.contains("f32[3,1,8,8]"), "Q/K/V/O weights stacked [N, 1, K, M]:\n{text}");
+    assert!(text.contains("Gather(") && text.contains("f32[3,10,8]"), "embeddings stacked [N, V, H]:\n{text}");
+    insta::assert_snapshot!(text);
+    let got = run_bert(&f.graph);
+    for (k, m) in members.iter().enumerate() {
+        let want = run_bert(m);
+        let key = format!("m{k}/logits");
+        let (_, g) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("output `{key}` missing"));
+        let d = diff(g, &want[0].1).unwrap();
+        assert!(d.within(1e-5, 1e-6), "{key}: {d:?}");
+    }
+    // The default lowering leaves the member axis to --tune and --lowering grouped.
+    let regions = fused(Lowering::Regions { from: 0.0 }, named());
+    assert_eq!((regions.report.grouped, regions.report.member_axis), (0, 0), "{:?}", regions.report);
+}

@@ -1,6 +1,6 @@
 //! Group: one aligned node group, same in every member, rewritten into the
-//! stacked form ([`STACKING`](super::layout::STACKING): channel-stacked,
-//! member k owns channel block k of axis 1):
+//! channel-stacked form ([`Stacking::Channels`]: member k owns channel
+//! block k of axis 1):
 //!
 //! | member op | fused op |
 //! |---|---|
@@ -14,15 +14,19 @@
 //! | Concat on the channel axis | Reshape to [B, N, C, ...], Concat on axis 2, Reshape back |
 //!
 //! Anything else (Reshape, Transpose, Gemm, MatMul, LayerNorm, ops on the
-//! channel axis) returns `false`: the caller runs it per member.
+//! channel axis) returns `false`: the caller tries the member axis
+//! ([`stack_members`](super::stack_members)), then runs it per member.
 
 use fuse_ir::{shape, DType, Op, Tensor, TensorType, ValueDef, ValueId};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 use super::align::NodeGroup;
-use super::layout::{FuseBuilder, Layout, STACKING};
+use super::layout::{FuseBuilder, Layout, Stacking, WeightForm};
 use super::options::FuseOptions;
 use crate::PassError;
+
+/// Every op here stacks on channels.
+const STACKING: Stacking = Stacking::Channels;
 
 /// Lowers `group` stacked; `Ok(false)` when the op cannot be stacked.
 pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) -> Result<bool, PassError> {
@@ -50,12 +54,15 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
             let x = per_member(b, group, 0);
             let shared_in = matches!(b.layout(0, x[0])?, Layout::Shared(_))
                 && (0..n).all(|k| b.layout(k, x[k]).ok() == b.layout(0, x[0]).ok());
-            let (xf, conv_groups) =
-                if shared_in && c.group == 1 { (b.member_value(0, x[0])?, 1) } else { (b.stacked(&x)?, c.group * n) };
-            let Some(w) = b.stacked_weight(group, 1) else { return Ok(false) };
+            let (xf, conv_groups) = if shared_in && c.group == 1 {
+                (b.member_value(0, x[0])?, 1)
+            } else {
+                (b.stacked(&x, STACKING)?, c.group * n)
+            };
+            let Some(w) = b.stacked_weight(group, 1, WeightForm::Channels) else { return Ok(false) };
             let bias = match n0.inputs.get(2).copied().flatten() {
                 None => None,
-                Some(_) => match b.stacked_weight(group, 2) {
+                Some(_) => match b.stacked_weight(group, 2, WeightForm::Channels) {
                     Some(bv) => Some(bv),
                     None => return Ok(false),
                 },
@@ -70,9 +77,9 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
                 return Ok(false);
             }
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
             for slot in 1..5 {
-                match b.stacked_weight(group, slot) {
+                match b.stacked_weight(group, slot, WeightForm::Channels) {
                     Some(p) => ins.push(Some(p)),
                     None => return Ok(false),
                 }
@@ -88,29 +95,29 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
                 return Ok(false);
             }
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Softmax { axis } | Op::Split { axis, .. } => {
             if !axes_off_channels(&[*axis], in_rank) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Reduce { axes: Some(axes), .. } if axes_off_channels(axes, in_rank) && !is_weight(n0.inputs[0]) => {
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Slice(sl) if axes_off_channels(&sl.axes, in_rank) && !is_weight(n0.inputs[0]) => {
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Pad(p) => {
             if !STACKING.pads_keep_members_apart(&p.pads, in_rank) || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Resize(r) => {
             let a = STACKING.axis();
@@ -123,7 +130,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
             r.sizes = STACKING.stacked_shape(&r.sizes, n);
             op = Op::Resize(r);
             let x = per_member(b, group, 0);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
         Op::Concat { axis } => {
             let Ok(ax) = shape::norm_axis(*axis, in_rank) else { return Ok(false) };
@@ -133,7 +140,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
             let parts: Vec<ValueId> = (0..n0.inputs.len())
                 .map(|slot| {
                     let x = per_member(b, group, slot);
-                    b.stacked(&x)
+                    b.stacked(&x, STACKING)
                 })
                 .collect::<Result<_, _>>()?;
             if ax > STACKING.axis() {
@@ -151,7 +158,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
     let outs = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
     let node = b.f.add_node(n0.name.clone(), op, ins, outs)?;
     let fo = b.f.node(node).outputs.clone();
-    b.set_stacked(group, &fo)?;
+    b.set_stacked(group, &fo, STACKING)?;
     Ok(true)
 }
 
@@ -183,7 +190,7 @@ fn concat_on_stacking_axis(b: &mut FuseBuilder, group: &NodeGroup, parts: Vec<Va
     let oname = out0.name.clone();
     let r = b.f.add_node(n0.name.clone(), Op::Reshape { shape: want }, vec![Some(c)], vec![oname])?;
     let fo = b.f.node(r).outputs.clone();
-    b.set_stacked(group, &fo)
+    b.set_stacked(group, &fo, STACKING)
 }
 
 /// Inputs of a stacked Add/Sub/Mul/Div, or `None` when it cannot be stacked.
@@ -208,7 +215,7 @@ fn binary_inputs(b: &mut FuseBuilder, group: &NodeGroup) -> Result<Option<Vec<Op
                 return Ok(None);
             }
             let x = per_member(b, group, slot);
-            ins.push(Some(b.stacked(&x)?));
+            ins.push(Some(b.stacked(&x, STACKING)?));
         }
     }
     Ok(Some(ins))

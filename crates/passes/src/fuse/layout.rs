@@ -5,18 +5,18 @@
 //! A member's value is held as one of ([`Layout`]):
 //! - `Shared(v)`: the same fused value for every member (graph inputs,
 //!   layers computed once);
-//! - `Stacked(v)`: a slice of one stacked value, as [`STACKING`] says:
-//!   today channel-stacked, member k owning channel block k of axis 1
-//!   ([`Stacking::Channels`]). A sequence model's activations `[B, S, H]`
-//!   have no channel axis; they need a leading member axis `[N, B, S, H]`,
-//!   which is a second variant of [`Stacking`] with its own answers to the
-//!   same questions (axis, stacked type, member view), not edits elsewhere;
+//! - `Stacked(v)`: a slice of one stacked value, stacked as [`Stacking`]
+//!   says: channel-stacked, member k owning channel block k of axis 1
+//!   (`[B, N·C, H, W]`, convolutional layers: [`Stacking::Channels`]), or
+//!   on a leading member axis, member k owning index k of axis 0 (`[N, B,
+//!   S, H]`, sequence layers: [`Stacking::Members`]);
 //! - `Own(v)`: member k's own value.
 //!
 //! [`FuseBuilder`] holds the fused graph under construction and converts
 //! between layouts on demand: a Split takes a stacked value apart into the
-//! members' own values, a Concat stacks them; each conversion is made once
-//! and cached, so every reader shares it.
+//! members' own values, a Concat stacks them, a Reshape and a Transpose
+//! move a stacked value from one stacking to the other; each conversion is
+//! made once and cached, so every reader shares it.
 
 use std::collections::HashMap;
 
@@ -26,29 +26,23 @@ use super::align::NodeGroup;
 use crate::PassError;
 
 /// How members' values are stacked into one fused value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Stacking {
     /// Member k owns channel block k of axis 1: `[B, N·C, ...]`. Weights
     /// stack on their output-channel axis 0 (grouped convs, BatchNorm).
     Channels,
+    /// Member k owns index k of a new leading axis: `[N, ...member shape]`.
+    /// Weights stack on a new leading axis too, `[N, 1, .., K, M]` for a
+    /// batched MatMul; an op's axes shift by one.
+    Members,
 }
-
-/// The stacking every grouped region uses.
-pub(crate) const STACKING: Stacking = Stacking::Channels;
 
 impl Stacking {
     /// The axis of an activation the members are stacked along.
     pub(crate) fn axis(self) -> usize {
         match self {
             Stacking::Channels => 1,
-        }
-    }
-
-    /// The axis of a per-channel parameter (conv weight, bias, BatchNorm
-    /// statistics) the members' copies are concatenated along.
-    pub(crate) fn weight_axis(self) -> usize {
-        match self {
-            Stacking::Channels => 0,
+            Stacking::Members => 0,
         }
     }
 
@@ -60,9 +54,14 @@ impl Stacking {
 
     /// The stacked shape of a member shape (also: Resize's target sizes).
     pub(crate) fn stacked_shape(self, member: &[usize], n: usize) -> Vec<usize> {
-        let mut s = member.to_vec();
-        s[self.axis()] *= n;
-        s
+        match self {
+            Stacking::Channels => {
+                let mut s = member.to_vec();
+                s[self.axis()] *= n;
+                s
+            }
+            Stacking::Members => std::iter::once(n).chain(member.iter().copied()).collect(),
+        }
     }
 
     /// A value of rank `rank` can be stacked. Channels: a convolutional
@@ -70,18 +69,34 @@ impl Stacking {
     /// `[B, S, H]` sequence has no channel axis (its axis 1 is the sequence:
     /// stacking members there makes every per-member constant a copy per
     /// position and every layout change a copy of the sequence), so it is
-    /// not stacked on channels.
+    /// not stacked on channels. Members: any rank.
     pub(crate) fn fits_rank(self, rank: usize) -> bool {
         match self {
             Stacking::Channels => rank >= 4,
+            Stacking::Members => true,
         }
     }
 
     /// Whether an op over axis `axis` (of a value of rank `rank`, negative
     /// counting from the end) leaves each member's block where it is: it
-    /// must not touch the batch or the stacking axis.
+    /// must not touch the batch or the channel axis. On a member axis every
+    /// axis of the member does (see [`Stacking::member_axis`]).
     pub(crate) fn keeps_members_apart(self, axis: i64, rank: usize) -> bool {
-        shape::norm_axis(axis, rank).is_ok_and(|a| a > self.axis())
+        match self {
+            Stacking::Channels => shape::norm_axis(axis, rank).is_ok_and(|a| a > self.axis()),
+            Stacking::Members => shape::norm_axis(axis, rank).is_ok(),
+        }
+    }
+
+    /// Member axis `axis` of a member value in the member-axis stacked
+    /// value: non-negative axes shift past the member axis, negative ones
+    /// (from the end) stay.
+    pub(crate) fn member_axis(axis: i64) -> i64 {
+        if axis >= 0 {
+            axis + 1
+        } else {
+            axis
+        }
     }
 
     /// Pads that leave the batch and stacking axes alone.
@@ -89,16 +104,12 @@ impl Stacking {
         pads.len() == 2 * rank && (0..=self.axis()).all(|a| pads[a] == 0 && pads[rank + a] == 0)
     }
 
-    /// The size of each member's block in a stacked value of shape `stacked`.
-    pub(crate) fn block(self, stacked: &[usize], n: usize) -> usize {
-        stacked[self.axis()] / n
-    }
-
-    /// A stacked shape viewed with the members on an axis of their own,
-    /// `[B, N, C, ...]`, so that an op along the channels (a Concat) does
-    /// not interleave members; the axis after the member axis is returned
-    /// with it.
+    /// A channel-stacked shape viewed with the members on an axis of their
+    /// own, `[B, N, C, ...]`, so that an op along the channels (a Concat)
+    /// does not interleave members; the axis after the member axis is
+    /// returned with it.
     pub(crate) fn member_view(self, stacked: &[usize], n: usize) -> (Vec<usize>, usize) {
+        debug_assert_eq!(self, Stacking::Channels);
         let a = self.axis();
         let mut shape = stacked[..a].to_vec();
         shape.push(n);
@@ -113,7 +124,8 @@ impl Stacking {
 pub(crate) enum Layout {
     /// The same value for every member.
     Shared(ValueId),
-    /// Member k's block of a value stacked as [`STACKING`] says.
+    /// Member k's block of a stacked value (how it is stacked:
+    /// [`FuseBuilder::stacking`]).
     Stacked(ValueId),
     /// This member's own value.
     Own(ValueId),
@@ -125,17 +137,32 @@ pub(crate) struct FuseBuilder<'a> {
     pub members: &'a [&'a Graph],
     pub names: &'a [String],
     /// Whether the members are convolutional networks, which channel
-    /// stacking is for: a model without a Conv (a transformer) has no
-    /// channel axis to stack on, and its layers stay per member until a
-    /// member-axis stacking exists.
+    /// stacking is for; the layers channel stacking cannot take (a
+    /// transformer's, a classifier's Gemm) stack on a member axis.
     pub channels_apply: bool,
     layouts: Vec<HashMap<ValueId, Layout>>,
+    /// How each stacked fused value is stacked.
+    stacking: HashMap<ValueId, Stacking>,
     weights: HashMap<(usize, ValueId), ValueId>,
     splits: HashMap<ValueId, Vec<ValueId>>,
-    stacks: HashMap<Vec<ValueId>, ValueId>,
-    /// Concatenated weights by the members' weight values: a weight read by
-    /// several nodes (effdet's heads share convs across levels) is stacked once.
-    stacked_weights: HashMap<Vec<ValueId>, ValueId>,
+    stacks: HashMap<(Vec<ValueId>, Stacking), ValueId>,
+    restacks: HashMap<ValueId, ValueId>,
+    /// Stacked weights by the members' weight values and the stacked form:
+    /// a weight read by several nodes (effdet's heads share convs across
+    /// levels) is stacked once.
+    stacked_weights: HashMap<(Vec<ValueId>, WeightForm), ValueId>,
+}
+
+/// How members' weights are stacked into one fused weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum WeightForm {
+    /// Concatenated on axis 0 (output channels).
+    Channels,
+    /// On a new leading member axis, with ones after it up to `rank`
+    /// (`[N, 1, .., shape]`), so that it broadcasts against a member-axis
+    /// stacked value of member rank `rank`; `transposed`: each member's
+    /// 2-D weight transposed first (a Gemm's `transB`).
+    Members { rank: usize, transposed: bool },
 }
 
 impl<'a> FuseBuilder<'a> {
@@ -158,9 +185,11 @@ impl<'a> FuseBuilder<'a> {
             names,
             channels_apply,
             layouts,
+            stacking: HashMap::new(),
             weights: HashMap::new(),
             splits: HashMap::new(),
             stacks: HashMap::new(),
+            restacks: HashMap::new(),
             stacked_weights: HashMap::new(),
         }
     }
@@ -186,6 +215,14 @@ impl<'a> FuseBuilder<'a> {
 
     pub(crate) fn set(&mut self, k: usize, v: ValueId, l: Layout) {
         self.layouts[k].insert(v, l);
+    }
+
+    /// How the stacked fused value `f` is stacked.
+    fn stacking_of(&self, f: ValueId) -> Result<Stacking, PassError> {
+        self.stacking
+            .get(&f)
+            .copied()
+            .ok_or_else(|| PassError::Internal(format!("value `{}` is not stacked", self.f.value(f).name)))
     }
 
     /// Member k's weight `v`, added to the fused graph once.
@@ -232,84 +269,166 @@ impl<'a> FuseBuilder<'a> {
         })
     }
 
+    fn add(&mut self, name: String, op: Op, ins: Vec<ValueId>) -> Result<ValueId, PassError> {
+        let node = self.f.add_node(name.clone(), op, ins.into_iter().map(Some).collect(), vec![name])?;
+        Ok(self.f.node(node).outputs[0])
+    }
+
     /// A stacked value taken apart into the members' own values (once).
     fn split(&mut self, f: ValueId) -> Result<Vec<ValueId>, PassError> {
         if let Some(s) = self.splits.get(&f) {
             return Ok(s.clone());
         }
         let n = self.n();
-        let c = STACKING.block(&self.f.value(f).ty.shape, n);
+        let stacking = self.stacking_of(f)?;
+        let stacked_shape = self.f.value(f).ty.shape.clone();
         let fname = self.f.value(f).name.clone();
-        let outs = self.names.iter().map(|m| format!("{m}/{fname}")).collect();
-        let split = Op::Split { axis: STACKING.axis() as i64, split: vec![c; n] };
-        let node = self.f.add_node(format!("{fname}::split"), split, vec![Some(f)], outs)?;
-        let s = self.f.node(node).outputs.clone();
+        let s = match stacking {
+            Stacking::Channels => {
+                let c = stacked_shape[1] / n;
+                let outs = self.names.iter().map(|m| format!("{m}/{fname}")).collect();
+                let split = Op::Split { axis: 1, split: vec![c; n] };
+                let node = self.f.add_node(format!("{fname}::split"), split, vec![Some(f)], outs)?;
+                self.f.node(node).outputs.clone()
+            }
+            Stacking::Members => {
+                // Split on the member axis, then drop it (a Reshape: free).
+                let outs = self.names.iter().map(|m| format!("{m}/{fname}::slice")).collect();
+                let split = Op::Split { axis: 0, split: vec![1; n] };
+                let node = self.f.add_node(format!("{fname}::split"), split, vec![Some(f)], outs)?;
+                let parts = self.f.node(node).outputs.clone();
+                let member = stacked_shape[1..].to_vec();
+                let mut s = vec![];
+                for (k, p) in parts.into_iter().enumerate() {
+                    let name = format!("{}/{fname}", self.names[k]);
+                    s.push(self.add(name, Op::Reshape { shape: member.clone() }, vec![p])?);
+                }
+                s
+            }
+        };
         self.splits.insert(f, s.clone());
         Ok(s)
     }
 
-    /// The stacked form of a value given per member (member k's ValueId
-    /// each): the stacked value itself when it already is one, else a
-    /// Concat of the members' own values (made once).
-    pub(crate) fn stacked(&mut self, vals: &[ValueId]) -> Result<ValueId, PassError> {
+    /// The stacked form (`to`) of a value given per member (member k's
+    /// ValueId each): the stacked value itself when it already is one,
+    /// restacked when it is stacked the other way, else the members' own
+    /// values stacked (a Concat, made once).
+    pub(crate) fn stacked(&mut self, vals: &[ValueId], to: Stacking) -> Result<ValueId, PassError> {
         let layouts: Vec<Layout> =
             vals.iter().enumerate().map(|(k, v)| self.layout(k, *v)).collect::<Result<_, _>>()?;
         if let Layout::Stacked(f) = layouts[0] {
             if layouts.iter().all(|l| *l == Layout::Stacked(f)) {
-                return Ok(f);
+                return if self.stacking_of(f)? == to { Ok(f) } else { self.restack(f, to) };
             }
         }
         let parts: Vec<ValueId> =
             vals.iter().enumerate().map(|(k, v)| self.member_value(k, *v)).collect::<Result<_, _>>()?;
-        if let Some(s) = self.stacks.get(&parts) {
+        let key = (parts, to);
+        if let Some(s) = self.stacks.get(&key) {
             return Ok(*s);
         }
+        let parts = key.0.clone();
         let name = format!("{}::stacked", self.f.value(parts[0]).name);
-        let concat = Op::Concat { axis: STACKING.axis() as i64 };
-        let node = self.f.add_node(name.clone(), concat, parts.iter().map(|p| Some(*p)).collect(), vec![name])?;
-        let s = self.f.node(node).outputs[0];
-        self.stacks.insert(parts, s);
+        let s = match to {
+            Stacking::Channels => self.add(name, Op::Concat { axis: 1 }, parts)?,
+            Stacking::Members => {
+                let mut views = vec![];
+                for p in parts {
+                    let one: Vec<usize> = std::iter::once(1).chain(self.f.value(p).ty.shape.iter().copied()).collect();
+                    let vname = format!("{}::one", self.f.value(p).name);
+                    views.push(self.add(vname, Op::Reshape { shape: one }, vec![p])?);
+                }
+                self.add(name, Op::Concat { axis: 0 }, views)?
+            }
+        };
+        self.stacking.insert(s, to);
+        self.stacks.insert(key, s);
         Ok(s)
     }
 
-    /// The members' weights in input `slot` of the group, concatenated on
-    /// the stacking's weight axis (conv weights, biases, BatchNorm
-    /// parameters); `None` when they are not weights of one type.
-    pub(crate) fn stacked_weight(&mut self, group: &NodeGroup, slot: usize) -> Option<ValueId> {
-        let key: Vec<ValueId> =
+    /// A stacked value moved to the other stacking (once): `[B, N·C, ...]`
+    /// viewed as `[B, N, C, ...]` and transposed to `[N, B, C, ...]`, or
+    /// back.
+    fn restack(&mut self, f: ValueId, to: Stacking) -> Result<ValueId, PassError> {
+        if let Some(r) = self.restacks.get(&f) {
+            return Ok(*r);
+        }
+        let n = self.n();
+        let shape = self.f.value(f).ty.shape.clone();
+        let fname = self.f.value(f).name.clone();
+        let rank = shape.len();
+        let swap: Vec<usize> = [1, 0].into_iter().chain(2..rank + usize::from(to == Stacking::Members)).collect();
+        let r = match to {
+            Stacking::Members => {
+                let (view, _) = Stacking::Channels.member_view(&shape, n);
+                let v = self.add(format!("{fname}::by_member"), Op::Reshape { shape: view }, vec![f])?;
+                self.add(format!("{fname}::member_axis"), Op::Transpose { perm: swap }, vec![v])?
+            }
+            Stacking::Channels => {
+                let t = self.add(format!("{fname}::by_batch"), Op::Transpose { perm: swap }, vec![f])?;
+                let mut member = shape[1..].to_vec();
+                member[1] *= n;
+                self.add(format!("{fname}::channels"), Op::Reshape { shape: member }, vec![t])?
+            }
+        };
+        self.stacking.insert(r, to);
+        self.restacks.insert(f, r);
+        Ok(r)
+    }
+
+    /// The members' weights in input `slot` of the group stacked as `form`
+    /// says; `None` when they are not weights of one type (or a
+    /// transposed form's weights are not 2-D floats).
+    pub(crate) fn stacked_weight(&mut self, group: &NodeGroup, slot: usize, form: WeightForm) -> Option<ValueId> {
+        let vals: Vec<ValueId> =
             (0..self.n()).map(|k| self.node(k, group).inputs.get(slot).copied().flatten()).collect::<Option<_>>()?;
+        let key = (vals, form);
         if let Some(w) = self.stacked_weights.get(&key) {
             return Some(*w);
         }
-        debug_assert_eq!(STACKING.weight_axis(), 0, "the bytes below concatenate on the outermost axis");
         let mut bytes = vec![];
         let mut ty: Option<TensorType> = None;
-        let mut name = String::new();
-        for (k, &v) in key.iter().enumerate() {
+        for (k, &v) in key.0.iter().enumerate() {
             let ValueDef::Weight(t) = &self.members[k].value(v).def else { return None };
-            if k == 0 {
-                ty = Some(t.ty().clone());
-                name = format!("{}::stacked", self.members[0].value(v).name);
-            }
-            if ty.as_ref() != Some(t.ty()) || t.ty().rank() == 0 {
+            if ty.as_ref().is_some_and(|ty| ty != t.ty()) || t.ty().rank() == 0 && form == WeightForm::Channels {
                 return None;
             }
-            bytes.extend_from_slice(t.bytes());
+            ty = Some(t.ty().clone());
+            match form {
+                WeightForm::Members { transposed: true, .. } => {
+                    let [r, c] = t.ty().shape[..] else { return None };
+                    let x = ndarray::Array2::from_shape_vec((r, c), t.to_f32_vec()?).ok()?;
+                    bytes.extend(x.t().iter().flat_map(|v| v.to_le_bytes()));
+                }
+                _ => bytes.extend_from_slice(t.bytes()),
+            }
         }
         let mut ty = ty?;
-        ty.shape[STACKING.weight_axis()] *= self.n();
+        let n = self.n();
+        match form {
+            WeightForm::Channels => ty.shape[0] *= n,
+            WeightForm::Members { rank, transposed } => {
+                if transposed {
+                    ty.shape.reverse();
+                }
+                let ones = rank.checked_sub(ty.rank())?;
+                ty.shape = [n].into_iter().chain(std::iter::repeat_n(1, ones)).chain(ty.shape).collect();
+            }
+        }
+        let name = format!("{}::stacked", self.members[0].value(key.0[0]).name);
         let t = Tensor::new(ty, Bytes::from(bytes)).ok()?;
         let w = self.f.add_weight(name, t);
         self.stacked_weights.insert(key, w);
         Some(w)
     }
 
-    /// Records the fused outputs `fo` of a group as stacked, checking each
-    /// has the stacked type of the members' output.
-    pub(crate) fn set_stacked(&mut self, group: &NodeGroup, fo: &[ValueId]) -> Result<(), PassError> {
+    /// Records the fused outputs `fo` of a group as stacked `how`, checking
+    /// each has the stacked type of the members' output.
+    pub(crate) fn set_stacked(&mut self, group: &NodeGroup, fo: &[ValueId], how: Stacking) -> Result<(), PassError> {
         let n0 = self.node(0, group);
         for (j, f) in fo.iter().enumerate() {
-            let want = STACKING.stacked_type(&self.members[0].value(n0.outputs[j]).ty, self.n());
+            let want = how.stacked_type(&self.members[0].value(n0.outputs[j]).ty, self.n());
             if self.f.value(*f).ty != want {
                 return Err(PassError::Internal(format!(
                     "grouping node `{}` gave {} where {want} was expected",
@@ -317,6 +436,7 @@ impl<'a> FuseBuilder<'a> {
                     self.f.value(*f).ty
                 )));
             }
+            self.stacking.insert(*f, how);
             for k in 0..self.n() {
                 let o = self.node(k, group).outputs[j];
                 self.set(k, o, Layout::Stacked(*f));

@@ -1,14 +1,15 @@
 //! The fusion wing. The driver is here: prepare each member (the
 //! single-graph passes), [`align`] them, then build one fused graph node
 //! group by node group, each lowered as shared (computed once,
-//! [`share`]), grouped (stacked, [`group`]) or per member ([`heads`]),
+//! [`share`]), grouped (channel-stacked, [`group`], or stacked on a member
+//! axis, [`stack_members`]) or per member ([`heads`]),
 //! with [`regions`] deciding where grouping starts, and finish with DCE
 //! and validation.
 //!
 //! Where each member's copy of a value lives (its own value, or a slice of
 //! a stacked one) is [`layout`]'s alone to say; the other files ask it.
-//! Imports go one way: the driver uses every file, `group`, `heads` and
-//! `share` use `layout` and `align`, and `layout` uses `align`.
+//! Imports go one way: the driver uses every file, `group`,
+//! `stack_members`, `heads` and `share` use `layout` and `align`, and `layout` uses `align`.
 
 pub mod align;
 mod group;
@@ -18,6 +19,7 @@ mod options;
 mod regions;
 mod report;
 pub mod share;
+mod stack_members;
 
 use fuse_ir::{Graph, Op, UnaryOp, ValueDef, ValueId};
 
@@ -104,14 +106,19 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         }
         if group.same && plan[i] {
             // Grouping reads its inputs' layouts: what comes before is lowered first.
-            if b.channels_apply {
-                heads::lower_region(&mut b, &std::mem::take(&mut region))?;
-                if group::lower(&mut b, group, opts)? {
+            heads::lower_region(&mut b, &std::mem::take(&mut region))?;
+            if group::lower(&mut b, group, opts)? {
+                report.grouped += 1;
+                continue;
+            }
+            if opts.lowering.stacks_members() {
+                if stack_members::lower(&mut b, group)? {
                     report.grouped += 1;
+                    report.member_axis += 1;
                     continue;
                 }
+                *report.unstackable.entry(b.node(0, group).op.name()).or_default() += 1;
             }
-            *report.unstackable.entry(b.node(0, group).op.name()).or_default() += 1;
         }
         if group.same {
             report.separate_same += 1;

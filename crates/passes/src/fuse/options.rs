@@ -30,6 +30,19 @@ pub enum Lowering {
 }
 
 impl Lowering {
+    /// Whether layers channel stacking cannot take (a transformer's
+    /// MatMuls, LayerNorms, attention; a classifier's Gemm) are stacked on
+    /// a member axis where the lowering groups: for `Grouped` and a
+    /// measured `Plan`, not for the `Regions` default, whose cut was tuned
+    /// for channel stacking: on a 2-core CPU with ONNX Runtime, three
+    /// MiniLM-L6 cross-encoders stacked on a member axis ran at 0.83x the
+    /// members (the runtime's own fusions of each member's layers are lost),
+    /// so member-axis stacking is used where it is asked for or measured
+    /// faster (`fusec fuse --tune`).
+    pub fn stacks_members(self) -> bool {
+        matches!(self, Lowering::Grouped | Lowering::Plan { .. })
+    }
+
     /// A plan as the digits of its runs, first run first: `00111111`.
     pub fn plan_digits(stacked: u64, chunks: u8) -> String {
         (0..chunks).map(|i| if stacked >> i & 1 == 1 { '1' } else { '0' }).collect()

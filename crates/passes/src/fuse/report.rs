@@ -19,6 +19,8 @@ pub struct FuseReport {
     /// Convs among the shared node groups (a frozen backbone's).
     pub shared_convs: usize,
     pub grouped: usize,
+    /// Of the grouped, those stacked on a member axis (the rest: on channels).
+    pub member_axis: usize,
     /// Same node groups the group pass could not stack, run per member.
     pub separate_same: usize,
     /// Of those, the ones grouping could not stack (where the lowering
@@ -51,7 +53,13 @@ pub fn explain(r: &FuseReport) -> String {
     let _ =
         writeln!(s, "aligned node groups: {} ({} same in all members, {} diverging)", r.groups, r.same, r.divergent);
     let _ = writeln!(s, "  shared (computed once):     {} ({} Conv)", r.shared, r.shared_convs);
-    let _ = writeln!(s, "  grouped (channel-stacked):  {}", r.grouped);
+    let _ = writeln!(
+        s,
+        "  grouped (stacked):          {} ({} on channels, {} on a member axis)",
+        r.grouped,
+        r.grouped - r.member_axis,
+        r.member_axis
+    );
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
     if !r.unstackable.is_empty() {
         let mut ops: Vec<(&&str, &usize)> = r.unstackable.iter().collect();

@@ -1,0 +1,348 @@
+//! Stack members: one aligned node group, same in every member, that
+//! channel stacking ([`group`](super::group)) does not take, rewritten on a
+//! leading member axis ([`Stacking::Members`]: member k's `[B, S, H]` is
+//! index k of `[N, B, S, H]`). This is how a transformer's layers stack:
+//!
+//! | member op | fused op |
+//! |---|---|
+//! | MatMul by a weight `[K, M]` | one batched MatMul by the weights stacked `[N, 1, .., K, M]` |
+//! | MatMul of two activations (attention) | unchanged: the member axis is one more batch axis |
+//! | Gemm (alpha = beta = 1, no transA) | batched MatMul by `[N, K, M]` (transB applied to the stacked copy), Add of the biases `[N, 1, M]` |
+//! | Add/Sub/Mul/Div, comparisons, And, Where | unchanged; a shared operand (the attention mask) broadcasts as it is, per-member constants stack `[N, 1, .., shape]` |
+//! | unary ops, Cast, Clip, HardSigmoid | unchanged |
+//! | Softmax, Concat, Split, Gather, Slice, Unsqueeze, Reduce | the axes shifted past the member axis |
+//! | Reshape, Expand, Flatten | the target shape with `N` in front |
+//! | Transpose | the member axis stays first |
+//! | LayerNormalization | bit-identical scale and bias: unchanged; per member: normalized without affine, then Mul and Add of the stacked `[N, 1, .., H]` scale and bias |
+//! | Gather from per-member tables (embeddings) by shared indices | the tables stacked `[N, V, H]`, gathered on axis 1 |
+//!
+//! Anything else (convolutions and pooling, which are channels' own,
+//! GatherND, Shape) returns `false`: the caller runs it per member.
+
+use fuse_ir::{DType, Op, Tensor, ValueDef, ValueId};
+
+use super::align::NodeGroup;
+use super::layout::{FuseBuilder, Layout, Stacking, WeightForm};
+use crate::PassError;
+
+const STACKING: Stacking = Stacking::Members;
+
+/// Lowers `group` on the member axis; `Ok(false)` when the op cannot be.
+pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
+    let n = b.n();
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let name = n0.name.clone();
+    let outs: Vec<String> = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
+    let out_ty = g0.value(n0.outputs[0]).ty.clone();
+    let rank = out_ty.rank();
+    let is_weight = |slot: usize| n0.inputs[slot].is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
+    let in_rank = |slot: usize| n0.inputs[slot].map(|v| g0.value(v).ty.rank()).unwrap_or(0);
+    let data_only = (0..n0.inputs.len()).all(|s| n0.inputs[s].is_some() && !is_weight(s));
+    let shift = |axes: &[i64]| axes.iter().map(|a| Stacking::member_axis(*a)).collect::<Vec<_>>();
+    let mut op = n0.op.clone();
+    let ins: Vec<Option<ValueId>> = match &n0.op {
+        Op::Unary(_) | Op::Cast { .. } | Op::Clip { .. } | Op::HardSigmoid { .. } if data_only => {
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Softmax { axis } if data_only => {
+            op = Op::Softmax { axis: Stacking::member_axis(*axis) };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Reduce { op: r, axes: Some(axes), keepdims } if data_only => {
+            op = Op::Reduce { op: *r, axes: Some(shift(axes)), keepdims: *keepdims };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Slice(sl) if data_only => {
+            let mut sl = sl.clone();
+            sl.axes = shift(&sl.axes);
+            op = Op::Slice(sl);
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Unsqueeze { axes } if data_only => {
+            op = Op::Unsqueeze { axes: shift(axes) };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Split { axis, split } if data_only => {
+            op = Op::Split { axis: Stacking::member_axis(*axis), split: split.clone() };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Reshape { .. } | Op::Flatten { .. } if data_only => {
+            op = Op::Reshape { shape: STACKING.stacked_shape(&out_ty.shape, n) };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Transpose { perm } if data_only => {
+            op = Op::Transpose { perm: std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect() };
+            vec![Some(stacked(b, group, 0)?)]
+        }
+        Op::Expand { shape } => {
+            let Some(x) = operand(b, group, 0, shape.len(), false)? else { return Ok(false) };
+            op = Op::Expand { shape: STACKING.stacked_shape(shape, n) };
+            vec![Some(x)]
+        }
+        Op::Concat { axis } => {
+            let mut parts = vec![];
+            for slot in 0..n0.inputs.len() {
+                match operand(b, group, slot, rank, true)? {
+                    Some(p) => parts.push(Some(p)),
+                    None => return Ok(false),
+                }
+            }
+            op = Op::Concat { axis: Stacking::member_axis(*axis) };
+            parts
+        }
+        Op::Binary(_) | Op::Compare(_) | Op::And | Op::Where => {
+            let mut ins = vec![];
+            for slot in 0..n0.inputs.len() {
+                match operand(b, group, slot, rank, false)? {
+                    Some(p) => ins.push(Some(p)),
+                    None => return Ok(false),
+                }
+            }
+            ins
+        }
+        Op::MatMul if in_rank(0) >= 2 && in_rank(1) >= 2 => {
+            let (Some(a), Some(w)) = (operand(b, group, 0, rank, false)?, operand(b, group, 1, rank, false)?) else {
+                return Ok(false);
+            };
+            vec![Some(a), Some(w)]
+        }
+        Op::Gemm(gm) => return gemm(b, group, gm.clone()),
+        Op::Gather { axis } => match gather(b, group, *axis)? {
+            Some((axis, ins)) => {
+                op = Op::Gather { axis };
+                ins
+            }
+            None => return Ok(false),
+        },
+        Op::LayerNorm { axis, epsilon } => return layer_norm(b, group, *axis, *epsilon),
+        _ => return Ok(false),
+    };
+    let node = b.f.add_node(name, op, ins, outs)?;
+    let fo = b.f.node(node).outputs.clone();
+    b.set_stacked(group, &fo, STACKING)?;
+    Ok(true)
+}
+
+/// Member k's value in input `slot` of the group, for every member.
+fn per_member(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Option<Vec<ValueId>> {
+    (0..b.n()).map(|k| b.node(k, group).inputs[slot]).collect()
+}
+
+/// The member-axis stacked form of the group's data input `slot`.
+fn stacked(b: &mut FuseBuilder, group: &NodeGroup, slot: usize) -> Result<ValueId, PassError> {
+    let x = per_member(b, group, slot).ok_or_else(|| PassError::Internal("a missing data input".into()))?;
+    b.stacked(&x, STACKING)
+}
+
+/// Whether the members' weights in `slot` are bit-identical.
+fn same_weights(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> bool {
+    let Some(vals) = per_member(b, group, slot) else { return false };
+    let t = |k: usize| match &b.members[k].value(vals[k]).def {
+        ValueDef::Weight(t) => Some(t),
+        _ => None,
+    };
+    t(0).is_some() && (1..b.n()).all(|k| t(k) == t(0))
+}
+
+/// Input `slot` of an op that broadcasts its operands (numpy-style, from
+/// the right) to a member output of rank `rank`: a value shared by every
+/// member as it is (it broadcasts over the member axis), bit-identical
+/// weights as they are, and anything else stacked on the member axis with
+/// ones up to `rank` (`[N, 1, .., shape]`). `full`: every operand must be
+/// stacked (a Concat does not broadcast). `None` when it cannot be.
+fn operand(
+    b: &mut FuseBuilder,
+    group: &NodeGroup,
+    slot: usize,
+    rank: usize,
+    full: bool,
+) -> Result<Option<ValueId>, PassError> {
+    let Some(vals) = per_member(b, group, slot) else { return Ok(None) };
+    let g0 = b.members[0];
+    let ty = g0.value(vals[0]).ty.clone();
+    if ty.rank() > rank {
+        return Ok(None);
+    }
+    if matches!(g0.value(vals[0]).def, ValueDef::Weight(_)) {
+        if !full && same_weights(b, group, slot) {
+            return Ok(Some(b.weight(0, vals[0], true)));
+        }
+        return Ok(b.stacked_weight(group, slot, WeightForm::Members { rank, transposed: false }));
+    }
+    let layouts: Vec<Layout> = (0..b.n()).map(|k| b.layout(k, vals[k])).collect::<Result<_, _>>()?;
+    if !full {
+        if let Layout::Shared(f) = layouts[0] {
+            if layouts.iter().all(|l| *l == layouts[0]) {
+                return Ok(Some(f));
+            }
+        }
+    }
+    let s = b.stacked(&vals, STACKING)?;
+    if ty.rank() == rank {
+        return Ok(Some(s));
+    }
+    let shape: Vec<usize> =
+        [b.n()].into_iter().chain(std::iter::repeat_n(1, rank - ty.rank())).chain(ty.shape.iter().copied()).collect();
+    let vname = format!("{}::rank{rank}", b.f.value(s).name);
+    let node = b.f.add_node(vname.clone(), Op::Reshape { shape }, vec![Some(s)], vec![vname])?;
+    Ok(Some(b.f.node(node).outputs[0]))
+}
+
+/// Gather: from per-member tables by shared indices (an embedding) on the
+/// stacked tables; from a stacked value by shared or bit-identical indices;
+/// from one table by stacked indices (on axis 0). The fused axis and
+/// inputs, or `None`.
+fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i64, Vec<Option<ValueId>>)>, PassError> {
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let (Some(d0), Some(i0)) = (n0.inputs[0], n0.inputs[1]) else { return Ok(None) };
+    let data_weight = matches!(g0.value(d0).def, ValueDef::Weight(_));
+    let idx_weight = matches!(g0.value(i0).def, ValueDef::Weight(_));
+    let idx_shared = if idx_weight {
+        same_weights(b, group, 1)
+    } else {
+        let l0 = b.layout(0, i0)?;
+        matches!(l0, Layout::Shared(_))
+            && (1..b.n()).all(|k| b.layout(k, b.node(k, group).inputs[1].expect("aligned")).ok() == Some(l0))
+    };
+    let idx = |b: &mut FuseBuilder| -> Result<ValueId, PassError> {
+        if idx_weight {
+            Ok(b.weight(0, i0, true))
+        } else {
+            b.member_value(0, i0)
+        }
+    };
+    if data_weight && same_weights(b, group, 0) {
+        // One table, indices per member: gathering `[N, ...]` indices on axis 0 is `[N, ..., H]`.
+        if axis != 0 || idx_weight {
+            return Ok(None);
+        }
+        let table = b.weight(0, d0, true);
+        return Ok(Some((0, vec![Some(table), Some(stacked(b, group, 1)?)])));
+    }
+    if !idx_shared {
+        return Ok(None);
+    }
+    let rank = g0.value(d0).ty.rank();
+    let data = if data_weight {
+        match b.stacked_weight(group, 0, WeightForm::Members { rank, transposed: false }) {
+            Some(w) => w,
+            None => return Ok(None),
+        }
+    } else {
+        stacked(b, group, 0)?
+    };
+    let i = idx(b)?;
+    Ok(Some((Stacking::member_axis(axis), vec![Some(data), Some(i)])))
+}
+
+/// Gemm `A·B + C` (alpha = beta = 1, A not transposed, 2-D A and B):
+/// one batched MatMul of the stacked A `[N, M, K]` by the stacked B `[N,
+/// K, P]` (each member's B transposed when `transB`), plus the stacked C.
+fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<bool, PassError> {
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let weight = |slot: usize| {
+        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
+    };
+    let has_c = n0.inputs.get(2).copied().flatten().is_some();
+    if gm.alpha != 1.0 || gm.beta != 1.0 || gm.trans_a || weight(0) || !weight(1) || (has_c && !weight(2)) {
+        return Ok(false);
+    }
+    let Some(w) = b.stacked_weight(group, 1, WeightForm::Members { rank: 2, transposed: gm.trans_b }) else {
+        return Ok(false);
+    };
+    let c = if has_c {
+        match b.stacked_weight(group, 2, WeightForm::Members { rank: 2, transposed: false }) {
+            Some(c) => Some(c),
+            None => return Ok(false),
+        }
+    } else {
+        None
+    };
+    let a = stacked(b, group, 0)?;
+    let name = n0.name.clone();
+    let out = g0.value(n0.outputs[0]).name.clone();
+    let fo = match c {
+        None => b.f.add_node(name, Op::MatMul, vec![Some(a), Some(w)], vec![out])?,
+        Some(c) => {
+            let mm = format!("{name}::matmul");
+            let m = b.f.add_node(mm.clone(), Op::MatMul, vec![Some(a), Some(w)], vec![mm])?;
+            let m = b.f.node(m).outputs[0];
+            b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(m), Some(c)], vec![out])?
+        }
+    };
+    let fo = b.f.node(fo).outputs.clone();
+    b.set_stacked(group, &fo, STACKING)?;
+    Ok(true)
+}
+
+/// LayerNormalization: with bit-identical scale and bias, one
+/// LayerNormalization on the stacked value; with each member's own, over
+/// the last axis only, normalized without affine (scale 1, no bias), then
+/// multiplied by the stacked scales and shifted by the stacked biases.
+fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -> Result<bool, PassError> {
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let weight = |slot: usize| {
+        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
+    };
+    let has_bias = n0.inputs.get(2).copied().flatten().is_some();
+    if weight(0) || !weight(1) || (has_bias && !weight(2)) {
+        return Ok(false);
+    }
+    let name = n0.name.clone();
+    let out = g0.value(n0.outputs[0]).name.clone();
+    let x_ty = g0.value(n0.inputs[0].expect("layer norm input")).ty.clone();
+    let rank = x_ty.rank();
+    let axis_m = Stacking::member_axis(axis);
+    let ln = Op::LayerNorm { axis: axis_m, epsilon };
+    let same = same_weights(b, group, 1) && (!has_bias || same_weights(b, group, 2));
+    let fo = if same {
+        let x = stacked(b, group, 0)?;
+        let mut ins = vec![Some(x), Some(b.weight(0, n0.inputs[1].expect("scale"), true))];
+        if has_bias {
+            ins.push(Some(b.weight(0, n0.inputs[2].expect("bias"), true)));
+        }
+        b.f.add_node(name, ln, ins, vec![out])?
+    } else {
+        let last = fuse_ir::shape::norm_axis(axis, rank).is_ok_and(|a| a + 1 == rank);
+        let scale_ty = &g0.value(n0.inputs[1].expect("scale")).ty;
+        if !last || scale_ty.rank() != 1 || x_ty.dtype != DType::F32 {
+            return Ok(false);
+        }
+        let form = WeightForm::Members { rank, transposed: false };
+        let Some(scale) = b.stacked_weight(group, 1, form) else { return Ok(false) };
+        let bias = if has_bias {
+            match b.stacked_weight(group, 2, form) {
+                Some(bias) => Some(bias),
+                None => return Ok(false),
+            }
+        } else {
+            None
+        };
+        let h = x_ty.shape[rank - 1];
+        let ones = b.f.add_weight(
+            format!("{name}::ones"),
+            Tensor::from_f32(vec![h], &vec![1.0; h]).map_err(PassError::Internal)?,
+        );
+        let x = stacked(b, group, 0)?;
+        let norm = format!("{name}::normalized");
+        let l = b.f.add_node(norm.clone(), ln, vec![Some(x), Some(ones)], vec![norm])?;
+        let l = b.f.node(l).outputs[0];
+        let mul = Op::Binary(fuse_ir::BinaryOp::Mul);
+        match bias {
+            None => b.f.add_node(name, mul, vec![Some(l), Some(scale)], vec![out])?,
+            Some(bias) => {
+                let sname = format!("{name}::scaled");
+                let s = b.f.add_node(sname.clone(), mul, vec![Some(l), Some(scale)], vec![sname])?;
+                let s = b.f.node(s).outputs[0];
+                b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(s), Some(bias)], vec![out])?
+            }
+        }
+    };
+    let fo = b.f.node(fo).outputs.clone();
+    b.set_stacked(group, &fo, STACKING)?;
+    Ok(true)
+}
