@@ -27,6 +27,9 @@ use crate::PassError;
 
 const STACKING: Stacking = Stacking::Members;
 
+/// A fused node's inputs.
+type Inputs = Vec<Option<ValueId>>;
+
 /// Lowers `group` on the member axis; `Ok(false)` when the op cannot be.
 pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
     let n = b.n();
@@ -41,7 +44,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, Pass
     let data_only = (0..n0.inputs.len()).all(|s| n0.inputs[s].is_some() && !is_weight(s));
     let shift = |axes: &[i64]| axes.iter().map(|a| Stacking::member_axis(*a)).collect::<Vec<_>>();
     let mut op = n0.op.clone();
-    let ins: Vec<Option<ValueId>> = match &n0.op {
+    let ins: Inputs = match &n0.op {
         Op::Unary(_) | Op::Cast { .. } | Op::Clip { .. } | Op::HardSigmoid { .. } if data_only => {
             vec![Some(stacked(b, group, 0)?)]
         }
@@ -193,7 +196,7 @@ fn operand(
 /// stacked tables; from a stacked value by shared or bit-identical indices;
 /// from one table by stacked indices (on axis 0). The fused axis and
 /// inputs, or `None`.
-fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i64, Vec<Option<ValueId>>)>, PassError> {
+fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i64, Inputs)>, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
     let (Some(d0), Some(i0)) = (n0.inputs[0], n0.inputs[1]) else { return Ok(None) };
