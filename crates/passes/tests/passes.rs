@@ -436,7 +436,7 @@ fn run_bert(g: &Graph) -> Tensors {
 
 #[test]
 fn stack_members_puts_a_transformer_on_a_member_axis() {
-    let members = vec![mini_bert(1, 1), mini_bert(2, 2), mini_bert(3, 3)];
+    let members = [mini_bert(1, 1), mini_bert(2, 2), mini_bert(3, 3)];
     let named = || members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect();
     let f = fused(Lowering::Grouped, named());
     fusec_passes::validate::validated("fuse", &f.graph).unwrap();
