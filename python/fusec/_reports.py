@@ -261,6 +261,9 @@ class BenchRow:
     max_abs: float = 0.0
     rel_l2: float = 0.0
     detections: Optional[DetectionDiff] = None
+    same_as: Optional[str] = None
+    """The earlier config whose model this one is, byte for byte: timed
+    once, its figures repeated here."""
 
 
 @dataclass(frozen=True)

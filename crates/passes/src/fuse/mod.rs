@@ -105,14 +105,17 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             continue;
         }
         if group.same && plan[i] {
-            // Grouping reads its inputs' layouts: what comes before is lowered first.
-            heads::lower_region(&mut b, &std::mem::take(&mut region))?;
-            if group::lower(&mut b, group, opts)? {
-                report.grouped += 1;
-                continue;
-            }
-            if opts.lowering.stacks_members() {
-                if stack_members::lower(&mut b, group)? {
+            let on_members = opts.lowering.stacks_members();
+            // Grouping reads its inputs' layouts: what comes before is
+            // lowered first (only where a stacking may take the group, so
+            // per-member runs stay contiguous otherwise).
+            if b.channels_apply || on_members {
+                heads::lower_region(&mut b, &std::mem::take(&mut region))?;
+                if b.channels_apply && group::lower(&mut b, group, opts)? {
+                    report.grouped += 1;
+                    continue;
+                }
+                if on_members && stack_members::lower(&mut b, group)? {
                     report.grouped += 1;
                     report.member_axis += 1;
                     continue;
