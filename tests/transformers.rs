@@ -238,3 +238,35 @@ fn fp16_compute_keeps_bert_finite_and_close() {
     }
     assert!(t1[0].1.iter().all(|x| x.is_finite()), "{t1:?}");
 }
+
+/// `fusec bench` on a BERT trio: the channel-stacking variants of grouped
+/// are the grouped model, and every `regions` row is the separate model
+/// (the default keeps transformer layers per member): each distinct model
+/// is timed once and the repeats say whose model they are; the stacked
+/// row is a different model whose outputs equal the members'.
+#[test]
+fn bench_times_each_distinct_transformer_model_once() {
+    require_ort();
+    let d = set("bert_tiny_ts");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
+    let mut args = vec!["bench"];
+    args.extend(files.iter().map(|f| s(f)));
+    args.extend_from_slice(&["--runtime", "ort", "--runs", "2", "--warmup", "1", "--json-out", s(&json)]);
+    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    assert!(text.contains("| fused, grouped, BatchNorm kept (the model of `fused, grouped`) |"), "{text}");
+    assert!(text.contains("| fused, regions from 0.25 (the model of `fused, separate`) |"), "{text}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = j["rows"].as_array().unwrap();
+    let row = |c: &str| rows.iter().find(|r| r["config"] == c).unwrap_or_else(|| panic!("no {c}: {j}"));
+    assert!(row("fused, grouped")["same_as"].is_null() && row("fused, separate")["same_as"].is_null());
+    for (c, of) in
+        [("fused, grouped, depthwise split", "fused, grouped"), ("fused, regions from 0.7", "fused, separate")]
+    {
+        assert_eq!(row(c)["same_as"], of, "{c}");
+        assert_eq!(row(c)["p50_ms"], row(of)["p50_ms"], "{c}: the figures of {of}");
+    }
+    assert!(row("fused, grouped")["max_abs"].as_f64().unwrap() <= 1e-6, "{j}");
+    assert!(rows.iter().filter(|r| r["same_as"].is_null()).count() >= 4, "baseline, prepared, grouped, separate: {j}");
+}
