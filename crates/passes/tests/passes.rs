@@ -461,3 +461,94 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     let regions = fused(Lowering::Regions { from: 0.0 }, named());
     assert_eq!((regions.report.grouped, regions.report.member_axis), (0, 0), "{:?}", regions.report);
 }
+
+/// A miniature classifier: conv, Relu, global average pool, Flatten, a
+/// hidden Gemm with Relu, and a class Gemm with `classes` outputs.
+fn mini_classifier(seed: u64, classes: i64) -> Graph {
+    let mut r = Rng(seed);
+    let bytes = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 8, 8])
+        .output("logits", &[1, classes])
+        .init_f32("conv.w", &[4, 3, 3, 3], &r.vals(108, 0.0, 0.3))
+        .init_f32("conv.b", &[4], &r.vals(4, 0.0, 0.1))
+        .init_f32("fc.w", &[6, 4], &r.vals(24, 0.0, 0.5))
+        .init_f32("fc.b", &[6], &r.vals(6, 0.0, 0.1))
+        .init_f32("cls.w", &[classes, 6], &r.vals(classes as usize * 6, 0.0, 0.5))
+        .init_f32("cls.b", &[classes], &r.vals(classes as usize, 0.0, 0.1))
+        .node("Conv", &["image", "conv.w", "conv.b"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Relu", &["c"], &["cr"], vec![])
+        .node("GlobalAveragePool", &["cr"], &["p"], vec![])
+        .node("Flatten", &["p"], &["f"], vec![attr_int("axis", 1)])
+        .node("Gemm", &["f", "fc.w", "fc.b"], &["h0"], vec![attr_int("transB", 1)])
+        .node("Relu", &["h0"], &["h"], vec![])
+        .node("Gemm", &["h", "cls.w", "cls.b"], &["logits"], vec![attr_int("transB", 1)])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("classifier.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn a_channel_stacked_value_moves_onto_the_member_axis_for_a_classifier() {
+    let members = vec![mini_classifier(1, 3), mini_classifier(2, 5)];
+    let f = fused(Lowering::Grouped, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    let r = &f.report;
+    // Conv, Relu, GlobalAveragePool on channels; Flatten, Gemm, Relu on the
+    // member axis; the class Gemm per member.
+    assert_eq!((r.grouped, r.member_axis, r.divergent), (6, 3, 1), "{r:?}");
+    let text = to_text(&f.graph).unwrap();
+    let transposes = text.lines().filter(|l| l.contains("= Transpose(")).count();
+    assert_eq!(transposes, 1, "one restack, [B, N, C, 1, 1] to [N, B, C, 1, 1]:\n{text}");
+    insta::assert_snapshot!(text);
+    assert_fused_matches_members(&f, &members);
+}
+
+/// A miniature ConvNeXt block: conv, permute to channels-last, LayerNorm
+/// with the member's own scale and bias, permute back, depthwise conv.
+fn mini_convnext(seed: u64) -> Graph {
+    let mut r = Rng(seed);
+    let bytes = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 8, 8])
+        .output("out", &[1, 4, 8, 8])
+        .init_f32("conv.w", &[4, 3, 3, 3], &r.vals(108, 0.0, 0.3))
+        .init_f32("ln.g", &[4], &r.vals(4, 1.0, 0.2))
+        .init_f32("ln.b", &[4], &r.vals(4, 0.0, 0.1))
+        .init_f32("dw.w", &[4, 1, 3, 3], &r.vals(36, 0.0, 0.3))
+        .node("Conv", &["image", "conv.w"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Transpose", &["c"], &["nhwc"], vec![attr_ints("perm", &[0, 2, 3, 1])])
+        .node("LayerNormalization", &["nhwc", "ln.g", "ln.b"], &["n"], vec![attr_float("epsilon", 1e-6)])
+        .node("Transpose", &["n"], &["nchw"], vec![attr_ints("perm", &[0, 3, 1, 2])])
+        .node("Conv", &["nchw", "dw.w"], &["out"], vec![attr_int("group", 4), attr_ints("pads", &[1, 1, 1, 1])])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("convnext.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn a_member_axis_value_moves_back_onto_channels_for_a_conv() {
+    let members = vec![mini_convnext(1), mini_convnext(2)];
+    let f = fused(Lowering::Grouped, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    let r = &f.report;
+    // Both convs on channels; the Transposes and the LayerNorm on the member axis.
+    assert_eq!((r.grouped, r.member_axis), (5, 3), "{r:?}");
+    let g = &f.graph;
+    let ops: Vec<&str> = g.topo_order().unwrap().into_iter().map(|n| g.node(n).op.name()).collect();
+    assert_eq!(
+        ops,
+        [
+            "Conv",
+            "Reshape",
+            "Transpose",
+            "Transpose",
+            "LayerNormalization",
+            "Mul",
+            "Add",
+            "Transpose",
+            "Transpose",
+            "Reshape",
+            "Conv",
+            "Split"
+        ],
+        "channels to member axis (Reshape, Transpose), back (Transpose, Reshape), no Concat; the outputs split per member"
+    );
+    assert_fused_matches_members(&f, &members);
+}
