@@ -459,7 +459,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 14, "the baseline, the canonicalized members and 12 fused configurations");
+    assert_eq!(rows.len(), 15, "the baseline, the canonicalized members and 13 fused configurations");
     assert_eq!(rows[1]["config"], "members one after another, canonicalized (not fused)");
     assert!(rows[0]["speedup_p50_interval"].is_null(), "the baseline has no interval");
     for r in &rows[1..] {

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     {
         let members =
             vec![Member { name: "a".into(), graph: a.clone() }, Member { name: "b".into(), graph: b.clone() }];
-        let opts = FuseOptions { keep_bn, lowering, split_depthwise: false, split_pointwise: false };
+        let opts = FuseOptions { keep_bn, lowering, split_linear: keep_bn, ..Default::default() };
         let Ok(fused) = fusec_passes::fuse(members, &opts) else { return };
         fused.graph.validate().expect("fuse returns a valid graph");
         let _ = fusec_exporters::onnx::export(&fused.graph);

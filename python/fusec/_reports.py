@@ -281,6 +281,8 @@ class Calibration:
     members: List[str]
     plan: Optional[str] = None
     """For lowering ``plan`` (tuned): its runs of node groups, 1 = grouped."""
+    split_linear: bool = False
+    """Linear layers on the member axis kept per member."""
 
 
 @dataclass(frozen=True)

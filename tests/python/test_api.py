@@ -127,7 +127,7 @@ def test_a_hostile_checkpoint_raises_input_error_naming_it(tmp_path):
 def test_a_short_bench_has_the_commands_rows(tmp_path):
     report = fusec.bench(MEMBERS[:2], inputs=INPUT, runs=2, warmup=1, json_out=tmp_path / "b.json", progress=False)
     assert isinstance(report, fusec.BenchReport) and report.members == ["coco", "aquarium"]
-    assert len(report.rows) == 14 and report.rows[0].config == "members one after another"
+    assert len(report.rows) == 15 and report.rows[0].config == "members one after another"
     assert all(r.stats.p50_ms > 0 for r in report.rows)
     assert all(r.max_abs <= 1e-4 for r in report.rows if "fp16" not in r.config)
     assert report.row(report.fastest).speedup_p50 == max(r.speedup_p50 for r in report.rows[2:])

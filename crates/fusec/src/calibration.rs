@@ -24,6 +24,10 @@ pub struct Calibration {
     pub keep_bn: bool,
     pub split_depthwise: bool,
     pub split_pointwise: bool,
+    /// Linear layers on the member axis per member (absent in files
+    /// written before it existed: false).
+    #[serde(default)]
+    pub split_linear: bool,
     /// What was measured: speedup over the members one after another (p50),
     /// on this runtime and device.
     pub speedup_p50: f64,
@@ -58,6 +62,7 @@ impl Calibration {
             keep_bn: opts.keep_bn,
             split_depthwise: opts.split_depthwise,
             split_pointwise: opts.split_pointwise,
+            split_linear: opts.split_linear,
             speedup_p50,
             device: device.into(),
             members: members.to_vec(),
@@ -76,6 +81,7 @@ impl Calibration {
             "keep_bn": c.keep_bn,
             "split_depthwise": c.split_depthwise,
             "split_pointwise": c.split_pointwise,
+            "split_linear": c.split_linear,
         })
     }
 
@@ -110,6 +116,7 @@ impl Calibration {
             lowering,
             split_depthwise: self.split_depthwise,
             split_pointwise: self.split_pointwise,
+            split_linear: self.split_linear,
         })
     }
 }

@@ -480,13 +480,12 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                 Some(path) => calibration::Calibration::load(path)?,
                 None => fusec_passes::FuseOptions {
                     keep_bn,
-                    split_depthwise: false,
-                    split_pointwise: false,
                     lowering: match lowering {
                         LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
                         LoweringArg::Separate => fusec_passes::Lowering::Separate,
                         LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
                     },
+                    ..Default::default()
                 },
             };
             let precision = match precision {

@@ -642,12 +642,17 @@ fn lowerings() -> Vec<(String, FuseOptions)> {
         lowering,
         split_depthwise,
         split_pointwise,
+        split_linear: false,
     };
     let mut v = vec![
         ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
         ("fused, grouped, BatchNorm kept".to_string(), o(Lowering::Grouped, true, false, false)),
         ("fused, grouped, depthwise split".to_string(), o(Lowering::Grouped, false, true, false)),
         ("fused, grouped, pointwise split".to_string(), o(Lowering::Grouped, false, false, true)),
+        (
+            "fused, grouped, linear split".to_string(),
+            FuseOptions { split_linear: true, ..o(Lowering::Grouped, false, false, false) },
+        ),
         ("fused, separate".to_string(), o(Lowering::Separate, false, false, false)),
     ];
     for from in [0.2f32, 0.25, 0.3, 0.4, 0.5, 0.7] {

@@ -460,6 +460,32 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     // The default lowering leaves the member axis to --tune and --lowering grouped.
     let regions = fused(Lowering::Regions { from: 0.0 }, named());
     assert_eq!((regions.report.grouped, regions.report.member_axis), (0, 0), "{:?}", regions.report);
+
+    // split_linear: the 6 projections (MatMul by a 2-D weight), their 6
+    // bias Adds and the pooler's Gemm run per member, 2-D products a
+    // runtime pre-packs; the rest stays stacked.
+    let members3 = named().into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
+    let opts = FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..Default::default() };
+    let split = fuse(members3, &opts).unwrap();
+    fusec_passes::validate::validated("fuse", &split.graph).unwrap();
+    assert_eq!(split.report.separate_same, 13, "{:?}", split.report);
+    assert_eq!(split.report.member_axis, r.member_axis - 13, "{:?}", split.report);
+    let g = &split.graph;
+    let products: Vec<Vec<usize>> = g
+        .node_ids()
+        .into_iter()
+        .map(|n| g.node(n))
+        .filter(|n| matches!(n.op, fuse_ir::Op::MatMul | fuse_ir::Op::Gemm(_)))
+        .filter_map(|n| n.inputs[1].map(|w| g.value(w).ty.shape.clone()))
+        .filter(|s| s.len() == 2)
+        .collect();
+    assert_eq!(products.len(), 3 * 7 + 3, "7 products per member on 2-D weights, and the classifiers");
+    let got = run_bert(g);
+    for (k, m) in members.iter().enumerate() {
+        let key = format!("m{k}/logits");
+        let (_, out) = got.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("output `{key}` missing"));
+        assert!(diff(out, &run_bert(m)[0].1).unwrap().within(1e-5, 1e-6), "{key}");
+    }
 }
 
 /// A miniature classifier: conv, Relu, global average pool, Flatten, a

@@ -115,6 +115,11 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
                     report.grouped += 1;
                     continue;
                 }
+                if on_members && stack_members::kept_apart(&b, group, opts)? {
+                    report.separate_same += 1;
+                    region.push(group);
+                    continue;
+                }
                 if on_members && stack_members::lower(&mut b, group)? {
                     report.grouped += 1;
                     report.member_axis += 1;

@@ -68,6 +68,13 @@ pub struct FuseOptions {
     pub split_depthwise: bool,
     /// Likewise for pointwise (1x1, group 1) convs.
     pub split_pointwise: bool,
+    /// Per-layer choice on the member axis: linear layers (a MatMul or Gemm
+    /// by each member's own 2-D weight, and the bias Add that reads one)
+    /// run per member, each a 2-D product that a runtime pre-packs and
+    /// fuses with its bias, instead of one batched MatMul over weights
+    /// stacked `[N, 1, K, M]`; the rest (attention, LayerNorm, activations)
+    /// stays stacked.
+    pub split_linear: bool,
 }
 
 pub struct Member {

@@ -23,12 +23,42 @@ use fuse_ir::{DType, Op, Tensor, ValueDef, ValueId};
 
 use super::align::NodeGroup;
 use super::layout::{FuseBuilder, Layout, Stacking, WeightForm};
+use super::options::FuseOptions;
 use crate::PassError;
 
 const STACKING: Stacking = Stacking::Members;
 
 /// A fused node's inputs.
 type Inputs = Vec<Option<ValueId>>;
+
+/// Whether `opts` keep the group per member although it could stack: a
+/// linear layer under `split_linear` (a MatMul or Gemm by each member's own
+/// 2-D weight, or an Add of per-member constants to a value held per
+/// member: a bias after such a product).
+pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions) -> Result<bool, PassError> {
+    if !opts.split_linear {
+        return Ok(false);
+    }
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let own_weight = |slot: usize| {
+        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
+            && !same_weights(b, group, slot)
+    };
+    let rank = |slot: usize| n0.inputs.get(slot).copied().flatten().map_or(0, |v| g0.value(v).ty.rank());
+    Ok(match &n0.op {
+        Op::MatMul | Op::Gemm(_) => own_weight(1) && rank(1) == 2,
+        Op::Binary(fuse_ir::BinaryOp::Add) => {
+            let data = (0..2).find(|&s| !own_weight(s));
+            let weight = (0..2).any(own_weight);
+            match data.and_then(|s| n0.inputs[s]) {
+                Some(v) if weight => matches!(b.layout(0, v)?, Layout::Own(_)),
+                _ => false,
+            }
+        }
+        _ => false,
+    })
+}
 
 /// Lowers `group` on the member axis; `Ok(false)` when the op cannot be.
 pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
