@@ -17,7 +17,8 @@
 //! | Gather from per-member tables (embeddings) by shared indices | the tables stacked `[N, V, H]`, gathered on axis 1 |
 //!
 //! Anything else (convolutions and pooling, which are channels' own,
-//! GatherND, Shape) returns `false`: the caller runs it per member.
+//! GatherND, Shape) returns `false`: the caller runs it per member. With
+//! `split_linear` ([`kept_apart`]), linear layers run per member by choice.
 
 use fuse_ir::{DType, Op, Tensor, ValueDef, ValueId};
 
