@@ -186,7 +186,7 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     t = report.tuning
     assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 9 + [2] * 8 + [3] * 4
     assert report.lowering == {"lowering": "plan", "plan": t.chosen, "group_from": 0.0, "keep_bn": False,
-                               "split_depthwise": False, "split_pointwise": False}
+                               "split_depthwise": False, "split_pointwise": False, "split_linear": False}
     assert json.loads(plan.read_text())["plan"] == t.chosen
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering
