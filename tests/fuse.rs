@@ -700,6 +700,23 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
     assert_eq!(j["report"]["lowering"]["lowering"], "plan");
     assert_eq!(j["report"]["lowering"]["plan"], chosen);
+    // Per run: its node groups (together every group once), what grouping
+    // stacks there, whether the chosen plan groups it, and a measured gain.
+    let runs = t["plan_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 8, "{t}");
+    let groups = j["report"]["groups"].as_u64().unwrap();
+    let mut next = 0;
+    for (i, r) in runs.iter().enumerate() {
+        let (first, last) = (r["groups"][0].as_u64().unwrap(), r["groups"][1].as_u64().unwrap());
+        assert_eq!(first, next, "run {i} starts where run {} ended: {t}", i.max(1) - 1);
+        next = last + 1;
+        assert_eq!(r["grouped"], chosen.as_bytes()[i] == b'1', "{t}");
+        assert!(r["gain"].as_f64().is_some_and(|g| g > 0.0), "{t}");
+        assert_eq!(r["member_axis"], 0, "a CNN stacks on channels: {t}");
+    }
+    assert_eq!(next, groups, "{t}");
+    assert!(runs.iter().map(|r| r["channels"].as_u64().unwrap()).sum::<u64>() > groups / 2, "{t}");
+    assert!(text.contains("| run | node groups | stacked when grouped"), "{text}");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
     assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some("plan"), Some(chosen)), "{c}");

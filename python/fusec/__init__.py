@@ -45,6 +45,7 @@ from ._reports import (
     OutputDiff,
     Ranking,
     Candidate,
+    PlanRun,
     SpeedReport,
     SpeedRow,
     Stats,
@@ -83,6 +84,7 @@ __all__ = [
     "OpCount",
     "TuneReport",
     "Candidate",
+    "PlanRun",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -101,6 +101,20 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class PlanRun:
+    """One run of node groups of a tuned plan: what grouping stacks there,
+    whether the chosen plan groups it, and the measured gain of grouping it."""
+
+    run: int
+    groups: Tuple[int, int]
+    channels: int
+    member_axis: int
+    ops: str
+    grouped: bool
+    gain: Optional[float]
+
+
+@dataclass(frozen=True)
 class TuneReport:
     """What ``tune=True`` measured and chose."""
 
@@ -113,6 +127,7 @@ class TuneReport:
     """None when nothing was measured (grouping stacks no layer)."""
     speedup_p50_interval: Optional[Tuple[float, float]]
     grouped_runs: int
+    plan_runs: List[PlanRun]
 
 
 @dataclass(frozen=True)

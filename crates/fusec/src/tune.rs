@@ -67,6 +67,65 @@ pub struct TuneReport {
     pub speedup_p50_interval: Option<(f64, f64)>,
     /// How many of the plan's runs are grouped.
     pub grouped_runs: usize,
+    /// Per run: what grouping it stacks, whether the chosen plan groups
+    /// it, and its measured gain.
+    pub plan_runs: Vec<PlanRun>,
+}
+
+/// One run of node groups of a plan.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanRun {
+    pub run: usize,
+    /// Its node groups, first and last (dataflow order).
+    pub groups: (usize, usize),
+    /// How many of them grouping stacks (the rest are shared, differ
+    /// between members or do not stack), on channels and on a member axis.
+    pub channels: usize,
+    pub member_axis: usize,
+    /// The ops it stacks most, `Conv 12, Mul 8, Sigmoid 4`.
+    pub ops: String,
+    /// Whether the chosen plan groups it.
+    pub grouped: bool,
+    /// The speedup of round 1's fastest plan with this run grouped over the
+    /// same plan with it per member (their speedups over the members, round
+    /// 1's plan and its one-run change in round 2); above 1: grouping it
+    /// paid.
+    pub gain: Option<f64>,
+}
+
+/// The runs of `chunks` over the aligned node groups `lowered` (of the
+/// all-grouped plan), with what grouping stacks in each.
+fn plan_runs(lowered: &[(&'static str, fusec_passes::Lowered)], chunks: u8) -> Vec<PlanRun> {
+    use fusec_passes::Lowered;
+    let n = lowered.len().max(1);
+    let k = usize::from(chunks);
+    (0..k)
+        .map(|r| {
+            let groups: Vec<usize> = (0..lowered.len()).filter(|g| g * k / n == r).collect();
+            let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
+            let (mut channels, mut member_axis) = (0, 0);
+            for &g in &groups {
+                match lowered[g].1 {
+                    Lowered::Channels => channels += 1,
+                    Lowered::MemberAxis => member_axis += 1,
+                    _ => continue,
+                }
+                *ops.entry(lowered[g].0).or_default() += 1;
+            }
+            let mut ops: Vec<(&str, usize)> = ops.into_iter().collect();
+            ops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let ops = ops.iter().take(3).map(|(op, c)| format!("{op} {c}")).collect::<Vec<_>>().join(", ");
+            PlanRun {
+                run: r,
+                groups: (groups.first().copied().unwrap_or(0), groups.last().copied().unwrap_or(0)),
+                channels,
+                member_axis,
+                ops,
+                grouped: false,
+                gain: None,
+            }
+        })
+        .collect()
 }
 
 /// Measures plans for these members on `cfg` and returns the fastest as
@@ -94,8 +153,10 @@ pub fn tune(
         ..Default::default()
     };
     let all = (1u64 << CHUNKS) - 1;
-    // Nothing to choose when grouping stacks nothing (transformers today).
-    if fusec_passes::fuse(as_members(names, members), &opts(all))?.report.grouped == 0 {
+    let all_grouped = fusec_passes::fuse(as_members(names, members), &opts(all))?.report;
+    let mut runs_of_plan = plan_runs(&all_grouped.lowered, CHUNKS);
+    // Nothing to choose when grouping stacks nothing.
+    if all_grouped.grouped == 0 {
         crate::report::note(
             "tune: grouping stacks no layer of these members: every plan is `separate`, nothing to measure",
         );
@@ -108,6 +169,7 @@ pub fn tune(
             speedup_p50: None,
             speedup_p50_interval: None,
             grouped_runs: 0,
+            plan_runs: runs_of_plan,
         };
         return Ok((opts(0), report));
     }
@@ -140,10 +202,19 @@ pub fn tune(
     let mut first: Vec<u64> = vec![0, all];
     first.extend((1..CHUNKS).map(|s| all >> s << s));
     let mut candidates = measure(&first, 1, runs)?;
-    let best_mask = first[fastest(&candidates)];
+    let best_first = fastest(&candidates);
+    let best_mask = first[best_first];
     // Round 2: each one-run change of the fastest.
     let second: Vec<u64> = (0..CHUNKS).map(|i| best_mask ^ (1 << i)).collect();
-    candidates.extend(measure(&second, 2, runs)?);
+    let round2 = measure(&second, 2, runs)?;
+    // What grouping each run gained, from round 1's fastest and its change
+    // of that run (each speedup over the members of its own round).
+    let base = candidates[best_first].speedup_p50;
+    for (r, c) in runs_of_plan.iter_mut().zip(&round2) {
+        let grouped_in_base = best_mask >> r.run & 1 == 1;
+        r.gain = Some(if grouped_in_base { base / c.speedup_p50 } else { c.speedup_p50 / base });
+    }
+    candidates.extend(round2);
     // Round 3: the three fastest so far and `separate`, timed three times as long.
     let mut ranked: Vec<(u64, f64)> =
         first.iter().chain(&second).copied().zip(candidates.iter().map(|c| c.speedup_p50)).collect();
@@ -167,6 +238,9 @@ pub fn tune(
         .unwrap_or(0);
     let chosen_mask = third[best];
     let chosen = round3[best].clone();
+    for r in &mut runs_of_plan {
+        r.grouped = chosen_mask >> r.run & 1 == 1;
+    }
     candidates.extend(round3);
     let report = TuneReport {
         device: device.to_string(),
@@ -177,6 +251,7 @@ pub fn tune(
         speedup_p50: Some(chosen.speedup_p50),
         speedup_p50_interval: chosen.speedup_p50_interval,
         grouped_runs: chosen_mask.count_ones() as usize,
+        plan_runs: runs_of_plan,
     };
     Ok((opts(chosen_mask), report))
 }
@@ -212,6 +287,28 @@ pub fn table(r: &TuneReport) -> String {
         o,
         "chosen: plan {} ({speed}a plan that groups is chosen over 00000000, every member apart, only if faster in round 3 with the 95% interval of its speedup over it at or above {NOT_SLOWER})",
         r.chosen
+    );
+    let _ = writeln!(
+        o,
+        "\n| run | node groups | stacked when grouped (channels + member axis): ops | chosen | gain of grouping it |\n|---|---|---|---|---|"
+    );
+    for p in &r.plan_runs {
+        let gain = p.gain.map(|g| format!("{g:.2}x")).unwrap_or_else(|| "-".into());
+        let ops = if p.ops.is_empty() { String::new() } else { format!(": {}", p.ops) };
+        let _ = writeln!(
+            o,
+            "| {} | {}–{} | {} + {}{ops} | {} | {gain} |",
+            p.run,
+            p.groups.0,
+            p.groups.1,
+            p.channels,
+            p.member_axis,
+            if p.grouped { "grouped" } else { "per member" }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "(gain: round 1's fastest plan with the run grouped against it with the run per member, their speedups over the members from rounds 1 and 2)"
     );
     o
 }

@@ -24,7 +24,7 @@ mod stack_members;
 use fuse_ir::{Graph, Op, UnaryOp, ValueDef, ValueId};
 
 pub use options::{FuseOptions, Lowering, Member, DEFAULT_GROUP_FROM};
-pub use report::{explain, FuseReport};
+pub use report::{explain, FuseReport, Lowered};
 
 use self::align::{align, describe};
 use self::layout::FuseBuilder;
@@ -102,6 +102,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.shared += 1;
             report.shared_convs += usize::from(matches!(b.node(0, group).op, Op::Conv(_)));
             share::lower(&mut b, group)?;
+            report.lowered.push((b.node(0, group).op.name(), Lowered::Shared));
             continue;
         }
         if group.same && plan[i] {
@@ -113,16 +114,19 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
                 heads::lower_region(&mut b, &std::mem::take(&mut region))?;
                 if b.channels_apply && group::lower(&mut b, group, opts)? {
                     report.grouped += 1;
+                    report.lowered.push((b.node(0, group).op.name(), Lowered::Channels));
                     continue;
                 }
                 if on_members && stack_members::kept_apart(&b, group, opts)? {
                     report.separate_same += 1;
+                    report.lowered.push((b.node(0, group).op.name(), Lowered::PerMember));
                     region.push(group);
                     continue;
                 }
                 if on_members && stack_members::lower(&mut b, group)? {
                     report.grouped += 1;
                     report.member_axis += 1;
+                    report.lowered.push((b.node(0, group).op.name(), Lowered::MemberAxis));
                     continue;
                 }
                 *report.unstackable.entry(b.node(0, group).op.name()).or_default() += 1;
@@ -131,9 +135,11 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         if group.same {
             report.separate_same += 1;
         }
+        report.lowered.push((b.node(0, group).op.name(), Lowered::PerMember));
         region.push(group);
     }
     heads::lower_region(&mut b, &region)?;
+    debug_assert_eq!(report.lowered.len(), al.groups.len());
     let mut g = finish(b)?;
     validated("fuse", &g)?;
     dce(&mut g);

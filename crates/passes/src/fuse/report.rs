@@ -21,6 +21,9 @@ pub struct FuseReport {
     pub grouped: usize,
     /// Of the grouped, those stacked on a member axis (the rest: on channels).
     pub member_axis: usize,
+    /// Per aligned node group, in dataflow order: its op and how it was
+    /// lowered.
+    pub lowered: Vec<(&'static str, Lowered)>,
     /// Same node groups the group pass could not stack, run per member.
     pub separate_same: usize,
     /// Of those, the ones grouping could not stack (where the lowering
@@ -33,6 +36,19 @@ pub struct FuseReport {
     pub divergences: Vec<String>,
     /// (member, earlier member it is identical to).
     pub identical: Vec<(usize, usize)>,
+}
+
+/// How one aligned node group was lowered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lowered {
+    /// Computed once for every member.
+    Shared,
+    /// Stacked on channels.
+    Channels,
+    /// Stacked on a member axis.
+    MemberAxis,
+    /// Each member's own node.
+    PerMember,
 }
 
 /// The fused graph's summary, printed by `fusec fuse --explain`.
