@@ -185,6 +185,9 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=2, calibrate=plan, threads=2, progress=False)
     t = report.tuning
     assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 9 + [2] * 8 + [3] * 4
+    assert len(t.plan_runs) == 8 and all(isinstance(r, fusec.PlanRun) for r in t.plan_runs)
+    assert [r.grouped for r in t.plan_runs] == [d == "1" for d in t.chosen]
+    assert t.plan_runs[-1].groups[1] + 1 == report.groups and all(r.gain > 0 for r in t.plan_runs)
     assert report.lowering == {"lowering": "plan", "plan": t.chosen, "group_from": 0.0, "keep_bn": False,
                                "split_depthwise": False, "split_pointwise": False, "split_linear": False}
     assert json.loads(plan.read_text())["plan"] == t.chosen
