@@ -15,8 +15,11 @@ if [[ ! -x "$tools/bin/maturin" ]]; then
 fi
 dist="$(mktemp -d)"
 venv="$(mktemp -d)"
-trap 'rm -rf "$dist" "$venv"' EXIT
+# An empty tune cache: a plan kept by an earlier run must not answer for a
+# measurement a test asserts.
+cache="$(mktemp -d)"
+trap 'rm -rf "$dist" "$venv" "$cache"' EXIT
 "$tools/bin/maturin" build --release --locked --quiet -o "$dist" >&2
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet "$dist"/fusec-*.whl pytest safetensors >&2
-(unset ORT_DYLIB_PATH; VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q tests/python)
+(unset ORT_DYLIB_PATH; FUSEC_CACHE_DIR="$cache" VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q tests/python)

@@ -662,21 +662,19 @@ fn tune_measures_plans_and_keeps_the_fastest() {
         members.push(p);
     }
     let (out, cal) = (dir.path().join("tuned.onnx"), dir.path().join("plan.json"));
-    let res = ok(fusec(&[
-        "fuse",
-        s(&members[0]),
-        s(&members[1]),
-        "--image-size",
-        "128",
-        "-o",
-        s(&out),
-        "--tune",
-        "--tune-runs",
-        "3",
-        "--calibrate",
-        s(&cal),
-        "--json",
-    ]));
+    let cache = dir.path().join("cache");
+    let tune_args = |out: &Path, extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = ["fuse", s(&members[0]), s(&members[1]), "--image-size", "128", "-o", s(out)]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.extend(["--tune", "--tune-runs", "3", "--json"].iter().map(|x| x.to_string()));
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let mut first = tune_args(&out, &[]);
+    first.extend(["--calibrate".to_string(), s(&cal).to_string()]);
+    let res = ok(fusec_with_cache(&first.iter().map(|x| x.as_str()).collect::<Vec<_>>(), &cache));
     let text = String::from_utf8(res.stdout).unwrap();
     let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
     let t = &j["report"]["tuning"];
@@ -717,6 +715,26 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert_eq!(next, groups, "{t}");
     assert!(runs.iter().map(|r| r["channels"].as_u64().unwrap()).sum::<u64>() > groups / 2, "{t}");
     assert!(text.contains("| run | node groups | stacked when grouped"), "{text}");
+    assert!(t["cached"].is_null(), "{t}");
+    // The plan is kept in the cache: fused again (the same structure), it
+    // is reused without measuring and gives the same model; --retune measures.
+    let cached_out = dir.path().join("cached.onnx");
+    let again =
+        ok(fusec_with_cache(&tune_args(&cached_out, &[]).iter().map(|x| x.as_str()).collect::<Vec<_>>(), &cache));
+    let ja: serde_json::Value = serde_json::from_slice(&again.stderr).unwrap();
+    let ta = &ja["report"]["tuning"];
+    assert_eq!(ta["chosen"], chosen, "{ta}");
+    assert_eq!(ta["cached"].as_str(), Some(cache.join("tune.json").to_str().unwrap()), "{ta}");
+    assert!(ja["notes"].to_string().contains("--retune measures again"), "{ja}");
+    assert_eq!(std::fs::read(&cached_out).unwrap(), std::fs::read(&out).unwrap());
+    let retuned = dir.path().join("retuned.onnx");
+    let re = ok(fusec_with_cache(
+        &tune_args(&retuned, &["--retune"]).iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        &cache,
+    ));
+    let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
+    assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
+    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 21, "{jr}");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
     assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some("plan"), Some(chosen)), "{c}");

@@ -212,6 +212,7 @@ def fuse(
     tune: bool = False,
     tune_runs: int = 10,
     calibrate: Optional[PathLike] = None,
+    retune: bool = False,
     runtime: str = "ort",
     device: str = "cpu",
     threads: Optional[int] = None,
@@ -230,7 +231,9 @@ def fuse(
     ``group_from``, 0.25), ``grouped`` or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
     instead; ``tune=True`` measures plans on ``runtime``/``device``/``threads``
     and fuses with the fastest (``calibrate=FILE`` keeps it for
-    ``calibration=``). ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
+    ``calibration=``); the plan is kept in a cache (``FUSEC_CACHE_DIR``, else
+    ``~/.cache/fusec``) under the members' structure and the runtime, and
+    reused for members of the same structure unless ``retune=True``. ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
     computes in fp16) or ``fp16-compute`` (ONNX computing in fp16, for GPUs).
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
@@ -244,6 +247,8 @@ def fuse(
         raise ValueError("tune=True chooses the lowering: it cannot go with lowering= or group_from=")
     if calibrate is not None and not tune:
         raise ValueError("calibrate= keeps what tune=True measured: pass tune=True")
+    if retune and not tune:
+        raise ValueError("retune=True measures a plan again: pass tune=True")
     return _call(
         FuseReport,
         _fusec.fuse,
@@ -257,6 +262,7 @@ def fuse(
         bool(explain),
         int(tune_runs) if tune else None,
         None if calibrate is None else os.fspath(calibrate),
+        bool(retune),
         runtime,
         device,
         threads,

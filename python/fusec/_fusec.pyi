@@ -17,8 +17,8 @@ def set_onnxruntime_package(dir: str) -> None: ...
 def fuse(
     members: Sequence[str], output: str, lowering: str, group_from: float, keep_bn: bool,
     calibration: Optional[str], precision: str, explain: bool, tune_runs: Optional[int],
-    tune_calibrate: Optional[str], runtime: str, device: str, threads: Optional[int], arch_name: Optional[str],
-    image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
+    tune_calibrate: Optional[str], retune: bool, runtime: str, device: str, threads: Optional[int],
+    arch_name: Optional[str], image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
 def verify(
     model: str, members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors],

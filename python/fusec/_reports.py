@@ -128,6 +128,8 @@ class TuneReport:
     speedup_p50_interval: Optional[Tuple[float, float]]
     grouped_runs: int
     plan_runs: List[PlanRun]
+    cached: Optional[str] = None
+    """The cache file the plan was taken from, when it was not measured now."""
 
 
 @dataclass(frozen=True)

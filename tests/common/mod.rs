@@ -32,8 +32,21 @@ pub fn transformers_dir() -> PathBuf {
     dir
 }
 
+/// Runs the `fusec` binary with its own empty tune cache: a plan kept by
+/// another test (or an earlier run) must not answer for a measurement a
+/// test asserts.
 pub fn fusec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).output().expect("fusec starts")
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cache = std::env::temp_dir().join(format!("fusec-test-cache-{}-{n}", std::process::id()));
+    let out = fusec_with_cache(args, &cache);
+    let _ = std::fs::remove_dir_all(&cache);
+    out
+}
+
+/// Runs the `fusec` binary with its tune cache in `cache`.
+pub fn fusec_with_cache(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fusec")).args(args).env("FUSEC_CACHE_DIR", cache).output().expect("fusec starts")
 }
 
 pub fn require_ort() {

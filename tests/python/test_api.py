@@ -193,6 +193,12 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     assert json.loads(plan.read_text())["plan"] == t.chosen
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering
+    # Kept in the tune cache: tuned again, the plan is reused without measuring.
+    cached = fusec.fuse(MEMBERS[:2], tmp_path / "cached.onnx", tune=True, tune_runs=2, threads=2, progress=False)
+    assert t.cached is None and cached.tuning.cached is not None and cached.tuning.chosen == t.chosen
+    assert (tmp_path / "cached.onnx").read_bytes() == out.read_bytes()
+    with pytest.raises(ValueError, match="retune"):
+        fusec.fuse(MEMBERS[:2], tmp_path / "x.onnx", retune=True)
     assert (tmp_path / "again.onnx").read_bytes() == out.read_bytes()
 
 

@@ -287,9 +287,16 @@ enum Command {
         /// runs of layers and keep the others per member, each fused and
         /// timed against the members one after another on --runtime,
         /// --device and --threads (ONNX Runtime by default); the fastest is
-        /// written (tens of seconds, a progress bar)
+        /// written (tens of seconds, a progress bar). The plan is kept in a
+        /// cache (FUSEC_CACHE_DIR, else ~/.cache/fusec) under the members'
+        /// structure, runtime, device and threads: other fine-tunes of the
+        /// same architecture reuse it without measuring
         #[arg(long, conflicts_with_all = ["lowering", "group_from", "calibration"])]
         tune: bool,
+        /// With --tune: measure even when the cache keeps a plan for these
+        /// members
+        #[arg(long, requires = "tune")]
+        retune: bool,
         /// With --tune: timed rounds per candidate
         #[arg(long, default_value_t = 10, requires = "tune")]
         tune_runs: usize,
@@ -472,6 +479,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             group_from,
             calibration,
             tune,
+            retune,
             tune_runs,
             calibrate,
             rt,
@@ -493,7 +501,8 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                 PrecisionArg::Fp16 => commands::FusePrecision::Fp16,
                 PrecisionArg::Fp16Compute => commands::FusePrecision::Fp16Compute,
             };
-            let tune = tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate });
+            let tune =
+                tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate, retune });
             to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, tune.as_ref())?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {

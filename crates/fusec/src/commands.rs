@@ -444,6 +444,8 @@ pub struct TuneArgs {
     pub runs: usize,
     /// Also write the plan as a `--calibration` file.
     pub calibrate: Option<PathBuf>,
+    /// Measure even when the cache keeps a plan for these members.
+    pub retune: bool,
 }
 
 pub fn fuse(
@@ -479,8 +481,18 @@ pub fn fuse(
     if let Some(t) = tune {
         let x = crate::speed::inputs(&graphs[0], &crate::speed::Inputs::Generated(1))?;
         let device = crate::speed::describe_cfg(&t.cfg);
-        let (tuned, report) =
-            crate::tune::tune(&names, &graphs, &x[0], &t.cfg, &device, t.warmup, t.runs, opts.keep_bn, fp16_compute)?;
+        let (tuned, report) = crate::tune::tune(
+            &names,
+            &graphs,
+            &x[0],
+            &t.cfg,
+            &device,
+            t.warmup,
+            t.runs,
+            opts.keep_bn,
+            fp16_compute,
+            !t.retune,
+        )?;
         emit(&crate::tune::table(&report))?;
         if let Some(p) = &t.calibrate {
             let cal = crate::calibration::Calibration::new(

@@ -15,8 +15,17 @@
 //! over it at or above [`NOT_SLOWER`], the fastest (p50) wins; if there is
 //! none, `separate` does: a plan that may well be slower than keeping the
 //! members apart is never chosen.
+//!
+//! Timings depend on the members' structure, not their weights' values:
+//! the plan chosen is kept in a cache file ([`cache_file`]) under a key of
+//! everything it depends on (each member's ops, attributes and types, what
+//! is shared, the runtime and its library, device, threads, rounds,
+//! options, fusec's version), and a later `--tune` of members with the
+//! same key (other fine-tunes of the same architecture) reuses it without
+//! measuring, unless asked to measure again (`--retune`).
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use fuse_ir::Graph;
 use fusec_passes::{FuseOptions, Lowering};
@@ -36,7 +45,7 @@ pub const CHUNKS: u8 = 8;
 pub const NOT_SLOWER: f64 = 0.97;
 
 /// One plan measured.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Candidate {
     /// Its runs, first run first (1 = grouped): `00111111`.
     pub plan: String,
@@ -50,7 +59,7 @@ pub struct Candidate {
 }
 
 /// What `--tune` measured and chose.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TuneReport {
     /// Runtime, device and threads.
     pub device: String,
@@ -70,10 +79,14 @@ pub struct TuneReport {
     /// Per run: what grouping it stacks, whether the chosen plan groups
     /// it, and its measured gain.
     pub plan_runs: Vec<PlanRun>,
+    /// The cache file the plan was taken from, when it was not measured
+    /// now (its candidates are those measured then).
+    #[serde(default)]
+    pub cached: Option<String>,
 }
 
 /// One run of node groups of a plan.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PlanRun {
     pub run: usize,
     /// Its node groups, first and last (dataflow order).
@@ -128,8 +141,80 @@ fn plan_runs(lowered: &[(&'static str, fusec_passes::Lowered)], chunks: u8) -> V
         .collect()
 }
 
+/// The file tuned plans are kept in: `tune.json` in `FUSEC_CACHE_DIR`,
+/// else in `$XDG_CACHE_HOME/fusec`, else in `~/.cache/fusec`; none when
+/// none of these is set.
+pub fn cache_file() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = var("FUSEC_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("fusec")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("fusec")))?;
+    Some(dir.join("tune.json"))
+}
+
+/// What a tuning's timings depend on, hashed: every member's nodes (op,
+/// attributes, input and output types, which inputs are weights: not
+/// their values), how the all-grouped plan lowers each node group (what is
+/// shared), the runtime (for ONNX Runtime its library), device and threads,
+/// the rounds and options, and fusec's version.
+fn cache_key(
+    members: &[Graph],
+    lowered: &[(&'static str, fusec_passes::Lowered)],
+    cfg: &SessionConfig,
+    how: &str,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let lib = match cfg.runtime {
+        fusec_verify::runtime::RuntimeKind::Ort => {
+            fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
+        }
+        fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
+    };
+    h.update(format!("fusec {}\n{lib}\n{how}\n", env!("CARGO_PKG_VERSION")));
+    for g in members {
+        for n in g.topo_order().unwrap_or_default() {
+            let node = g.node(n);
+            let mut line = format!("{} {{{}}}", node.op.name(), node.op.attrs_text());
+            for v in node.inputs.iter().flatten() {
+                let weight = matches!(g.value(*v).def, fuse_ir::ValueDef::Weight(_));
+                line.push_str(&format!(" {}{}", if weight { "w" } else { "" }, g.value(*v).ty));
+            }
+            for o in &node.outputs {
+                line.push_str(&format!(" -> {}", g.value(*o).ty));
+            }
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+        h.update(b"--\n");
+    }
+    h.update(format!("{lowered:?}"));
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The plan kept under `key` in `file`, if any.
+fn cache_get(file: &Path, key: &str) -> Option<TuneReport> {
+    let bytes = std::fs::read(file).ok()?;
+    let mut all: std::collections::BTreeMap<String, TuneReport> = serde_json::from_slice(&bytes).ok()?;
+    all.remove(key)
+}
+
+/// Keeps `report` under `key` in `file` (written whole, atomically).
+fn cache_put(file: &Path, key: &str, report: &TuneReport) -> Result<(), String> {
+    let mut all: std::collections::BTreeMap<String, TuneReport> =
+        std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    all.insert(key.to_string(), report.clone());
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let j = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
+    fusec_exporters::write_atomic(file, &j).map_err(|e| e.to_string())
+}
+
 /// Measures plans for these members on `cfg` and returns the fastest as
-/// fuse options, with what was measured.
+/// fuse options, with what was measured. With `reuse`, a plan kept in the
+/// cache for the same key is returned without measuring; a plan measured
+/// is kept there.
 #[allow(clippy::too_many_arguments)]
 pub fn tune(
     names: &[String],
@@ -141,6 +226,7 @@ pub fn tune(
     runs: usize,
     keep_bn: bool,
     fp16: bool,
+    reuse: bool,
 ) -> Result<(FuseOptions, TuneReport), Failure> {
     if runs < 2 {
         return Err(Failure::input(format!(
@@ -170,8 +256,26 @@ pub fn tune(
             speedup_p50_interval: None,
             grouped_runs: 0,
             plan_runs: runs_of_plan,
+            cached: None,
         };
         return Ok((opts(0), report));
+    }
+    let how = format!("{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}");
+    let key = cache_key(members, &all_grouped.lowered, cfg, &how);
+    let cache = cache_file();
+    if let (true, Some(file)) = (reuse, &cache) {
+        if let Some(mut r) = cache_get(file, &key) {
+            if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
+                crate::report::note(format!(
+                    "tune: plan {} kept in {} for these members' structure on {device} ({}); --retune measures again",
+                    r.chosen,
+                    file.display(),
+                    r.speedup_p50.map(|s| format!("{s:.2}x measured")).unwrap_or_else(|| "nothing measured".into())
+                ));
+                r.cached = Some(file.display().to_string());
+                return Ok((opts(stacked), r));
+            }
+        }
     }
     let mut baseline: Vec<Box<dyn Session>> =
         members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
@@ -252,7 +356,14 @@ pub fn tune(
         speedup_p50_interval: chosen.speedup_p50_interval,
         grouped_runs: chosen_mask.count_ones() as usize,
         plan_runs: runs_of_plan,
+        cached: None,
     };
+    if let Some(file) = &cache {
+        match cache_put(file, &key, &report) {
+            Ok(()) => crate::report::note(format!("tune: kept plan {} in {}", report.chosen, file.display())),
+            Err(e) => crate::report::warn(format!("tune: could not keep the plan in the cache: {e}")),
+        }
+    }
     Ok((opts(chosen_mask), report))
 }
 
@@ -273,6 +384,9 @@ pub fn table(r: &TuneReport) -> String {
         "tuning on {}: {} runs of node groups in dataflow order (1 = grouped, 0 = per member), {} warm-up + {} timed rounds in rounds 1 and 2, {} in round 3, interleaved with the members one after another",
         r.device, CHUNKS, r.warmup, r.runs, 3 * r.runs
     );
+    if let Some(f) = &r.cached {
+        let _ = writeln!(o, "(kept in {f}: measured when these members' structure was first tuned here)");
+    }
     let _ = writeln!(o, "| round | plan | p50 ms | speedup (p50) | 95% interval |");
     let _ = writeln!(o, "|---|---|---|---|---|");
     for c in &r.candidates {

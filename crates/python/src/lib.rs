@@ -142,7 +142,7 @@ fn set_onnxruntime_package(dir: PathBuf) {
 }
 
 #[pyfunction]
-#[pyo3(signature = (members, output, lowering, group_from, keep_bn, calibration, precision, explain, tune_runs, tune_calibrate, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, output, lowering, group_from, keep_bn, calibration, precision, explain, tune_runs, tune_calibrate, retune, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn fuse(
     py: Python<'_>,
@@ -156,6 +156,7 @@ fn fuse(
     explain: bool,
     tune_runs: Option<usize>,
     tune_calibrate: Option<PathBuf>,
+    retune: bool,
     runtime: &str,
     device: &str,
     threads: Option<usize>,
@@ -186,7 +187,8 @@ fn fuse(
     at_least_two("fuse", &members)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     let cfg = session_config(runtime, device, threads, false)?;
-    let tune = tune_runs.map(|runs| fusec::commands::TuneArgs { cfg, warmup: 2, runs, calibrate: tune_calibrate });
+    let tune =
+        tune_runs.map(|runs| fusec::commands::TuneArgs { cfg, warmup: 2, runs, calibrate: tune_calibrate, retune });
     call(py, progress, move || {
         let opts = match &calibration {
             Some(p) => fusec::calibration::Calibration::load(p)?,

@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::VerifyError;
 
 /// Latencies in milliseconds, summarized.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub runs: usize,
     pub mean_ms: f64,
