@@ -270,3 +270,32 @@ fn bench_times_each_distinct_transformer_model_once() {
     assert!(row("fused, grouped")["max_abs"].as_f64().unwrap() <= 1e-6, "{j}");
     assert!(rows.iter().filter(|r| r["same_as"].is_null()).count() >= 4, "baseline, prepared, grouped, separate: {j}");
 }
+
+/// A calibration file written before member-axis stacking existed (no
+/// `member_axis` field) fuses as it did then: `grouped` keeps a
+/// transformer's layers per member; one that says `member_axis: true`
+/// stacks them.
+#[test]
+fn calibration_files_without_member_axis_fuse_as_before() {
+    let d = set("bert_tiny_ts");
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
+    let mut cal = serde_json::json!({
+        "config": "fused, grouped", "lowering": "grouped", "group_from": 0.0, "keep_bn": false,
+        "split_depthwise": false, "split_pointwise": false, "speedup_p50": 1.0,
+        "device": "ort (cpu, 2 threads)", "members": ["t1", "t2", "t3"]
+    });
+    for (member_axis, stacked) in [(None, 0), (Some(true), 76)] {
+        if let Some(m) = member_axis {
+            cal["member_axis"] = m.into();
+        }
+        let path = dir.path().join("lowering.json");
+        std::fs::write(&path, serde_json::to_vec(&cal).unwrap()).unwrap();
+        let out = dir.path().join("fused.onnx");
+        let mut args = vec!["fuse"];
+        args.extend(files.iter().map(|f| s(f)));
+        args.extend_from_slice(&["-o", s(&out), "--calibration", s(&path), "--explain"]);
+        let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+        assert!(text.contains(&format!(", {stacked} on a member axis)")), "{member_axis:?}: {text}");
+    }
+}

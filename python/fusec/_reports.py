@@ -300,6 +300,9 @@ class Calibration:
     """For lowering ``plan`` (tuned): its runs of node groups, 1 = grouped."""
     split_linear: bool = False
     """Linear layers on the member axis kept per member."""
+    member_axis: bool = False
+    """Member-axis stacking where the lowering groups (False in files
+    written before it existed)."""
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,8 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     assert [r.grouped for r in t.plan_runs] == [d == "1" for d in t.chosen]
     assert t.plan_runs[-1].groups[1] + 1 == report.groups and all(r.gain > 0 for r in t.plan_runs)
     assert report.lowering == {"lowering": "plan", "plan": t.chosen, "group_from": 0.0, "keep_bn": False,
-                               "split_depthwise": False, "split_pointwise": False, "split_linear": False}
+                               "split_depthwise": False, "split_pointwise": False, "split_linear": False,
+                               "member_axis": True}
     assert json.loads(plan.read_text())["plan"] == t.chosen
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering

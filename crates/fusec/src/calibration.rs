@@ -28,6 +28,10 @@ pub struct Calibration {
     /// written before it existed: false).
     #[serde(default)]
     pub split_linear: bool,
+    /// Member-axis stacking where the lowering groups (absent in files
+    /// written before it existed: false, so they fuse as they did).
+    #[serde(default)]
+    pub member_axis: bool,
     /// What was measured: speedup over the members one after another (p50),
     /// on this runtime and device.
     pub speedup_p50: f64,
@@ -63,6 +67,7 @@ impl Calibration {
             split_depthwise: opts.split_depthwise,
             split_pointwise: opts.split_pointwise,
             split_linear: opts.split_linear,
+            member_axis: opts.member_axis,
             speedup_p50,
             device: device.into(),
             members: members.to_vec(),
@@ -82,6 +87,7 @@ impl Calibration {
             "split_depthwise": c.split_depthwise,
             "split_pointwise": c.split_pointwise,
             "split_linear": c.split_linear,
+            "member_axis": c.member_axis,
         })
     }
 
@@ -117,6 +123,7 @@ impl Calibration {
             split_depthwise: self.split_depthwise,
             split_pointwise: self.split_pointwise,
             split_linear: self.split_linear,
+            member_axis: self.member_axis,
         })
     }
 }

@@ -642,7 +642,7 @@ fn lowerings() -> Vec<(String, FuseOptions)> {
         lowering,
         split_depthwise,
         split_pointwise,
-        split_linear: false,
+        ..FuseOptions::default()
     };
     let mut v = vec![
         ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),

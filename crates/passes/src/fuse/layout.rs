@@ -358,6 +358,10 @@ impl<'a> FuseBuilder<'a> {
         let shape = self.f.value(f).ty.shape.clone();
         let fname = self.f.value(f).name.clone();
         let rank = shape.len();
+        // Channels need [B, C, ...] members: [N, B, C, ...] stacked on a member axis.
+        if to == Stacking::Channels && rank < 3 {
+            return Err(PassError::Internal(format!("`{fname}` has no channel axis to stack on")));
+        }
         let swap: Vec<usize> = [1, 0].into_iter().chain(2..rank + usize::from(to == Stacking::Members)).collect();
         let r = match to {
             Stacking::Members => {
@@ -397,9 +401,15 @@ impl<'a> FuseBuilder<'a> {
             ty = Some(t.ty().clone());
             match form {
                 WeightForm::Members { transposed: true, .. } => {
+                    // Whole elements moved, whatever their dtype.
                     let [r, c] = t.ty().shape[..] else { return None };
-                    let x = ndarray::Array2::from_shape_vec((r, c), t.to_f32_vec()?).ok()?;
-                    bytes.extend(x.t().iter().flat_map(|v| v.to_le_bytes()));
+                    let size = t.bytes().len() / (r * c).max(1);
+                    for j in 0..c {
+                        for i in 0..r {
+                            let at = (i * c + j) * size;
+                            bytes.extend_from_slice(&t.bytes()[at..at + size]);
+                        }
+                    }
                 }
                 _ => bytes.extend_from_slice(t.bytes()),
             }

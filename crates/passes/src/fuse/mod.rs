@@ -106,7 +106,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             continue;
         }
         if group.same && plan[i] {
-            let on_members = opts.lowering.stacks_members();
+            let on_members = opts.member_axis && opts.lowering.stacks_members();
             // Grouping reads its inputs' layouts: what comes before is
             // lowered first (only where a stacking may take the group, so
             // per-member runs stay contiguous otherwise).

@@ -35,8 +35,9 @@ impl Lowering {
     /// a member axis where the lowering groups: for `Grouped` and a
     /// measured `Plan`, not for the `Regions` default, whose cut was tuned
     /// for channel stacking: on a 2-core CPU with ONNX Runtime, three
-    /// MiniLM-L6 cross-encoders stacked on a member axis ran at 0.83x the
-    /// members (the runtime's own fusions of each member's layers are lost),
+    /// MiniLM-L6 cross-encoders stacked on a member axis ran at 0.87–0.94x
+    /// the members at batch 1 (the runtime pre-packs only 2-D weights and
+    /// its fusions of each member's layers are lost),
     /// so member-axis stacking is used where it is asked for or measured
     /// faster (`fusec fuse --tune`).
     pub fn stacks_members(self) -> bool {
@@ -58,7 +59,7 @@ impl Lowering {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FuseOptions {
     /// Keep BatchNormalization nodes (grouped) instead of folding them into convs.
     pub keep_bn: bool,
@@ -75,6 +76,23 @@ pub struct FuseOptions {
     /// stacked `[N, 1, K, M]`; the rest (attention, LayerNorm, activations)
     /// stays stacked.
     pub split_linear: bool,
+    /// Whether `Grouped` and `Plan` stack what channels cannot take on a
+    /// member axis (true by default; false reproduces models fused before
+    /// member-axis stacking existed, as calibration files of that time ask).
+    pub member_axis: bool,
+}
+
+impl Default for FuseOptions {
+    fn default() -> FuseOptions {
+        FuseOptions {
+            keep_bn: false,
+            lowering: Lowering::default(),
+            split_depthwise: false,
+            split_pointwise: false,
+            split_linear: false,
+            member_axis: true,
+        }
+    }
 }
 
 pub struct Member {

@@ -50,7 +50,8 @@ pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions)
     Ok(match &n0.op {
         Op::MatMul | Op::Gemm(_) => own_weight(1) && rank(1) == 2,
         Op::Binary(fuse_ir::BinaryOp::Add) => {
-            let data = (0..2).find(|&s| !own_weight(s));
+            let is_weight = |s: usize| n0.inputs[s].is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
+            let data = (0..2).find(|&s| !is_weight(s));
             let weight = (0..2).any(own_weight);
             match data.and_then(|s| n0.inputs[s]) {
                 Some(v) if weight => matches!(b.layout(0, v)?, Layout::Own(_)),
@@ -295,7 +296,8 @@ fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<boo
     } else {
         None
     };
-    let a = stacked(b, group, 0)?;
+    // A shared A ([M, K], a frozen trunk's output) broadcasts over the stacked B.
+    let Some(a) = operand(b, group, 0, 2, false)? else { return Ok(false) };
     let name = n0.name.clone();
     let out = g0.value(n0.outputs[0]).name.clone();
     let fo = match c {
