@@ -15,7 +15,7 @@ use crate::{calibration, commands, speed, Failure};
     name = "fusec",
     version,
     about = "Fuse N fine-tuned models of one architecture into one static model",
-    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2 --calibrate lowering.json\n  fusec convert bad.onnx -o out.onnx --json   # errors as one JSON object"
+    after_help = "Examples:\n  fusec inspect coco.onnx\n  fusec inspect coco.onnx --ir\n  fusec convert coco.onnx -o coco.fusec.onnx\n  fusec run coco.onnx --input input.safetensors -o out.safetensors\n  fusec run coco.onnx --input input.safetensors --runtime ort -o out.safetensors\n  fusec compare out.safetensors coco.outputs.safetensors\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 32 --lowering grouped\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --tune --threads 2\n  fusec verify super.onnx --members coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort\n  fusec bench coco.safetensors aquarium.safetensors vehicles.safetensors --runtime ort --threads 2 --calibrate lowering.json\n  fusec convert bad.onnx -o out.onnx --json   # errors as one JSON object"
 )]
 struct Cli {
     /// stderr as one JSON object (for scripts): {"notes": [...], "warnings":
@@ -239,7 +239,7 @@ enum Command {
     /// every member's outputs, named MEMBER/OUTPUT (MEMBER is the file stem;
     /// MEMBER_OUTPUT in Core ML, whose names are identifiers)
     #[command(
-        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 8 --seq-len 128   # HuggingFace BERT folders\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
+        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 8 --seq-len 128   # HuggingFace BERT folders\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 32 --lowering grouped   # layers on a member axis\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --tune --threads 2   # measured here\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
     )]
     Fuse {
         /// The members, 2 or more: .safetensors state_dicts, HuggingFace
@@ -265,11 +265,13 @@ enum Command {
         #[arg(long)]
         keep_bn: bool,
         /// How the aligned layers are lowered: grouped (channel-stacked convs
-        /// throughout), separate (each member keeps its layers; bit-identical
-        /// ones are shared), or regions (members keep their own layers for the
-        /// first --group-from fraction of the graph, in dataflow order; grouped
-        /// after). The default, regions from 0.25, measured fastest with ONNX
-        /// Runtime on a 2-core CPU (README); `fusec bench` measures yours
+        /// throughout, and what channels cannot take, a transformer's layers,
+        /// stacked on a member axis as [N, B, S, H]), separate (each member
+        /// keeps its layers; bit-identical ones are shared), or regions
+        /// (members keep their own layers for the first --group-from fraction
+        /// of the graph, in dataflow order; channel-stacked after). The
+        /// default, regions from 0.25, measured fastest with ONNX Runtime on a
+        /// 2-core CPU (README); `fusec bench` measures yours
         #[arg(long, value_enum, default_value = "regions")]
         lowering: LoweringArg,
         /// For --lowering regions: where grouping starts, as a fraction of
