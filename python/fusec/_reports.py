@@ -106,7 +106,8 @@ class PlanRun:
     whether the chosen plan groups it, and the measured gain of grouping it."""
 
     run: int
-    groups: Tuple[int, int]
+    groups: Optional[Tuple[int, int]]
+    """First and last node group; None when there are fewer groups than runs."""
     channels: int
     member_axis: int
     ops: str

@@ -89,8 +89,9 @@ pub struct TuneReport {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PlanRun {
     pub run: usize,
-    /// Its node groups, first and last (dataflow order).
-    pub groups: (usize, usize),
+    /// Its node groups, first and last (dataflow order); none when there
+    /// are fewer node groups than runs.
+    pub groups: Option<(usize, usize)>,
     /// How many of them grouping stacks (the rest are shared, differ
     /// between members or do not stack), on channels and on a member axis.
     pub channels: usize,
@@ -130,7 +131,7 @@ fn plan_runs(lowered: &[(&'static str, fusec_passes::Lowered)], chunks: u8) -> V
             let ops = ops.iter().take(3).map(|(op, c)| format!("{op} {c}")).collect::<Vec<_>>().join(", ");
             PlanRun {
                 run: r,
-                groups: (groups.first().copied().unwrap_or(0), groups.last().copied().unwrap_or(0)),
+                groups: groups.first().zip(groups.last()).map(|(a, b)| (*a, *b)),
                 channels,
                 member_axis,
                 ops,
@@ -409,12 +410,11 @@ pub fn table(r: &TuneReport) -> String {
     for p in &r.plan_runs {
         let gain = p.gain.map(|g| format!("{g:.2}x")).unwrap_or_else(|| "-".into());
         let ops = if p.ops.is_empty() { String::new() } else { format!(": {}", p.ops) };
+        let groups = p.groups.map(|(a, b)| format!("{a}–{b}")).unwrap_or_else(|| "none".into());
         let _ = writeln!(
             o,
-            "| {} | {}–{} | {} + {}{ops} | {} | {gain} |",
+            "| {} | {groups} | {} + {}{ops} | {} | {gain} |",
             p.run,
-            p.groups.0,
-            p.groups.1,
             p.channels,
             p.member_axis,
             if p.grouped { "grouped" } else { "per member" }
