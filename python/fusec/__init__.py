@@ -228,7 +228,8 @@ def fuse(
     folders, or ``.onnx`` files of one architecture. ``output``: ``*.onnx``
     or ``*.mlpackage`` (Core ML), written atomically (an existing file is
     untouched on failure). ``lowering``: ``regions`` (default, grouped from
-    ``group_from``, 0.25), ``grouped`` or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
+    ``group_from``, 0.25), ``grouped`` (also stacks a transformer's layers on
+    a member axis) or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
     instead; ``tune=True`` measures plans on ``runtime``/``device``/``threads``
     and fuses with the fastest (``calibrate=FILE`` keeps it for
     ``calibration=``); the plan is kept in a cache (``FUSEC_CACHE_DIR``, else
