@@ -82,7 +82,7 @@ fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::i
     for (tp, t) in inits.iter().zip(pending) {
         let mut b = vec![0x2a]; // field 5, length-delimited
         let tp_bytes = tp.write_to_bytes().map_err(enc)?;
-        let raw = t.map(|t| t.bytes().len() as u64);
+        let raw = t.map(|t| t.storage().len() as u64);
         let tp_len = tp_bytes.len() as u64 + raw.map(|n| 1 + varint_len(n) + n).unwrap_or(0);
         varint(tp_len, &mut b);
         b.extend_from_slice(&tp_bytes);
@@ -106,7 +106,10 @@ fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::i
     for (b, t) in parts {
         put(w, &b)?;
         if let Some(t) = t {
-            put(w, t.bytes())?;
+            // Stacked weights are written piece by piece, never joined.
+            for piece in t.storage().pieces() {
+                put(w, piece)?;
+            }
         }
     }
     Ok(written)

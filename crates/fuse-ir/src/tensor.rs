@@ -1,26 +1,71 @@
-//! Constant tensor data (weights). Bytes are either owned (moved out of a
-//! parsed protobuf, never copied) or a window into a memory-mapped file.
+//! Constant tensor data (weights). Bytes are owned (moved out of a parsed
+//! protobuf, never copied), a window into a memory-mapped file, or other
+//! bytes laid end to end (members' weights stacked by fusion: written out
+//! piece by piece, never copied to be written).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
 use crate::{DType, TensorType};
 
-/// Where a tensor's bytes live. Cloning is cheap: both variants are shared.
+/// Where a tensor's bytes live. Cloning is cheap: every variant is shared.
 #[derive(Clone)]
 pub enum Bytes {
     Owned(Arc<Vec<u8>>),
-    Mapped { map: Arc<memmap2::Mmap>, start: usize, len: usize },
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+    /// `parts` end to end. [`Bytes::pieces`] reads them as they are (the
+    /// exporter streams them); [`Bytes::as_slice`] concatenates them once,
+    /// on first use, into `joined`.
+    Concat {
+        parts: Arc<Vec<Bytes>>,
+        joined: Arc<OnceLock<Vec<u8>>>,
+    },
 }
 
 impl Bytes {
+    /// `parts` end to end, without copying them.
+    pub fn concat(parts: Vec<Bytes>) -> Bytes {
+        Bytes::Concat { parts: Arc::new(parts), joined: Arc::new(OnceLock::new()) }
+    }
+
+    /// The bytes as one slice (concatenating a [`Bytes::Concat`] once).
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Owned(v) => v.as_slice(),
             Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
+            Bytes::Concat { parts, joined } => {
+                joined.get_or_init(|| parts.iter().flat_map(|p| p.pieces()).flatten().copied().collect())
+            }
         }
+    }
+
+    /// The bytes as contiguous pieces, in order, without concatenating.
+    pub fn pieces(&self) -> Vec<&[u8]> {
+        match self {
+            Bytes::Concat { parts, joined } => match joined.get() {
+                Some(j) => vec![j.as_slice()],
+                None => parts.iter().flat_map(|p| p.pieces()).collect(),
+            },
+            _ => vec![self.as_slice()],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Bytes::Owned(v) => v.len(),
+            Bytes::Mapped { len, .. } => *len,
+            Bytes::Concat { parts, .. } => parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -44,7 +89,7 @@ impl Tensor {
     /// Fails with a message when the byte count does not match the type.
     pub fn new(ty: TensorType, bytes: Bytes) -> Result<Tensor, String> {
         let want = ty.byte_len().ok_or_else(|| format!("{ty} has more elements than fit in memory"))?;
-        let got = bytes.as_slice().len();
+        let got = bytes.len();
         if got != want {
             return Err(format!("{ty} needs {want} bytes but {got} were given"));
         }
@@ -111,7 +156,11 @@ impl Tensor {
 
     /// Short content hash (first 8 hex digits of sha256) for the text form.
     pub fn digest(&self) -> String {
-        let h = Sha256::digest(self.bytes());
+        let mut h = Sha256::new();
+        for piece in self.bytes.pieces() {
+            h.update(piece);
+        }
+        let h = h.finalize();
         h.iter().take(4).map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -126,5 +175,29 @@ impl fmt::Debug for Tensor {
 impl PartialEq for Tensor {
     fn eq(&self, other: &Self) -> bool {
         self.ty == other.ty && self.bytes() == other.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concatenated bytes read as the bytes laid end to end: the same
+    /// length, slice, digest and equality as one owned buffer, and their
+    /// pieces are the parts themselves until something asks for one slice.
+    #[test]
+    fn concatenated_bytes_are_their_parts_end_to_end() {
+        let (a, b): (Vec<u8>, Vec<u8>) = ((0..12).collect(), (12..20).collect());
+        let parts = Bytes::concat(vec![Bytes::from(a.clone()), Bytes::concat(vec![Bytes::from(b.clone())])]);
+        assert_eq!(parts.len(), 20);
+        assert_eq!(parts.pieces(), vec![&a[..], &b[..]], "not joined to be read");
+        let ty = TensorType::new(DType::F32, vec![5]);
+        let joined = Tensor::new(ty.clone(), Bytes::from([a, b].concat())).unwrap();
+        let stacked = Tensor::new(ty, parts.clone()).unwrap();
+        assert_eq!(stacked.digest(), joined.digest());
+        assert!(stacked == joined);
+        assert_eq!(stacked.bytes(), joined.bytes());
+        assert_eq!(stacked.storage().pieces().len(), 1, "joined once, then read as one");
+        assert!(Tensor::new(TensorType::new(DType::F32, vec![4]), parts).is_err(), "20 bytes are not 4 floats");
     }
 }

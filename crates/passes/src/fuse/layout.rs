@@ -391,7 +391,9 @@ impl<'a> FuseBuilder<'a> {
         if let Some(w) = self.stacked_weights.get(&key) {
             return Some(*w);
         }
-        let mut bytes = vec![];
+        // Each member's bytes as they are (no copy: the exporter writes the
+        // pieces), or transposed into a new buffer.
+        let mut parts: Vec<Bytes> = vec![];
         let mut ty: Option<TensorType> = None;
         for (k, &v) in key.0.iter().enumerate() {
             let ValueDef::Weight(t) = &self.members[k].value(v).def else { return None };
@@ -404,14 +406,16 @@ impl<'a> FuseBuilder<'a> {
                     // Whole elements moved, whatever their dtype.
                     let [r, c] = t.ty().shape[..] else { return None };
                     let size = t.bytes().len() / (r * c).max(1);
+                    let mut moved = Vec::with_capacity(t.bytes().len());
                     for j in 0..c {
                         for i in 0..r {
                             let at = (i * c + j) * size;
-                            bytes.extend_from_slice(&t.bytes()[at..at + size]);
+                            moved.extend_from_slice(&t.bytes()[at..at + size]);
                         }
                     }
+                    parts.push(Bytes::from(moved));
                 }
-                _ => bytes.extend_from_slice(t.bytes()),
+                _ => parts.push(t.storage().clone()),
             }
         }
         let mut ty = ty?;
@@ -427,7 +431,7 @@ impl<'a> FuseBuilder<'a> {
             }
         }
         let name = format!("{}::stacked", self.members[0].value(key.0[0]).name);
-        let t = Tensor::new(ty, Bytes::from(bytes)).ok()?;
+        let t = Tensor::new(ty, Bytes::concat(parts)).ok()?;
         let w = self.f.add_weight(name, t);
         self.stacked_weights.insert(key, w);
         Some(w)
