@@ -666,18 +666,14 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     }
     let (out, cal) = (dir.path().join("tuned.onnx"), dir.path().join("plan.json"));
     let cache = dir.path().join("cache");
-    let tune_args = |out: &Path, extra: &[&'static str]| -> Vec<String> {
-        let mut a: Vec<String> = ["fuse", s(&members[0]), s(&members[1]), "--image-size", "128", "-o", s(out)]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        a.extend(["--tune", "--tune-runs", "3", "--json"].iter().map(|x| x.to_string()));
-        a.extend(extra.iter().map(|x| x.to_string()));
-        a
+    // `fuse --tune` of the two members into `out`, with the cache in `cache`.
+    let tuned = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["fuse", s(&members[0]), s(&members[1]), "--image-size", "128", "-o", s(out)];
+        a.extend_from_slice(&["--tune", "--tune-runs", "3", "--json"]);
+        a.extend_from_slice(extra);
+        ok(fusec_with_cache(&a, &cache))
     };
-    let mut first = tune_args(&out, &[]);
-    first.extend(["--calibrate".to_string(), s(&cal).to_string()]);
-    let res = ok(fusec_with_cache(&first.iter().map(|x| x.as_str()).collect::<Vec<_>>(), &cache));
+    let res = tuned(&out, &["--calibrate", s(&cal)]);
     let text = String::from_utf8(res.stdout).unwrap();
     let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
     let t = &j["report"]["tuning"];
@@ -722,8 +718,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     // The plan is kept in the cache: fused again (the same structure), it
     // is reused without measuring and gives the same model; --retune measures.
     let cached_out = dir.path().join("cached.onnx");
-    let again =
-        ok(fusec_with_cache(&tune_args(&cached_out, &[]).iter().map(|x| x.as_str()).collect::<Vec<_>>(), &cache));
+    let again = tuned(&cached_out, &[]);
     let ja: serde_json::Value = serde_json::from_slice(&again.stderr).unwrap();
     let ta = &ja["report"]["tuning"];
     assert_eq!(ta["chosen"], chosen, "{ta}");
@@ -731,10 +726,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert!(ja["notes"].to_string().contains("--retune measures again"), "{ja}");
     assert_eq!(std::fs::read(&cached_out).unwrap(), std::fs::read(&out).unwrap());
     let retuned = dir.path().join("retuned.onnx");
-    let re = ok(fusec_with_cache(
-        &tune_args(&retuned, &["--retune"]).iter().map(|x| x.as_str()).collect::<Vec<_>>(),
-        &cache,
-    ));
+    let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
     assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 21, "{jr}");

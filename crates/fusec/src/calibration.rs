@@ -91,6 +91,12 @@ impl Calibration {
         })
     }
 
+    /// Writes the file `fusec fuse --calibration FILE` reads (atomically).
+    pub(crate) fn write(&self, path: &Path) -> Result<(), Failure> {
+        let j = serde_json::to_vec_pretty(self).map_err(|e| Failure::internal(e.to_string()))?;
+        Ok(fusec_exporters::write_atomic(path, &j)?)
+    }
+
     /// The fuse options of a calibration file (what was measured goes to
     /// stderr); errors name the file.
     pub fn load(path: &Path) -> Result<FuseOptions, Failure> {

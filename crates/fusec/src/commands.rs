@@ -502,8 +502,7 @@ pub fn fuse(
                 &device,
                 &names,
             );
-            let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::internal(e.to_string()))?;
-            fusec_exporters::write_atomic(p, &j)?;
+            cal.write(p)?;
             crate::report::note(format!(
                 "wrote {}: plan {}; use it with --calibration {}",
                 p.display(),

@@ -883,8 +883,7 @@ pub fn bench(
             crate::report::warn(format!("{}: {w}", p.display()));
         }
         let cal = Calibration::new(&c.name, &c.opts, rows[i + 2].speedup_p50, &device, &names);
-        let j = serde_json::to_vec_pretty(&cal).map_err(|e| Failure::internal(e.to_string()))?;
-        fusec_exporters::write_atomic(p, &j)?;
+        cal.write(p)?;
         crate::report::note(format!(
             "wrote {}: `{}` ({:.2}x); use it with fusec fuse ... --calibration {}",
             p.display(),

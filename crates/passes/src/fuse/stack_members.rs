@@ -42,16 +42,12 @@ pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions)
     }
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let own_weight = |slot: usize| {
-        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
-            && !same_weights(b, group, slot)
-    };
+    let own_weight = |slot: usize| is_weight(b, group, slot) && !same_weights(b, group, slot);
     let rank = |slot: usize| n0.inputs.get(slot).copied().flatten().map_or(0, |v| g0.value(v).ty.rank());
     Ok(match &n0.op {
         Op::MatMul | Op::Gemm(_) => own_weight(1) && rank(1) == 2,
         Op::Binary(fuse_ir::BinaryOp::Add) => {
-            let is_weight = |s: usize| n0.inputs[s].is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
-            let data = (0..2).find(|&s| !is_weight(s));
+            let data = (0..2).find(|&s| !is_weight(b, group, s));
             let weight = (0..2).any(own_weight);
             match data.and_then(|s| n0.inputs[s]) {
                 Some(v) if weight => matches!(b.layout(0, v)?, Layout::Own(_)),
@@ -71,9 +67,8 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, Pass
     let outs: Vec<String> = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
     let out_ty = g0.value(n0.outputs[0]).ty.clone();
     let rank = out_ty.rank();
-    let is_weight = |slot: usize| n0.inputs[slot].is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
     let in_rank = |slot: usize| n0.inputs[slot].map(|v| g0.value(v).ty.rank()).unwrap_or(0);
-    let data_only = (0..n0.inputs.len()).all(|s| n0.inputs[s].is_some() && !is_weight(s));
+    let data_only = (0..n0.inputs.len()).all(|s| n0.inputs[s].is_some() && !is_weight(b, group, s));
     let shift = |axes: &[i64]| axes.iter().map(|a| Stacking::member_axis(*a)).collect::<Vec<_>>();
     let mut op = n0.op.clone();
     let ins: Inputs = match &n0.op {
@@ -170,6 +165,23 @@ fn stacked(b: &mut FuseBuilder, group: &NodeGroup, slot: usize) -> Result<ValueI
     b.stacked(&x, STACKING)
 }
 
+/// Whether input `slot` of the group is a weight (a missing slot is not).
+fn is_weight(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> bool {
+    let g0 = b.members[0];
+    b.node(0, group).inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
+}
+
+/// The fused value every member reads in data input `slot`, when it is one
+/// shared value (graph inputs, layers computed once).
+fn shared_input(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Result<Option<ValueId>, PassError> {
+    let Some(vals) = per_member(b, group, slot) else { return Ok(None) };
+    let layouts: Vec<Layout> = (0..b.n()).map(|k| b.layout(k, vals[k])).collect::<Result<_, _>>()?;
+    Ok(match layouts[0] {
+        Layout::Shared(f) if layouts.iter().all(|l| *l == layouts[0]) => Some(f),
+        _ => None,
+    })
+}
+
 /// Whether the members' weights in `slot` are bit-identical.
 fn same_weights(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> bool {
     let Some(vals) = per_member(b, group, slot) else { return false };
@@ -199,18 +211,15 @@ fn operand(
     if ty.rank() > rank {
         return Ok(None);
     }
-    if matches!(g0.value(vals[0]).def, ValueDef::Weight(_)) {
+    if is_weight(b, group, slot) {
         if !full && same_weights(b, group, slot) {
             return Ok(Some(b.weight(0, vals[0], true)));
         }
         return Ok(b.stacked_weight(group, slot, WeightForm::Members { rank, transposed: false }));
     }
-    let layouts: Vec<Layout> = (0..b.n()).map(|k| b.layout(k, vals[k])).collect::<Result<_, _>>()?;
     if !full {
-        if let Layout::Shared(f) = layouts[0] {
-            if layouts.iter().all(|l| *l == layouts[0]) {
-                return Ok(Some(f));
-            }
+        if let Some(f) = shared_input(b, group, slot)? {
+            return Ok(Some(f));
         }
     }
     let s = b.stacked(&vals, STACKING)?;
@@ -232,22 +241,9 @@ fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i
     let n0 = b.node(0, group);
     let g0 = b.members[0];
     let (Some(d0), Some(i0)) = (n0.inputs[0], n0.inputs[1]) else { return Ok(None) };
-    let data_weight = matches!(g0.value(d0).def, ValueDef::Weight(_));
-    let idx_weight = matches!(g0.value(i0).def, ValueDef::Weight(_));
-    let idx_shared = if idx_weight {
-        same_weights(b, group, 1)
-    } else {
-        let l0 = b.layout(0, i0)?;
-        matches!(l0, Layout::Shared(_))
-            && (1..b.n()).all(|k| b.layout(k, b.node(k, group).inputs[1].expect("aligned")).ok() == Some(l0))
-    };
-    let idx = |b: &mut FuseBuilder| -> Result<ValueId, PassError> {
-        if idx_weight {
-            Ok(b.weight(0, i0, true))
-        } else {
-            b.member_value(0, i0)
-        }
-    };
+    let (data_weight, idx_weight) = (is_weight(b, group, 0), is_weight(b, group, 1));
+    // Every member reads the same indices: one weight, or one shared value.
+    let idx_shared = if idx_weight { same_weights(b, group, 1) } else { shared_input(b, group, 1)?.is_some() };
     if data_weight && same_weights(b, group, 0) {
         // One table, indices per member: gathering `[N, ...]` indices on axis 0 is `[N, ..., H]`.
         if axis != 0 || idx_weight {
@@ -268,8 +264,8 @@ fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i
     } else {
         stacked(b, group, 0)?
     };
-    let i = idx(b)?;
-    Ok(Some((Stacking::member_axis(axis), vec![Some(data), Some(i)])))
+    let idx = if idx_weight { b.weight(0, i0, true) } else { b.member_value(0, i0)? };
+    Ok(Some((Stacking::member_axis(axis), vec![Some(data), Some(idx)])))
 }
 
 /// Gemm `A·B + C` (alpha = beta = 1, A not transposed, 2-D A and B):
@@ -278,9 +274,7 @@ fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i
 fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let weight = |slot: usize| {
-        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
-    };
+    let weight = |slot: usize| is_weight(b, group, slot);
     let has_c = n0.inputs.get(2).copied().flatten().is_some();
     if gm.alpha != 1.0 || gm.beta != 1.0 || gm.trans_a || weight(0) || !weight(1) || (has_c && !weight(2)) {
         return Ok(false);
@@ -321,9 +315,7 @@ fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<boo
 fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let weight = |slot: usize| {
-        n0.inputs.get(slot).copied().flatten().is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)))
-    };
+    let weight = |slot: usize| is_weight(b, group, slot);
     let has_bias = n0.inputs.get(2).copied().flatten().is_some();
     if weight(0) || !weight(1) || (has_bias && !weight(2)) {
         return Ok(false);
