@@ -269,7 +269,8 @@ impl<'a> FuseBuilder<'a> {
         })
     }
 
-    fn add(&mut self, name: String, op: Op, ins: Vec<ValueId>) -> Result<ValueId, PassError> {
+    /// A node of one output, named like the node, on `ins`; its output.
+    pub(crate) fn add(&mut self, name: String, op: Op, ins: Vec<ValueId>) -> Result<ValueId, PassError> {
         let node = self.f.add_node(name.clone(), op, ins.into_iter().map(Some).collect(), vec![name])?;
         Ok(self.f.node(node).outputs[0])
     }

@@ -229,8 +229,7 @@ fn operand(
     let shape: Vec<usize> =
         [b.n()].into_iter().chain(std::iter::repeat_n(1, rank - ty.rank())).chain(ty.shape.iter().copied()).collect();
     let vname = format!("{}::rank{rank}", b.f.value(s).name);
-    let node = b.f.add_node(vname.clone(), Op::Reshape { shape }, vec![Some(s)], vec![vname])?;
-    Ok(Some(b.f.node(node).outputs[0]))
+    b.add(vname, Op::Reshape { shape }, vec![s]).map(Some)
 }
 
 /// Gather: from per-member tables by shared indices (an embedding) on the
@@ -297,9 +296,7 @@ fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<boo
     let fo = match c {
         None => b.f.add_node(name, Op::MatMul, vec![Some(a), Some(w)], vec![out])?,
         Some(c) => {
-            let mm = format!("{name}::matmul");
-            let m = b.f.add_node(mm.clone(), Op::MatMul, vec![Some(a), Some(w)], vec![mm])?;
-            let m = b.f.node(m).outputs[0];
+            let m = b.add(format!("{name}::matmul"), Op::MatMul, vec![a, w])?;
             b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(m), Some(c)], vec![out])?
         }
     };
@@ -356,16 +353,12 @@ fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -
             Tensor::from_f32(vec![h], &vec![1.0; h]).map_err(PassError::Internal)?,
         );
         let x = stacked(b, group, 0)?;
-        let norm = format!("{name}::normalized");
-        let l = b.f.add_node(norm.clone(), ln, vec![Some(x), Some(ones)], vec![norm])?;
-        let l = b.f.node(l).outputs[0];
+        let l = b.add(format!("{name}::normalized"), ln, vec![x, ones])?;
         let mul = Op::Binary(fuse_ir::BinaryOp::Mul);
         match bias {
             None => b.f.add_node(name, mul, vec![Some(l), Some(scale)], vec![out])?,
             Some(bias) => {
-                let sname = format!("{name}::scaled");
-                let s = b.f.add_node(sname.clone(), mul, vec![Some(l), Some(scale)], vec![sname])?;
-                let s = b.f.node(s).outputs[0];
+                let s = b.add(format!("{name}::scaled"), mul, vec![l, scale])?;
                 b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(s), Some(bias)], vec![out])?
             }
         }
