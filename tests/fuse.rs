@@ -678,36 +678,52 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
     let t = &j["report"]["tuning"];
     let cands = t["candidates"].as_array().unwrap();
-    // Round 1: apart, all grouped, grouped from each of runs 1..7; round 2:
-    // the 8 one-run changes of its fastest; round 3: `separate` and the 3
-    // fastest so far.
+    // Round 1: apart, all grouped, grouped from each of runs 1..7 and the
+    // choice from profiled costs; round 2: the 8 one-run changes of its
+    // fastest plan; round 3: `separate`, the costs' choice and the 3 fastest
+    // plans so far.
     let rounds: Vec<u64> = cands.iter().map(|c| c["round"].as_u64().unwrap()).collect();
-    assert_eq!(rounds, [vec![1; 9], vec![2; 8], vec![3; 4]].concat(), "{t}");
+    assert_eq!(rounds, [vec![1; 10], vec![2; 8], vec![3; 5]].concat(), "{t}");
     assert_eq!(cands[0]["plan"], "00000000");
     assert_eq!(cands[1]["plan"], "11111111");
-    assert_eq!(cands[17]["plan"], "00000000", "round 3 measures `separate` again");
+    assert_eq!(cands[9]["plan"], "costs");
+    assert_eq!((cands[18]["plan"].as_str(), cands[19]["plan"].as_str()), (Some("00000000"), Some("costs")), "{t}");
     let chosen = t["chosen"].as_str().unwrap();
-    // Round 3 chooses: `separate`, or a plan measurably faster than it.
+    // Round 3 chooses: `separate`, or a candidate measurably faster than it.
     let p50 = |plan: &str| {
-        cands[17..].iter().find(|c| c["plan"] == plan).unwrap_or_else(|| panic!("{plan} not in round 3: {t}"))["p50_ms"]
+        cands[18..].iter().find(|c| c["plan"] == plan).unwrap_or_else(|| panic!("{plan} not in round 3: {t}"))["p50_ms"]
             .as_f64()
             .unwrap()
     };
     assert!(chosen == "00000000" || p50(chosen) < p50("00000000"), "{t}");
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
-    assert_eq!(j["report"]["lowering"]["lowering"], "plan");
-    assert_eq!(j["report"]["lowering"]["plan"], chosen);
+    // The costs: one digit per node group, grouping only groupable ones;
+    // the cut's choice costs no more (modelled) than all or none grouped.
+    let groups = j["report"]["groups"].as_u64().unwrap();
+    let c = &t["costs"];
+    let assignment = c["assignment"].as_str().unwrap();
+    assert_eq!(assignment.len() as u64, groups, "{c}");
+    assert_eq!(assignment.chars().filter(|d| *d == '1').count() as u64, c["grouped"].as_u64().unwrap(), "{c}");
+    assert!(c["grouped"].as_u64() <= c["groupable"].as_u64() && c["groupable"].as_u64() <= Some(groups), "{c}");
+    let us = |k: &str| c[k].as_f64().unwrap();
+    assert!(us("separate_us") > 0.0 && us("chosen_us") <= us("separate_us").min(us("all_grouped_us")) + 1e-6, "{c}");
+    assert!(text.contains("costs (ONNX Runtime's profile"), "{text}");
+    let (lowering, digits) = if chosen == "costs" { ("assigned", assignment) } else { ("plan", chosen) };
+    assert_eq!(j["report"]["lowering"]["lowering"], lowering);
+    assert_eq!(j["report"]["lowering"]["plan"], digits);
     // Per run: its node groups (together every group once), what grouping
     // stacks there, whether the chosen plan groups it, and a measured gain.
     let runs = t["plan_runs"].as_array().unwrap();
     assert_eq!(runs.len(), 8, "{t}");
-    let groups = j["report"]["groups"].as_u64().unwrap();
     let mut next = 0;
     for (i, r) in runs.iter().enumerate() {
         let (first, last) = (r["groups"][0].as_u64().unwrap(), r["groups"][1].as_u64().unwrap());
         assert_eq!(first, next, "run {i} starts where run {} ended: {t}", i.max(1) - 1);
         next = last + 1;
-        assert_eq!(r["grouped"], chosen.as_bytes()[i] == b'1', "{t}");
+        let by_costs = assignment[first as usize..=last as usize].chars().filter(|d| *d == '1').count();
+        assert_eq!(r["by_costs"].as_u64(), Some(by_costs as u64), "{t}");
+        let grouped = if chosen == "costs" { by_costs > 0 } else { chosen.as_bytes()[i] == b'1' };
+        assert_eq!(r["grouped"], grouped, "{t}");
         assert!(r["gain"].as_f64().is_some_and(|g| g > 0.0), "{t}");
         assert_eq!(r["member_axis"], 0, "a CNN stacks on channels: {t}");
     }
@@ -729,10 +745,10 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
-    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 21, "{jr}");
+    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 23, "{jr}");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
-    assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some("plan"), Some(chosen)), "{c}");
+    assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some(lowering), Some(digits)), "{c}");
     let again = dir.path().join("again.onnx");
     ok(fusec(&[
         "fuse",

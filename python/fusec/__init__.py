@@ -45,6 +45,7 @@ from ._reports import (
     OutputDiff,
     Ranking,
     Candidate,
+    CostReport,
     PlanRun,
     SpeedReport,
     SpeedRow,
@@ -84,6 +85,7 @@ __all__ = [
     "OpCount",
     "TuneReport",
     "Candidate",
+    "CostReport",
     "PlanRun",
 ]
 

@@ -113,6 +113,29 @@ class PlanRun:
     ops: str
     grouped: bool
     gain: Optional[float]
+    by_costs: int = 0
+    """How many of its node groups the choice from costs groups."""
+    modelled_gain: Optional[float] = None
+    """Their profiled per-member time over their grouped time."""
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """``tune``'s choice per node group from costs profiled on the runtime
+    (candidate ``costs``): one digit per node group (1 = grouped), and the
+    modelled times (µs) it rests on."""
+
+    source: str
+    assignment: str
+    groupable: int
+    grouped: int
+    separate_us: float
+    all_grouped_us: float
+    chosen_us: float
+    move_fixed_us: float
+    move_us_per_mb: float
+    move_fitted_on: int
+    unattributed_us: Tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,8 @@ class TuneReport:
     plan_runs: List[PlanRun]
     cached: Optional[str] = None
     """The cache file the plan was taken from, when it was not measured now."""
+    costs: Optional[CostReport] = None
+    """The choice from profiled costs (ONNX Runtime only)."""
 
 
 @dataclass(frozen=True)

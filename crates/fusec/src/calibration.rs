@@ -13,12 +13,13 @@ use crate::Failure;
 pub struct Calibration {
     /// The bench row it came from, e.g. `fused, regions from 0.25`.
     pub config: String,
-    /// `grouped`, `separate`, `regions` or `plan`.
+    /// `grouped`, `separate`, `regions`, `plan` or `assigned`.
     pub lowering: String,
     /// For `regions`: where grouping starts.
     pub group_from: f32,
     /// For `plan` (`fusec fuse --tune`): the grouped runs of node groups,
-    /// e.g. `00111111` (1 = grouped).
+    /// e.g. `00111111` (1 = grouped); for `assigned` (`--tune`'s choice
+    /// from costs): one digit per node group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     pub keep_bn: bool,
@@ -49,13 +50,15 @@ impl Calibration {
         members: &[String],
     ) -> Calibration {
         let (lowering, group_from) = match opts.lowering {
+            _ if opts.assignment.is_some() => ("assigned", 0.0),
             Lowering::Grouped => ("grouped", 0.0),
             Lowering::Separate => ("separate", 1.0),
             Lowering::Regions { from } => ("regions", from),
             Lowering::Plan { .. } => ("plan", 0.0),
         };
-        let plan = match opts.lowering {
-            Lowering::Plan { stacked, chunks } => Some(Lowering::plan_digits(stacked, chunks)),
+        let plan = match (&opts.assignment, opts.lowering) {
+            (Some(a), _) => Some(a.iter().map(|on| if *on { '1' } else { '0' }).collect()),
+            (None, Lowering::Plan { stacked, chunks }) => Some(Lowering::plan_digits(stacked, chunks)),
             _ => None,
         };
         Calibration {
@@ -116,11 +119,20 @@ impl Calibration {
     }
 
     fn options(&self) -> Result<FuseOptions, String> {
+        let mut assignment = None;
         let lowering = match self.lowering.as_str() {
             "grouped" => Lowering::Grouped,
             "separate" => Lowering::Separate,
             "regions" if (0.0..=1.0).contains(&self.group_from) => Lowering::Regions { from: self.group_from },
             "plan" => Lowering::parse_plan(self.plan.as_deref().unwrap_or_default())?,
+            "assigned" => {
+                let digits = self.plan.as_deref().unwrap_or_default();
+                if digits.is_empty() || !digits.chars().all(|c| c == '0' || c == '1') {
+                    return Err(format!("an assignment is digits 0 or 1, one per node group, not `{digits}`"));
+                }
+                assignment = Some(digits.chars().map(|c| c == '1').collect());
+                Lowering::Grouped
+            }
             other => return Err(format!("unknown lowering `{other}` (group_from {})", self.group_from)),
         };
         Ok(FuseOptions {
@@ -130,6 +142,7 @@ impl Calibration {
             split_pointwise: self.split_pointwise,
             split_linear: self.split_linear,
             member_axis: self.member_axis,
+            assignment,
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod calibration;
 pub mod cli;
 pub mod commands;
+pub mod costs;
 pub mod report;
 pub mod speed;
 pub mod tune;

@@ -33,6 +33,7 @@ use fusec_verify::runtime::{Session, SessionConfig};
 use fusec_verify::timing::{speedup_interval, Stats};
 use fusec_verify::Tensors;
 
+use crate::costs::CostReport;
 use crate::report::progress;
 use crate::speed::{as_members, session, time_groups};
 use crate::Failure;
@@ -83,6 +84,10 @@ pub struct TuneReport {
     /// now (its candidates are those measured then).
     #[serde(default)]
     pub cached: Option<String>,
+    /// The choice per node group from measured costs (candidate `costs`),
+    /// when the runtime profiles (ONNX Runtime).
+    #[serde(default)]
+    pub costs: Option<CostReport>,
 }
 
 /// One run of node groups of a plan.
@@ -105,6 +110,13 @@ pub struct PlanRun {
     /// 1's plan and its one-run change in round 2); above 1: grouping it
     /// paid.
     pub gain: Option<f64>,
+    /// Of its node groups, how many the choice from costs groups, and the
+    /// modelled gain of grouping those (their per-member over their grouped
+    /// profiled time).
+    #[serde(default)]
+    pub by_costs: usize,
+    #[serde(default)]
+    pub modelled_gain: Option<f64>,
 }
 
 /// The runs of `chunks` over the aligned node groups `lowered` (of the
@@ -137,6 +149,8 @@ fn plan_runs(lowered: &[(&'static str, fusec_passes::Lowered)], chunks: u8) -> V
                 ops,
                 grouped: false,
                 gain: None,
+                by_costs: 0,
+                modelled_gain: None,
             }
         })
         .collect()
@@ -258,6 +272,7 @@ pub fn tune(
             grouped_runs: 0,
             plan_runs: runs_of_plan,
             cached: None,
+            costs: None,
         };
         return Ok((opts(0), report));
     }
@@ -266,7 +281,14 @@ pub fn tune(
     let cache = cache_file();
     if let (true, Some(file)) = (reuse, &cache) {
         if let Some(mut r) = cache_get(file, &key) {
-            if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
+            let chosen = if r.chosen == BY_COSTS {
+                r.costs.as_ref().map(|c| FuseOptions { assignment: Some(c.assigned()), ..opts(0) })
+            } else if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
+                Some(opts(stacked))
+            } else {
+                None
+            };
+            if let Some(chosen) = chosen {
                 crate::report::note(format!(
                     "tune: plan {} kept in {} for these members' structure on {device} ({}); --retune measures again",
                     r.chosen,
@@ -274,17 +296,41 @@ pub fn tune(
                     r.speedup_p50.map(|s| format!("{s:.2}x measured")).unwrap_or_else(|| "nothing measured".into())
                 ));
                 r.cached = Some(file.display().to_string());
-                return Ok((opts(stacked), r));
+                return Ok((chosen, r));
             }
         }
     }
+    // The choice per node group from profiled costs, where the runtime
+    // profiles: one more candidate (`costs`) in rounds 1 and 3.
+    let costs = match cfg.runtime {
+        fusec_verify::runtime::RuntimeKind::Ort => {
+            match crate::costs::measure(names, members, all_grouped.lowered.len(), x, cfg, keep_bn, fp16, warmup, runs)
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crate::report::warn(format!("tune: no per-node costs ({}); choosing among plans only", e.message));
+                    None
+                }
+            }
+        }
+        fusec_verify::runtime::RuntimeKind::Tract => {
+            crate::report::note("tune: tract has no per-node profile here: choosing among plans only");
+            None
+        }
+    };
+    let assigned = costs.as_ref().map(|c| c.assigned());
+    let opts_of = |c: Option<u64>| match c {
+        Some(m) => opts(m),
+        None => FuseOptions { assignment: assigned.clone(), ..opts(0) },
+    };
+    let name_of = |c: Option<u64>| c.map(|m| Lowering::plan_digits(m, CHUNKS)).unwrap_or_else(|| BY_COSTS.into());
     let mut baseline: Vec<Box<dyn Session>> =
         members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
     let pb = progress((3 * warmup + 5 * runs) as u64, "tuning");
-    let mut measure = |masks: &[u64], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
+    let mut measure = |masks: &[Option<u64>], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
         let mut sessions = vec![];
         for &m in masks {
-            let f = fusec_passes::fuse(as_members(names, members), &opts(m))?;
+            let f = fusec_passes::fuse(as_members(names, members), &opts_of(m))?;
             sessions.push(session(&f.graph, cfg, fp16)?);
         }
         let mut groups: Vec<&mut [Box<dyn Session>]> = vec![&mut baseline];
@@ -295,7 +341,7 @@ pub fn tune(
             .iter()
             .zip(&stats[1..])
             .map(|(&m, s)| Candidate {
-                plan: Lowering::plan_digits(m, CHUNKS),
+                plan: name_of(m),
                 round,
                 stats: s.clone(),
                 speedup_p50: stats[0].p50_ms / s.p50_ms,
@@ -303,14 +349,18 @@ pub fn tune(
             })
             .collect())
     };
-    // Round 1: apart, all grouped, grouped from run s.
-    let mut first: Vec<u64> = vec![0, all];
-    first.extend((1..CHUNKS).map(|s| all >> s << s));
+    // Round 1: apart, all grouped, grouped from run s, and the choice from costs.
+    let mut first: Vec<Option<u64>> = vec![Some(0), Some(all)];
+    first.extend((1..CHUNKS).map(|s| Some(all >> s << s)));
+    if assigned.is_some() {
+        first.push(None);
+    }
     let mut candidates = measure(&first, 1, runs)?;
-    let best_first = fastest(&candidates);
-    let best_mask = first[best_first];
-    // Round 2: each one-run change of the fastest.
-    let second: Vec<u64> = (0..CHUNKS).map(|i| best_mask ^ (1 << i)).collect();
+    // The fastest plan (of runs).
+    let best_first = fastest(&candidates[..usize::from(CHUNKS) + 1]);
+    let best_mask = first[best_first].expect("a plan");
+    // Round 2: each one-run change of the fastest plan.
+    let second: Vec<Option<u64>> = (0..CHUNKS).map(|i| Some(best_mask ^ (1 << i))).collect();
     let round2 = measure(&second, 2, runs)?;
     // What grouping each run gained, from round 1's fastest and its change
     // of that run (each speedup over the members of its own round).
@@ -320,13 +370,18 @@ pub fn tune(
         r.gain = Some(if grouped_in_base { base / c.speedup_p50 } else { c.speedup_p50 / base });
     }
     candidates.extend(round2);
-    // Round 3: the three fastest so far and `separate`, timed three times as long.
-    let mut ranked: Vec<(u64, f64)> =
+    // Round 3: `separate`, the choice from costs and the three fastest
+    // plans so far, timed three times as long.
+    let mut ranked: Vec<(Option<u64>, f64)> =
         first.iter().chain(&second).copied().zip(candidates.iter().map(|c| c.speedup_p50)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut third: Vec<u64> = vec![0];
+    let mut third: Vec<Option<u64>> = vec![Some(0)];
+    if assigned.is_some() {
+        third.push(None);
+    }
+    let cap = third.len() + 3;
     for (m, _) in ranked {
-        if third.len() < 4 && !third.contains(&m) {
+        if third.len() < cap && !third.contains(&m) {
             third.push(m);
         }
     }
@@ -341,10 +396,25 @@ pub fn tune(
         .filter(|&i| speedup_interval(separate, &round3[i].stats).is_some_and(|(lo, _)| lo >= NOT_SLOWER))
         .min_by(|&a, &b| round3[a].stats.p50_ms.total_cmp(&round3[b].stats.p50_ms))
         .unwrap_or(0);
-    let chosen_mask = third[best];
+    let chosen_choice = third[best];
     let chosen = round3[best].clone();
+    let n_groups = all_grouped.lowered.len();
+    let in_run = |g: usize| g * usize::from(CHUNKS) / n_groups.max(1);
+    let grouped_of = |r: usize| match chosen_choice {
+        Some(m) => m >> r & 1 == 1,
+        None => assigned.as_ref().is_some_and(|a| a.iter().enumerate().any(|(g, on)| *on && in_run(g) == r)),
+    };
     for r in &mut runs_of_plan {
-        r.grouped = chosen_mask >> r.run & 1 == 1;
+        r.grouped = grouped_of(r.run);
+        if let (Some(a), Some(c)) = (&assigned, &costs) {
+            let groups: Vec<usize> = (0..n_groups).filter(|&g| in_run(g) == r.run && a[g]).collect();
+            r.by_costs = groups.len();
+            let (apart, grouped): (f64, f64) = groups
+                .iter()
+                .map(|&g| c.group_costs[g])
+                .fold((0.0, 0.0), |s, (gr, ap)| (s.0 + ap, s.1 + gr.unwrap_or(ap)));
+            r.modelled_gain = (grouped > 0.0).then(|| apart / grouped);
+        }
     }
     candidates.extend(round3);
     let report = TuneReport {
@@ -355,9 +425,10 @@ pub fn tune(
         chosen: chosen.plan.clone(),
         speedup_p50: Some(chosen.speedup_p50),
         speedup_p50_interval: chosen.speedup_p50_interval,
-        grouped_runs: chosen_mask.count_ones() as usize,
+        grouped_runs: runs_of_plan.iter().filter(|r| r.grouped).count(),
         plan_runs: runs_of_plan,
         cached: None,
+        costs,
     };
     if let Some(file) = &cache {
         match cache_put(file, &key, &report) {
@@ -365,8 +436,11 @@ pub fn tune(
             Err(e) => crate::report::warn(format!("tune: could not keep the plan in the cache: {e}")),
         }
     }
-    Ok((opts(chosen_mask), report))
+    Ok((opts_of(chosen_choice), report))
 }
+
+/// The candidate chosen per node group from measured costs.
+pub const BY_COSTS: &str = "costs";
 
 fn fastest(c: &[Candidate]) -> usize {
     (0..c.len()).min_by(|&a, &b| c[a].stats.p50_ms.total_cmp(&c[b].stats.p50_ms)).expect("candidates")
@@ -403,26 +477,50 @@ pub fn table(r: &TuneReport) -> String {
         "chosen: plan {} ({speed}a plan that groups is chosen over 00000000, every member apart, only if faster in round 3 with the 95% interval of its speedup over it at or above {NOT_SLOWER})",
         r.chosen
     );
+    if let Some(c) = &r.costs {
+        let _ = writeln!(
+            o,
+            "costs ({}): the choice `{BY_COSTS}` groups {} of {} groupable node groups; modelled time {:.1} ms every node group per member, {:.1} ms every groupable one grouped, {:.1} ms chosen ({:.2}x); a layout change {:.0} µs + {:.0} µs per MB ({}); {:.1} + {:.1} ms of nodes the runtime named itself charged to the node group run before them",
+            c.source,
+            c.grouped,
+            c.groupable,
+            c.separate_us / 1e3,
+            c.all_grouped_us / 1e3,
+            c.chosen_us / 1e3,
+            c.separate_us / c.chosen_us.max(1e-9),
+            c.move_fixed_us,
+            c.move_us_per_mb,
+            if c.move_fitted_on > 0 {
+                format!("fitted on {} measured Splits and Concats", c.move_fitted_on)
+            } else {
+                "defaults: too few measured".into()
+            },
+            c.unattributed_us.0 / 1e3,
+            c.unattributed_us.1 / 1e3,
+        );
+    }
     let _ = writeln!(
         o,
-        "\n| run | node groups | stacked when grouped (channels + member axis): ops | chosen | gain of grouping it |\n|---|---|---|---|---|"
+        "\n| run | node groups | stacked when grouped (channels + member axis): ops | chosen | gain of grouping it | grouped by costs | modelled gain |\n|---|---|---|---|---|---|---|"
     );
     for p in &r.plan_runs {
         let gain = p.gain.map(|g| format!("{g:.2}x")).unwrap_or_else(|| "-".into());
         let ops = if p.ops.is_empty() { String::new() } else { format!(": {}", p.ops) };
         let groups = p.groups.map(|(a, b)| format!("{a}–{b}")).unwrap_or_else(|| "none".into());
+        let modelled = p.modelled_gain.map(|g| format!("{g:.2}x")).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
-            "| {} | {groups} | {} + {}{ops} | {} | {gain} |",
+            "| {} | {groups} | {} + {}{ops} | {} | {gain} | {} | {modelled} |",
             p.run,
             p.channels,
             p.member_axis,
-            if p.grouped { "grouped" } else { "per member" }
+            if p.grouped { "grouped" } else { "per member" },
+            p.by_costs,
         );
     }
     let _ = writeln!(
         o,
-        "(gain: round 1's fastest plan with the run grouped against it with the run per member, their speedups over the members from rounds 1 and 2)"
+        "(gain: round 1's fastest plan with the run grouped against it with the run per member, their speedups over the members from rounds 1 and 2; modelled gain: the profiled per-member time of the node groups the costs group over their grouped time)"
     );
     o
 }

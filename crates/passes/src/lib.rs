@@ -38,4 +38,4 @@ pub use fold_bn::fold_bn;
 pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;
 pub use fuse::align::align;
-pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member};
+pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fuse_ir::{text::to_text, Graph};
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
-use fusec_passes::{align, canonicalize, dce, fold_bn, fp16_compute, fuse, FuseOptions, Lowering, Member};
+use fusec_passes::{align, canonicalize, dce, fold_bn, fp16_compute, fuse, FuseOptions, Lowering, Member, Origin};
 use fusec_verify::compare::diff;
 use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
 use fusec_verify::Tensors;
@@ -577,4 +577,47 @@ fn a_member_axis_value_moves_back_onto_channels_for_a_conv() {
         "channels to member axis (Reshape, Transpose), back (Transpose, Reshape), no Concat; the outputs split per member"
     );
     assert_fused_matches_members(&f, &members);
+}
+
+/// An assignment (the tuner's choice from costs) decides per node group:
+/// all grouped is the grouped lowering, none the separate one, and any mix
+/// gives the members' outputs; the report names every fused node's origin
+/// (layout changes as conversions) and the data flowing between groups.
+#[test]
+fn an_assignment_decides_per_node_group() {
+    let members = vec![mini(1, 1, 3), mini(2, 2, 5)];
+    let named = || vec![("m0", members[0].clone()), ("m1", members[1].clone())];
+    let with = |a: Option<Vec<bool>>| {
+        let ms = named().into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
+        fuse(ms, &FuseOptions { assignment: a, ..Default::default() })
+    };
+    let n = fused(Lowering::Grouped, named()).report.lowered.len();
+    let text = |f: &fusec_passes::Fused| to_text(&f.graph).unwrap();
+    assert_eq!(text(&with(Some(vec![true; n])).unwrap()), text(&fused(Lowering::Grouped, named())));
+    assert_eq!(text(&with(Some(vec![false; n])).unwrap()), text(&fused(Lowering::Separate, named())));
+    let err = with(Some(vec![true; n + 1])).err().expect("a wrong length is refused").to_string();
+    assert!(err.contains(&format!("decides {} node groups", n + 1)), "{err}");
+    let mixed: Vec<bool> = (0..n).map(|i| i % 3 != 1).collect();
+    let f = with(Some(mixed.clone())).unwrap();
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    assert_fused_matches_members(&f, &members);
+    let r = &f.report;
+    for id in f.graph.node_ids() {
+        let name = &f.graph.node(id).name;
+        let origin = r.origins.iter().find(|(o, _)| o == name).map(|(_, o)| *o);
+        let is_conversion = name.ends_with("::split") || name.ends_with("::stacked");
+        match origin {
+            Some(Origin::Group(i)) => assert!(i < n && !is_conversion, "{name}: group {i}"),
+            Some(Origin::Conversion) => assert!(is_conversion || name.ends_with("::one"), "{name}"),
+            Some(Origin::Output) => assert!(name.ends_with("::copy"), "{name}"),
+            None => panic!("no origin for {name}"),
+        }
+    }
+    assert!(r.origins.iter().any(|(_, o)| *o == Origin::Conversion), "a mix moves data between forms");
+    assert!(
+        !r.flows.is_empty() && r.flows.iter().all(|f| f.to.is_none_or(|j| f.from < j) && f.bytes > 0),
+        "{:?}",
+        r.flows
+    );
+    assert!(r.flows.iter().any(|f| f.to.is_none()), "the outputs flow out");
 }

@@ -6,7 +6,7 @@
 //! register it with `error_on_failure`, so that never happens.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ndarray::ArrayD;
@@ -110,8 +110,81 @@ pub fn load(onnx: &[u8], cfg: &SessionConfig) -> Result<Box<dyn Session>, Verify
                 .map_err(|_| VerifyError::Runtime("tract panicked while loading the model".into()))??;
             Ok(Box::new(s))
         }
-        RuntimeKind::Ort => Ok(Box::new(OrtSession::new(onnx, cfg)?)),
+        RuntimeKind::Ort => Ok(Box::new(OrtSession::new(onnx, cfg, None)?)),
     }
+}
+
+/// One node's kernel time in a profile.
+#[derive(Clone, Debug)]
+pub struct NodeTime {
+    /// The node's name as the runtime reports it: the model's node name,
+    /// or the name of a node the runtime fused it into.
+    pub name: String,
+    /// Its op as the runtime ran it (`FusedConv`, `MatMul`, ...).
+    pub op: String,
+    /// Median kernel time over the profiled runs, microseconds.
+    pub us: f64,
+}
+
+/// Per node of the model, its kernel time on ONNX Runtime's profiler
+/// (median of `runs` runs after `warmup` unprofiled-in-effect ones): what
+/// `fusec fuse --tune` attributes to node groups. ONNX Runtime only: other
+/// runtimes have no per-node profile here.
+pub fn profile(
+    onnx: &[u8],
+    cfg: &SessionConfig,
+    inputs: &Tensors,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<NodeTime>, VerifyError> {
+    if cfg.runtime != RuntimeKind::Ort {
+        return Err(VerifyError::Unavailable(format!(
+            "per-node profiles come from ONNX Runtime's profiler; {} has none here",
+            cfg.runtime
+        )));
+    }
+    let dir =
+        tempfile::tempdir().map_err(|e| VerifyError::Runtime(format!("a temporary folder for the profile: {e}")))?;
+    let mut s = OrtSession::new(onnx, cfg, Some(&dir.path().join("profile")))?;
+    for _ in 0..warmup + runs {
+        s.run_only(inputs)?;
+    }
+    let file = s.session.end_profiling().map_err(|e| VerifyError::Runtime(format!("onnxruntime: {e}")))?;
+    let text = std::fs::read(&file).map_err(|e| VerifyError::Runtime(format!("the profile {file}: {e}")))?;
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        cat: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        dur: f64,
+        #[serde(default)]
+        args: std::collections::HashMap<String, serde_json::Value>,
+    }
+    let events: Vec<Event> =
+        serde_json::from_slice(&text).map_err(|e| VerifyError::Runtime(format!("the profile {file}: {e}")))?;
+    // Per node, in the order first run: its durations, run after run.
+    let mut order: Vec<(String, String)> = vec![];
+    let mut times: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for e in events {
+        let Some(node) = e.name.strip_suffix("_kernel_time").filter(|_| e.cat == "Node") else { continue };
+        let t = times.entry(node.to_string()).or_default();
+        if t.is_empty() {
+            let op = e.args.get("op_name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            order.push((node.to_string(), op));
+        }
+        t.push(e.dur);
+    }
+    Ok(order
+        .into_iter()
+        .map(|(name, op)| {
+            let t = &times[&name];
+            let mut kept: Vec<f64> = t[warmup.min(t.len().saturating_sub(1))..].to_vec();
+            kept.sort_by(f64::total_cmp);
+            NodeTime { name, op, us: kept[kept.len() / 2] }
+        })
+        .collect())
 }
 
 type TractPlan = std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>;
@@ -341,7 +414,8 @@ fn host_tensor(a: &ArrayD<f32>, feed: Feed) -> Result<ort::value::DynTensor, ort
 }
 
 impl OrtSession {
-    fn new(onnx: &[u8], cfg: &SessionConfig) -> Result<Self, VerifyError> {
+    /// With `profile`: the profile's file name prefix ([`profile`]).
+    fn new(onnx: &[u8], cfg: &SessionConfig, profile: Option<&Path>) -> Result<Self, VerifyError> {
         use ort::ep::{self, ExecutionProvider};
         let env = ort_env()?;
         let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
@@ -351,6 +425,9 @@ impl OrtSession {
         }
         // A fair baseline: spinning threads of several sessions fight over cores.
         b = b.with_intra_op_spinning(false).map_err(|e| rt(e.into()))?;
+        if let Some(p) = profile {
+            b = b.with_profiling(p).map_err(|e| rt(e.into()))?;
+        }
         let missing = |name: &str| {
             VerifyError::Unavailable(format!(
                 "the loaded ONNX Runtime library ({}) has no {name} execution provider; install a build with {name} support and point ORT_DYLIB_PATH at it",

@@ -7,13 +7,15 @@
 
 use super::align::NodeGroup;
 use super::layout::{FuseBuilder, Layout};
+use super::report::Origin;
 use crate::PassError;
 
-/// Lowers `region` (consecutive node groups, in dataflow order) per member:
-/// all of member 0's nodes, then member 1's, ...
-pub(crate) fn lower_region(b: &mut FuseBuilder, region: &[&NodeGroup]) -> Result<(), PassError> {
+/// Lowers `region` (consecutive node groups with their indices, in
+/// dataflow order) per member: all of member 0's nodes, then member 1's, ...
+pub(crate) fn lower_region(b: &mut FuseBuilder, region: &[(usize, &NodeGroup)]) -> Result<(), PassError> {
     for k in 0..b.n() {
-        for group in region {
+        for (i, group) in region {
+            b.begin(Origin::Group(*i));
             lower_member(b, k, group)?;
         }
     }

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use fuse_ir::{shape, Bytes, Graph, Node, Op, Tensor, TensorType, ValueDef, ValueId};
 
 use super::align::NodeGroup;
+use super::report::Origin;
 use crate::PassError;
 
 /// How members' values are stacked into one fused value.
@@ -151,6 +152,10 @@ pub(crate) struct FuseBuilder<'a> {
     /// a weight read by several nodes (effdet's heads share convs across
     /// levels) is stacked once.
     stacked_weights: HashMap<(Vec<ValueId>, WeightForm), ValueId>,
+    /// Per fused node, in the order added: what it computes.
+    origins: Vec<Origin>,
+    /// What the nodes being added compute ([`FuseBuilder::begin`]).
+    current: Origin,
 }
 
 /// How members' weights are stacked into one fused weight.
@@ -191,7 +196,34 @@ impl<'a> FuseBuilder<'a> {
             stacks: HashMap::new(),
             restacks: HashMap::new(),
             stacked_weights: HashMap::new(),
+            origins: vec![],
+            current: Origin::Output,
         }
+    }
+
+    /// The nodes added from now on lower node group `i` (or are `origin`).
+    pub(crate) fn begin(&mut self, origin: Origin) {
+        self.attribute(self.current);
+        self.current = origin;
+    }
+
+    /// The nodes added since the last call compute `origin`.
+    fn attribute(&mut self, origin: Origin) {
+        let n = self.f.node_count();
+        self.origins.resize(n.max(self.origins.len()), origin);
+    }
+
+    /// Every fused node's name and the names of the values it makes, each
+    /// with the node's origin (all nodes added so far).
+    pub(crate) fn origins(&mut self) -> Vec<(String, Origin)> {
+        self.attribute(self.current);
+        let mut out = vec![];
+        for (n, o) in self.f.node_ids().into_iter().zip(&self.origins) {
+            let node = self.f.node(n);
+            out.push((node.name.clone(), *o));
+            out.extend(node.outputs.iter().map(|v| (self.f.value(*v).name.clone(), *o)));
+        }
+        out
     }
 
     pub(crate) fn n(&self) -> usize {
@@ -282,6 +314,7 @@ impl<'a> FuseBuilder<'a> {
         }
         let n = self.n();
         let stacking = self.stacking_of(f)?;
+        self.attribute(self.current);
         let stacked_shape = self.f.value(f).ty.shape.clone();
         let fname = self.f.value(f).name.clone();
         let s = match stacking {
@@ -307,6 +340,7 @@ impl<'a> FuseBuilder<'a> {
                 s
             }
         };
+        self.attribute(Origin::Conversion);
         self.splits.insert(f, s.clone());
         Ok(s)
     }
@@ -330,6 +364,7 @@ impl<'a> FuseBuilder<'a> {
             return Ok(*s);
         }
         let parts = key.0.clone();
+        self.attribute(self.current);
         let name = format!("{}::stacked", self.f.value(parts[0]).name);
         let s = match to {
             Stacking::Channels => self.add(name, Op::Concat { axis: 1 }, parts)?,
@@ -343,6 +378,7 @@ impl<'a> FuseBuilder<'a> {
                 self.add(name, Op::Concat { axis: 0 }, views)?
             }
         };
+        self.attribute(Origin::Conversion);
         self.stacking.insert(s, to);
         self.stacks.insert(key, s);
         Ok(s)

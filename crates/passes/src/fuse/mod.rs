@@ -3,15 +3,18 @@
 //! group by node group, each lowered as shared (computed once,
 //! [`share`]), grouped (channel-stacked, [`group`], or stacked on a member
 //! axis, [`stack_members`]) or per member ([`heads`]),
-//! with [`regions`] deciding where grouping starts, and finish with DCE
+//! with [`regions`] deciding where grouping starts ([`assign`]: the
+//! cheapest choice per node group from costs measured elsewhere), and finish with DCE
 //! and validation.
 //!
 //! Where each member's copy of a value lives (its own value, or a slice of
 //! a stacked one) is [`layout`]'s alone to say; the other files ask it.
 //! Imports go one way: the driver uses every file, `group`,
-//! `stack_members`, `heads` and `share` use `layout` and `align`, and `layout` uses `align`.
+//! `stack_members`, `heads` and `share` use `layout` and `align`, and `layout` uses `align`
+//! and `report` (a fused node's [`Origin`]).
 
 pub mod align;
+pub mod assign;
 mod group;
 mod heads;
 mod layout;
@@ -24,7 +27,7 @@ mod stack_members;
 use fuse_ir::{Graph, Op, UnaryOp, ValueDef, ValueId};
 
 pub use options::{FuseOptions, Lowering, Member, DEFAULT_GROUP_FROM};
-pub use report::{explain, FuseReport, Lowered};
+pub use report::{explain, FuseReport, Lowered, Origin};
 
 use self::align::{align, describe};
 use self::layout::FuseBuilder;
@@ -84,12 +87,13 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     }
     report.divergences = al.divergences.iter().map(|d| describe(&graphs, &names, &al.groups, d)).collect();
 
-    let plan = regions::plan(opts.lowering, graphs[0], &al.groups);
+    report.flows = assign::flows(graphs[0], &al.groups);
+    let plan = regions::plan(opts, graphs[0], &al.groups)?;
     let mut b = FuseBuilder::new(&graphs, &names);
     // Consecutive per-member groups, lowered together member by member
     // (heads::lower_region) so that each member's layers run one after
     // another as they do alone, not interleaved with the other members'.
-    let mut region: Vec<&align::NodeGroup> = vec![];
+    let mut region: Vec<(usize, &align::NodeGroup)> = vec![];
     for (i, group) in al.groups.iter().enumerate() {
         report.groups += 1;
         if group.same {
@@ -99,6 +103,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         }
         if shared[i] {
             heads::lower_region(&mut b, &std::mem::take(&mut region))?;
+            b.begin(Origin::Group(i));
             report.shared += 1;
             report.shared_convs += usize::from(matches!(b.node(0, group).op, Op::Conv(_)));
             share::lower(&mut b, group)?;
@@ -106,12 +111,13 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             continue;
         }
         if group.same && plan[i] {
-            let on_members = opts.member_axis && opts.lowering.stacks_members();
+            let on_members = opts.member_axis && opts.stacks_members();
             // Grouping reads its inputs' layouts: what comes before is
             // lowered first (only where a stacking may take the group, so
             // per-member runs stay contiguous otherwise).
             if b.channels_apply || on_members {
                 heads::lower_region(&mut b, &std::mem::take(&mut region))?;
+                b.begin(Origin::Group(i));
                 if b.channels_apply && group::lower(&mut b, group, opts)? {
                     report.grouped += 1;
                     report.lowered.push((b.node(0, group).op.name(), Lowered::Channels));
@@ -120,7 +126,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
                 if on_members && stack_members::kept_apart(&b, group, opts)? {
                     report.separate_same += 1;
                     report.lowered.push((b.node(0, group).op.name(), Lowered::PerMember));
-                    region.push(group);
+                    region.push((i, group));
                     continue;
                 }
                 if on_members && stack_members::lower(&mut b, group)? {
@@ -136,11 +142,13 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
             report.separate_same += 1;
         }
         report.lowered.push((b.node(0, group).op.name(), Lowered::PerMember));
-        region.push(group);
+        region.push((i, group));
     }
     heads::lower_region(&mut b, &region)?;
     debug_assert_eq!(report.lowered.len(), al.groups.len());
-    let mut g = finish(b)?;
+    b.begin(Origin::Output);
+    let (mut g, origins) = finish(b)?;
+    report.origins = origins;
     validated("fuse", &g)?;
     dce(&mut g);
     validated("dce", &g)?;
@@ -151,8 +159,8 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
 
 /// Sets graph outputs `MEMBER/OUTPUT` (each member's own value; an output
 /// that is another's too, or not computed, gets an Identity copy) and
-/// returns the graph.
-fn finish(mut b: FuseBuilder) -> Result<Graph, PassError> {
+/// returns the graph with every node's origin.
+fn finish(mut b: FuseBuilder) -> Result<(Graph, Vec<(String, Origin)>), PassError> {
     let mut outs: Vec<ValueId> = vec![];
     for k in 0..b.n() {
         let g = b.members[k];
@@ -177,5 +185,6 @@ fn finish(mut b: FuseBuilder) -> Result<Graph, PassError> {
     let mut meta = vec![("fusec.members".to_string(), b.names.join(","))];
     meta.extend(b.members[0].metadata.iter().filter(|(k, _)| k == "fusec.arch").cloned());
     b.f.metadata = meta;
-    Ok(b.f)
+    let origins = b.origins();
+    Ok((b.f, origins))
 }

@@ -80,6 +80,19 @@ pub struct FuseOptions {
     /// member axis (true by default; false reproduces models fused before
     /// member-axis stacking existed, as calibration files of that time ask).
     pub member_axis: bool,
+    /// Per aligned node group (dataflow order), whether grouping may take
+    /// it: a choice made from measured costs (`fusec fuse --tune`). When
+    /// set it decides instead of `lowering`, and stacks on a member axis
+    /// too (when `member_axis`).
+    pub assignment: Option<Vec<bool>>,
+}
+
+impl FuseOptions {
+    /// Whether grouped layers channels cannot take stack on a member axis
+    /// ([`Lowering::stacks_members`], or an assignment's).
+    pub fn stacks_members(&self) -> bool {
+        self.assignment.is_some() || self.lowering.stacks_members()
+    }
 }
 
 impl Default for FuseOptions {
@@ -91,6 +104,7 @@ impl Default for FuseOptions {
             split_pointwise: false,
             split_linear: false,
             member_axis: true,
+            assignment: None,
         }
     }
 }

@@ -8,15 +8,25 @@ use std::collections::HashMap;
 use fuse_ir::Graph;
 
 use super::align::NodeGroup;
-use super::options::Lowering;
+use super::options::{FuseOptions, Lowering};
+use crate::PassError;
 
 /// Per node group (in dataflow order), whether it may be grouped: all for
 /// `Grouped`, none for `Separate`, those past the narrowest cut near that
 /// fraction of the groups for `Regions { from }`, and for a `Plan` those in
-/// its grouped runs.
-pub(crate) fn plan(lowering: Lowering, g0: &Graph, groups: &[NodeGroup]) -> Vec<bool> {
+/// its grouped runs; an `assignment` (one per node group) overrides them all.
+pub(crate) fn plan(opts: &FuseOptions, g0: &Graph, groups: &[NodeGroup]) -> Result<Vec<bool>, PassError> {
     let n = groups.len();
-    match lowering {
+    if let Some(a) = &opts.assignment {
+        if a.len() != n {
+            return Err(PassError::Incompatible(format!(
+                "the assignment decides {} node groups, these members align into {n} (it was made for other members)",
+                a.len()
+            )));
+        }
+        return Ok(a.clone());
+    }
+    Ok(match opts.lowering {
         Lowering::Grouped => vec![true; n],
         Lowering::Separate => vec![false; n],
         Lowering::Regions { from } => {
@@ -28,7 +38,7 @@ pub(crate) fn plan(lowering: Lowering, g0: &Graph, groups: &[NodeGroup]) -> Vec<
             let k = usize::from(chunks.clamp(1, 64));
             (0..n).map(|i| stacked >> (i * k / n.max(1)) & 1 == 1).collect()
         }
-    }
+    })
 }
 
 /// The cut near `at` (within 5% of the node groups) where the least data crosses

@@ -36,6 +36,25 @@ pub struct FuseReport {
     pub divergences: Vec<String>,
     /// (member, earlier member it is identical to).
     pub identical: Vec<(usize, usize)>,
+    /// Every fused node's name and its output values' names (before DCE),
+    /// each with what the node computes: the node group it lowers or a
+    /// layout conversion between them (what a runtime's profile of the
+    /// fused model is attributed by).
+    pub origins: Vec<(String, Origin)>,
+    /// The data flowing between aligned node groups (member 0's sizes).
+    pub flows: Vec<super::assign::Flow>,
+}
+
+/// What a fused node computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// (Part of) aligned node group `i` (dataflow order), stacked or one
+    /// member's copy, with any restacking between stackings it needs.
+    Group(usize),
+    /// A Split or Concat between stacked and per-member values.
+    Conversion,
+    /// A copy of an output under its member's name.
+    Output,
 }
 
 /// How one aligned node group was lowered.

@@ -1,0 +1,201 @@
+//! The cheapest assignment of node groups to grouped or per member, given
+//! what each costs both ways and what moving data between the two forms
+//! costs: a minimum s-t cut (grouped on the source side), exact for this
+//! two-label problem with nonnegative costs on the edges between
+//! neighbours. The costs come from elsewhere (`fusec fuse --tune` measures
+//! them on the target runtime); [`FuseReport::flows`] gives the edges.
+//!
+//! [`FuseReport::flows`]: super::FuseReport::flows
+
+use std::collections::HashMap;
+
+use fuse_ir::{Graph, ValueDef};
+use petgraph::algo::dinics;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+/// What one node group costs, in any unit (the tuner's: microseconds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupCost {
+    /// Run grouped; `None` when it cannot be (shared, differs between
+    /// members, or no stacking takes it).
+    pub grouped: Option<f64>,
+    /// Run per member, every member's copy.
+    pub apart: f64,
+}
+
+/// Data moving from node group `from` to `to` (`None`: a member's output),
+/// and what moving it between stacked and per-member form costs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transition {
+    pub from: usize,
+    pub to: Option<usize>,
+    pub cost: f64,
+}
+
+/// A value node group `from` makes and group `to` reads (`None`: a
+/// member's output), one member's copy of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub from: usize,
+    pub to: Option<usize>,
+    pub bytes: usize,
+}
+
+/// The values flowing between node groups (member 0's graph, whose nodes
+/// are the groups' first): one per value and reader, one per output.
+pub(crate) fn flows(g0: &Graph, groups: &[super::align::NodeGroup]) -> Vec<Flow> {
+    let of: HashMap<_, usize> = groups.iter().enumerate().map(|(i, p)| (p.nodes[0], i)).collect();
+    let made_by = |v: fuse_ir::ValueId| match g0.value(v).def {
+        ValueDef::Node { node, .. } => of.get(&node).copied(),
+        _ => None,
+    };
+    let bytes = |v: fuse_ir::ValueId| g0.value(v).ty.byte_len().unwrap_or(0);
+    let mut out = vec![];
+    for (j, p) in groups.iter().enumerate() {
+        let mut seen = vec![];
+        for &v in g0.node(p.nodes[0]).inputs.iter().flatten() {
+            if let (Some(i), false) = (made_by(v), seen.contains(&v)) {
+                seen.push(v);
+                out.push(Flow { from: i, to: Some(j), bytes: bytes(v) });
+            }
+        }
+    }
+    for &v in g0.outputs() {
+        if let Some(i) = made_by(v) {
+            out.push(Flow { from: i, to: None, bytes: bytes(v) });
+        }
+    }
+    out
+}
+
+/// The cheapest assignment (true = grouped) and its cost: each group's own
+/// cost in its form, plus every transition whose two ends differ (an
+/// output differs from a grouped producer: it is each member's own).
+pub fn cheapest(groups: &[GroupCost], transitions: &[Transition]) -> (Vec<bool>, f64) {
+    // Integer capacities (thousandths of the unit): exact and terminating.
+    let cap = |c: f64| (c.max(0.0) * 1000.0).round() as u64;
+    const FIXED: u64 = u64::MAX / 4;
+    let mut g = DiGraph::<(), u64>::new();
+    let s = g.add_node(());
+    let t = g.add_node(());
+    let v: Vec<NodeIndex> = groups.iter().map(|_| g.add_node(())).collect();
+    // Source side = grouped: i -> t is cut when i is grouped (its grouped
+    // cost), s -> i when it is per member (its per-member cost).
+    for (i, c) in groups.iter().enumerate() {
+        g.add_edge(s, v[i], cap(c.apart));
+        g.add_edge(v[i], t, c.grouped.map(cap).unwrap_or(FIXED));
+    }
+    for tr in transitions {
+        match tr.to {
+            Some(j) if j != tr.from => {
+                g.add_edge(v[tr.from], v[j], cap(tr.cost));
+                g.add_edge(v[j], v[tr.from], cap(tr.cost));
+            }
+            Some(_) => {}
+            None => {
+                g.add_edge(v[tr.from], t, cap(tr.cost));
+            }
+        }
+    }
+    let (_, flows) = dinics(&g, s, t);
+    // The source side: reachable from s in the residual graph.
+    let mut seen = vec![false; g.node_count()];
+    let mut stack = vec![s];
+    seen[s.index()] = true;
+    while let Some(a) = stack.pop() {
+        for e in g.edges_directed(a, petgraph::Direction::Outgoing) {
+            if flows[e.id().index()] < *e.weight() && !seen[e.target().index()] {
+                seen[e.target().index()] = true;
+                stack.push(e.target());
+            }
+        }
+        for e in g.edges_directed(a, petgraph::Direction::Incoming) {
+            if flows[e.id().index()] > 0 && !seen[e.source().index()] {
+                seen[e.source().index()] = true;
+                stack.push(e.source());
+            }
+        }
+    }
+    let chosen: Vec<bool> = v.iter().map(|n| seen[n.index()]).collect();
+    let total = cost(groups, transitions, &chosen);
+    (chosen, total)
+}
+
+/// What `assignment` costs: each group in its form (grouped where it cannot
+/// be counts as per member) and the transitions whose ends differ.
+pub fn cost(groups: &[GroupCost], transitions: &[Transition], assignment: &[bool]) -> f64 {
+    let grouped = |i: usize| assignment[i] && groups[i].grouped.is_some();
+    let own: f64 =
+        groups.iter().enumerate().map(|(i, c)| if grouped(i) { c.grouped.unwrap_or(c.apart) } else { c.apart }).sum();
+    let moved: f64 = transitions
+        .iter()
+        .filter(|tr| match tr.to {
+            Some(j) => grouped(tr.from) != grouped(j),
+            None => grouped(tr.from),
+        })
+        .map(|tr| tr.cost)
+        .sum();
+    own + moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(grouped: f64, apart: f64) -> GroupCost {
+        GroupCost { grouped: Some(grouped), apart }
+    }
+
+    /// Every assignment's cost, the least: what the cut must find.
+    fn brute(groups: &[GroupCost], tr: &[Transition]) -> f64 {
+        (0..1u32 << groups.len())
+            .map(|m| cost(groups, tr, &(0..groups.len()).map(|i| m >> i & 1 == 1).collect::<Vec<_>>()))
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    fn a_chain_groups_where_it_pays_net_of_the_moves() {
+        // 0 -> 1 -> 2 -> 3 -> output; 0 cannot be grouped. Grouping 1 gains
+        // 0.5 but moves 3 into the stacked form where moving after it costs
+        // 1: it stays apart; 2 and 3 gain 5 each.
+        let groups = [GroupCost { grouped: None, apart: 5.0 }, c(4.5, 5.0), c(10.0, 15.0), c(10.0, 15.0)];
+        let tr = |from, to, cost| Transition { from, to, cost };
+        let transitions = [tr(0, Some(1), 3.0), tr(1, Some(2), 1.0), tr(2, Some(3), 3.0), tr(3, None, 1.0)];
+        let (a, total) = cheapest(&groups, &transitions);
+        assert_eq!(a, [false, false, true, true]);
+        assert!((total - (5.0 + 5.0 + 10.0 + 10.0 + 1.0 + 1.0)).abs() < 1e-6, "{total}");
+        assert!((total - brute(&groups, &transitions)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn groups_that_cannot_be_grouped_stay_apart_and_random_problems_match_brute_force() {
+        let groups = [GroupCost { grouped: None, apart: 4.0 }, c(0.0, 9.0)];
+        let (a, total) = cheapest(&groups, &[Transition { from: 0, to: Some(1), cost: 2.0 }]);
+        assert_eq!(a, [false, true]);
+        assert!((total - 6.0).abs() < 1e-6);
+        // Small random DAGs with skips and outputs.
+        let mut seed = 12345u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for _ in 0..200 {
+            let n = 2 + (rnd() * 8.0) as usize;
+            let groups: Vec<GroupCost> = (0..n)
+                .map(|_| GroupCost { grouped: (rnd() > 0.2).then(|| rnd() * 10.0), apart: rnd() * 10.0 })
+                .collect();
+            let mut tr = vec![];
+            for j in 1..n {
+                tr.push(Transition { from: j - 1, to: Some(j), cost: rnd() * 4.0 });
+                if j >= 2 && rnd() > 0.6 {
+                    tr.push(Transition { from: j - 2, to: Some(j), cost: rnd() * 4.0 });
+                }
+            }
+            tr.push(Transition { from: n - 1, to: None, cost: rnd() * 2.0 });
+            let (a, total) = cheapest(&groups, &tr);
+            assert!((total - cost(&groups, &tr, &a)).abs() < 1e-9);
+            assert!((total - brute(&groups, &tr)).abs() < 1e-2, "{total} vs {}", brute(&groups, &tr));
+        }
+    }
+}
