@@ -232,7 +232,8 @@ def fuse(
     untouched on failure). ``lowering``: ``regions`` (default, grouped from
     ``group_from``, 0.25), ``grouped`` (also stacks a transformer's layers on
     a member axis) or ``separate``; ``calibration``: a ``bench(..., calibrate=FILE)`` file
-    instead; ``tune=True`` measures plans on ``runtime``/``device``/``threads``
+    instead; ``tune=True`` measures plans (and, on ONNX Runtime, a choice per
+    layer from its profiled costs) on ``runtime``/``device``/``threads``
     and fuses with the fastest (``calibrate=FILE`` keeps it for
     ``calibration=``); the plan is kept in a cache (``FUSEC_CACHE_DIR``, else
     ``~/.cache/fusec``) under the members' structure and the runtime, and

@@ -286,10 +286,12 @@ enum Command {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["lowering", "group_from", "keep_bn"])]
         calibration: Option<std::path::PathBuf>,
         /// Choose the lowering by measuring it here: plans that group some
-        /// runs of layers and keep the others per member, each fused and
-        /// timed against the members one after another on --runtime,
-        /// --device and --threads (ONNX Runtime by default); the fastest is
-        /// written (tens of seconds, a progress bar). The plan is kept in a
+        /// runs of layers and keep the others per member, and (on ONNX
+        /// Runtime) a choice per layer from its profiled costs grouped and
+        /// per member, each fused and timed against the members one after
+        /// another on --runtime, --device and --threads (ONNX Runtime by
+        /// default); the fastest is written (tens of seconds, a progress
+        /// bar). The plan is kept in a
         /// cache (FUSEC_CACHE_DIR, else ~/.cache/fusec) under the members'
         /// structure, runtime, device and threads: other fine-tunes of the
         /// same architecture reuse it without measuring
