@@ -746,6 +746,22 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
     assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 23, "{jr}");
+    assert!(jr["report"]["tuning"]["costs"]["source"].as_str().unwrap().contains("median of 3 runs"), "{jr}");
+    // Node signatures profiled once are kept (costs.json): without the
+    // plan, tuning again measures plans but profiles nothing.
+    std::fs::remove_file(cache.join("tune.json")).unwrap();
+    let stored = tuned(&dir.path().join("stored.onnx"), &[]);
+    let js: serde_json::Value = serde_json::from_slice(&stored.stderr).unwrap();
+    let src = js["report"]["tuning"]["costs"]["source"].as_str().unwrap().to_string();
+    assert!(src.contains("as profiled here before (costs.json)"), "{src}");
+    assert_eq!(js["report"]["tuning"]["costs"]["assignment"].as_str().map(str::len), Some(groups as usize));
+    // On tract (no per-node profile), a cost model fitted on those decides.
+    let on_tract = tuned(&dir.path().join("tract.onnx"), &["--runtime", "tract"]);
+    let jt: serde_json::Value = serde_json::from_slice(&on_tract.stderr).unwrap();
+    let src = jt["report"]["tuning"]["costs"]["source"].as_str().unwrap().to_string();
+    assert!(src.contains("a cost model (FLOPs and bytes per op kind) fitted on") && src.contains("tract"), "{src}");
+    let c = &jt["report"]["tuning"]["costs"];
+    assert!(c["chosen_us"].as_f64() <= c["separate_us"].as_f64(), "{c}");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
     assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some(lowering), Some(digits)), "{c}");

@@ -300,21 +300,23 @@ pub fn tune(
             }
         }
     }
-    // The choice per node group from profiled costs, where the runtime
-    // profiles: one more candidate (`costs`) in rounds 1 and 3.
-    let costs = match cfg.runtime {
-        fusec_verify::runtime::RuntimeKind::Ort => {
-            match crate::costs::measure(names, members, all_grouped.lowered.len(), x, cfg, keep_bn, fp16, warmup, runs)
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::report::warn(format!("tune: no per-node costs ({}); choosing among plans only", e.message));
-                    None
-                }
-            }
-        }
-        fusec_verify::runtime::RuntimeKind::Tract => {
-            crate::report::note("tune: tract has no per-node profile here: choosing among plans only");
+    // The choice per node group from costs (profiled where the runtime
+    // profiles, else modelled): one more candidate (`costs`) in rounds 1 and 3.
+    let costs = match crate::costs::measure(
+        names,
+        members,
+        all_grouped.lowered.len(),
+        x,
+        cfg,
+        keep_bn,
+        fp16,
+        warmup,
+        runs,
+        reuse,
+    ) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            crate::report::warn(format!("tune: no per-node costs ({}); choosing among plans only", e.message));
             None
         }
     };
