@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use fuse_ir::Graph;
-use fusec_passes::fuse::assign::{cheapest, cost, GroupCost, Transition};
+use fusec_passes::fuse::assign::{cheapest_by_units, cost, fusion_units, GroupCost, Transition};
 use fusec_passes::{FuseOptions, Lowered, Origin};
 use fusec_verify::runtime::{profile, NodeTime, SessionConfig};
 use fusec_verify::Tensors;
@@ -445,7 +445,9 @@ pub fn measure(
         .filter(|f| !shared(f.from) && !f.to.is_some_and(shared))
         .map(|f| Transition { from: f.from, to: f.to, cost: fixed + per_byte * f.bytes as f64 * n })
         .collect();
-    let (chosen, chosen_us) = cheapest(&costs, &transitions);
+    let ops: Vec<&str> = lowered.iter().map(|(op, _)| *op).collect();
+    let units = fusion_units(&ops, &grouped.report.flows);
+    let (chosen, chosen_us) = cheapest_by_units(&costs, &transitions, &units);
     let groupable: Vec<bool> = costs.iter().map(|c| c.grouped.is_some()).collect();
     let separate_us = cost(&costs, &transitions, &vec![false; costs.len()]);
     let all_grouped_us = cost(&costs, &transitions, &groupable);

@@ -122,6 +122,74 @@ pub fn cheapest(groups: &[GroupCost], transitions: &[Transition]) -> (Vec<bool>,
     (chosen, total)
 }
 
+/// Ops a runtime fuses into the kernel before them (ONNX Runtime's
+/// Conv + activation, Conv + Add, MatMul + Add, Add + LayerNorm, ...).
+const FOLLOWERS: &[&str] = &[
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "HardSwish",
+    "HardSigmoid",
+    "Clip",
+    "Gelu",
+    "Erf",
+    "Add",
+    "Mul",
+    "Div",
+    "LayerNormalization",
+];
+
+/// Ops whose kernel a runtime fuses followers into.
+const PRODUCERS: &[&str] = &["Conv", "MatMul", "Gemm", "BatchNormalization"];
+
+/// Node groups a runtime may run as one kernel, so that their profiled
+/// times cannot be told apart (a fused kernel's time lands on one of
+/// them, not always the same one in a grouped and a per-member model):
+/// per node group, the first node group of its unit. A unit is a Conv,
+/// MatMul, Gemm or BatchNormalization with the chain of activations and
+/// elementwise ops that each read the one value the unit makes (its only
+/// reader).
+pub fn fusion_units(ops: &[&str], flows: &[Flow]) -> Vec<usize> {
+    let mut unit: Vec<usize> = (0..ops.len()).collect();
+    let mut readers = vec![0usize; ops.len()];
+    for f in flows {
+        readers[f.from] += 1;
+    }
+    let mut flows: Vec<&Flow> = flows.iter().collect();
+    flows.sort_by_key(|f| (f.to.unwrap_or(usize::MAX), f.from));
+    for f in flows {
+        let Some(j) = f.to else { continue };
+        if readers[f.from] == 1 && FOLLOWERS.contains(&ops[j]) && PRODUCERS.contains(&ops[unit[f.from]]) && unit[j] == j
+        {
+            unit[j] = unit[f.from];
+        }
+    }
+    unit
+}
+
+/// [`cheapest`] with each unit of [`fusion_units`] one choice: grouped as a
+/// whole (where every node group of it can be) or per member.
+pub fn cheapest_by_units(groups: &[GroupCost], transitions: &[Transition], unit: &[usize]) -> (Vec<bool>, f64) {
+    let roots: Vec<usize> = (0..groups.len()).filter(|&i| unit[i] == i).collect();
+    let index: HashMap<usize, usize> = roots.iter().enumerate().map(|(k, r)| (*r, k)).collect();
+    let mut merged: Vec<GroupCost> = vec![GroupCost { grouped: Some(0.0), apart: 0.0 }; roots.len()];
+    for (i, c) in groups.iter().enumerate() {
+        let m = &mut merged[index[&unit[i]]];
+        m.apart += c.apart;
+        m.grouped = m.grouped.zip(c.grouped).map(|(a, b)| a + b);
+    }
+    let moved: Vec<Transition> = transitions
+        .iter()
+        .filter(|t| t.to.is_none_or(|j| unit[j] != unit[t.from]))
+        .map(|t| Transition { from: index[&unit[t.from]], to: t.to.map(|j| index[&unit[j]]), cost: t.cost })
+        .collect();
+    let (chosen, _) = cheapest(&merged, &moved);
+    let assignment: Vec<bool> =
+        (0..groups.len()).map(|i| chosen[index[&unit[i]]] && merged[index[&unit[i]]].grouped.is_some()).collect();
+    let total = cost(groups, transitions, &assignment);
+    (assignment, total)
+}
+
 /// What `assignment` costs: each group in its form (grouped where it cannot
 /// be counts as per member) and the transitions whose ends differ.
 pub fn cost(groups: &[GroupCost], transitions: &[Transition], assignment: &[bool]) -> f64 {
@@ -166,6 +234,24 @@ mod tests {
         assert_eq!(a, [false, false, true, true]);
         assert!((total - (5.0 + 5.0 + 10.0 + 10.0 + 1.0 + 1.0)).abs() < 1e-6, "{total}");
         assert!((total - brute(&groups, &transitions)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_conv_and_the_activation_that_alone_reads_it_are_one_choice() {
+        // conv0 -> relu1 -> conv2 -> {add3, add4}: conv0+relu1 a unit;
+        // conv2's value has two readers, so the adds stay apart.
+        let f = |from, to| Flow { from, to, bytes: 4 };
+        let flows = [f(0, Some(1)), f(1, Some(2)), f(2, Some(3)), f(2, Some(4)), f(3, None), f(4, None)];
+        let unit = fusion_units(&["Conv", "Relu", "Conv", "Add", "Add"], &flows);
+        assert_eq!(unit, [0, 0, 2, 3, 4]);
+        // The profile put the fused kernel's time on the Relu when grouped
+        // and on the Conv per member: apart, relu1 looks free to group and
+        // conv0 ruinous; together they are what they are.
+        let groups = [c(10.0, 1.0), c(0.0, 9.0), c(5.0, 6.0), c(1.0, 1.0), c(1.0, 1.0)];
+        let tr: Vec<Transition> = flows.iter().map(|f| Transition { from: f.from, to: f.to, cost: 0.5 }).collect();
+        let (a, total) = cheapest_by_units(&groups, &tr, &unit);
+        assert_eq!(a[0], a[1], "one choice for the unit");
+        assert!((total - cost(&groups, &tr, &a)).abs() < 1e-9);
     }
 
     #[test]
