@@ -678,20 +678,21 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
     let t = &j["report"]["tuning"];
     let cands = t["candidates"].as_array().unwrap();
-    // Round 1: apart, all grouped, grouped from each of runs 1..7 and the
-    // choice from profiled costs; round 2: the 8 one-run changes of its
-    // fastest plan; round 3: `separate`, the costs' choice and the 3 fastest
-    // plans so far.
+    // Round 1: apart, all grouped, grouped from each of runs 1..7, the
+    // choice from profiled costs and the default lowering; round 2: the 8
+    // one-run changes of its fastest plan; round 3: `separate`, the costs'
+    // choice, the default and the 3 fastest plans so far.
     let rounds: Vec<u64> = cands.iter().map(|c| c["round"].as_u64().unwrap()).collect();
-    assert_eq!(rounds, [vec![1; 10], vec![2; 8], vec![3; 5]].concat(), "{t}");
+    assert_eq!(rounds, [vec![1; 11], vec![2; 8], vec![3; 6]].concat(), "{t}");
     assert_eq!(cands[0]["plan"], "00000000");
     assert_eq!(cands[1]["plan"], "11111111");
-    assert_eq!(cands[9]["plan"], "costs");
-    assert_eq!((cands[18]["plan"].as_str(), cands[19]["plan"].as_str()), (Some("00000000"), Some("costs")), "{t}");
+    assert_eq!((cands[9]["plan"].as_str(), cands[10]["plan"].as_str()), (Some("costs"), Some("default")), "{t}");
+    let third: Vec<&str> = cands[19..22].iter().map(|c| c["plan"].as_str().unwrap()).collect();
+    assert_eq!(third, ["00000000", "costs", "default"], "{t}");
     let chosen = t["chosen"].as_str().unwrap();
     // Round 3 chooses: `separate`, or a candidate measurably faster than it.
     let p50 = |plan: &str| {
-        cands[18..].iter().find(|c| c["plan"] == plan).unwrap_or_else(|| panic!("{plan} not in round 3: {t}"))["p50_ms"]
+        cands[19..].iter().find(|c| c["plan"] == plan).unwrap_or_else(|| panic!("{plan} not in round 3: {t}"))["p50_ms"]
             .as_f64()
             .unwrap()
     };
@@ -708,9 +709,13 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let us = |k: &str| c[k].as_f64().unwrap();
     assert!(us("separate_us") > 0.0 && us("chosen_us") <= us("separate_us").min(us("all_grouped_us")) + 1e-6, "{c}");
     assert!(text.contains("costs (ONNX Runtime's profile"), "{text}");
-    let (lowering, digits) = if chosen == "costs" { ("assigned", assignment) } else { ("plan", chosen) };
+    let (lowering, digits) = match chosen {
+        "costs" => ("assigned", Some(assignment)),
+        "default" => ("regions", None),
+        plan => ("plan", Some(plan)),
+    };
     assert_eq!(j["report"]["lowering"]["lowering"], lowering);
-    assert_eq!(j["report"]["lowering"]["plan"], digits);
+    assert_eq!(j["report"]["lowering"]["plan"].as_str(), digits);
     // Per run: its node groups (together every group once), what grouping
     // stacks there, whether the chosen plan groups it, and a measured gain.
     let runs = t["plan_runs"].as_array().unwrap();
@@ -722,8 +727,11 @@ fn tune_measures_plans_and_keeps_the_fastest() {
         next = last + 1;
         let by_costs = assignment[first as usize..=last as usize].chars().filter(|d| *d == '1').count();
         assert_eq!(r["by_costs"].as_u64(), Some(by_costs as u64), "{t}");
-        let grouped = if chosen == "costs" { by_costs > 0 } else { chosen.as_bytes()[i] == b'1' };
-        assert_eq!(r["grouped"], grouped, "{t}");
+        match chosen {
+            "costs" => assert_eq!(r["grouped"], by_costs > 0, "{t}"),
+            "default" => assert!(r["grouped"].is_boolean(), "{t}"),
+            plan => assert_eq!(r["grouped"], plan.as_bytes()[i] == b'1', "{t}"),
+        }
         assert!(r["gain"].as_f64().is_some_and(|g| g > 0.0), "{t}");
         assert_eq!(r["member_axis"], 0, "a CNN stacks on channels: {t}");
     }
@@ -745,7 +753,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
-    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 23, "{jr}");
+    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 25, "{jr}");
     assert!(jr["report"]["tuning"]["costs"]["source"].as_str().unwrap().contains("median of 3 runs"), "{jr}");
     // Node signatures profiled once are kept (costs.json): without the
     // plan, tuning again measures plans but profiles nothing.
@@ -764,7 +772,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert!(c["chosen_us"].as_f64() <= c["separate_us"].as_f64(), "{c}");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
-    assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some(lowering), Some(digits)), "{c}");
+    assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some(lowering), digits), "{c}");
     let again = dir.path().join("again.onnx");
     ok(fusec(&[
         "fuse",
@@ -805,6 +813,14 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = b["rows"].as_array().unwrap();
     let plan = b["tuning"]["chosen"].as_str().unwrap();
-    assert_eq!(rows.last().unwrap()["config"], format!("fused, tuned (plan {plan})"), "{b}");
+    let label = match plan {
+        "costs" => {
+            let c = &b["tuning"]["costs"];
+            format!("costs: {} of {} node groups grouped", c["grouped"], c["groupable"])
+        }
+        "default" => "default: regions from 0.25".to_string(),
+        _ => format!("plan {plan}"),
+    };
+    assert_eq!(rows.last().unwrap()["config"], format!("fused, tuned ({label})"), "{b}");
     assert!(rows.last().unwrap()["max_abs"].as_f64().unwrap() <= 1e-4, "{b}");
 }

@@ -184,22 +184,22 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     out, plan = tmp_path / "tuned.onnx", tmp_path / "plan.json"
     report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=2, calibrate=plan, threads=2, progress=False)
     t = report.tuning
-    assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 10 + [2] * 8 + [3] * 5
+    assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 11 + [2] * 8 + [3] * 6
     assert len(t.plan_runs) == 8 and all(isinstance(r, fusec.PlanRun) for r in t.plan_runs)
     # The choice from profiled costs: one digit per node group.
     assert isinstance(t.costs, fusec.CostReport) and len(t.costs.assignment) == report.groups
     assert t.costs.chosen_us <= min(t.costs.separate_us, t.costs.all_grouped_us) + 1e-6
-    by_costs = t.chosen == "costs"
-    if by_costs:
+    if t.chosen == "costs":
         assert [r.grouped for r in t.plan_runs] == [r.by_costs > 0 for r in t.plan_runs]
-    else:
+    elif t.chosen != "default":
         assert [r.grouped for r in t.plan_runs] == [d == "1" for d in t.chosen]
     assert t.plan_runs[-1].groups[1] + 1 == report.groups and all(r.gain > 0 for r in t.plan_runs)
-    digits = t.costs.assignment if by_costs else t.chosen
-    assert report.lowering == {"lowering": "assigned" if by_costs else "plan", "plan": digits, "group_from": 0.0,
+    lowering, digits, group_from = {"costs": ("assigned", t.costs.assignment, 0.0),
+                                    "default": ("regions", None, 0.25)}.get(t.chosen, ("plan", t.chosen, 0.0))
+    assert report.lowering == {"lowering": lowering, "plan": digits, "group_from": group_from,
                                "keep_bn": False, "split_depthwise": False, "split_pointwise": False,
                                "split_linear": False, "member_axis": True}
-    assert json.loads(plan.read_text())["plan"] == digits
+    assert json.loads(plan.read_text()).get("plan") == digits
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering
     # Kept in the tune cache: tuned again, the plan is reused without measuring.

@@ -496,7 +496,7 @@ pub fn fuse(
         emit(&crate::tune::table(&report))?;
         if let Some(p) = &t.calibrate {
             let cal = crate::calibration::Calibration::new(
-                &format!("fused, tuned plan {}", report.chosen),
+                &format!("fused, tuned {}", report.label()),
                 &tuned,
                 report.speedup_p50.unwrap_or(1.0),
                 &device,

@@ -723,7 +723,7 @@ pub fn bench(
         // A benchmark measures: the cache is updated, not read.
         let (opts, r) = crate::tune::tune(&names, &members, x, cfg, &device, 2, runs, false, speed.fp16, false)?;
         emit(&crate::tune::table(&r))?;
-        configs.push(BenchConfig { name: format!("fused, tuned (plan {})", r.chosen), opts, fp16_weights: false });
+        configs.push(BenchConfig { name: format!("fused, tuned ({})", r.label()), opts, fp16_weights: false });
         tuning = Some(r);
     }
     let pb = progress(configs.len() as u64 + 1, "building");

@@ -3,12 +3,16 @@
 //!
 //! The aligned node groups, in dataflow order, are cut into [`CHUNKS`]
 //! runs; a plan says per run whether its layers are grouped or stay per
-//! member (`Lowering::Plan`). Round 1 measures every member kept apart
-//! (`separate`: each member's layers as it runs alone), everything grouped,
-//! and "grouped from run s" for each s; round 2 each one-run change of
-//! round 1's fastest; round 3, with three times the timed rounds, confirms: the
-//! three fastest so far (by speedup over the members in their round) and
-//! `separate`. Every candidate is fused, loaded and timed against the
+//! member (`Lowering::Plan`). One more candidate, `costs`, decides per node
+//! group from costs ([`crate::costs`]: profiled on ONNX Runtime, modelled
+//! elsewhere; `FuseOptions::assignment`), and one more is `fusec fuse`'s
+//! default lowering (`default`), so a tuned model is measured against what
+//! not tuning gives. Round 1 measures every member kept apart (`separate`:
+//! each member's layers as it runs alone), everything grouped, "grouped
+//! from run s" for each s, `costs` and `default`; round 2 each one-run
+//! change of round 1's fastest plan; round 3, with three times the timed
+//! rounds, confirms: `separate`, `costs`, `default` and the three fastest
+//! plans so far (by speedup over the members in their round). Every candidate is fused, loaded and timed against the
 //! members one after another in interleaved rounds (the same input, the
 //! same sessions, side by side). Of round 3's plans that group, those
 //! faster than `separate` there with the 95% interval of their speedup
@@ -28,7 +32,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use fuse_ir::Graph;
-use fusec_passes::{FuseOptions, Lowering};
+use fusec_passes::fuse::DEFAULT_GROUP_FROM;
+use fusec_passes::{FuseOptions, Lowered, Lowering};
 use fusec_verify::runtime::{Session, SessionConfig};
 use fusec_verify::timing::{speedup_interval, Stats};
 use fusec_verify::Tensors;
@@ -84,10 +89,23 @@ pub struct TuneReport {
     /// now (its candidates are those measured then).
     #[serde(default)]
     pub cached: Option<String>,
-    /// The choice per node group from measured costs (candidate `costs`),
-    /// when the runtime profiles (ONNX Runtime).
+    /// The choice per node group from costs (candidate `costs`): profiled
+    /// on ONNX Runtime, modelled on other runtimes; none when they could
+    /// not be had (a warning says why).
     #[serde(default)]
     pub costs: Option<CostReport>,
+}
+
+impl TuneReport {
+    /// What was chosen, for a bench row or calibration: `plan 00111111`,
+    /// `costs: 96 of 121 node groups grouped` or `default: regions from 0.25`.
+    pub fn label(&self) -> String {
+        match (&self.costs, self.chosen.as_str()) {
+            (Some(c), BY_COSTS) => format!("{BY_COSTS}: {} of {} node groups grouped", c.grouped, c.groupable),
+            (_, DEFAULT) => format!("default: regions from {DEFAULT_GROUP_FROM}"),
+            _ => format!("plan {}", self.chosen),
+        }
+    }
 }
 
 /// One run of node groups of a plan.
@@ -283,6 +301,8 @@ pub fn tune(
         if let Some(mut r) = cache_get(file, &key) {
             let chosen = if r.chosen == BY_COSTS {
                 r.costs.as_ref().map(|c| FuseOptions { assignment: Some(c.assigned()), ..opts(0) })
+            } else if r.chosen == DEFAULT {
+                Some(FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) })
             } else if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
                 Some(opts(stacked))
             } else {
@@ -290,8 +310,8 @@ pub fn tune(
             };
             if let Some(chosen) = chosen {
                 crate::report::note(format!(
-                    "tune: plan {} kept in {} for these members' structure on {device} ({}); --retune measures again",
-                    r.chosen,
+                    "tune: {} kept in {} for these members' structure on {device} ({}); --retune measures again",
+                    r.label(),
                     file.display(),
                     r.speedup_p50.map(|s| format!("{s:.2}x measured")).unwrap_or_else(|| "nothing measured".into())
                 ));
@@ -321,15 +341,20 @@ pub fn tune(
         }
     };
     let assigned = costs.as_ref().map(|c| c.assigned());
-    let opts_of = |c: Option<u64>| match c {
-        Some(m) => opts(m),
-        None => FuseOptions { assignment: assigned.clone(), ..opts(0) },
+    let opts_of = |c: Choice| match c {
+        Choice::Plan(m) => opts(m),
+        Choice::Costs => FuseOptions { assignment: assigned.clone(), ..opts(0) },
+        Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) },
     };
-    let name_of = |c: Option<u64>| c.map(|m| Lowering::plan_digits(m, CHUNKS)).unwrap_or_else(|| BY_COSTS.into());
+    let name_of = |c: Choice| match c {
+        Choice::Plan(m) => Lowering::plan_digits(m, CHUNKS),
+        Choice::Costs => BY_COSTS.into(),
+        Choice::Default => DEFAULT.into(),
+    };
     let mut baseline: Vec<Box<dyn Session>> =
         members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
     let pb = progress((3 * warmup + 5 * runs) as u64, "tuning");
-    let mut measure = |masks: &[Option<u64>], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
+    let mut measure = |masks: &[Choice], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
         let mut sessions = vec![];
         for &m in masks {
             let f = fusec_passes::fuse(as_members(names, members), &opts_of(m))?;
@@ -351,18 +376,20 @@ pub fn tune(
             })
             .collect())
     };
-    // Round 1: apart, all grouped, grouped from run s, and the choice from costs.
-    let mut first: Vec<Option<u64>> = vec![Some(0), Some(all)];
-    first.extend((1..CHUNKS).map(|s| Some(all >> s << s)));
+    // Round 1: apart, all grouped, grouped from run s, the choice from
+    // costs and the default lowering.
+    let mut first: Vec<Choice> = vec![Choice::Plan(0), Choice::Plan(all)];
+    first.extend((1..CHUNKS).map(|s| Choice::Plan(all >> s << s)));
     if assigned.is_some() {
-        first.push(None);
+        first.push(Choice::Costs);
     }
+    first.push(Choice::Default);
     let mut candidates = measure(&first, 1, runs)?;
     // The fastest plan (of runs).
     let best_first = fastest(&candidates[..usize::from(CHUNKS) + 1]);
-    let best_mask = first[best_first].expect("a plan");
+    let Choice::Plan(best_mask) = first[best_first] else { unreachable!("the first 9 are plans") };
     // Round 2: each one-run change of the fastest plan.
-    let second: Vec<Option<u64>> = (0..CHUNKS).map(|i| Some(best_mask ^ (1 << i))).collect();
+    let second: Vec<Choice> = (0..CHUNKS).map(|i| Choice::Plan(best_mask ^ (1 << i))).collect();
     let round2 = measure(&second, 2, runs)?;
     // What grouping each run gained, from round 1's fastest and its change
     // of that run (each speedup over the members of its own round).
@@ -372,15 +399,16 @@ pub fn tune(
         r.gain = Some(if grouped_in_base { base / c.speedup_p50 } else { c.speedup_p50 / base });
     }
     candidates.extend(round2);
-    // Round 3: `separate`, the choice from costs and the three fastest
-    // plans so far, timed three times as long.
-    let mut ranked: Vec<(Option<u64>, f64)> =
+    // Round 3: `separate`, the choice from costs, the default and the
+    // three fastest plans so far, timed three times as long.
+    let mut ranked: Vec<(Choice, f64)> =
         first.iter().chain(&second).copied().zip(candidates.iter().map(|c| c.speedup_p50)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut third: Vec<Option<u64>> = vec![Some(0)];
+    let mut third: Vec<Choice> = vec![Choice::Plan(0)];
     if assigned.is_some() {
-        third.push(None);
+        third.push(Choice::Costs);
     }
+    third.push(Choice::Default);
     let cap = third.len() + 3;
     for (m, _) in ranked {
         if third.len() < cap && !third.contains(&m) {
@@ -402,9 +430,14 @@ pub fn tune(
     let chosen = round3[best].clone();
     let n_groups = all_grouped.lowered.len();
     let in_run = |g: usize| g * usize::from(CHUNKS) / n_groups.max(1);
+    // What the choice groups: a plan's digits, else what it lowered grouped.
+    let lowered = fusec_passes::fuse(as_members(names, members), &opts_of(chosen_choice))?.report.lowered;
     let grouped_of = |r: usize| match chosen_choice {
-        Some(m) => m >> r & 1 == 1,
-        None => assigned.as_ref().is_some_and(|a| a.iter().enumerate().any(|(g, on)| *on && in_run(g) == r)),
+        Choice::Plan(m) => m >> r & 1 == 1,
+        _ => lowered
+            .iter()
+            .enumerate()
+            .any(|(g, (_, how))| in_run(g) == r && matches!(how, Lowered::Channels | Lowered::MemberAxis)),
     };
     for r in &mut runs_of_plan {
         r.grouped = grouped_of(r.run);
@@ -434,7 +467,7 @@ pub fn tune(
     };
     if let Some(file) = &cache {
         match cache_put(file, &key, &report) {
-            Ok(()) => crate::report::note(format!("tune: kept plan {} in {}", report.chosen, file.display())),
+            Ok(()) => crate::report::note(format!("tune: kept {} in {}", report.label(), file.display())),
             Err(e) => crate::report::warn(format!("tune: could not keep the plan in the cache: {e}")),
         }
     }
@@ -443,6 +476,17 @@ pub fn tune(
 
 /// The candidate chosen per node group from measured costs.
 pub const BY_COSTS: &str = "costs";
+
+/// The candidate of `fusec fuse`'s default lowering.
+pub const DEFAULT: &str = "default";
+
+/// A candidate: a plan of runs, the choice from costs, or the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    Plan(u64),
+    Costs,
+    Default,
+}
 
 fn fastest(c: &[Candidate]) -> usize {
     (0..c.len()).min_by(|&a, &b| c[a].stats.p50_ms.total_cmp(&c[b].stats.p50_ms)).expect("candidates")
@@ -476,8 +520,8 @@ pub fn table(r: &TuneReport) -> String {
     let speed = r.speedup_p50.map(|s| format!("{s:.2}x the members one after another{ci}; ")).unwrap_or_default();
     let _ = writeln!(
         o,
-        "chosen: plan {} ({speed}a plan that groups is chosen over 00000000, every member apart, only if faster in round 3 with the 95% interval of its speedup over it at or above {NOT_SLOWER})",
-        r.chosen
+        "chosen: {} ({speed}a candidate that groups is chosen over 00000000, every member apart, only if faster in round 3 with the 95% interval of its speedup over it at or above {NOT_SLOWER})",
+        r.label()
     );
     if let Some(c) = &r.costs {
         let _ = writeln!(
