@@ -299,3 +299,44 @@ fn calibration_files_without_member_axis_fuse_as_before() {
         assert!(text.contains(&format!(", {stacked} on a member axis)")), "{member_axis:?}: {text}");
     }
 }
+
+/// `fuse --tune` of BERT members: the costs are profiled (member-axis
+/// groups among them), the grouped form with linear layers per member is a
+/// candidate in rounds 1 and 3, and the model chosen answers as each
+/// member does in PyTorch.
+#[test]
+fn tune_weighs_member_axis_stacking_and_the_linear_split() {
+    require_ort();
+    let d = set("bert_tiny_ts");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tuned.onnx");
+    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
+    let mut args = vec!["fuse"];
+    args.extend(files.iter().map(|f| s(f)));
+    args.extend_from_slice(&["-o", s(&out), "--tune", "--tune-runs", "2", "--json"]);
+    let res = ok(fusec(&args));
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    let t = &j["report"]["tuning"];
+    let plans: Vec<(u64, &str)> = t["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["round"].as_u64().unwrap(), c["plan"].as_str().unwrap()))
+        .collect();
+    for round in [1, 3] {
+        for extra in ["costs", "default", "linear-split"] {
+            assert!(plans.contains(&(round, extra)), "{extra} in round {round}: {plans:?}");
+        }
+    }
+    let c = &t["costs"];
+    assert!(c["source"].as_str().unwrap().contains("profile"), "{c}");
+    assert!(c["groupable"].as_u64().unwrap() > 50, "member-axis groups are groupable: {c}");
+    assert_eq!(c["assignment"].as_str().unwrap().len() as u64, j["report"]["groups"].as_u64().unwrap());
+    let got = dir.path().join("out.safetensors");
+    run(&out, &d.join("input.safetensors"), "ort", &got);
+    let got = read_tensors(&got).unwrap();
+    for m in ["t1", "t2", "t3"] {
+        let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+        assert_eq!(assert_close(&got, &format!("{m}/"), &want, &format!("tuned, member {m}")), 1);
+    }
+}

@@ -3,9 +3,19 @@
 //! every one per member, each fused node's kernel time attributed to the
 //! node group it lowers (`FuseReport::origins`); the Splits and Concats
 //! the grouped model has between stacked and per-member values give what a
-//! layout change costs (fixed + per byte, least squares). The cheapest
-//! assignment of node groups to grouped or per member, layout changes
-//! counted, is a minimum cut (`fusec_passes::fuse::assign`).
+//! layout change costs (fixed + per byte, least squares). Node groups a
+//! runtime fuses into one kernel are one choice (`fusion_units`), and the
+//! cheapest assignment of the rest to grouped or per member, layout
+//! changes counted, is a minimum cut (`fusec_passes::fuse::assign`).
+//!
+//! Profiled times are kept per node signature (`costs.json`, beside the
+//! plan cache, per runtime, library, device and threads): a fused model
+//! whose every signature is known is not profiled again. Where the runtime
+//! has no per-node profile (tract), a cost model (per op kind, FLOPs and
+//! bytes, fitted on the kept signatures; defaults when there are none)
+//! gives the times instead, and the report's `source` says which.
+//! (The least-squares fits are a few lines of arithmetic: 2 and 3
+//! unknowns, no linear-algebra crate for that.)
 
 use std::collections::HashMap;
 

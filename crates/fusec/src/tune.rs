@@ -9,10 +9,12 @@
 //! default lowering (`default`), so a tuned model is measured against what
 //! not tuning gives. Round 1 measures every member kept apart (`separate`:
 //! each member's layers as it runs alone), everything grouped, "grouped
-//! from run s" for each s, `costs` and `default`; round 2 each one-run
-//! change of round 1's fastest plan; round 3, with three times the timed
-//! rounds, confirms: `separate`, `costs`, `default` and the three fastest
-//! plans so far (by speedup over the members in their round). Every candidate is fused, loaded and timed against the
+//! from run s" for each s, `costs` and `default` (and for members with
+//! layers on a member axis, `linear-split`: grouped with linear layers per
+//! member); round 2 each one-run change of round 1's fastest plan; round
+//! 3, with three times the timed rounds, confirms: `separate`, `costs`,
+//! those extras and the three fastest plans so far (by speedup over the
+//! members in their round). Every candidate is fused, loaded and timed against the
 //! members one after another in interleaved rounds (the same input, the
 //! same sessions, side by side). Of round 3's plans that group, those
 //! faster than `separate` there with the 95% interval of their speedup
@@ -103,6 +105,7 @@ impl TuneReport {
         match (&self.costs, self.chosen.as_str()) {
             (Some(c), BY_COSTS) => format!("{BY_COSTS}: {} of {} node groups grouped", c.grouped, c.groupable),
             (_, DEFAULT) => format!("default: regions from {DEFAULT_GROUP_FROM}"),
+            (_, LINEAR_SPLIT) => "grouped, linear split".into(),
             _ => format!("plan {}", self.chosen),
         }
     }
@@ -303,6 +306,8 @@ pub fn tune(
                 r.costs.as_ref().map(|c| FuseOptions { assignment: Some(c.assigned()), ..opts(0) })
             } else if r.chosen == DEFAULT {
                 Some(FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) })
+            } else if r.chosen == LINEAR_SPLIT {
+                Some(FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..opts(0) })
             } else if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
                 Some(opts(stacked))
             } else {
@@ -345,12 +350,18 @@ pub fn tune(
         Choice::Plan(m) => opts(m),
         Choice::Costs => FuseOptions { assignment: assigned.clone(), ..opts(0) },
         Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) },
+        Choice::LinearSplit => FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..opts(0) },
     };
     let name_of = |c: Choice| match c {
         Choice::Plan(m) => Lowering::plan_digits(m, CHUNKS),
         Choice::Costs => BY_COSTS.into(),
         Choice::Default => DEFAULT.into(),
+        Choice::LinearSplit => LINEAR_SPLIT.into(),
     };
+    // Members with layers on a member axis (transformers): the grouped form
+    // whose linear layers stay per member (pre-packed 2-D Gemms) too.
+    let extras: Vec<Choice> =
+        std::iter::once(Choice::Default).chain((all_grouped.member_axis > 0).then_some(Choice::LinearSplit)).collect();
     let mut baseline: Vec<Box<dyn Session>> =
         members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
     let pb = progress((3 * warmup + 5 * runs) as u64, "tuning");
@@ -383,7 +394,7 @@ pub fn tune(
     if assigned.is_some() {
         first.push(Choice::Costs);
     }
-    first.push(Choice::Default);
+    first.extend(&extras);
     let mut candidates = measure(&first, 1, runs)?;
     // The fastest plan (of runs).
     let best_first = fastest(&candidates[..usize::from(CHUNKS) + 1]);
@@ -408,7 +419,7 @@ pub fn tune(
     if assigned.is_some() {
         third.push(Choice::Costs);
     }
-    third.push(Choice::Default);
+    third.extend(&extras);
     let cap = third.len() + 3;
     for (m, _) in ranked {
         if third.len() < cap && !third.contains(&m) {
@@ -480,12 +491,18 @@ pub const BY_COSTS: &str = "costs";
 /// The candidate of `fusec fuse`'s default lowering.
 pub const DEFAULT: &str = "default";
 
-/// A candidate: a plan of runs, the choice from costs, or the default.
+/// The candidate of the grouped lowering with linear layers per member
+/// (members with layers on a member axis only).
+pub const LINEAR_SPLIT: &str = "linear-split";
+
+/// A candidate: a plan of runs, the choice from costs, the default, or
+/// the grouped lowering with linear layers per member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Choice {
     Plan(u64),
     Costs,
     Default,
+    LinearSplit,
 }
 
 fn fastest(c: &[Candidate]) -> usize {
