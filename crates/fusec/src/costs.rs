@@ -273,11 +273,11 @@ impl CostModel {
             let mut a = [[0.0f64; 4]; 3];
             for p in ps {
                 let x = [1.0, p.features.flops / sf, p.features.bytes / sb];
-                for i in 0..3 {
-                    for j in 0..3 {
-                        a[i][j] += x[i] * x[j];
+                for (row, xi) in a.iter_mut().zip(x) {
+                    for (cell, xj) in row.iter_mut().zip(x) {
+                        *cell += xi * xj;
                     }
-                    a[i][3] += x[i] * p.us;
+                    row[3] += xi * p.us;
                 }
             }
             let c = solve3(a)?;
@@ -308,11 +308,12 @@ fn solve3(mut a: [[f64; 4]; 3]) -> Option<[f64; 3]> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..3 {
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..4 {
-                    a[row][k] -= f * a[col][k];
+                let f = r[col] / pivot_row[col];
+                for (x, p) in r[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *x -= f * p;
                 }
             }
         }
