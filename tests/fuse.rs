@@ -770,6 +770,15 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert!(src.contains("a cost model (FLOPs and bytes per op kind) fitted on") && src.contains("tract"), "{src}");
     let c = &jt["report"]["tuning"]["costs"];
     assert!(c["chosen_us"].as_f64() <= c["separate_us"].as_f64(), "{c}");
+    // A costs.json that cannot be read is said so, left as it is, and the
+    // model takes its defaults.
+    std::fs::write(cache.join("costs.json"), b"{ not json").unwrap();
+    let broken = tuned(&dir.path().join("broken.onnx"), &["--runtime", "tract", "--retune"]);
+    let jb: serde_json::Value = serde_json::from_slice(&broken.stderr).unwrap();
+    assert!(jb["warnings"].to_string().contains("costs.json cannot be read"), "{jb}");
+    let src = jb["report"]["tuning"]["costs"]["source"].as_str().unwrap().to_string();
+    assert!(src.contains("default coefficients"), "{src}");
+    assert_eq!(std::fs::read(cache.join("costs.json")).unwrap(), b"{ not json");
     // The calibration file reproduces the model; its outputs are the members'.
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
     assert_eq!((c["lowering"].as_str(), c["plan"].as_str()), (Some(lowering), digits), "{c}");

@@ -127,7 +127,7 @@ impl Calibration {
             "plan" => Lowering::parse_plan(self.plan.as_deref().unwrap_or_default())?,
             "assigned" => {
                 let digits = self.plan.as_deref().unwrap_or_default();
-                if digits.is_empty() || !digits.chars().all(|c| c == '0' || c == '1') {
+                if !digits.chars().all(|c| c == '0' || c == '1') {
                     return Err(format!("an assignment is digits 0 or 1, one per node group, not `{digits}`"));
                 }
                 assignment = Some(digits.chars().map(|c| c == '1').collect());

@@ -192,13 +192,52 @@ fn node_infos(g: &Graph) -> Vec<NodeInfo> {
 }
 
 /// Kernel times measured per node signature, kept in `costs.json` beside
-/// the tune cache, under the runtime, its library, device, threads and
-/// fusec's version: a signature profiled once is not profiled again (a
-/// fused model whose every node is known here is not profiled at all),
-/// and the cost model is fitted on them.
+/// the tune cache, per [`RuntimeKey`]: a signature profiled once is not
+/// profiled again (a fused model whose every node is known here is not
+/// profiled at all), and the cost model is fitted on them.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Store {
-    by_runtime: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Measured>>,
+    entries: Vec<StoreEntry>,
+    /// The file was there but could not be read: it is not overwritten.
+    #[serde(skip)]
+    unreadable: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoreEntry {
+    key: RuntimeKey,
+    costs: std::collections::BTreeMap<String, Measured>,
+}
+
+/// What a profile's times belong to.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RuntimeKey {
+    fusec: String,
+    runtime: String,
+    /// For ONNX Runtime, the library loaded.
+    library: String,
+    device: String,
+    threads: Option<usize>,
+    fp16: bool,
+}
+
+impl RuntimeKey {
+    fn of(cfg: &SessionConfig, fp16: bool) -> RuntimeKey {
+        let library = match cfg.runtime {
+            fusec_verify::runtime::RuntimeKind::Ort => {
+                fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
+            }
+            fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
+        };
+        RuntimeKey {
+            fusec: env!("CARGO_PKG_VERSION").into(),
+            runtime: cfg.runtime.to_string(),
+            library,
+            device: cfg.device.to_string(),
+            threads: cfg.threads,
+            fp16,
+        }
+    }
 }
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -212,15 +251,22 @@ impl Store {
         crate::tune::cache_file().map(|f| f.with_file_name("costs.json"))
     }
 
+    /// The store, empty when there is none; one that cannot be read is
+    /// said so and kept as it is (not overwritten).
     fn load() -> Store {
-        Store::file()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        let Some(file) = Store::file() else { return Store::default() };
+        let Ok(bytes) = std::fs::read(&file) else { return Store::default() };
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            crate::report::warn(format!(
+                "tune: {} cannot be read ({e}): profiled costs are not kept there this time",
+                file.display()
+            ));
+            Store { unreadable: true, ..Store::default() }
+        })
     }
 
     fn save(&self) -> Result<(), String> {
-        let Some(file) = Store::file() else { return Ok(()) };
+        let Some(file) = Store::file().filter(|_| !self.unreadable) else { return Ok(()) };
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
@@ -228,21 +274,27 @@ impl Store {
         fusec_exporters::write_atomic(&file, &j).map_err(|e| e.to_string())
     }
 
-    /// Every measurement, of any runtime.
-    fn all(&self) -> impl Iterator<Item = &Measured> {
-        self.by_runtime.values().flat_map(|m| m.values())
+    fn get(&self, key: &RuntimeKey) -> Option<&std::collections::BTreeMap<String, Measured>> {
+        self.entries.iter().find(|e| e.key == *key).map(|e| &e.costs)
     }
-}
 
-/// The runtime a profile's times belong to.
-fn runtime_key(cfg: &SessionConfig) -> String {
-    let lib = match cfg.runtime {
-        fusec_verify::runtime::RuntimeKind::Ort => {
-            fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
+    fn get_mut(&mut self, key: &RuntimeKey) -> &mut std::collections::BTreeMap<String, Measured> {
+        if let Some(i) = self.entries.iter().position(|e| e.key == *key) {
+            return &mut self.entries[i].costs;
         }
-        fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
-    };
-    format!("fusec {}; {} {lib}; {}; threads {:?}", env!("CARGO_PKG_VERSION"), cfg.runtime, cfg.device, cfg.threads)
+        self.entries.push(StoreEntry { key: key.clone(), costs: Default::default() });
+        &mut self.entries.last_mut().expect("just pushed").costs
+    }
+
+    /// The measurements made on `key`'s device at its precision, by any
+    /// runtime: what a cost model for it is fitted on.
+    fn like(&self, key: &RuntimeKey) -> Vec<&Measured> {
+        self.entries
+            .iter()
+            .filter(|e| e.key.device == key.device && e.key.fp16 == key.fp16)
+            .flat_map(|e| e.costs.values())
+            .collect()
+    }
 }
 
 /// A node's time from its features, where nothing profiles: per op kind
@@ -331,15 +383,14 @@ fn node_times(
     infos: &[NodeInfo],
     store: &mut Store,
     model: Option<&CostModel>,
-    key: &str,
+    key: &RuntimeKey,
     reuse: bool,
     onnx: impl FnOnce() -> Result<Vec<NodeTime>, Failure>,
 ) -> Result<(HashMap<String, f64>, f64, Source), Failure> {
     if let Some(m) = model {
         return Ok((infos.iter().map(|i| (i.name.clone(), m.us(&i.features))).collect(), 0.0, Source::Model));
     }
-    let known = store.by_runtime.get(key);
-    if let (true, Some(known)) = (reuse, known) {
+    if let (true, Some(known)) = (reuse, store.get(key)) {
         if infos.iter().all(|i| known.contains_key(&i.signature)) {
             let t = infos.iter().map(|i| (i.name.clone(), known[&i.signature].us)).collect();
             return Ok((t, 0.0, Source::Stored));
@@ -358,7 +409,7 @@ fn node_times(
         e.0 += per_node[&i.name];
         e.1 += 1;
     }
-    let entry = store.by_runtime.entry(key.to_string()).or_default();
+    let entry = store.get_mut(key);
     for (sig, (sum, n, f)) in sums {
         entry.insert(sig.to_string(), Measured { features: f.clone(), us: sum / n as f64 });
     }
@@ -395,10 +446,12 @@ pub fn measure(
         fusec_passes::fuse(as_members(names, members), &opts)
     };
     let (grouped, apart) = (fused(true)?, fused(false)?);
-    let key = runtime_key(cfg);
+    // Profiled without CUDA graphs (a replayed graph has no per-node events).
+    let cfg = &SessionConfig { cuda_graph: false, ..cfg.clone() };
+    let key = RuntimeKey::of(cfg, fp16);
     let mut store = Store::load();
     let profiles = cfg.runtime == fusec_verify::runtime::RuntimeKind::Ort;
-    let model = (!profiles).then(|| CostModel::fit(&store.all().collect::<Vec<_>>()));
+    let model = (!profiles).then(|| CostModel::fit(&store.like(&key)));
     let mut per_group = vec![(0.0f64, 0.0f64); groups_n];
     let mut moves = vec![];
     let mut lost = (0.0, 0.0);
@@ -421,7 +474,12 @@ pub fn measure(
             match origin.get(&i.name).copied() {
                 Some(Origin::Group(g)) if which == 0 => per_group[g].0 += us,
                 Some(Origin::Group(g)) => per_group[g].1 += us,
-                Some(Origin::Conversion) if which == 0 && i.out_bytes > 0 => moves.push((i.out_bytes as f64, us)),
+                // The Splits and Concats themselves (not the free Reshape views beside them).
+                Some(Origin::Conversion)
+                    if which == 0 && i.out_bytes > 0 && matches!(i.features.kind.as_str(), "Split" | "Concat") =>
+                {
+                    moves.push((i.out_bytes as f64, us))
+                }
                 _ => {}
             }
         }
@@ -457,9 +515,9 @@ pub fn measure(
         .map(|f| Transition { from: f.from, to: f.to, cost: fixed + per_byte * f.bytes as f64 * n })
         .collect();
     let ops: Vec<&str> = lowered.iter().map(|(op, _)| *op).collect();
-    let units = fusion_units(&ops, &grouped.report.flows);
-    let (chosen, chosen_us) = cheapest_by_units(&costs, &transitions, &units);
     let groupable: Vec<bool> = costs.iter().map(|c| c.grouped.is_some()).collect();
+    let units = fusion_units(&ops, &groupable, &grouped.report.flows);
+    let (chosen, chosen_us) = cheapest_by_units(&costs, &transitions, &units);
     let separate_us = cost(&costs, &transitions, &vec![false; costs.len()]);
     let all_grouped_us = cost(&costs, &transitions, &groupable);
     let grouped_n = chosen.iter().zip(&groupable).filter(|(c, g)| **c && **g).count();
@@ -551,7 +609,7 @@ mod tests {
         assert!((model.us(&f("Add", 0.0, 2e6)) - 3.0).abs() < 1e-6);
         assert_eq!(model.fitted_on, 20);
         // An unseen kind: the fit of all; nothing measured: the defaults.
-        assert!(model.us(&f("Softmax", 1e3, 1e3)) >= 0.0);
+        assert_eq!(model.kinds.len(), 2, "both kinds fitted on their own");
         let none = CostModel::fit(&[]);
         assert_eq!((none.fitted_on, none.us(&f("Conv", 0.0, 0.0))), (0, DEFAULT_MODEL[0]));
     }

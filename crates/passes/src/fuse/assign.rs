@@ -148,8 +148,9 @@ const PRODUCERS: &[&str] = &["Conv", "MatMul", "Gemm", "BatchNormalization"];
 /// per node group, the first node group of its unit. A unit is a Conv,
 /// MatMul, Gemm or BatchNormalization with the chain of activations and
 /// elementwise ops that each read the one value the unit makes (its only
-/// reader).
-pub fn fusion_units(ops: &[&str], flows: &[Flow]) -> Vec<usize> {
+/// reader); only `groupable` node groups join one (a unit is grouped or
+/// per member as a whole).
+pub fn fusion_units(ops: &[&str], groupable: &[bool], flows: &[Flow]) -> Vec<usize> {
     let mut unit: Vec<usize> = (0..ops.len()).collect();
     let mut readers = vec![0usize; ops.len()];
     for f in flows {
@@ -159,7 +160,12 @@ pub fn fusion_units(ops: &[&str], flows: &[Flow]) -> Vec<usize> {
     flows.sort_by_key(|f| (f.to.unwrap_or(usize::MAX), f.from));
     for f in flows {
         let Some(j) = f.to else { continue };
-        if readers[f.from] == 1 && FOLLOWERS.contains(&ops[j]) && PRODUCERS.contains(&ops[unit[f.from]]) && unit[j] == j
+        if readers[f.from] == 1
+            && groupable[f.from]
+            && groupable[j]
+            && FOLLOWERS.contains(&ops[j])
+            && PRODUCERS.contains(&ops[unit[f.from]])
+            && unit[j] == j
         {
             unit[j] = unit[f.from];
         }
@@ -168,7 +174,10 @@ pub fn fusion_units(ops: &[&str], flows: &[Flow]) -> Vec<usize> {
 }
 
 /// [`cheapest`] with each unit of [`fusion_units`] one choice: grouped as a
-/// whole (where every node group of it can be) or per member.
+/// whole (where every node group of it can be) or per member. Never
+/// costlier than every groupable node group grouped or none (the cut's
+/// capacities are rounded to thousandths: where that rounding would lose,
+/// the cheaper of those is returned).
 pub fn cheapest_by_units(groups: &[GroupCost], transitions: &[Transition], unit: &[usize]) -> (Vec<bool>, f64) {
     let roots: Vec<usize> = (0..groups.len()).filter(|&i| unit[i] == i).collect();
     let index: HashMap<usize, usize> = roots.iter().enumerate().map(|(k, r)| (*r, k)).collect();
@@ -186,8 +195,15 @@ pub fn cheapest_by_units(groups: &[GroupCost], transitions: &[Transition], unit:
     let (chosen, _) = cheapest(&merged, &moved);
     let assignment: Vec<bool> =
         (0..groups.len()).map(|i| chosen[index[&unit[i]]] && merged[index[&unit[i]]].grouped.is_some()).collect();
-    let total = cost(groups, transitions, &assignment);
-    (assignment, total)
+    let all: Vec<bool> = (0..groups.len()).map(|i| merged[index[&unit[i]]].grouped.is_some()).collect();
+    [assignment, all, vec![false; groups.len()]]
+        .into_iter()
+        .map(|a| {
+            let c = cost(groups, transitions, &a);
+            (a, c)
+        })
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .expect("three candidates")
 }
 
 /// What `assignment` costs: each group in its form (grouped where it cannot
@@ -242,8 +258,11 @@ mod tests {
         // conv2's value has two readers, so the adds stay apart.
         let f = |from, to| Flow { from, to, bytes: 4 };
         let flows = [f(0, Some(1)), f(1, Some(2)), f(2, Some(3)), f(2, Some(4)), f(3, None), f(4, None)];
-        let unit = fusion_units(&["Conv", "Relu", "Conv", "Add", "Add"], &flows);
+        let ops = ["Conv", "Relu", "Conv", "Add", "Add"];
+        let unit = fusion_units(&ops, &[true; 5], &flows);
         assert_eq!(unit, [0, 0, 2, 3, 4]);
+        // A node group that cannot be grouped joins no unit.
+        assert_eq!(fusion_units(&ops, &[true, false, true, true, true], &flows), [0, 1, 2, 3, 4]);
         // The profile put the fused kernel's time on the Relu when grouped
         // and on the Conv per member: apart, relu1 looks free to group and
         // conv0 ruinous; together they are what they are.
@@ -252,6 +271,13 @@ mod tests {
         let (a, total) = cheapest_by_units(&groups, &tr, &unit);
         assert_eq!(a[0], a[1], "one choice for the unit");
         assert!((total - cost(&groups, &tr, &a)).abs() < 1e-9);
+        // The least of every assignment that keeps the unit together.
+        let best = (0..1u32 << groups.len())
+            .map(|m| (0..groups.len()).map(|i| m >> i & 1 == 1).collect::<Vec<_>>())
+            .filter(|x| x[0] == x[1])
+            .map(|x| cost(&groups, &tr, &x))
+            .fold(f64::INFINITY, f64::min);
+        assert!((total - best).abs() < 1e-2, "{total} vs {best}");
     }
 
     #[test]

@@ -213,17 +213,10 @@ impl<'a> FuseBuilder<'a> {
         self.origins.resize(n.max(self.origins.len()), origin);
     }
 
-    /// Every fused node's name and the names of the values it makes, each
-    /// with the node's origin (all nodes added so far).
+    /// Every fused node's name with its origin (all nodes added so far).
     pub(crate) fn origins(&mut self) -> Vec<(String, Origin)> {
         self.attribute(self.current);
-        let mut out = vec![];
-        for (n, o) in self.f.node_ids().into_iter().zip(&self.origins) {
-            let node = self.f.node(n);
-            out.push((node.name.clone(), *o));
-            out.extend(node.outputs.iter().map(|v| (self.f.value(*v).name.clone(), *o)));
-        }
-        out
+        self.f.node_ids().into_iter().zip(&self.origins).map(|(n, o)| (self.f.node(n).name.clone(), *o)).collect()
     }
 
     pub(crate) fn n(&self) -> usize {

@@ -36,10 +36,9 @@ pub struct FuseReport {
     pub divergences: Vec<String>,
     /// (member, earlier member it is identical to).
     pub identical: Vec<(usize, usize)>,
-    /// Every fused node's name and its output values' names (before DCE),
-    /// each with what the node computes: the node group it lowers or a
-    /// layout conversion between them (what a runtime's profile of the
-    /// fused model is attributed by).
+    /// Every fused node's name (before DCE) with what it computes: the node
+    /// group it lowers or a layout conversion between them (what a
+    /// runtime's profile of the fused model is attributed by).
     pub origins: Vec<(String, Origin)>,
     /// The data flowing between aligned node groups (member 0's sizes).
     pub flows: Vec<super::assign::Flow>,
