@@ -142,13 +142,12 @@ pub struct PlanRun {
 
 /// The runs of `chunks` over the aligned node groups `lowered` (of the
 /// all-grouped plan), with what grouping stacks in each.
-fn plan_runs(lowered: &[(&'static str, fusec_passes::Lowered)], chunks: u8) -> Vec<PlanRun> {
-    use fusec_passes::Lowered;
-    let n = lowered.len().max(1);
+fn plan_runs(lowered: &[(&'static str, Lowered)], chunks: u8) -> Vec<PlanRun> {
     let k = usize::from(chunks);
     (0..k)
         .map(|r| {
-            let groups: Vec<usize> = (0..lowered.len()).filter(|g| g * k / n == r).collect();
+            let groups: Vec<usize> =
+                (0..lowered.len()).filter(|&g| Lowering::run_of(g, lowered.len(), chunks) == r).collect();
             let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
             let (mut channels, mut member_axis) = (0, 0);
             for &g in &groups {
@@ -193,12 +192,7 @@ pub fn cache_file() -> Option<PathBuf> {
 /// their values), how the all-grouped plan lowers each node group (what is
 /// shared), the runtime (for ONNX Runtime its library), device and threads,
 /// the rounds and options, and fusec's version.
-fn cache_key(
-    members: &[Graph],
-    lowered: &[(&'static str, fusec_passes::Lowered)],
-    cfg: &SessionConfig,
-    how: &str,
-) -> String {
+fn cache_key(members: &[Graph], lowered: &[(&'static str, Lowered)], cfg: &SessionConfig, how: &str) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     let lib = match cfg.runtime {
@@ -269,13 +263,8 @@ pub fn tune(
             "--tune-runs must be 2 or more (a speedup interval needs 2 rounds), not {runs}"
         )));
     }
-    let opts = |stacked: u64| FuseOptions {
-        keep_bn,
-        lowering: Lowering::Plan { stacked, chunks: CHUNKS },
-        ..Default::default()
-    };
     let all = (1u64 << CHUNKS) - 1;
-    let all_grouped = fusec_passes::fuse(as_members(names, members), &opts(all))?.report;
+    let all_grouped = fusec_passes::fuse(as_members(names, members), &Choice::Plan(all).options(keep_bn, None))?.report;
     let mut runs_of_plan = plan_runs(&all_grouped.lowered, CHUNKS);
     // Nothing to choose when grouping stacks nothing.
     if all_grouped.grouped == 0 {
@@ -295,25 +284,17 @@ pub fn tune(
             cached: None,
             costs: None,
         };
-        return Ok((opts(0), report));
+        return Ok((Choice::Plan(0).options(keep_bn, None), report));
     }
     let how = format!("{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}");
     let key = cache_key(members, &all_grouped.lowered, cfg, &how);
     let cache = cache_file();
     if let (true, Some(file)) = (reuse, &cache) {
         if let Some(mut r) = cache_get(file, &key) {
-            let chosen = if r.chosen == BY_COSTS {
-                r.costs.as_ref().map(|c| FuseOptions { assignment: Some(c.assigned()), ..opts(0) })
-            } else if r.chosen == DEFAULT {
-                Some(FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) })
-            } else if r.chosen == LINEAR_SPLIT {
-                Some(FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..opts(0) })
-            } else if let Ok(Lowering::Plan { stacked, chunks: CHUNKS }) = Lowering::parse_plan(&r.chosen) {
-                Some(opts(stacked))
-            } else {
-                None
-            };
-            if let Some(chosen) = chosen {
+            let assigned = r.costs.as_ref().map(|c| c.assigned());
+            // `costs` is reused only with the assignment it was measured with.
+            let choice = Choice::parse(&r.chosen).filter(|c| *c != Choice::Costs || assigned.is_some());
+            if let Some(chosen) = choice.map(|c| c.options(keep_bn, assigned.as_deref())) {
                 crate::report::note(format!(
                     "tune: {} kept in {} for these members' structure on {device} ({}); --retune measures again",
                     r.label(),
@@ -346,18 +327,7 @@ pub fn tune(
         }
     };
     let assigned = costs.as_ref().map(|c| c.assigned());
-    let opts_of = |c: Choice| match c {
-        Choice::Plan(m) => opts(m),
-        Choice::Costs => FuseOptions { assignment: assigned.clone(), ..opts(0) },
-        Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..opts(0) },
-        Choice::LinearSplit => FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..opts(0) },
-    };
-    let name_of = |c: Choice| match c {
-        Choice::Plan(m) => Lowering::plan_digits(m, CHUNKS),
-        Choice::Costs => BY_COSTS.into(),
-        Choice::Default => DEFAULT.into(),
-        Choice::LinearSplit => LINEAR_SPLIT.into(),
-    };
+    let opts_of = |c: Choice| c.options(keep_bn, assigned.as_deref());
     // Members with layers on a member axis (transformers): the grouped form
     // whose linear layers stay per member (pre-packed 2-D Gemms) too.
     let extras: Vec<Choice> =
@@ -379,7 +349,7 @@ pub fn tune(
             .iter()
             .zip(&stats[1..])
             .map(|(&m, s)| Candidate {
-                plan: name_of(m),
+                plan: m.name(),
                 round,
                 stats: s.clone(),
                 speedup_p50: stats[0].p50_ms / s.p50_ms,
@@ -440,9 +410,13 @@ pub fn tune(
     let chosen_choice = third[best];
     let chosen = round3[best].clone();
     let n_groups = all_grouped.lowered.len();
-    let in_run = |g: usize| g * usize::from(CHUNKS) / n_groups.max(1);
-    // What the choice groups: a plan's digits, else what it lowered grouped.
-    let lowered = fusec_passes::fuse(as_members(names, members), &opts_of(chosen_choice))?.report.lowered;
+    let in_run = |g: usize| Lowering::run_of(g, n_groups, CHUNKS);
+    // What the choice groups: a plan's digits, else what it lowered grouped
+    // (fused once more for that: only a choice other than a plan).
+    let lowered = match chosen_choice {
+        Choice::Plan(_) => vec![],
+        c => fusec_passes::fuse(as_members(names, members), &opts_of(c))?.report.lowered,
+    };
     let grouped_of = |r: usize| match chosen_choice {
         Choice::Plan(m) => m >> r & 1 == 1,
         _ => lowered
@@ -503,6 +477,46 @@ enum Choice {
     Costs,
     Default,
     LinearSplit,
+}
+
+impl Choice {
+    /// Its name in the report (`TuneReport::chosen`, `Candidate::plan`).
+    fn name(self) -> String {
+        match self {
+            Choice::Plan(m) => Lowering::plan_digits(m, CHUNKS),
+            Choice::Costs => BY_COSTS.into(),
+            Choice::Default => DEFAULT.into(),
+            Choice::LinearSplit => LINEAR_SPLIT.into(),
+        }
+    }
+
+    /// The choice a report names, if any.
+    fn parse(name: &str) -> Option<Choice> {
+        match name {
+            BY_COSTS => Some(Choice::Costs),
+            DEFAULT => Some(Choice::Default),
+            LINEAR_SPLIT => Some(Choice::LinearSplit),
+            digits => match Lowering::parse_plan(digits) {
+                Ok(Lowering::Plan { stacked, chunks: CHUNKS }) => Some(Choice::Plan(stacked)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Its fuse options (`assignment`: the costs' choice, for `Costs`).
+    fn options(self, keep_bn: bool, assignment: Option<&[bool]>) -> FuseOptions {
+        let plan = |stacked| FuseOptions {
+            keep_bn,
+            lowering: Lowering::Plan { stacked, chunks: CHUNKS },
+            ..Default::default()
+        };
+        match self {
+            Choice::Plan(m) => plan(m),
+            Choice::Costs => FuseOptions { assignment: assignment.map(<[bool]>::to_vec), ..plan(0) },
+            Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..plan(0) },
+            Choice::LinearSplit => FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..plan(0) },
+        }
+    }
 }
 
 fn fastest(c: &[Candidate]) -> usize {

@@ -44,6 +44,12 @@ impl Lowering {
         matches!(self, Lowering::Grouped | Lowering::Plan { .. })
     }
 
+    /// The run of `chunks` (1 to 64) equal runs that node group `group` of
+    /// `groups` falls in (what a `Plan`'s bits decide).
+    pub fn run_of(group: usize, groups: usize, chunks: u8) -> usize {
+        group * usize::from(chunks.clamp(1, 64)) / groups.max(1)
+    }
+
     /// A plan as the digits of its runs, first run first: `00111111`.
     pub fn plan_digits(stacked: u64, chunks: u8) -> String {
         (0..chunks).map(|i| if stacked >> i & 1 == 1 { '1' } else { '0' }).collect()

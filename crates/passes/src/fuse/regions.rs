@@ -35,8 +35,7 @@ pub(crate) fn plan(opts: &FuseOptions, g0: &Graph, groups: &[NodeGroup]) -> Resu
             (0..n).map(|i| i >= cut).collect()
         }
         Lowering::Plan { stacked, chunks } => {
-            let k = usize::from(chunks.clamp(1, 64));
-            (0..n).map(|i| stacked >> (i * k / n.max(1)) & 1 == 1).collect()
+            (0..n).map(|i| stacked >> Lowering::run_of(i, n, chunks) & 1 == 1).collect()
         }
     })
 }
