@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use fuse_ir::Graph;
 use fusec_passes::fuse::assign::{cheapest_by_units, cost, fusion_units, GroupCost, Transition};
-use fusec_passes::{FuseOptions, Lowered, Origin};
+use fusec_passes::{FuseOptions, Fused, Lowered, Origin};
 use fusec_verify::runtime::{profile, NodeTime, SessionConfig};
 use fusec_verify::Tensors;
 
@@ -147,6 +147,21 @@ struct NodeInfo {
     values: Vec<String>,
 }
 
+/// What a node's time depends on: its op, attributes, and input (`w`:
+/// a weight) and output types, not values. The tune cache hashes the
+/// members' signatures too.
+pub(crate) fn node_signature(g: &Graph, node: &fuse_ir::Node) -> String {
+    let mut signature = format!("{} {{{}}}", node.op.name(), node.op.attrs_text());
+    for v in node.inputs.iter().flatten() {
+        let weight = matches!(g.value(*v).def, fuse_ir::ValueDef::Weight(_));
+        signature.push_str(&format!(" {}{}", if weight { "w" } else { "" }, g.value(*v).ty));
+    }
+    for o in &node.outputs {
+        signature.push_str(&format!(" -> {}", g.value(*o).ty));
+    }
+    signature
+}
+
 fn node_infos(g: &Graph) -> Vec<NodeInfo> {
     let numel = |v: fuse_ir::ValueId| g.value(v).ty.numel().unwrap_or(0) as f64;
     let bytes = |v: fuse_ir::ValueId| g.value(v).ty.byte_len().unwrap_or(0);
@@ -172,17 +187,9 @@ fn node_infos(g: &Graph) -> Vec<NodeInfo> {
                 op => (op.name().to_string(), ins.iter().map(|v| numel(*v)).sum::<f64>().max(out)),
             };
             let io = ins.iter().chain(&node.outputs).map(|v| bytes(*v)).sum::<usize>() as f64;
-            let mut signature = format!("{} {{{}}}", node.op.name(), node.op.attrs_text());
-            for v in &ins {
-                let weight = matches!(g.value(*v).def, fuse_ir::ValueDef::Weight(_));
-                signature.push_str(&format!(" {}{}", if weight { "w" } else { "" }, g.value(*v).ty));
-            }
-            for o in &node.outputs {
-                signature.push_str(&format!(" -> {}", g.value(*o).ty));
-            }
             NodeInfo {
                 name: node.name.replace('.', "/"),
-                signature,
+                signature: node_signature(g, node),
                 features: Features { kind, flops, bytes: io },
                 out_bytes: node.outputs.iter().map(|o| bytes(*o)).sum(),
                 values: node.outputs.iter().map(|o| g.value(*o).name.clone()).collect(),
@@ -223,16 +230,10 @@ struct RuntimeKey {
 
 impl RuntimeKey {
     fn of(cfg: &SessionConfig, fp16: bool) -> RuntimeKey {
-        let library = match cfg.runtime {
-            fusec_verify::runtime::RuntimeKind::Ort => {
-                fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
-            }
-            fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
-        };
         RuntimeKey {
             fusec: env!("CARGO_PKG_VERSION").into(),
             runtime: cfg.runtime.to_string(),
-            library,
+            library: crate::tune::runtime_library(cfg),
             device: cfg.device.to_string(),
             threads: cfg.threads,
             fp16,
@@ -423,16 +424,16 @@ enum Source {
     Model,
 }
 
-/// Profiles the members (aligned into `groups_n` node groups) fused every
-/// node group grouped and every one per member on `cfg` (ONNX Runtime; a
-/// fused model whose every node signature was profiled here before is not
-/// profiled again, unless not `reuse`), or models them where the runtime
-/// has no profile, and chooses per node group from the costs.
+/// Profiles `grouped` (the members fused with every node group grouped)
+/// and the members fused with every one per member on `cfg` (ONNX Runtime;
+/// a fused model whose every node signature was profiled here before is
+/// not profiled again, unless not `reuse`), or models them where the
+/// runtime has no profile, and chooses per node group from the costs.
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     names: &[String],
     members: &[Graph],
-    groups_n: usize,
+    grouped: &Fused,
     x: &Tensors,
     cfg: &SessionConfig,
     keep_bn: bool,
@@ -441,11 +442,9 @@ pub fn measure(
     runs: usize,
     reuse: bool,
 ) -> Result<CostReport, Failure> {
-    let fused = |all: bool| {
-        let opts = FuseOptions { keep_bn, assignment: Some(vec![all; groups_n]), ..Default::default() };
-        fusec_passes::fuse(as_members(names, members), &opts)
-    };
-    let (grouped, apart) = (fused(true)?, fused(false)?);
+    let groups_n = grouped.report.lowered.len();
+    let opts = FuseOptions { keep_bn, assignment: Some(vec![false; groups_n]), ..Default::default() };
+    let apart = fusec_passes::fuse(as_members(names, members), &opts)?;
     // Profiled without CUDA graphs (a replayed graph has no per-node events).
     let cfg = &SessionConfig { cuda_graph: false, ..cfg.clone() };
     let key = RuntimeKey::of(cfg, fp16);
@@ -458,7 +457,7 @@ pub fn measure(
     let mut sources = vec![];
     // Profile runs count as rounds: a model's runs at once.
     let pb = crate::report::progress(2 * (warmup + runs) as u64, "profiling node groups");
-    for (which, f) in [(0, &grouped), (1, &apart)] {
+    for (which, f) in [(0, grouped), (1, &apart)] {
         let infos = node_infos(&f.graph);
         let profile_it = || -> Result<Vec<NodeTime>, Failure> {
             let onnx = crate::commands::onnx_bytes(&f.graph, fp16)?;

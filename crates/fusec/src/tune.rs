@@ -195,31 +195,27 @@ pub fn cache_file() -> Option<PathBuf> {
 fn cache_key(members: &[Graph], lowered: &[(&'static str, Lowered)], cfg: &SessionConfig, how: &str) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    let lib = match cfg.runtime {
-        fusec_verify::runtime::RuntimeKind::Ort => {
-            fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
-        }
-        fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
-    };
-    h.update(format!("fusec {}\n{lib}\n{how}\n", env!("CARGO_PKG_VERSION")));
+    h.update(format!("fusec {}\n{}\n{how}\n", env!("CARGO_PKG_VERSION"), runtime_library(cfg)));
     for g in members {
         for n in g.topo_order().unwrap_or_default() {
-            let node = g.node(n);
-            let mut line = format!("{} {{{}}}", node.op.name(), node.op.attrs_text());
-            for v in node.inputs.iter().flatten() {
-                let weight = matches!(g.value(*v).def, fuse_ir::ValueDef::Weight(_));
-                line.push_str(&format!(" {}{}", if weight { "w" } else { "" }, g.value(*v).ty));
-            }
-            for o in &node.outputs {
-                line.push_str(&format!(" -> {}", g.value(*o).ty));
-            }
-            h.update(line.as_bytes());
+            h.update(crate::costs::node_signature(g, g.node(n)).as_bytes());
             h.update(b"\n");
         }
         h.update(b"--\n");
     }
     h.update(format!("{lowered:?}"));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The runtime's library as keys name it: for ONNX Runtime the file
+/// loaded, `tract` for tract.
+pub(crate) fn runtime_library(cfg: &SessionConfig) -> String {
+    match cfg.runtime {
+        fusec_verify::runtime::RuntimeKind::Ort => {
+            fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
+        }
+        fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
+    }
 }
 
 /// The plan kept under `key` in `file`, if any.
@@ -264,7 +260,10 @@ pub fn tune(
         )));
     }
     let all = (1u64 << CHUNKS) - 1;
-    let all_grouped = fusec_passes::fuse(as_members(names, members), &Choice::Plan(all).options(keep_bn, None))?.report;
+    // Every node group grouped: what the plans cut into runs, and the
+    // grouped model the costs profile.
+    let grouped_model = fusec_passes::fuse(as_members(names, members), &Choice::Plan(all).options(keep_bn, None))?;
+    let all_grouped = &grouped_model.report;
     let mut runs_of_plan = plan_runs(&all_grouped.lowered, CHUNKS);
     // Nothing to choose when grouping stacks nothing.
     if all_grouped.grouped == 0 {
@@ -308,18 +307,8 @@ pub fn tune(
     }
     // The choice per node group from costs (profiled where the runtime
     // profiles, else modelled): one more candidate (`costs`) in rounds 1 and 3.
-    let costs = match crate::costs::measure(
-        names,
-        members,
-        all_grouped.lowered.len(),
-        x,
-        cfg,
-        keep_bn,
-        fp16,
-        warmup,
-        runs,
-        reuse,
-    ) {
+    let costs = match crate::costs::measure(names, members, &grouped_model, x, cfg, keep_bn, fp16, warmup, runs, reuse)
+    {
         Ok(c) => Some(c),
         Err(e) => {
             crate::report::warn(format!("tune: no per-node costs ({}); choosing among plans only", e.message));
