@@ -24,6 +24,16 @@ fn set(name: &str) -> PathBuf {
     transformers_dir().join(name)
 }
 
+/// The BERT trio `t1`, `t2`, `t3` of a set.
+fn bert_trio(d: &Path) -> Vec<PathBuf> {
+    ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect()
+}
+
+/// `cmd` with the member files as its first arguments.
+fn args_with<'a>(cmd: &'a str, files: &'a [PathBuf]) -> Vec<&'a str> {
+    std::iter::once(cmd).chain(files.iter().map(|f| s(f))).collect()
+}
+
 fn run(model: &Path, input: &Path, runtime: &str, out: &Path) {
     ok(fusec(&["run", s(model), "--input", s(input), "--runtime", runtime, "-o", s(out)]));
 }
@@ -55,8 +65,7 @@ fn every_trio_fuses_and_each_member_answers_as_in_pytorch() {
         let files: Vec<PathBuf> = members.iter().map(|m| d.join(format!("{m}.onnx"))).collect();
         for lowering in ["regions", "grouped", "separate"] {
             let fused = dir.path().join(format!("{name}-{lowering}.onnx"));
-            let mut args = vec!["fuse"];
-            args.extend(files.iter().map(|f| s(f)));
+            let mut args = args_with("fuse", &files);
             args.extend_from_slice(&["-o", s(&fused), "--lowering", lowering, "--explain"]);
             let explain = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
             // grouped stacks the encoder on a member axis; the others keep it per member.
@@ -103,8 +112,7 @@ fn huggingface_folders_build_the_graph_pytorch_runs() {
     }
     // Fused: outputs t1/logits, ... (members named after the folders).
     let fused = dir.path().join("hf.onnx");
-    let mut args = vec!["fuse"];
-    args.extend(folders.iter().map(|f| s(f)));
+    let mut args = args_with("fuse", &folders);
     args.extend_from_slice(&["--seq-len", "32", "-o", s(&fused)]);
     ok(fusec(&args));
     let out = dir.path().join("fused.safetensors");
@@ -135,8 +143,7 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
         })
         .collect();
     let fused = dir.path().join("rerankers.onnx");
-    let mut args = vec!["fuse"];
-    args.extend(members.iter().map(|f| s(f)));
+    let mut args = args_with("fuse", &members);
     args.extend_from_slice(&["-o", s(&fused), "--explain"]);
     ok(fusec(&args));
     let mut args = vec!["verify", s(&fused), "--members"];
@@ -147,8 +154,7 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
     // At batch 4, stacked on a member axis, the one-logit member's rankings
     // of each batch are kept.
     let fused4 = dir.path().join("rerankers4.onnx");
-    let mut args = vec!["fuse"];
-    args.extend(members.iter().map(|f| s(f)));
+    let mut args = args_with("fuse", &members);
     args.extend_from_slice(&["-o", s(&fused4), "--batch", "4", "--seq-len", "32", "--lowering", "grouped"]);
     ok(fusec(&args));
     let mut args = vec!["verify", s(&fused4), "--members"];
@@ -171,8 +177,7 @@ fn minilm_cross_encoders_fuse_and_match_each_member() {
         })
         .collect();
     let fused = dir.path().join("frozen.onnx");
-    let mut args = vec!["fuse"];
-    args.extend(frozen.iter().map(|f| s(f)));
+    let mut args = args_with("fuse", &frozen);
     args.extend_from_slice(&["-o", s(&fused), "--explain"]);
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     let shared: usize = text
@@ -207,9 +212,8 @@ fn fp16_compute_keeps_bert_finite_and_close() {
     let d = set("bert_tiny_default");
     let input = d.join("input.safetensors");
     let fused = dir.path().join("fp16.onnx");
-    let mut args = vec!["fuse"];
     let folders: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.hf"))).collect();
-    args.extend(folders.iter().map(|f| s(f)));
+    let mut args = args_with("fuse", &folders);
     args.extend_from_slice(&["--seq-len", "32", "-o", s(&fused), "--precision", "fp16-compute"]);
     ok(fusec(&args));
     let out = dir.path().join("fused.safetensors");
@@ -250,9 +254,8 @@ fn bench_times_each_distinct_transformer_model_once() {
     let d = set("bert_tiny_ts");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
-    let mut args = vec!["bench"];
-    args.extend(files.iter().map(|f| s(f)));
+    let files = bert_trio(&d);
+    let mut args = args_with("bench", &files);
     args.extend_from_slice(&["--runtime", "ort", "--runs", "2", "--warmup", "1", "--json-out", s(&json)]);
     let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
     assert!(text.contains("| fused, grouped, BatchNorm kept (the model of `fused, grouped`) |"), "{text}");
@@ -279,7 +282,7 @@ fn bench_times_each_distinct_transformer_model_once() {
 fn calibration_files_without_member_axis_fuse_as_before() {
     let d = set("bert_tiny_ts");
     let dir = tempfile::tempdir().unwrap();
-    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
+    let files = bert_trio(&d);
     let mut cal = serde_json::json!({
         "config": "fused, grouped", "lowering": "grouped", "group_from": 0.0, "keep_bn": false,
         "split_depthwise": false, "split_pointwise": false, "speedup_p50": 1.0,
@@ -292,8 +295,7 @@ fn calibration_files_without_member_axis_fuse_as_before() {
         let path = dir.path().join("lowering.json");
         std::fs::write(&path, serde_json::to_vec(&cal).unwrap()).unwrap();
         let out = dir.path().join("fused.onnx");
-        let mut args = vec!["fuse"];
-        args.extend(files.iter().map(|f| s(f)));
+        let mut args = args_with("fuse", &files);
         args.extend_from_slice(&["-o", s(&out), "--calibration", s(&path), "--explain"]);
         let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
         assert!(text.contains(&format!(", {stacked} on a member axis)")), "{member_axis:?}: {text}");
@@ -310,9 +312,8 @@ fn tune_weighs_member_axis_stacking_and_the_linear_split() {
     let d = set("bert_tiny_ts");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tuned.onnx");
-    let files: Vec<PathBuf> = ["t1", "t2", "t3"].iter().map(|m| d.join(format!("{m}.onnx"))).collect();
-    let mut args = vec!["fuse"];
-    args.extend(files.iter().map(|f| s(f)));
+    let files = bert_trio(&d);
+    let mut args = args_with("fuse", &files);
     args.extend_from_slice(&["-o", s(&out), "--tune", "--tune-runs", "2", "--json"]);
     let res = ok(fusec(&args));
     let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
