@@ -453,7 +453,7 @@ pub fn measure(
     let model = (!profiles).then(|| CostModel::fit(&store.like(&key)));
     let mut per_group = vec![(0.0f64, 0.0f64); groups_n];
     let mut moves = vec![];
-    let mut lost = (0.0, 0.0);
+    let mut lost = [0.0; 2];
     let mut sources = vec![];
     // Profile runs count as rounds: a model's runs at once.
     let pb = crate::report::progress(2 * (warmup + runs) as u64, "profiling node groups");
@@ -482,11 +482,7 @@ pub fn measure(
                 _ => {}
             }
         }
-        if which == 0 {
-            lost.0 = guessed;
-        } else {
-            lost.1 = guessed;
-        }
+        lost[which] = guessed;
     }
     pb.finish_and_clear();
     if profiles && sources.contains(&Source::Profiled) {
@@ -519,7 +515,8 @@ pub fn measure(
     let (chosen, chosen_us) = cheapest_by_units(&costs, &transitions, &units);
     let separate_us = cost(&costs, &transitions, &vec![false; costs.len()]);
     let all_grouped_us = cost(&costs, &transitions, &groupable);
-    let grouped_n = chosen.iter().zip(&groupable).filter(|(c, g)| **c && **g).count();
+    // (`cheapest_by_units` groups only groupable node groups.)
+    let grouped_n = chosen.iter().filter(|c| **c).count();
     let source = match (&model, sources.iter().all(|s| *s == Source::Stored)) {
         (Some(m), _) if m.fitted_on > 0 => format!(
             "a cost model (FLOPs and bytes per op kind) fitted on {} node signatures profiled before: {} has no per-node profile here",
@@ -534,7 +531,7 @@ pub fn measure(
     };
     Ok(CostReport {
         source,
-        assignment: chosen.iter().zip(&groupable).map(|(c, g)| if *c && *g { '1' } else { '0' }).collect(),
+        assignment: chosen.iter().map(|c| if *c { '1' } else { '0' }).collect(),
         groupable: groupable.iter().filter(|g| **g).count(),
         grouped: grouped_n,
         separate_us,
@@ -543,7 +540,7 @@ pub fn measure(
         move_fixed_us: fixed,
         move_us_per_mb: per_byte * 1e6,
         move_fitted_on: if moves.len() < 3 { 0 } else { moves.len() },
-        unattributed_us: lost,
+        unattributed_us: (lost[0], lost[1]),
         group_costs: costs.iter().map(|c| (c.grouped, c.apart)).collect(),
     })
 }
