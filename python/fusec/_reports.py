@@ -98,6 +98,11 @@ class Candidate:
     stats: Stats = _flatten()
     speedup_p50: float = 1.0
     speedup_p50_interval: Optional[Tuple[float, float]] = None
+    over_separate: Optional[float] = None
+    """Round 3: the speedup over ``00000000`` (every member apart), the
+    median of their per-round ratios (rounds 1 and 3 pooled where it ran in
+    both): what the choice is made on."""
+    over_separate_interval: Optional[Tuple[float, float]] = None
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,11 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     t = report.tuning
     assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 11 + [2] * 8 + [3] * 6
     assert len(t.plan_runs) == 8 and all(isinstance(r, fusec.PlanRun) for r in t.plan_runs)
+    # The choice is made on round 3's speedups over `separate`, per round.
+    third = t.candidates[19:]
+    assert third[0].over_separate is None and all(c.over_separate > 0 for c in third[1:])
+    chosen = next(c for c in third if c.plan == t.chosen)
+    assert t.chosen == "00000000" or (chosen.over_separate > 1 and chosen.over_separate_interval[0] >= 0.97)
     # The choice from profiled costs: one digit per node group.
     assert isinstance(t.costs, fusec.CostReport) and len(t.costs.assignment) == report.groups
     assert t.costs.chosen_us <= min(t.costs.separate_us, t.costs.all_grouped_us) + 1e-6

@@ -507,7 +507,7 @@ pub fn measure(
         .flows
         .iter()
         .filter(|f| !shared(f.from) && !f.to.is_some_and(shared))
-        .map(|f| Transition { from: f.from, to: f.to, cost: fixed + per_byte * f.bytes as f64 * n })
+        .map(|f| Transition { from: f.from, to: f.to, cost: fixed + per_byte * f.bytes as f64 * n, value: f.value })
         .collect();
     let ops: Vec<&str> = lowered.iter().map(|(op, _)| *op).collect();
     let groupable: Vec<bool> = costs.iter().map(|c| c.grouped.is_some()).collect();

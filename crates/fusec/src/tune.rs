@@ -16,11 +16,14 @@
 //! those extras and the three fastest plans so far (by speedup over the
 //! members in their round). Every candidate is fused, loaded and timed against the
 //! members one after another in interleaved rounds (the same input, the
-//! same sessions, side by side). Of round 3's plans that group, those
-//! faster than `separate` there with the 95% interval of their speedup
-//! over it at or above [`NOT_SLOWER`], the fastest (p50) wins; if there is
-//! none, `separate` does: a plan that may well be slower than keeping the
-//! members apart is never chosen.
+//! same sessions, side by side). A round 3 candidate's speedup over
+//! `separate` is the median of their per-round ratios (a drift of a shared
+//! machine that slows a whole round cancels), pooled over rounds 1 and 3
+//! where it ran in both. Of round 3's candidates that group, those faster
+//! than `separate` so with the 95% interval of that speedup at or above
+//! [`NOT_SLOWER`], the fastest wins; if there is none, `separate` does: a
+//! plan that may well be slower than keeping the members apart is never
+//! chosen.
 //!
 //! Timings depend on the members' structure, not their weights' values:
 //! the plan chosen is kept in a cache file ([`cache_file`]) under a key of
@@ -37,7 +40,7 @@ use fuse_ir::Graph;
 use fusec_passes::fuse::DEFAULT_GROUP_FROM;
 use fusec_passes::{FuseOptions, Lowered, Lowering};
 use fusec_verify::runtime::{Session, SessionConfig};
-use fusec_verify::timing::{speedup_interval, Stats};
+use fusec_verify::timing::{ratio_median_interval, round_ratios, speedup_interval, Stats};
 use fusec_verify::Tensors;
 
 use crate::costs::CostReport;
@@ -49,7 +52,8 @@ use crate::Failure;
 pub const CHUNKS: u8 = 8;
 
 /// The lowest end of the 95% interval of a plan's speedup over `separate`
-/// for the plan to be chosen over it (the lowering issue's floor).
+/// (the median of per-round ratios) for the plan to be chosen over it (the
+/// lowering issue's floor).
 pub const NOT_SLOWER: f64 = 0.97;
 
 /// One plan measured.
@@ -64,6 +68,13 @@ pub struct Candidate {
     /// Over the members one after another of the same round.
     pub speedup_p50: f64,
     pub speedup_p50_interval: Option<(f64, f64)>,
+    /// Round 3: its speedup over `separate` (00000000), the median of
+    /// their per-round ratios, rounds 1 and 3 pooled where it ran in both,
+    /// with its 95% interval (what the choice is made on).
+    #[serde(default)]
+    pub over_separate: Option<f64>,
+    #[serde(default)]
+    pub over_separate_interval: Option<(f64, f64)>,
 }
 
 /// What `--tune` measured and chose.
@@ -75,8 +86,8 @@ pub struct TuneReport {
     pub runs: usize,
     pub candidates: Vec<Candidate>,
     /// The plan chosen: of round 3's plans faster than `separate` with
-    /// their interval over it at or above [`NOT_SLOWER`], the fastest; else
-    /// `separate`.
+    /// the interval of their speedup over it at or above [`NOT_SLOWER`],
+    /// the fastest; else `separate`.
     pub chosen: String,
     /// Its speedup over the members (none when nothing was measured:
     /// grouping stacks no layer of these members).
@@ -343,6 +354,8 @@ pub fn tune(
                 stats: s.clone(),
                 speedup_p50: stats[0].p50_ms / s.p50_ms,
                 speedup_p50_interval: speedup_interval(&stats[0], s),
+                over_separate: None,
+                over_separate_interval: None,
             })
             .collect())
     };
@@ -385,16 +398,27 @@ pub fn tune(
             third.push(m);
         }
     }
-    let round3 = measure(&third, 3, 3 * runs)?;
+    let mut round3 = measure(&third, 3, 3 * runs)?;
     pb.finish_and_clear();
-    // A plan that groups wins only where it is faster than `separate` (p50)
-    // and the 95% interval of its speedup over `separate`, same rounds,
-    // stays at or above NOT_SLOWER: one that may well be slower is not taken.
-    let separate = &round3[0].stats;
+    // Each candidate's speedup over `separate` round by round, in round 3
+    // and, where it ran there too, round 1 (`separate` is first in both).
+    for i in 1..round3.len() {
+        let mut ratios = round_ratios(&round3[0].stats, &round3[i].stats);
+        if let Some(k) = first.iter().position(|&c| c == third[i]) {
+            ratios.extend(round_ratios(&candidates[0].stats, &candidates[k].stats));
+        }
+        if let Some((m, ci)) = ratio_median_interval(&ratios) {
+            (round3[i].over_separate, round3[i].over_separate_interval) = (Some(m), Some(ci));
+        }
+    }
+    // A plan that groups wins only where it is faster than `separate` and
+    // the 95% interval of that speedup stays at or above NOT_SLOWER: one
+    // that may well be slower is not taken.
+    let over = |i: usize| round3[i].over_separate.unwrap_or(0.0);
     let best = (1..round3.len())
-        .filter(|&i| round3[i].stats.p50_ms < separate.p50_ms)
-        .filter(|&i| speedup_interval(separate, &round3[i].stats).is_some_and(|(lo, _)| lo >= NOT_SLOWER))
-        .min_by(|&a, &b| round3[a].stats.p50_ms.total_cmp(&round3[b].stats.p50_ms))
+        .filter(|&i| over(i) > 1.0)
+        .filter(|&i| round3[i].over_separate_interval.is_some_and(|(lo, _)| lo >= NOT_SLOWER))
+        .max_by(|&a, &b| over(a).total_cmp(&over(b)))
         .unwrap_or(0);
     let chosen_choice = third[best];
     let chosen = round3[best].clone();
@@ -528,19 +552,27 @@ pub fn table(r: &TuneReport) -> String {
     if let Some(f) = &r.cached {
         let _ = writeln!(o, "(kept in {f}: measured when these members' structure was first tuned here)");
     }
-    let _ = writeln!(o, "| round | plan | p50 ms | speedup (p50) | 95% interval |");
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let _ =
+        writeln!(o, "| round | plan | p50 ms | speedup (p50) | 95% interval | over 00000000, per round (interval) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
     for c in &r.candidates {
         let ci = c.speedup_p50_interval.map(|(lo, hi)| format!("{lo:.2}–{hi:.2}x")).unwrap_or_else(|| "-".into());
+        let over = match (c.over_separate, c.over_separate_interval) {
+            (Some(m), Some((lo, hi))) => format!("{m:.2}x ({lo:.2}–{hi:.2}x)"),
+            _ => "-".into(),
+        };
         let mark = if c.round == 3 && c.plan == r.chosen { " (chosen)" } else { "" };
-        let _ =
-            writeln!(o, "| {} | {}{mark} | {:.1} | {:.2}x | {ci} |", c.round, c.plan, c.stats.p50_ms, c.speedup_p50);
+        let _ = writeln!(
+            o,
+            "| {} | {}{mark} | {:.1} | {:.2}x | {ci} | {over} |",
+            c.round, c.plan, c.stats.p50_ms, c.speedup_p50
+        );
     }
     let ci = r.speedup_p50_interval.map(|(lo, hi)| format!(", 95% interval {lo:.2}–{hi:.2}x")).unwrap_or_default();
     let speed = r.speedup_p50.map(|s| format!("{s:.2}x the members one after another{ci}; ")).unwrap_or_default();
     let _ = writeln!(
         o,
-        "chosen: {} ({speed}a candidate that groups is chosen over 00000000, every member apart, only if faster in round 3 with the 95% interval of its speedup over it at or above {NOT_SLOWER})",
+        "chosen: {} ({speed}a candidate that groups is chosen over 00000000, every member apart, only if faster than it with the 95% interval of its speedup over it at or above {NOT_SLOWER}: the median of their per-round ratios in round 3 and, where it ran there too, round 1)",
         r.label()
     );
     if let Some(c) = &r.costs {

@@ -78,6 +78,39 @@ pub fn speedup_interval(base: &Stats, other: &Stats) -> Option<(f64, f64)> {
     Some((nearest_rank(&ratios, 0.025), nearest_rank(&ratios, 0.975)))
 }
 
+/// The speedup of `other` over `base` in each round they were timed side
+/// by side by [`interleaved`]: base's latency over other's, one ratio per
+/// round, so a drift of a shared machine that slows a whole round cancels.
+/// Ratios of several calls of [`interleaved`] pool by concatenation. Empty
+/// when the round counts differ.
+pub fn round_ratios(base: &Stats, other: &Stats) -> Vec<f64> {
+    if base.samples_ms.len() != other.samples_ms.len() {
+        return vec![];
+    }
+    base.samples_ms.iter().zip(&other.samples_ms).map(|(b, o)| b / o).collect()
+}
+
+/// The median of per-round speedups ([`round_ratios`]) with a 95% interval
+/// for it: a bootstrap over the rounds (2000 resamples, fixed seed). `None`
+/// with fewer than 2 rounds.
+pub fn ratio_median_interval(ratios: &[f64]) -> Option<(f64, (f64, f64))> {
+    let n = ratios.len();
+    if n < 2 {
+        return None;
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let medians =
+        sorted((0..2000).map(|_| nearest_rank(&sorted((0..n).map(|_| ratios[next()]).collect()), 0.5)).collect());
+    let median = nearest_rank(&sorted(ratios.to_vec()), 0.5);
+    Some((median, (nearest_rank(&medians, 0.025), nearest_rank(&medians, 0.975))))
+}
+
 /// Times `f` once, in milliseconds.
 pub fn time_ms(f: &mut dyn FnMut() -> Result<(), VerifyError>) -> Result<f64, VerifyError> {
     let t = Instant::now();
@@ -139,5 +172,31 @@ mod tests {
         // Not enough rounds, or unpaired ones.
         assert_eq!(speedup_interval(&Stats::from_ms(&[1.0]), &Stats::from_ms(&[1.0])), None);
         assert_eq!(speedup_interval(&base, &Stats::from_ms(&[1.0, 2.0])), None);
+    }
+
+    #[test]
+    fn per_round_ratios_give_the_median_speedup_and_its_interval() {
+        // A machine slowing down and speeding up round by round (x1 ..
+        // x1.5): the other workload is 10% faster in every round, and every
+        // ratio says 1.1.
+        let drift = [1.0, 1.5, 1.1, 1.4, 1.2, 1.3, 1.05, 1.45];
+        let base = Stats::from_ms(&drift.iter().map(|d| 10.0 * d).collect::<Vec<_>>());
+        let other = Stats::from_ms(&drift.iter().map(|d| 10.0 / 1.1 * d).collect::<Vec<_>>());
+        let ratios = round_ratios(&base, &other);
+        assert_eq!(ratios.len(), 8);
+        let (m, (lo, hi)) = ratio_median_interval(&ratios).unwrap();
+        assert!((m - 1.1).abs() < 1e-9 && (lo - 1.1).abs() < 1e-9 && (hi - 1.1).abs() < 1e-9, "{m} {lo} {hi}");
+        // Ratios that spread: the interval holds the median and spreads too;
+        // the same ratios give the same interval.
+        let spread = [0.9, 1.0, 1.1, 1.2, 1.3, 0.95, 1.05, 1.15, 1.25, 1.35];
+        let (m, (lo, hi)) = ratio_median_interval(&spread).unwrap();
+        assert!(m == 1.1 && lo < m && m < hi, "{lo} {m} {hi}");
+        assert_eq!(ratio_median_interval(&spread), Some((m, (lo, hi))));
+        // Rounds of two runs pool: more rounds that agree narrow it.
+        let pooled: Vec<f64> = spread.iter().chain(&[1.1; 10]).copied().collect();
+        let (_, (plo, phi)) = ratio_median_interval(&pooled).unwrap();
+        assert!(plo >= lo && phi <= hi && phi - plo < hi - lo, "{plo} {phi} against {lo} {hi}");
+        assert_eq!(ratio_median_interval(&[1.0]), None);
+        assert!(round_ratios(&base, &Stats::from_ms(&[1.0])).is_empty());
     }
 }

@@ -1,9 +1,12 @@
 //! The cheapest assignment of node groups to grouped or per member, given
 //! what each costs both ways and what moving data between the two forms
 //! costs: a minimum s-t cut (grouped on the source side), exact for this
-//! two-label problem with nonnegative costs on the edges between
-//! neighbours. The costs come from elsewhere (`fusec fuse --tune` measures
-//! them on the target runtime); [`FuseReport::flows`] gives the edges.
+//! two-label problem with nonnegative costs. A value read by several node
+//! groups is converted once whatever reads it (the fused graph caches its
+//! Split or Concat), so its move is one cost, paid once: an extra node per
+//! value and direction in the cut makes that exact. The costs come from
+//! elsewhere (`fusec fuse --tune` measures them on the target runtime);
+//! [`FuseReport::flows`] gives the edges.
 //!
 //! [`FuseReport::flows`]: super::FuseReport::flows
 
@@ -25,21 +28,45 @@ pub struct GroupCost {
 }
 
 /// Data moving from node group `from` to `to` (`None`: a member's output),
-/// and what moving it between stacked and per-member form costs.
+/// and what moving it between stacked and per-member form costs. `value`
+/// names the value moved: transitions of one `from` and `value` (its
+/// readers) share one conversion, paid once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
     pub from: usize,
     pub to: Option<usize>,
     pub cost: f64,
+    pub value: usize,
 }
 
 /// A value node group `from` makes and group `to` reads (`None`: a
-/// member's output), one member's copy of it.
+/// member's output), one member's copy of it; `value` is its index in
+/// member 0's graph (the same for each of its readers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub from: usize,
     pub to: Option<usize>,
     pub bytes: usize,
+    pub value: usize,
+}
+
+/// The transitions of each value: per (`from`, `value`), first seen first,
+/// its cost (the most any of them says) and its readers.
+fn by_value(transitions: &[Transition]) -> Vec<(usize, f64, Vec<Option<usize>>)> {
+    let mut at: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut out: Vec<(usize, f64, Vec<Option<usize>>)> = vec![];
+    for tr in transitions {
+        if tr.to == Some(tr.from) {
+            continue;
+        }
+        let k = *at.entry((tr.from, tr.value)).or_insert_with(|| {
+            out.push((tr.from, 0.0, vec![]));
+            out.len() - 1
+        });
+        out[k].1 = out[k].1.max(tr.cost);
+        out[k].2.push(tr.to);
+    }
+    out
 }
 
 /// The values flowing between node groups (member 0's graph, whose nodes
@@ -57,21 +84,22 @@ pub(crate) fn flows(g0: &Graph, groups: &[super::align::NodeGroup]) -> Vec<Flow>
         for &v in g0.node(p.nodes[0]).inputs.iter().flatten() {
             if let (Some(i), false) = (made_by(v), seen.contains(&v)) {
                 seen.push(v);
-                out.push(Flow { from: i, to: Some(j), bytes: bytes(v) });
+                out.push(Flow { from: i, to: Some(j), bytes: bytes(v), value: v.index() });
             }
         }
     }
     for &v in g0.outputs() {
         if let Some(i) = made_by(v) {
-            out.push(Flow { from: i, to: None, bytes: bytes(v) });
+            out.push(Flow { from: i, to: None, bytes: bytes(v), value: v.index() });
         }
     }
     out
 }
 
 /// The cheapest assignment (true = grouped) and its cost: each group's own
-/// cost in its form, plus every transition whose two ends differ (an
-/// output differs from a grouped producer: it is each member's own).
+/// cost in its form, plus every value's move where its producer's form
+/// differs from a reader's (an output differs from a grouped producer: it
+/// is each member's own), once per value.
 pub fn cheapest(groups: &[GroupCost], transitions: &[Transition]) -> (Vec<bool>, f64) {
     // Integer capacities (thousandths of the unit): exact and terminating.
     let cap = |c: f64| (c.max(0.0) * 1000.0).round() as u64;
@@ -86,15 +114,25 @@ pub fn cheapest(groups: &[GroupCost], transitions: &[Transition]) -> (Vec<bool>,
         g.add_edge(s, v[i], cap(c.apart));
         g.add_edge(v[i], t, c.grouped.map(cap).unwrap_or(FIXED));
     }
-    for tr in transitions {
-        match tr.to {
-            Some(j) if j != tr.from => {
-                g.add_edge(v[tr.from], v[j], cap(tr.cost));
-                g.add_edge(v[j], v[tr.from], cap(tr.cost));
-            }
-            Some(_) => {}
-            None => {
-                g.add_edge(v[tr.from], t, cap(tr.cost));
+    // Per value made by `p`: `split` must be on the sink side when a
+    // reader is (or the value is an output), so p -> split is cut, once,
+    // when p is grouped and some reader is not; `concat` must be on the
+    // source side when a reader is, so concat -> p is cut, once, when some
+    // reader is grouped and p is not.
+    for (p, c, readers) in by_value(transitions) {
+        let split = g.add_node(());
+        g.add_edge(v[p], split, cap(c));
+        let concat = g.add_node(());
+        g.add_edge(concat, v[p], cap(c));
+        for r in readers {
+            match r {
+                Some(j) => {
+                    g.add_edge(split, v[j], FIXED);
+                    g.add_edge(v[j], concat, FIXED);
+                }
+                None => {
+                    g.add_edge(split, t, FIXED);
+                }
             }
         }
     }
@@ -190,7 +228,12 @@ pub fn cheapest_by_units(groups: &[GroupCost], transitions: &[Transition], unit:
     let moved: Vec<Transition> = transitions
         .iter()
         .filter(|t| t.to.is_none_or(|j| unit[j] != unit[t.from]))
-        .map(|t| Transition { from: index[&unit[t.from]], to: t.to.map(|j| index[&unit[j]]), cost: t.cost })
+        .map(|t| Transition {
+            from: index[&unit[t.from]],
+            to: t.to.map(|j| index[&unit[j]]),
+            cost: t.cost,
+            value: t.value,
+        })
         .collect();
     let (chosen, _) = cheapest(&merged, &moved);
     let assignment: Vec<bool> =
@@ -207,18 +250,20 @@ pub fn cheapest_by_units(groups: &[GroupCost], transitions: &[Transition], unit:
 }
 
 /// What `assignment` costs: each group in its form (grouped where it cannot
-/// be counts as per member) and the transitions whose ends differ.
+/// be counts as per member) and each value's moves: a Split where its
+/// producer is grouped and a reader is not (or it is an output), a Concat
+/// where its producer is not and a reader is, each once.
 pub fn cost(groups: &[GroupCost], transitions: &[Transition], assignment: &[bool]) -> f64 {
     let grouped = |i: usize| assignment[i] && groups[i].grouped.is_some();
     let own: f64 =
         groups.iter().enumerate().map(|(i, c)| if grouped(i) { c.grouped.unwrap_or(c.apart) } else { c.apart }).sum();
-    let moved: f64 = transitions
+    let moved: f64 = by_value(transitions)
         .iter()
-        .filter(|tr| match tr.to {
-            Some(j) => grouped(tr.from) != grouped(j),
-            None => grouped(tr.from),
+        .map(|(p, c, readers)| {
+            let split = grouped(*p) && readers.iter().any(|r| r.is_none_or(|j| !grouped(j)));
+            let concat = !grouped(*p) && readers.iter().any(|r| r.is_some_and(grouped));
+            c * f64::from(u8::from(split) + u8::from(concat))
         })
-        .map(|tr| tr.cost)
         .sum();
     own + moved
 }
@@ -244,7 +289,7 @@ mod tests {
         // 0.5 but moves 3 into the stacked form where moving after it costs
         // 1: it stays apart; 2 and 3 gain 5 each.
         let groups = [GroupCost { grouped: None, apart: 5.0 }, c(4.5, 5.0), c(10.0, 15.0), c(10.0, 15.0)];
-        let tr = |from, to, cost| Transition { from, to, cost };
+        let tr = |from, to, cost| Transition { from, to, cost, value: from };
         let transitions = [tr(0, Some(1), 3.0), tr(1, Some(2), 1.0), tr(2, Some(3), 3.0), tr(3, None, 1.0)];
         let (a, total) = cheapest(&groups, &transitions);
         assert_eq!(a, [false, false, true, true]);
@@ -256,7 +301,7 @@ mod tests {
     fn a_conv_and_the_activation_that_alone_reads_it_are_one_choice() {
         // conv0 -> relu1 -> conv2 -> {add3, add4}: conv0+relu1 a unit;
         // conv2's value has two readers, so the adds stay apart.
-        let f = |from, to| Flow { from, to, bytes: 4 };
+        let f = |from: usize, to: Option<usize>| Flow { from, to, bytes: 4, value: to.map_or(10 + from, |_| from) };
         let flows = [f(0, Some(1)), f(1, Some(2)), f(2, Some(3)), f(2, Some(4)), f(3, None), f(4, None)];
         let ops = ["Conv", "Relu", "Conv", "Add", "Add"];
         let unit = fusion_units(&ops, &[true; 5], &flows);
@@ -267,7 +312,8 @@ mod tests {
         // and on the Conv per member: apart, relu1 looks free to group and
         // conv0 ruinous; together they are what they are.
         let groups = [c(10.0, 1.0), c(0.0, 9.0), c(5.0, 6.0), c(1.0, 1.0), c(1.0, 1.0)];
-        let tr: Vec<Transition> = flows.iter().map(|f| Transition { from: f.from, to: f.to, cost: 0.5 }).collect();
+        let tr: Vec<Transition> =
+            flows.iter().map(|f| Transition { from: f.from, to: f.to, cost: 0.5, value: f.value }).collect();
         let (a, total) = cheapest_by_units(&groups, &tr, &unit);
         assert_eq!(a[0], a[1], "one choice for the unit");
         assert!((total - cost(&groups, &tr, &a)).abs() < 1e-9);
@@ -281,9 +327,29 @@ mod tests {
     }
 
     #[test]
+    fn a_value_read_by_several_node_groups_moves_once() {
+        // 0 -> {1, 2, 3}, one value; 0 gains 4 grouped, the readers lose 2
+        // each. One Split (3) serves all three readers: grouping 0 alone
+        // pays (24 against 25 apart, 27 all grouped); counted per reader
+        // (9) it would not.
+        let groups = [c(6.0, 10.0), c(7.0, 5.0), c(7.0, 5.0), c(7.0, 5.0)];
+        let transitions: Vec<Transition> =
+            (1..4).map(|j| Transition { from: 0, to: Some(j), cost: 3.0, value: 7 }).collect();
+        assert!((cost(&groups, &transitions, &[true, false, false, false]) - 24.0).abs() < 1e-9);
+        assert!((cost(&groups, &transitions, &[false, true, true, false]) - 32.0).abs() < 1e-9, "one Concat");
+        let (a, total) = cheapest(&groups, &transitions);
+        assert!((total - 24.0).abs() < 1e-6, "{a:?} {total}");
+        assert!(a[0] && (total - brute(&groups, &transitions)).abs() < 1e-6);
+        // Two values of node group 0 are two moves.
+        let two: Vec<Transition> =
+            (1..4).map(|j| Transition { from: 0, to: Some(j), cost: 3.0, value: j.min(2) }).collect();
+        assert!((cost(&groups, &two, &[true, false, false, false]) - 27.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn groups_that_cannot_be_grouped_stay_apart_and_random_problems_match_brute_force() {
         let groups = [GroupCost { grouped: None, apart: 4.0 }, c(0.0, 9.0)];
-        let (a, total) = cheapest(&groups, &[Transition { from: 0, to: Some(1), cost: 2.0 }]);
+        let (a, total) = cheapest(&groups, &[Transition { from: 0, to: Some(1), cost: 2.0, value: 0 }]);
         assert_eq!(a, [false, true]);
         assert!((total - 6.0).abs() < 1e-6);
         // Small random DAGs with skips and outputs.
@@ -297,14 +363,20 @@ mod tests {
             let groups: Vec<GroupCost> = (0..n)
                 .map(|_| GroupCost { grouped: (rnd() > 0.2).then(|| rnd() * 10.0), apart: rnd() * 10.0 })
                 .collect();
+            // Each group makes two values (2i, 2i + 1); a skip reads one
+            // of them, so a value may have two readers (and an output).
             let mut tr = vec![];
             for j in 1..n {
-                tr.push(Transition { from: j - 1, to: Some(j), cost: rnd() * 4.0 });
+                tr.push(Transition { from: j - 1, to: Some(j), cost: rnd() * 4.0, value: 2 * (j - 1) });
                 if j >= 2 && rnd() > 0.6 {
-                    tr.push(Transition { from: j - 2, to: Some(j), cost: rnd() * 4.0 });
+                    let value = 2 * (j - 2) + usize::from(rnd() > 0.5);
+                    tr.push(Transition { from: j - 2, to: Some(j), cost: rnd() * 4.0, value });
                 }
             }
-            tr.push(Transition { from: n - 1, to: None, cost: rnd() * 2.0 });
+            tr.push(Transition { from: n - 1, to: None, cost: rnd() * 2.0, value: 2 * (n - 1) + 1 });
+            if rnd() > 0.5 {
+                tr.push(Transition { from: n - 2, to: None, cost: rnd() * 2.0, value: 2 * (n - 2) });
+            }
             let (a, total) = cheapest(&groups, &tr);
             assert!((total - cost(&groups, &tr, &a)).abs() < 1e-9);
             assert!((total - brute(&groups, &tr)).abs() < 1e-2, "{total} vs {}", brute(&groups, &tr));
