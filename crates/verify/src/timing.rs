@@ -120,8 +120,10 @@ pub fn time_ms(f: &mut dyn FnMut() -> Result<(), VerifyError>) -> Result<f64, Ve
 
 /// Measures several workloads side by side: `warmup` untimed rounds, then
 /// `runs` rounds, each round running every workload once in turn, so slow
-/// drifts of a shared machine hit all of them alike. `tick` is called after
-/// every timed round (progress).
+/// drifts of a shared machine hit all of them alike. Round `r` starts at
+/// workload `r % n` (the order rotates), so no workload is always the one
+/// run first, after the others have filled the caches and heated the
+/// cores. `tick` is called after every timed round (progress).
 pub fn interleaved(
     workloads: &mut [&mut dyn FnMut() -> Result<(), VerifyError>],
     warmup: usize,
@@ -134,9 +136,11 @@ pub fn interleaved(
         }
     }
     let mut samples = vec![Vec::with_capacity(runs); workloads.len()];
-    for _ in 0..runs {
-        for (i, w) in workloads.iter_mut().enumerate() {
-            samples[i].push(time_ms(*w)?);
+    let n = workloads.len();
+    for r in 0..runs {
+        for k in 0..n {
+            let i = (r + k) % n;
+            samples[i].push(time_ms(&mut *workloads[i])?);
         }
         tick();
     }
@@ -198,5 +202,26 @@ mod tests {
         assert!(plo >= lo && phi <= hi && phi - plo < hi - lo, "{plo} {phi} against {lo} {hi}");
         assert_eq!(ratio_median_interval(&[1.0]), None);
         assert!(round_ratios(&base, &Stats::from_ms(&[1.0])).is_empty());
+    }
+
+    #[test]
+    fn the_order_rotates_round_by_round() {
+        let order = std::cell::RefCell::new(vec![]);
+        let mut w: Vec<Box<dyn FnMut() -> Result<(), VerifyError>>> = (0..3)
+            .map(|i| {
+                let order = &order;
+                Box::new(move || {
+                    order.borrow_mut().push(i);
+                    Ok(())
+                }) as Box<dyn FnMut() -> Result<(), VerifyError>>
+            })
+            .collect();
+        let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
+            w.iter_mut().map(|b| b.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+        let mut ticks = 0;
+        let stats = interleaved(&mut refs, 1, 4, &mut || ticks += 1).unwrap();
+        assert_eq!(*order.borrow(), [0, 1, 2, 0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]);
+        assert_eq!((ticks, stats.len()), (4, 3));
+        assert!(stats.iter().all(|s| s.runs == 4));
     }
 }
