@@ -60,6 +60,17 @@ pub fn speedup_interval(base: &Stats, other: &Stats) -> Option<(f64, f64)> {
     if n < 2 || o.len() != n {
         return None;
     }
+    Some(bootstrap_95(n, |idx| {
+        let p50 = |x: &[f64]| nearest_rank(&sorted(idx.iter().map(|&i| x[i]).collect()), 0.5);
+        p50(b) / p50(o)
+    }))
+}
+
+/// A 95% bootstrap interval of `stat` over `n` rounds: 2000 resamples of
+/// the round indices (with replacement, fixed seed, so the same samples
+/// give the same interval), `stat` of each, their 2.5th and 97.5th
+/// percentiles.
+fn bootstrap_95(n: usize, mut stat: impl FnMut(&[usize]) -> f64) -> (f64, f64) {
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -67,15 +78,15 @@ pub fn speedup_interval(base: &Stats, other: &Stats) -> Option<(f64, f64)> {
         seed ^= seed << 17;
         (seed % n as u64) as usize
     };
-    let ratios: Vec<f64> = (0..2000)
-        .map(|_| {
-            let idx: Vec<usize> = (0..n).map(|_| next()).collect();
-            let p50 = |x: &[f64]| nearest_rank(&sorted(idx.iter().map(|&i| x[i]).collect()), 0.5);
-            p50(b) / p50(o)
-        })
-        .collect();
-    let ratios = sorted(ratios);
-    Some((nearest_rank(&ratios, 0.025), nearest_rank(&ratios, 0.975)))
+    let stats = sorted(
+        (0..2000)
+            .map(|_| {
+                let idx: Vec<usize> = (0..n).map(|_| next()).collect();
+                stat(&idx)
+            })
+            .collect(),
+    );
+    (nearest_rank(&stats, 0.025), nearest_rank(&stats, 0.975))
 }
 
 /// The speedup of `other` over `base` in each round they were timed side
@@ -98,17 +109,8 @@ pub fn ratio_median_interval(ratios: &[f64]) -> Option<(f64, (f64, f64))> {
     if n < 2 {
         return None;
     }
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
-    let medians =
-        sorted((0..2000).map(|_| nearest_rank(&sorted((0..n).map(|_| ratios[next()]).collect()), 0.5)).collect());
     let median = nearest_rank(&sorted(ratios.to_vec()), 0.5);
-    Some((median, (nearest_rank(&medians, 0.025), nearest_rank(&medians, 0.975))))
+    Some((median, bootstrap_95(n, |idx| nearest_rank(&sorted(idx.iter().map(|&i| ratios[i]).collect()), 0.5))))
 }
 
 /// Times `f` once, in milliseconds.
