@@ -370,6 +370,19 @@ fn verify_reports_equivalence_and_speed() {
     assert!(text.contains("equivalence: ok (20 outputs compared"), "{text}");
     assert!(text.contains("| members one after another |") && text.contains("| fused |"), "{text}");
     assert!(text.contains("s1           class_out_0"), "{text}");
+    // Default: the rounds split among up to 4 sessions of each model made
+    // afresh (here 2, one per round); one session when asked.
+    assert!(text.contains("2 timed rounds, interleaved, across 2 sessions of each model made afresh"), "{text}");
+    let mut one = verify_args(&model, &members, &input);
+    one.extend_from_slice(&["--sessions", "1", "--json"]);
+    let res = ok(fusec(&one));
+    assert!(String::from_utf8(res.stdout).unwrap().contains("1 warm-up + 2 timed rounds, interleaved\n"));
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert_eq!(j["report"]["speed"]["sessions"], 1, "{j}");
+    assert!(j["report"]["speed"]["rows"].as_array().unwrap().iter().all(|r| r["runs"] == 2), "{j}");
+    let res = fusec(&[&verify_args(&model, &members, &input)[..], &["--sessions", "0"]].concat());
+    assert_eq!(res.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&res.stderr).contains("--sessions"));
 }
 
 #[test]
@@ -468,6 +481,11 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         assert!(0.0 < lo && lo <= hi, "{r}");
     }
     assert!(text.contains("| speedup (p50) | 95% interval |"), "{text}");
+    // The 2 timed rounds split among 2 sessions of each model made afresh
+    // (4 asked, at most one per round), every row timed in both.
+    assert_eq!(j["sessions"], 2, "{j}");
+    assert!(text.contains("2 timed rounds, interleaved, across 2 sessions of each model made afresh"), "{text}");
+    assert!(rows.iter().all(|r| r["runs"] == 2), "{j}");
     assert!(text.contains("the gain of fusion itself"), "{text}");
     for r in rows {
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
@@ -701,6 +719,11 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let best = eligible.iter().max_by(|a, b| over(a).unwrap().total_cmp(&over(b).unwrap()));
     assert_eq!(chosen, best.map_or("00000000", |c| c["plan"].as_str().unwrap()), "{t}");
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
+    // Rounds 1 and 2 time 3 rounds, round 3 three times as many, split
+    // among 3 sessions of each model made afresh.
+    let timed: Vec<u64> = cands.iter().map(|c| c["runs"].as_u64().unwrap()).collect();
+    assert_eq!(timed, [vec![3; 19], vec![9; 6]].concat(), "{t}");
+    assert!(text.contains("9 in round 3 split among 3 sessions of each model made afresh"), "{text}");
     // The costs: one digit per node group, grouping only groupable ones;
     // the cut's choice costs no more (modelled) than all or none grouped.
     let groups = j["report"]["groups"].as_u64().unwrap();

@@ -290,6 +290,7 @@ def verify(
     rtol: Optional[float] = None,
     warmup: int = 3,
     runs: int = 20,
+    sessions: int = 4,
     arch: Optional[str] = None,
     image_size: Optional[int] = None,
     batch: Optional[int] = None,
@@ -298,7 +299,8 @@ def verify(
 ) -> VerifyReport:
     """Checks a fused ONNX model against its members, as ``fusec verify``:
     every output (max abs, relative L2, cosine, elements outside
-    ``atol``/``rtol``), and speed (``runs`` timed rounds; 0 for none).
+    ``atol``/``rtol``), and speed (``runs`` timed rounds, 0 for none,
+    split among ``sessions`` sessions of each model made afresh).
 
     ``inputs``: a ``.safetensors`` file, or a dict of numpy arrays named as
     the model's inputs; default: ``images`` deterministic random inputs.
@@ -329,6 +331,7 @@ def verify(
         rtol,
         int(warmup),
         int(runs),
+        int(sessions),
         *_arch(arch, image_size, batch, seq_len),
         bool(progress),
     )
@@ -345,6 +348,7 @@ def bench(
     precision: str = "fp32",
     warmup: int = 3,
     runs: int = 20,
+    sessions: int = 4,
     json_out: Optional[PathLike] = None,
     markdown_out: Optional[PathLike] = None,
     calibrate: Optional[PathLike] = None,
@@ -357,7 +361,9 @@ def bench(
     progress: bool = True,
 ) -> BenchReport:
     """Benchmarks, in one interleaved run, the members one after another
-    against fused models with several lowerings, as ``fusec bench``.
+    against fused models with several lowerings, as ``fusec bench``:
+    ``runs`` timed rounds split among ``sessions`` sessions of each model,
+    each made afresh (one session's luck can move it by 5-30%).
 
     >>> r = fusec.bench(members, runs=20)
     >>> r.fastest, round(r.row(r.fastest).speedup_p50, 2)
@@ -378,6 +384,7 @@ def bench(
         precision,
         int(warmup),
         int(runs),
+        int(sessions),
         opt(json_out),
         opt(markdown_out),
         opt(calibrate),

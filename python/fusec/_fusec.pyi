@@ -23,12 +23,13 @@ def fuse(
 def verify(
     model: str, members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors],
     images: int, runtime: str, device: str, threads: Optional[int], cuda_graph: bool, precision: str, atol: Optional[float],
-    rtol: Optional[float], warmup: int, runs: int, arch_name: Optional[str], image_size: Optional[int],
+    rtol: Optional[float], warmup: int, runs: int, sessions: int, arch_name: Optional[str], image_size: Optional[int],
     batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...
 def bench(
     members: Sequence[str], input_file: Optional[str], input_tensors: Optional[_Tensors], runtime: str,
-    device: str, threads: Optional[int], cuda_graph: bool, precision: str, warmup: int, runs: int, json_out: Optional[str],
+    device: str, threads: Optional[int], cuda_graph: bool, precision: str, warmup: int, runs: int, sessions: int,
+    json_out: Optional[str],
     markdown_out: Optional[str], calibrate: Optional[str], tune_runs: Optional[int], arch_name: Optional[str],
     image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,
 ) -> _Returned: ...

@@ -269,6 +269,8 @@ class SpeedRow:
 class SpeedReport:
     warmup: int
     runs: int
+    sessions: int
+    """Sessions of each model the runs were split among, each made afresh."""
     rows: List[SpeedRow]
 
 
@@ -344,6 +346,8 @@ class BenchReport(_Report):
     device: str
     warmup: int
     runs: int
+    sessions: int
+    """Sessions of each model the runs were split among, each made afresh."""
     rows: List[BenchRow]
     fastest: str
     fusion_gain: float

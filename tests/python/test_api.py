@@ -76,6 +76,11 @@ def test_verify_times_and_says_the_speedup(fused):
     assert rows[0].speedup_p50 == 1.0 and rows[0].speedup_p50_interval is None
     assert report.speedup == rows[1].speedup_p50 == pytest.approx(rows[0].stats.p50_ms / rows[1].stats.p50_ms)
     assert report.generated_inputs and report.inputs == 1
+    # The 2 rounds split among 2 sessions of each model made afresh (at
+    # most one per round), or all in one when asked.
+    assert report.speed.sessions == 2 and all(r.stats.runs == 2 for r in rows)
+    one = fusec.verify(out, MEMBERS, images=1, runs=2, warmup=1, sessions=1, progress=False)
+    assert one.speed.sessions == 1 and all(r.stats.runs == 2 for r in one.speed.rows)
 
 
 def test_numpy_in_and_out_match_pytorchs_outputs(fused):
@@ -129,6 +134,7 @@ def test_a_short_bench_has_the_commands_rows(tmp_path):
     assert isinstance(report, fusec.BenchReport) and report.members == ["coco", "aquarium"]
     assert len(report.rows) == 15 and report.rows[0].config == "members one after another"
     assert all(r.stats.p50_ms > 0 for r in report.rows)
+    assert report.sessions == 2 and all(r.stats.runs == 2 for r in report.rows)
     assert all(r.max_abs <= 1e-4 for r in report.rows if "fp16" not in r.config)
     assert report.row(report.fastest).speedup_p50 == max(r.speedup_p50 for r in report.rows[2:])
     written = json.loads((tmp_path / "b.json").read_text())

@@ -106,6 +106,12 @@ struct SpeedArgs {
     /// Timed rounds (0: no timing)
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// The timed rounds are split among this many sessions of each model
+    /// (members and fused), each made afresh and warmed up: two sessions
+    /// of one model can differ by 5-30% for their whole life, so one
+    /// session each compares luck as much as models (at most --runs)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    sessions: u64,
     /// What every model (the members and the fused model) computes in:
     /// fp16 converts each to compute in fp16 (for GPUs, --device cuda;
     /// ONNX Runtime's CPU provider lacks fp16 kernels for most ops),
@@ -116,7 +122,12 @@ struct SpeedArgs {
 
 impl SpeedArgs {
     fn args(&self) -> speed::SpeedArgs {
-        speed::SpeedArgs { warmup: self.warmup, runs: self.runs, fp16: matches!(self.precision, ComputeArg::Fp16) }
+        speed::SpeedArgs {
+            warmup: self.warmup,
+            runs: self.runs,
+            fp16: matches!(self.precision, ComputeArg::Fp16),
+            sessions: self.sessions as usize,
+        }
     }
 }
 

@@ -127,23 +127,90 @@ pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
     names.iter().zip(graphs).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect()
 }
 
-/// Times groups of sessions side by side, in interleaved rounds, on `x`:
-/// each group runs its sessions one after another (the members: a group
-/// of N; a fused model: a group of one). Stats per group, in order.
-pub(crate) fn time_groups(
-    groups: &mut [&mut [Box<dyn Session>]],
-    x: &Tensors,
-    warmup: usize,
-    runs: usize,
-    tick: &mut dyn FnMut(),
-) -> Result<Vec<Stats>, VerifyError> {
-    let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = groups
-        .iter_mut()
-        .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
-        .collect();
-    let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
-        runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
-    interleaved(&mut refs, warmup, runs, tick)
+/// Models to time side by side (groups of them: the members are a group
+/// of N run one after another, a fused model a group of one), kept as
+/// ONNX files in a temporary folder so that sessions can be made of them
+/// afresh, block by block, without every model's bytes held in memory.
+///
+/// Why afresh: two sessions of one graph made in one process can differ
+/// by 5-30% for their whole life (ONNX Runtime on this project's CPU:
+/// where their weights and arenas landed), so one session per model
+/// decides between models by luck. [`Lineup::time`] splits the rounds
+/// among several sessions of each model and pools them.
+pub(crate) struct Lineup {
+    dir: tempfile::TempDir,
+    groups: Vec<Vec<PathBuf>>,
+}
+
+impl Lineup {
+    pub(crate) fn new() -> Result<Lineup, Failure> {
+        let dir = tempfile::Builder::new()
+            .prefix("fusec-timing-")
+            .tempdir()
+            .map_err(|e| Failure::internal(format!("a temporary folder for the models to time: {e}")))?;
+        Ok(Lineup { dir, groups: vec![] })
+    }
+
+    /// Adds a group of models (ONNX bytes) run one after another; its
+    /// stats come back at this index.
+    pub(crate) fn push(&mut self, models: &[&[u8]]) -> Result<usize, Failure> {
+        let mut files = vec![];
+        for bytes in models {
+            let file = self.dir.path().join(format!("{}-{}.onnx", self.groups.len(), files.len()));
+            std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
+            files.push(file);
+        }
+        self.groups.push(files);
+        Ok(self.groups.len() - 1)
+    }
+
+    /// Adds the graphs as one group (see [`Lineup::push`]).
+    pub(crate) fn push_graphs(&mut self, graphs: &[Graph], fp16: bool) -> Result<usize, Failure> {
+        let bytes: Vec<Vec<u8>> =
+            graphs.iter().map(|g| crate::commands::onnx_bytes(g, fp16)).collect::<Result<_, _>>()?;
+        self.push(&bytes.iter().map(Vec::as_slice).collect::<Vec<_>>())
+    }
+
+    /// Times every group side by side on `x` in `runs` interleaved rounds,
+    /// split among `sessions` blocks (at most one per round): each block
+    /// makes every model's session afresh, warms them up (`warmup`
+    /// rounds) and times its share of the rounds. Stats per group, the
+    /// blocks' rounds in order (still paired round by round across groups).
+    pub(crate) fn time(
+        &self,
+        cfg: &SessionConfig,
+        x: &Tensors,
+        warmup: usize,
+        runs: usize,
+        sessions: usize,
+        tick: &mut dyn FnMut(),
+    ) -> Result<Vec<Stats>, Failure> {
+        let blocks = sessions.clamp(1, runs.max(1));
+        let mut samples = vec![Vec::with_capacity(runs); self.groups.len()];
+        for b in 0..blocks {
+            let (from, to) = (runs * b / blocks, runs * (b + 1) / blocks);
+            let mut made: Vec<Vec<Box<dyn Session>>> = vec![];
+            for files in &self.groups {
+                let mut group = vec![];
+                for f in files {
+                    let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
+                    group.push(fusec_verify::runtime::load(&bytes, cfg)?);
+                }
+                made.push(group);
+            }
+            let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = made
+                .iter_mut()
+                .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
+                .collect();
+            let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
+                runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
+            let stats = interleaved(&mut refs, warmup, to - from, from, tick)?;
+            for (all, s) in samples.iter_mut().zip(stats) {
+                all.extend(s.samples_ms);
+            }
+        }
+        Ok(samples.iter().map(|s| Stats::from_ms(s)).collect())
+    }
 }
 
 /// The baseline: each member's session in turn, on the same input.
@@ -230,6 +297,30 @@ pub struct SpeedArgs {
     /// `--precision fp16`: every model run (members and fused) computes
     /// in f16.
     pub fp16: bool,
+    /// The timed rounds are split among this many sessions of each model,
+    /// made afresh (see [`Lineup`]); at most one per round.
+    pub sessions: usize,
+}
+
+impl SpeedArgs {
+    /// The sessions of each model the runs are split among (at most one
+    /// per round).
+    pub fn blocks(&self) -> usize {
+        self.sessions.clamp(1, self.runs.max(1))
+    }
+
+    /// How the timing was done, for the reports.
+    pub fn describe(&self) -> String {
+        let blocks = self.blocks();
+        if blocks > 1 {
+            format!(
+                "{} timed rounds, interleaved, across {blocks} sessions of each model made afresh, each after {} warm-up rounds",
+                self.runs, self.warmup
+            )
+        } else {
+            format!("{} warm-up + {} timed rounds, interleaved", self.warmup, self.runs)
+        }
+    }
 }
 
 /// One output of one member on one input, fused against the member alone.
@@ -285,6 +376,8 @@ pub struct SpeedRow {
 pub struct SpeedReport {
     pub warmup: usize,
     pub runs: usize,
+    /// Sessions of each model the runs were split among, each made afresh.
+    pub sessions: usize,
     pub rows: Vec<SpeedRow>,
 }
 
@@ -490,24 +583,22 @@ pub fn verify(
     let mut speed_report = None;
     if speed.runs > 0 {
         let x = &ins[0];
+        drop((fused, sessions));
+        let mut lineup = Lineup::new()?;
+        lineup.push_graphs(&members, speed.fp16)?;
+        lineup.push_graphs(std::slice::from_ref(&fused_graph), speed.fp16)?;
         let pb = progress(speed.runs as u64, "timing");
-        let mut groups = [&mut sessions[..], std::slice::from_mut(&mut fused)];
-        let stats = time_groups(&mut groups, x, speed.warmup, speed.runs, &mut || pb.inc(1))?;
+        let stats = lineup.time(cfg, x, speed.warmup, speed.runs, speed.sessions, &mut || pb.inc(1))?;
         pb.finish_and_clear();
         let rows = [("members one after another", &stats[0]), ("fused", &stats[1])];
         let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "speed on {}: {} warm-up + {} timed rounds, interleaved",
-            describe_cfg(cfg),
-            speed.warmup,
-            speed.runs
-        );
+        let _ = writeln!(t, "speed on {}: {}", describe_cfg(cfg), speed.describe());
         t.push_str(&speed_table(&rows, &stats[0], None, Items::of(&fused_graph)));
         emit(&t)?;
         speed_report = Some(SpeedReport {
             warmup: speed.warmup,
             runs: speed.runs,
+            sessions: speed.blocks(),
             rows: speed_rows(&rows, &stats[0], Items::of(&fused_graph)),
         });
     }
@@ -595,6 +686,8 @@ pub struct BenchReport {
     pub device: String,
     pub warmup: usize,
     pub runs: usize,
+    /// Sessions of each model the runs were split among, each made afresh.
+    pub sessions: usize,
     /// The members one after another first (the baseline), then the members
     /// canonicalized but unfused, then each fused configuration.
     pub rows: Vec<BenchRow>,
@@ -684,11 +777,11 @@ pub fn bench(
     let mut configs: Vec<BenchConfig> =
         bench_configs().into_iter().filter(|c| !(speed.fp16 && c.fp16_weights)).collect();
     // --tune: the plan measured best here, as one more row of the same run.
-    // Tuned before any timed session is made: sessions made after it
-    // (after it made and dropped dozens) measured up to 10% slower than
-    // ones made before (ConvNeXt-Tiny's members against the same graphs
-    // rewritten, 0.90x after tuning, 1.00x without), which favoured the
-    // members.
+    // Tuned before any session is made: sessions made after it (after it
+    // made and dropped dozens) measured up to 10% slower than ones made
+    // before (ConvNeXt-Tiny's members against the same graphs rewritten,
+    // 0.90x after tuning, 1.00x without); every timed session is made
+    // after it, block by block (`Lineup`).
     let mut tuning = None;
     if let Some(runs) = tune_runs {
         let device = describe_cfg(cfg);
@@ -734,24 +827,29 @@ pub fn bench(
     let pb = progress(configs.len() as u64 + 1, "building");
     // The members after fuse's single-model passes, unfused: what those
     // rewrites give without fusion.
-    let mut prepared_sessions = vec![];
+    let mut prepared = vec![];
     let mut prepared_out: Tensors = vec![];
     for (m, g) in names.iter().zip(&members) {
         let mut g = g.clone();
         fusec_passes::prepare_member(&mut g, false).map_err(|e| e.in_member(m))?;
-        let mut s = session(&g, cfg, speed.fp16)?;
-        for (o, t) in s.run(x)? {
+        for (o, t) in session(&g, cfg, speed.fp16)?.run(x)? {
             prepared_out.push((format!("{m}/{o}"), t));
         }
-        prepared_sessions.push(s);
+        prepared.push(g);
     }
     let prepared_diff = differences(PREPARED, &prepared_out)?;
+    // What is timed: the members, the prepared members, each distinct
+    // fused model (sessions made afresh per block, see `Lineup`).
+    drop(sessions);
+    let mut lineup = Lineup::new()?;
+    lineup.push_graphs(&members, speed.fp16)?;
+    lineup.push_graphs(&prepared, speed.fp16)?;
+    drop(prepared);
     pb.inc(1);
     // Configs whose model is byte for byte an earlier one's (for
     // transformers, every channel-stacking variant of a lowering) are
-    // timed once: `timed[i]` is config i's session, `same_as[i]` the
-    // earlier config it repeats.
-    let mut fused_sessions = vec![];
+    // timed once: `timed[i]` is config i's group in the lineup, `same_as[i]`
+    // the earlier config it repeats.
     let mut timed = vec![];
     let mut same_as: Vec<Option<usize>> = vec![];
     let mut digests: Vec<Vec<u8>> = vec![];
@@ -769,12 +867,10 @@ pub fn bench(
             timed.push(timed[j]);
             diffs.push(diffs[j]);
         } else {
-            let mut s = fusec_verify::runtime::load(&bytes, cfg)?;
-            let got = s.run(x)?;
+            let got = fusec_verify::runtime::load(&bytes, cfg)?.run(x)?;
             diffs.push(differences(name, &got)?);
             same_as.push(None);
-            timed.push(fused_sessions.len());
-            fused_sessions.push(s);
+            timed.push(lineup.push(&[&bytes])?);
         }
         digests.push(digest);
         debug_assert_eq!((timed.len(), same_as.len(), diffs.len()), (i + 1, i + 1, i + 1));
@@ -783,13 +879,11 @@ pub fn bench(
     pb.finish_and_clear();
 
     let pb = progress(speed.runs as u64, "timing");
-    let mut groups: Vec<&mut [Box<dyn Session>]> = vec![&mut sessions, &mut prepared_sessions];
-    groups.extend(fused_sessions.iter_mut().map(std::slice::from_mut));
-    let group_stats = time_groups(&mut groups, x, speed.warmup, speed.runs, &mut || pb.inc(1))?;
+    let group_stats = lineup.time(cfg, x, speed.warmup, speed.runs, speed.sessions, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     // Per row: the baseline, the prepared members, then each config.
     let stats: Vec<Stats> =
-        group_stats[..2].iter().cloned().chain(timed.iter().map(|&t| group_stats[t + 2].clone())).collect();
+        group_stats[..2].iter().cloned().chain(timed.iter().map(|&t| group_stats[t].clone())).collect();
 
     let device = describe_cfg(cfg);
     let mut rows = vec![BenchRow {
@@ -830,12 +924,11 @@ pub fn bench(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "{} members ({}) on {}: {} warm-up + {} timed rounds, every config once per round\n",
+        "{} members ({}) on {}: {}, every config once per round\n",
         names.len(),
         names.join(", "),
         device,
-        speed.warmup,
-        speed.runs
+        speed.describe()
     );
     let labels: Vec<String> = rows.iter().map(BenchRow::label).collect();
     let table: Vec<(&str, &Stats)> = labels.iter().zip(&rows).map(|(l, r)| (l.as_str(), &r.stats)).collect();
@@ -903,6 +996,7 @@ pub fn bench(
         device,
         warmup: speed.warmup,
         runs: speed.runs,
+        sessions: speed.blocks(),
         fastest: best.config.clone(),
         fusion_gain: rows[1].stats.p50_ms / best.stats.p50_ms,
         rows: rows.clone(),

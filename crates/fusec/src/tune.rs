@@ -15,8 +15,11 @@
 //! 3, with three times the timed rounds, confirms: `separate`, `costs`,
 //! those extras and the three fastest plans so far (by speedup over the
 //! members in their round). Every candidate is fused, loaded and timed against the
-//! members one after another in interleaved rounds (the same input, the
-//! same sessions, side by side). A round 3 candidate's speedup over
+//! members one after another in interleaved rounds (the same input, side
+//! by side), sessions made afresh for each round; round 3 splits its rounds
+//! among [`ROUND3_SESSIONS`] sessions of every model, each made afresh
+//! (two sessions of one graph can differ by 5-30% for their whole life,
+//! `crate::speed::Lineup`), so no choice rests on one session's luck. A round 3 candidate's speedup over
 //! `separate` is the median of their per-round ratios (a drift of a shared
 //! machine that slows a whole round cancels), pooled over rounds 1 and 3
 //! where it ran in both. Of round 3's candidates that group, those faster
@@ -39,17 +42,21 @@ use std::path::{Path, PathBuf};
 use fuse_ir::Graph;
 use fusec_passes::fuse::DEFAULT_GROUP_FROM;
 use fusec_passes::{FuseOptions, Lowered, Lowering};
-use fusec_verify::runtime::{Session, SessionConfig};
+use fusec_verify::runtime::SessionConfig;
 use fusec_verify::timing::{ratio_median_interval, round_ratios, speedup_interval, Stats};
 use fusec_verify::Tensors;
 
 use crate::costs::CostReport;
 use crate::report::progress;
-use crate::speed::{as_members, session, time_groups};
+use crate::speed::{as_members, Lineup};
 use crate::Failure;
 
 /// Runs of node groups a plan decides on.
 pub const CHUNKS: u8 = 8;
+
+/// Round 3 times each candidate (and the members) across this many
+/// sessions made afresh, its rounds split evenly among them.
+pub const ROUND3_SESSIONS: usize = 3;
 
 /// The lowest end of the 95% interval of a plan's speedup over `separate`
 /// (the median of per-round ratios) for the plan to be chosen over it (the
@@ -296,7 +303,9 @@ pub fn tune(
         };
         return Ok((Choice::Plan(0).options(keep_bn, None), report));
     }
-    let how = format!("{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}");
+    let how = format!(
+        "{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}, round 3 sessions {ROUND3_SESSIONS}"
+    );
     let key = cache_key(members, &all_grouped.lowered, cfg, &how);
     let cache = cache_file();
     if let (true, Some(file)) = (reuse, &cache) {
@@ -332,19 +341,18 @@ pub fn tune(
     // whose linear layers stay per member (pre-packed 2-D Gemms) too.
     let extras: Vec<Choice> =
         std::iter::once(Choice::Default).chain((all_grouped.member_axis > 0).then_some(Choice::LinearSplit)).collect();
-    let mut baseline: Vec<Box<dyn Session>> =
-        members.iter().map(|g| session(g, cfg, fp16)).collect::<Result<_, _>>()?;
-    let pb = progress((3 * warmup + 5 * runs) as u64, "tuning");
-    let mut measure = |masks: &[Choice], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
-        let mut sessions = vec![];
+    let pb = progress((5 * runs) as u64, "tuning");
+    // Each round times its candidates beside the members, sessions made
+    // afresh for it; round 3 across ROUND3_SESSIONS of them.
+    let measure = |masks: &[Choice], round: usize, runs: usize| -> Result<Vec<Candidate>, Failure> {
+        let mut lineup = Lineup::new()?;
+        lineup.push_graphs(members, fp16)?;
         for &m in masks {
             let f = fusec_passes::fuse(as_members(names, members), &opts_of(m))?;
-            sessions.push(session(&f.graph, cfg, fp16)?);
+            lineup.push_graphs(std::slice::from_ref(&f.graph), fp16)?;
         }
-        let mut groups: Vec<&mut [Box<dyn Session>]> = vec![&mut baseline];
-        groups.extend(sessions.iter_mut().map(std::slice::from_mut));
-        let stats = time_groups(&mut groups, x, warmup, runs, &mut || pb.inc(1))?;
-        pb.inc(warmup as u64);
+        let sessions = if round == 3 { ROUND3_SESSIONS } else { 1 };
+        let stats = lineup.time(cfg, x, warmup, runs, sessions, &mut || pb.inc(1))?;
         Ok(masks
             .iter()
             .zip(&stats[1..])
@@ -546,7 +554,7 @@ pub fn table(r: &TuneReport) -> String {
     }
     let _ = writeln!(
         o,
-        "tuning on {}: {} runs of node groups in dataflow order (1 = grouped, 0 = per member), {} warm-up + {} timed rounds in rounds 1 and 2, {} in round 3, interleaved with the members one after another",
+        "tuning on {}: {} runs of node groups in dataflow order (1 = grouped, 0 = per member), {} warm-up + {} timed rounds in rounds 1 and 2, {} in round 3 split among {ROUND3_SESSIONS} sessions of each model made afresh (each after the warm-up), interleaved with the members one after another",
         r.device, CHUNKS, r.warmup, r.runs, 3 * r.runs
     );
     if let Some(f) = &r.cached {

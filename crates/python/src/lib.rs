@@ -199,7 +199,7 @@ fn fuse(
 }
 
 #[pyfunction]
-#[pyo3(signature = (model, members, input_file, input_tensors, images, runtime, device, threads, cuda_graph, precision, atol, rtol, warmup, runs, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (model, members, input_file, input_tensors, images, runtime, device, threads, cuda_graph, precision, atol, rtol, warmup, runs, sessions, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn verify(
     py: Python<'_>,
@@ -217,6 +217,7 @@ fn verify(
     rtol: Option<f64>,
     warmup: usize,
     runs: usize,
+    sessions: usize,
     arch_name: Option<String>,
     image_size: Option<usize>,
     batch: Option<usize>,
@@ -228,12 +229,21 @@ fn verify(
     let inputs = inputs(input_file, input_tensors, images)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     call(py, progress, move || {
-        fusec::speed::verify(&model, &members, &a, &inputs, &cfg, atol, rtol, &SpeedArgs { warmup, runs, fp16 })
+        fusec::speed::verify(
+            &model,
+            &members,
+            &a,
+            &inputs,
+            &cfg,
+            atol,
+            rtol,
+            &SpeedArgs { warmup, runs, fp16, sessions },
+        )
     })
 }
 
 #[pyfunction(name = "bench")]
-#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, cuda_graph, precision, warmup, runs, json_out, markdown_out, calibrate, tune_runs, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, input_file, input_tensors, runtime, device, threads, cuda_graph, precision, warmup, runs, sessions, json_out, markdown_out, calibrate, tune_runs, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn bench_members(
     py: Python<'_>,
@@ -247,6 +257,7 @@ fn bench_members(
     precision: &str,
     warmup: usize,
     runs: usize,
+    sessions: usize,
     json_out: Option<PathBuf>,
     markdown_out: Option<PathBuf>,
     calibrate: Option<PathBuf>,
@@ -268,7 +279,7 @@ fn bench_members(
             &a,
             &inputs,
             &cfg,
-            &SpeedArgs { warmup, runs, fp16 },
+            &SpeedArgs { warmup, runs, fp16, sessions },
             json_out.as_deref(),
             markdown_out.as_deref(),
             calibrate.as_deref(),

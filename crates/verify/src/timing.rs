@@ -125,11 +125,14 @@ pub fn time_ms(f: &mut dyn FnMut() -> Result<(), VerifyError>) -> Result<f64, Ve
 /// drifts of a shared machine hit all of them alike. Round `r` starts at
 /// workload `r % n` (the order rotates), so no workload is always the one
 /// run first, after the others have filled the caches and heated the
-/// cores. `tick` is called after every timed round (progress).
+/// cores. The rounds are numbered from `first` (a caller timing in several
+/// calls continues the rotation). `tick` is called after every timed round
+/// (progress).
 pub fn interleaved(
     workloads: &mut [&mut dyn FnMut() -> Result<(), VerifyError>],
     warmup: usize,
     runs: usize,
+    first: usize,
     tick: &mut dyn FnMut(),
 ) -> Result<Vec<Stats>, VerifyError> {
     for _ in 0..warmup {
@@ -139,7 +142,7 @@ pub fn interleaved(
     }
     let mut samples = vec![Vec::with_capacity(runs); workloads.len()];
     let n = workloads.len();
-    for r in 0..runs {
+    for r in first..first + runs {
         for k in 0..n {
             let i = (r + k) % n;
             samples[i].push(time_ms(&mut *workloads[i])?);
@@ -221,9 +224,13 @@ mod tests {
         let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
             w.iter_mut().map(|b| b.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
         let mut ticks = 0;
-        let stats = interleaved(&mut refs, 1, 4, &mut || ticks += 1).unwrap();
+        let stats = interleaved(&mut refs, 1, 4, 0, &mut || ticks += 1).unwrap();
         assert_eq!(*order.borrow(), [0, 1, 2, 0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]);
         assert_eq!((ticks, stats.len()), (4, 3));
         assert!(stats.iter().all(|s| s.runs == 4));
+        // Continued from round 4: round 4 starts where round 1 did.
+        order.borrow_mut().clear();
+        interleaved(&mut refs, 0, 2, 4, &mut || ()).unwrap();
+        assert_eq!(*order.borrow(), [1, 2, 0, 2, 0, 1]);
     }
 }
