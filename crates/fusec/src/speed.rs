@@ -116,12 +116,6 @@ fn detections(
         .map_err(|e| Failure::internal(format!("decoding detections: {e}")))
 }
 
-/// A session for `g`; with `fp16`, `g` computes in f16 (members and
-/// fused models alike: `--precision fp16`).
-pub(crate) fn session(g: &Graph, cfg: &SessionConfig, fp16: bool) -> Result<Box<dyn Session>, Failure> {
-    Ok(fusec_verify::runtime::load(&crate::commands::onnx_bytes(g, fp16)?, cfg)?)
-}
-
 /// The members as `fusec_passes::fuse` takes them (copies of the graphs).
 pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
     names.iter().zip(graphs).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect()
@@ -164,11 +158,23 @@ impl Lineup {
         Ok(self.groups.len() - 1)
     }
 
-    /// Adds the graphs as one group (see [`Lineup::push`]).
+    /// Adds the graphs as one group (see [`Lineup::push`]); with `fp16`,
+    /// each computes in f16 (members and fused models alike:
+    /// `--precision fp16`).
     pub(crate) fn push_graphs(&mut self, graphs: &[Graph], fp16: bool) -> Result<usize, Failure> {
         let bytes: Vec<Vec<u8>> =
             graphs.iter().map(|g| crate::commands::onnx_bytes(g, fp16)).collect::<Result<_, _>>()?;
         self.push(&bytes.iter().map(Vec::as_slice).collect::<Vec<_>>())
+    }
+
+    /// A session of each model of group `group`, made afresh from its file.
+    pub(crate) fn sessions(&self, group: usize, cfg: &SessionConfig) -> Result<Vec<Box<dyn Session>>, Failure> {
+        let mut made = vec![];
+        for f in &self.groups[group] {
+            let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
+            made.push(fusec_verify::runtime::load(&bytes, cfg)?);
+        }
+        Ok(made)
     }
 
     /// Times every group side by side on `x` in `runs` interleaved rounds,
@@ -185,19 +191,12 @@ impl Lineup {
         sessions: usize,
         tick: &mut dyn FnMut(),
     ) -> Result<Vec<Stats>, Failure> {
-        let blocks = sessions.clamp(1, runs.max(1));
+        let blocks = blocks(sessions, runs);
         let mut samples = vec![Vec::with_capacity(runs); self.groups.len()];
         for b in 0..blocks {
             let (from, to) = (runs * b / blocks, runs * (b + 1) / blocks);
-            let mut made: Vec<Vec<Box<dyn Session>>> = vec![];
-            for files in &self.groups {
-                let mut group = vec![];
-                for f in files {
-                    let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
-                    group.push(fusec_verify::runtime::load(&bytes, cfg)?);
-                }
-                made.push(group);
-            }
+            let mut made: Vec<Vec<Box<dyn Session>>> =
+                (0..self.groups.len()).map(|g| self.sessions(g, cfg)).collect::<Result<_, _>>()?;
             let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = made
                 .iter_mut()
                 .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
@@ -211,6 +210,12 @@ impl Lineup {
         }
         Ok(samples.iter().map(|s| Stats::from_ms(s)).collect())
     }
+}
+
+/// The sessions of each model `runs` rounds are split among: as asked, at
+/// least one and at most one per round.
+fn blocks(sessions: usize, runs: usize) -> usize {
+    sessions.clamp(1, runs.max(1))
 }
 
 /// The baseline: each member's session in turn, on the same input.
@@ -306,7 +311,7 @@ impl SpeedArgs {
     /// The sessions of each model the runs are split among (at most one
     /// per round).
     pub fn blocks(&self) -> usize {
-        self.sessions.clamp(1, self.runs.max(1))
+        blocks(self.sessions, self.runs)
     }
 
     /// How the timing was done, for the reports.
@@ -464,9 +469,13 @@ pub fn verify(
     }
     let ins = inputs(&fused_graph, input)?;
     let generated = matches!(input, Inputs::Generated(_));
-    let mut fused = session(&fused_graph, cfg, speed.fp16)?;
-    let mut sessions: Vec<Box<dyn Session>> =
-        members.iter().map(|g| session(g, cfg, speed.fp16)).collect::<Result<_, _>>()?;
+    // The models as ONNX files, each written once: the sessions checked
+    // here and the ones timed below are made from them.
+    let mut lineup = Lineup::new()?;
+    let members_group = lineup.push_graphs(&members, speed.fp16)?;
+    let fused_group = lineup.push_graphs(std::slice::from_ref(&fused_graph), speed.fp16)?;
+    let mut fused = lineup.sessions(fused_group, cfg)?.remove(0);
+    let mut sessions = lineup.sessions(members_group, cfg)?;
 
     let mut o = String::new();
     let _ = writeln!(
@@ -584,9 +593,6 @@ pub fn verify(
     if speed.runs > 0 {
         let x = &ins[0];
         drop((fused, sessions));
-        let mut lineup = Lineup::new()?;
-        lineup.push_graphs(&members, speed.fp16)?;
-        lineup.push_graphs(std::slice::from_ref(&fused_graph), speed.fp16)?;
         let pb = progress(speed.runs as u64, "timing");
         let stats = lineup.time(cfg, x, speed.warmup, speed.runs, speed.sessions, &mut || pb.inc(1))?;
         pb.finish_and_clear();
@@ -791,8 +797,12 @@ pub fn bench(
         configs.push(BenchConfig { name: format!("fused, tuned ({})", r.label()), opts, fp16_weights: false });
         tuning = Some(r);
     }
-    let mut sessions: Vec<Box<dyn Session>> =
-        members.iter().map(|g| session(g, cfg, speed.fp16)).collect::<Result<_, _>>()?;
+    // What is timed, as ONNX files each written once (the sessions checked
+    // here are made from them too): the members, the prepared members,
+    // each distinct fused model (sessions made afresh per block).
+    let mut lineup = Lineup::new()?;
+    let members_group = lineup.push_graphs(&members, speed.fp16)?;
+    let mut sessions = lineup.sessions(members_group, cfg)?;
     let mut want: Vec<(String, ndarray::ArrayD<f32>)> = vec![];
     for (m, s) in names.iter().zip(sessions.iter_mut()) {
         for (o, t) in s.run(x)? {
@@ -828,23 +838,21 @@ pub fn bench(
     // The members after fuse's single-model passes, unfused: what those
     // rewrites give without fusion.
     let mut prepared = vec![];
-    let mut prepared_out: Tensors = vec![];
     for (m, g) in names.iter().zip(&members) {
         let mut g = g.clone();
         fusec_passes::prepare_member(&mut g, false).map_err(|e| e.in_member(m))?;
-        for (o, t) in session(&g, cfg, speed.fp16)?.run(x)? {
-            prepared_out.push((format!("{m}/{o}"), t));
-        }
         prepared.push(g);
     }
-    let prepared_diff = differences(PREPARED, &prepared_out)?;
-    // What is timed: the members, the prepared members, each distinct
-    // fused model (sessions made afresh per block, see `Lineup`).
-    drop(sessions);
-    let mut lineup = Lineup::new()?;
-    lineup.push_graphs(&members, speed.fp16)?;
-    lineup.push_graphs(&prepared, speed.fp16)?;
+    let prepared_group = lineup.push_graphs(&prepared, speed.fp16)?;
     drop(prepared);
+    let mut prepared_out: Tensors = vec![];
+    for (m, mut s) in names.iter().zip(lineup.sessions(prepared_group, cfg)?) {
+        for (o, t) in s.run(x)? {
+            prepared_out.push((format!("{m}/{o}"), t));
+        }
+    }
+    let prepared_diff = differences(PREPARED, &prepared_out)?;
+    drop(sessions);
     pb.inc(1);
     // Configs whose model is byte for byte an earlier one's (for
     // transformers, every channel-stacking variant of a lowering) are
