@@ -10,8 +10,13 @@ its weights perturbed (2% of each tensor's spread) and its own classifier
     fusec bench members/resnet18/m2.onnx members/resnet18/m5.onnx members/resnet18/m9.onnx --threads 2
 
 Families: resnet18, resnet50, mobilenet_v3_small, deeplabv3_mobilenet_v3_large
-(torchvision); efficientnet_b0, vit_tiny_patch16_224, convnext_tiny (timm).
-Needs torch, torchvision and timm (PyPI); CI does not use it.
+(torchvision); efficientnet_b0, vit_tiny_patch16_224, convnext_tiny (timm);
+and any other classifier by name: torchvision's first (`mobilenet_v2`,
+`regnet_y_400mf`), else timm's (`deit_tiny_patch16_224`), at 224x224.
+`--dynamo` exports with torch's newer exporter (`torch.onnx.export(...,
+dynamo=True)`) instead of the TorchScript one.
+Needs torch, torchvision and timm (PyPI; onnxscript for --dynamo); CI does
+not use it.
 """
 import argparse
 import copy
@@ -31,8 +36,20 @@ FAMILIES = {
 }
 
 
+def kind_of(family):
+    if family in FAMILIES:
+        return FAMILIES[family][0]
+    import torchvision
+    if family in torchvision.models.list_models(module=torchvision.models):
+        return "torchvision"
+    import timm
+    if timm.is_model(family):
+        return "timm"
+    sys.exit(f"unknown family {family!r}: neither a torchvision classifier nor a timm model")
+
+
 def build(family, classes):
-    kind, _ = FAMILIES[family]
+    kind = kind_of(family)
     if kind == "torchvision":
         import torchvision
         return getattr(torchvision.models, family)(weights=None, num_classes=classes)
@@ -58,17 +75,18 @@ class Logits(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("family", choices=sorted(FAMILIES))
+    ap.add_argument("family", help="one of " + ", ".join(sorted(FAMILIES)) + ", or another torchvision or timm classifier")
     ap.add_argument("out")
+    ap.add_argument("--dynamo", action="store_true", help="export with torch.onnx's dynamo exporter")
     args = ap.parse_args()
     torch.manual_seed(0)
-    size = FAMILIES[args.family][1]
+    size = FAMILIES.get(args.family, (None, 224))[1]
     base = build(args.family, 2)
     base.train()
     with torch.no_grad():
         for _ in range(3):
             base(torch.randn(2, 3, size, size))
-    out = os.path.join(args.out, args.family)
+    out = os.path.join(args.out, args.family + ("-dynamo" if args.dynamo else ""))
     os.makedirs(out, exist_ok=True)
     for k, classes in enumerate((2, 5, 9)):
         m = build(args.family, classes)
@@ -85,7 +103,7 @@ def main():
         m = Logits(m).eval()
         path = os.path.join(out, f"m{classes}.onnx")
         torch.onnx.export(m, (torch.randn(1, 3, size, size),), path, input_names=["image"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
+                          output_names=["logits"], opset_version=17 if not args.dynamo else 18, dynamo=args.dynamo)
         print(path)
 
 

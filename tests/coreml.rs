@@ -164,6 +164,7 @@ fn every_mapped_op_loads_and_type_checks_in_coremltools() {
                 "conv",
                 "sigmoid_hard",
                 "clip",
+                "avg_pool",
                 "max_pool",
                 "slice_by_index",
                 "transpose",

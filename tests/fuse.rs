@@ -120,6 +120,30 @@ fn three_onnx_files_fuse_and_reproduce_every_member_on_ort_and_tract() {
     assert_reproduces_reference(&out, "tract", &MEMBERS);
 }
 
+/// torchvision-style members from torch's newer exporter: DenseNet's
+/// AveragePool, and a member whose zero biases the exporter dropped beside
+/// members that keep theirs. They fuse, and each member's outputs come back
+/// on ONNX Runtime and tract.
+#[test]
+fn average_pools_and_dropped_zero_biases_fuse_and_verify() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::pooled_classifier(0.0, 3, true));
+    let b = write(&dir, "b.onnx", &common::models::pooled_classifier(1.0, 5, false));
+    let c = write(&dir, "c.onnx", &common::models::pooled_classifier(2.0, 2, true));
+    for lowering in ["grouped", "separate"] {
+        let out = dir.path().join(format!("{lowering}.onnx"));
+        let explain = fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
+        assert!(explain.contains("b: zero bias made explicit on `Conv_0` and 1 more"), "{explain}");
+        assert_eq!(count(&explain, "per member after divergence:"), 1, "only the class Gemm differs:\n{explain}");
+        for runtime in ["ort", "tract"] {
+            let args = ["verify", s(&out), "--members", s(&a), s(&b), s(&c), "--runtime", runtime, "--runs", "0"];
+            let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+            assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering} {runtime}:\n{text}");
+        }
+    }
+}
+
 #[test]
 fn onnx_files_and_state_dicts_fuse_together() {
     require_ort();

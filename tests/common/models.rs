@@ -46,9 +46,16 @@ pub fn many_ops_member(seed: f32) -> Vec<u8> {
         .node_named("hswish", "HardSwish", &["c"], &["h"], vec![])
         .node_named("clip", "Clip", &["h", "lo", "hi"], &["k"], vec![])
         .node_named(
+            "avgpool",
+            "AveragePool",
+            &["k"],
+            &["ka"],
+            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node_named(
             "pool",
             "MaxPool",
-            &["k"],
+            &["ka"],
             &["m"],
             vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
         )
@@ -86,5 +93,29 @@ pub fn zero_channel_model() -> Vec<u8> {
         .init_f32("v", &[0], &[])
         .node_named("conv", "Conv", &["x", "w"], &["c"], vec![])
         .node_named("bn", "BatchNormalization", &["c", "g", "b", "m", "v"], &["y"], vec![])
+        .build()
+}
+
+/// A DenseNet-like classifier as torch.onnx exports it: conv, Relu, a
+/// transition AveragePool, global pooling and a `classes`-way Gemm; its
+/// Conv and Gemm without a bias when `bias` is false (torch's dynamo
+/// exporter drops one that is all zeros, as a new classifier's is).
+pub fn pooled_classifier(seed: f32, classes: i64, bias: bool) -> Vec<u8> {
+    let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
+    let mut m = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 16, 16])
+        .output("logits", &[1, classes])
+        .init_f32("conv.w", &[8, 3, 3, 3], &v(216, 0.37))
+        .init_f32("fc.w", &[classes, 8], &v(classes as usize * 8, 0.23));
+    if bias {
+        m = m.init_f32("conv.b", &[8], &v(8, 0.7)).init_f32("fc.b", &[classes], &v(classes as usize, 0.9));
+    }
+    let b = |name: &'static str| if bias { name } else { "" };
+    m.node("Conv", &["image", "conv.w", b("conv.b")], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Relu", &["c"], &["r"], vec![])
+        .node("AveragePool", &["r"], &["p"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
+        .node("GlobalAveragePool", &["p"], &["g"], vec![])
+        .node("Flatten", &["g"], &["f"], vec![])
+        .node("Gemm", &["f", "fc.w", b("fc.b")], &["logits"], vec![attr_int("transB", 1)])
         .build()
 }

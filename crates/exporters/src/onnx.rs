@@ -349,6 +349,14 @@ fn lower(
             at.push(ints_attr("dilations", us(&p.dilations)));
             at.push(int_attr("ceil_mode", p.ceil_mode as i64));
         }
+        Op::AveragePool { window: p, count_include_pad } => {
+            // No dilations: AveragePool has them from opset 19 only.
+            at.push(ints_attr("kernel_shape", us(&p.kernel_shape)));
+            at.push(ints_attr("strides", us(&p.strides)));
+            at.push(ints_attr("pads", us(&p.pads)));
+            at.push(int_attr("ceil_mode", p.ceil_mode as i64));
+            at.push(int_attr("count_include_pad", *count_include_pad as i64));
+        }
         Op::BatchNorm(b) => at.push(float_attr("epsilon", b.epsilon)),
         Op::Gemm(gm) => {
             at.push(float_attr("alpha", gm.alpha));

@@ -57,9 +57,10 @@ pub struct Conv {
     pub group: usize,
 }
 
-/// MaxPool: input `x`. Only the first output (no indices).
+/// A pooling window (MaxPool, AveragePool): input `x`. MaxPool: only the
+/// first output (no indices).
 #[derive(Clone, Debug, PartialEq)]
-pub struct MaxPool {
+pub struct Pool {
     pub kernel_shape: Vec<usize>,
     pub strides: Vec<usize>,
     pub pads: Vec<usize>,
@@ -151,7 +152,12 @@ pub enum Op {
         axes: Option<Vec<i64>>,
         keepdims: bool,
     },
-    MaxPool(MaxPool),
+    MaxPool(Pool),
+    /// AveragePool; `count_include_pad`: padding counts in the divisor.
+    AveragePool {
+        window: Pool,
+        count_include_pad: bool,
+    },
     GlobalAveragePool,
     Resize(Resize),
     Concat {
@@ -245,6 +251,7 @@ impl Op {
             Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
             Op::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
             Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
             Op::Resize(_) => "Resize",
             Op::Concat { .. } => "Concat",
@@ -282,12 +289,15 @@ impl Op {
                 kv("dilations", list(&c.dilations));
                 kv("group", c.group.to_string());
             }
-            Op::MaxPool(p) => {
+            Op::MaxPool(p) | Op::AveragePool { window: p, .. } => {
                 kv("kernel", list(&p.kernel_shape));
                 kv("strides", list(&p.strides));
                 kv("pads", list(&p.pads));
                 kv("dilations", list(&p.dilations));
                 kv("ceil", p.ceil_mode.to_string());
+                if let Op::AveragePool { count_include_pad, .. } = self {
+                    kv("count_include_pad", count_include_pad.to_string());
+                }
             }
             Op::BatchNorm(b) => kv("eps", fmt_f32(b.epsilon)),
             Op::Gemm(g) => {

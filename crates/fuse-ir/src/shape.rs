@@ -131,7 +131,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             vec![(TensorType::new(x.ty.dtype, out), None)]
         }
-        Op::MaxPool(p) => {
+        Op::MaxPool(p) | Op::AveragePool { window: p, .. } => {
             let x = float_in(0)?;
             let xs = &x.ty.shape;
             if xs.len() < 3 {

@@ -89,7 +89,7 @@ fn ceil_mode_pooling_adds_a_window_but_not_one_starting_in_end_padding() {
     let mut g = Graph::new("pool");
     let pooled = |g: &mut Graph, len: usize, k: usize, end_pad: usize, ceil: bool| -> usize {
         let x = g.add_input("x", f32t(&[1, 1, len, len]));
-        let p = Op::MaxPool(MaxPool {
+        let p = Op::MaxPool(Pool {
             kernel_shape: vec![k, k],
             strides: vec![2, 2],
             pads: vec![0, 0, end_pad, end_pad],

@@ -469,6 +469,7 @@ pub fn verify(
     }
     let ins = inputs(&fused_graph, input)?;
     let generated = matches!(input, Inputs::Generated(_));
+    let tokens = fused_graph.inputs().iter().any(|&i| !fused_graph.value(i).ty.dtype.is_float());
     // The models as ONNX files, each written once: the sessions checked
     // here and the ones timed below are made from them.
     let mut lineup = Lineup::new()?;
@@ -485,7 +486,11 @@ pub fn verify(
         members.len(),
         describe_cfg(cfg),
         ins.len(),
-        if generated { " (deterministic random; token ids, types and masks as a tokenizer makes them)" } else { "" }
+        match generated {
+            false => "",
+            true if tokens => " (deterministic random; token ids, types and masks as a tokenizer makes them)",
+            true => " (deterministic random, uniform in [-1, 1])",
+        }
     );
     let _ = writeln!(
         o,

@@ -491,25 +491,103 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
 /// A miniature classifier: conv, Relu, global average pool, Flatten, a
 /// hidden Gemm with Relu, and a class Gemm with `classes` outputs.
 fn mini_classifier(seed: u64, classes: i64) -> Graph {
+    classifier(seed, classes, true)
+}
+
+/// [`mini_classifier`], with or without the optional biases of its Conv and
+/// Gemms (torch's dynamo exporter drops a bias that is all zeros).
+fn classifier(seed: u64, classes: i64, biases: bool) -> Graph {
+    let mut r = Rng(seed);
+    let b = |name: &'static str| if biases { name } else { "" };
+    let (conv_w, conv_b) = (r.vals(108, 0.0, 0.3), r.vals(4, 0.0, 0.1));
+    let (fc_w, fc_b) = (r.vals(24, 0.0, 0.5), r.vals(6, 0.0, 0.1));
+    let (cls_w, cls_b) = (r.vals(classes as usize * 6, 0.0, 0.5), r.vals(classes as usize, 0.0, 0.1));
+    let mut m = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 8, 8])
+        .output("logits", &[1, classes])
+        .init_f32("conv.w", &[4, 3, 3, 3], &conv_w)
+        .init_f32("fc.w", &[6, 4], &fc_w)
+        .init_f32("cls.w", &[classes, 6], &cls_w);
+    if biases {
+        m = m.init_f32("conv.b", &[4], &conv_b).init_f32("fc.b", &[6], &fc_b).init_f32("cls.b", &[classes], &cls_b);
+    }
+    let bytes = m
+        .node("Conv", &["image", "conv.w", b("conv.b")], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Relu", &["c"], &["cr"], vec![])
+        .node("GlobalAveragePool", &["cr"], &["p"], vec![])
+        .node("Flatten", &["p"], &["f"], vec![attr_int("axis", 1)])
+        .node("Gemm", &["f", "fc.w", b("fc.b")], &["h0"], vec![attr_int("transB", 1)])
+        .node("Relu", &["h0"], &["h"], vec![])
+        .node("Gemm", &["h", "cls.w", b("cls.b")], &["logits"], vec![attr_int("transB", 1)])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("classifier.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn a_missing_bias_matches_a_bias_as_zeros() {
+    let members = vec![classifier(1, 3, true), classifier(2, 5, false)];
+    for lowering in [Lowering::Grouped, Lowering::Separate] {
+        let f = fused(lowering, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
+        fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+        assert_eq!(
+            f.report.zero_biases,
+            vec![vec![] as Vec<String>, vec!["Conv_0".into(), "Gemm_4".into(), "Gemm_6".into()]]
+        );
+        assert_eq!(f.report.divergent, 1, "only the class Gemm differs: {:?}", f.report.divergences);
+        assert!(fusec_passes::explain(&f.report).contains("m1: zero bias made explicit on `Conv_0` and 2 more"));
+        assert_fused_matches_members(&f, &members);
+    }
+    // The other way round: member 0 without biases.
+    let members = vec![classifier(2, 5, false), classifier(1, 3, true)];
+    let f = fused(Lowering::Grouped, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
+    assert_eq!(f.report.zero_biases[0].len(), 3);
+    assert_fused_matches_members(&f, &members);
+}
+
+/// DenseNet's transition: Conv, then AveragePool (padded, padding left out
+/// of the average), a ceil-mode AveragePool that counts its padding, and a
+/// class Gemm.
+fn avg_pooled(seed: u64, classes: i64) -> Graph {
     let mut r = Rng(seed);
     let bytes = OnnxBuilder::new(17)
         .input("image", &[1, 3, 8, 8])
         .output("logits", &[1, classes])
         .init_f32("conv.w", &[4, 3, 3, 3], &r.vals(108, 0.0, 0.3))
-        .init_f32("conv.b", &[4], &r.vals(4, 0.0, 0.1))
-        .init_f32("fc.w", &[6, 4], &r.vals(24, 0.0, 0.5))
-        .init_f32("fc.b", &[6], &r.vals(6, 0.0, 0.1))
-        .init_f32("cls.w", &[classes, 6], &r.vals(classes as usize * 6, 0.0, 0.5))
-        .init_f32("cls.b", &[classes], &r.vals(classes as usize, 0.0, 0.1))
-        .node("Conv", &["image", "conv.w", "conv.b"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
-        .node("Relu", &["c"], &["cr"], vec![])
-        .node("GlobalAveragePool", &["cr"], &["p"], vec![])
-        .node("Flatten", &["p"], &["f"], vec![attr_int("axis", 1)])
-        .node("Gemm", &["f", "fc.w", "fc.b"], &["h0"], vec![attr_int("transB", 1)])
-        .node("Relu", &["h0"], &["h"], vec![])
-        .node("Gemm", &["h", "cls.w", "cls.b"], &["logits"], vec![attr_int("transB", 1)])
+        .init_f32("cls.w", &[classes, 36], &r.vals(classes as usize * 36, 0.0, 0.5))
+        .node("Conv", &["image", "conv.w"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node(
+            "AveragePool",
+            &["c"],
+            &["p1"],
+            vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+        )
+        .node(
+            "AveragePool",
+            &["p1"],
+            &["p2"],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_int("ceil_mode", 1),
+                attr_int("count_include_pad", 1),
+            ],
+        )
+        .node("Flatten", &["p2"], &["f"], vec![attr_int("axis", 1)])
+        .node("Gemm", &["f", "cls.w"], &["logits"], vec![attr_int("transB", 1)])
         .build();
-    fusec_frontends::onnx::import(&bytes, Path::new("classifier.onnx")).expect("fixture imports")
+    fusec_frontends::onnx::import(&bytes, Path::new("pooled.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn average_pools_stack_on_channels() {
+    let members = vec![avg_pooled(1, 3), avg_pooled(2, 5)];
+    let f = fused(Lowering::Grouped, vec![("m0", members[0].clone()), ("m1", members[1].clone())]);
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    let text = to_text(&f.graph).unwrap();
+    assert_eq!(text.matches("= AveragePool(").count(), 2, "each pool once, on 8 channels:\n{text}");
+    assert!(text.contains("count_include_pad=true") && text.contains("count_include_pad=false"), "{text}");
+    assert_fused_matches_members(&f, &members);
 }
 
 #[test]

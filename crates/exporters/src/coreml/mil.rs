@@ -474,6 +474,17 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 ];
                 self.op_params("max_pool", &n, x0(), params, outs);
             }
+            Op::AveragePool { window: p, count_include_pad } => {
+                let params = vec![
+                    ("kernel_sizes", list(ints(&p.kernel_shape))),
+                    ("strides", list(ints(&p.strides))),
+                    ("pad_type", Imm::Str("custom".into())),
+                    ("pad", list(begin_end(&ints(&p.pads)))),
+                    ("exclude_padding_from_average", Imm::Bool(!count_include_pad)),
+                    ("ceil_mode", Imm::Bool(p.ceil_mode)),
+                ];
+                self.op_params("avg_pool", &n, x0(), params, outs);
+            }
             Op::Resize(r) => {
                 let s = in_shape(0);
                 let coord = r.coordinate_transformation_mode.as_str();

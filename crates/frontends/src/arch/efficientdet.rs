@@ -433,7 +433,7 @@ impl B<'_> {
     }
 
     fn maxpool_down(&mut self, x: ValueId, name: &str) -> Result<ValueId, LoadError> {
-        let p = MaxPool {
+        let p = Pool {
             kernel_shape: vec![3, 3],
             strides: vec![2, 2],
             pads: self.pads(x, 3, 2),

@@ -6,6 +6,12 @@
 //! correspondence must cover every node of every member: members whose
 //! dataflow differs are different architectures and cannot be fused.
 //!
+//! A bias is optional in ONNX, and exporters drop one that is all zeros
+//! (torch's dynamo exporter does, for a freshly initialised classifier):
+//! a Conv or Gemm without a bias matches one with a bias weight, and
+//! [`Alignment::missing_biases`] lists the slots to fill with zeros
+//! ([`fill_biases`]) so that every member's node has one.
+//!
 //! A matched group of nodes is *same* when ops, attributes and every input
 //! and output type agree and its data inputs come from same nodes; the
 //! first nodes where that stops holding are the *divergences* (class heads
@@ -13,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fuse_ir::{Graph, NodeId, ValueDef, ValueId};
+use fuse_ir::{Bytes, Graph, NodeId, Op, Tensor, TensorType, ValueDef, ValueId};
 
 use crate::PassError;
 
@@ -40,6 +46,45 @@ pub struct Alignment {
     /// In member 0's topological order.
     pub groups: Vec<NodeGroup>,
     pub divergences: Vec<Divergence>,
+    /// Bias slots left empty in some members where a counterpart has a
+    /// bias weight: (member, node, slot, a counterpart's bias type).
+    pub missing_biases: Vec<(usize, NodeId, usize, TensorType)>,
+}
+
+/// Whether input `slot` of `op` is an optional bias that is zero when absent.
+fn bias_slot(op: &Op, slot: usize) -> bool {
+    matches!(op, Op::Conv(_) | Op::Gemm(_)) && slot == 2
+}
+
+/// Fills the empty bias slots `al.missing_biases` names with zero weights,
+/// in `members` (the graphs `al` aligned), shaped as the counterpart's
+/// bias but for the node's own output channels. Returns, per member, the
+/// names of the nodes given a zero bias. The members compute what they did.
+pub fn fill_biases(members: &mut [&mut Graph], al: &Alignment) -> Result<Vec<Vec<String>>, PassError> {
+    let mut filled = vec![vec![]; members.len()];
+    for (k, n, slot, like) in &al.missing_biases {
+        let g = &mut *members[*k];
+        let node = g.node(*n).name.clone();
+        let out = g.value(g.node(*n).outputs[0]).ty.shape.clone();
+        let mut shape = like.shape.clone();
+        match &g.node(*n).op {
+            Op::Conv(_) => shape = vec![out.get(1).copied().unwrap_or(1)],
+            _ if shape.len() == 2 && shape[0] != 1 => shape = out.clone(),
+            _ => {
+                if let (Some(last), Some(own)) = (shape.last_mut(), out.last()) {
+                    *last = *own;
+                }
+            }
+        }
+        let ty = TensorType::new(like.dtype, shape);
+        let bytes = ty.numel().unwrap_or(0) * ty.dtype.size();
+        let zeros = Tensor::new(ty, Bytes::from(vec![0u8; bytes]))
+            .map_err(|e| PassError::Internal(format!("zero bias of node `{node}`: {e}")))?;
+        let v = g.add_weight(format!("{node}/zero_bias"), zeros);
+        g.set_input(*n, *slot, Some(v));
+        filled[*k].push(node);
+    }
+    Ok(filled)
 }
 
 fn is_data(g: &Graph, v: ValueId) -> bool {
@@ -111,8 +156,10 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
                 node.op.name() == node0.op.name()
                     && node.inputs.len() == node0.inputs.len()
                     && node.outputs.len() == node0.outputs.len()
-                    && node0.inputs.iter().zip(&node.inputs).all(|(a, b)| match (a, b) {
+                    && node0.inputs.iter().zip(&node.inputs).enumerate().all(|(slot, (a, b))| match (a, b) {
                         (None, None) => true,
+                        (Some(w), None) if bias_slot(&node0.op, slot) => !is_data(m0, *w),
+                        (None, Some(w)) if bias_slot(&node0.op, slot) => !is_data(g, *w),
                         (Some(a), Some(b)) => {
                             if is_data(m0, *a) {
                                 vmap[k].get(a) == Some(b)
@@ -182,6 +229,21 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             }
         }
     }
+    let mut missing_biases = vec![];
+    for group in &groups {
+        let n0 = m0.node(group.nodes[0]);
+        for slot in (0..n0.inputs.len()).filter(|s| bias_slot(&n0.op, *s)) {
+            let ins: Vec<Option<ValueId>> =
+                group.nodes.iter().zip(members).map(|(n, g)| g.node(*n).inputs[slot]).collect();
+            let Some((k, v)) = ins.iter().enumerate().find_map(|(k, v)| v.map(|v| (k, v))) else { continue };
+            let ty = members[k].value(v).ty.clone();
+            for (k, (n, v)) in group.nodes.iter().zip(&ins).enumerate() {
+                if v.is_none() {
+                    missing_biases.push((k, *n, slot, ty.clone()));
+                }
+            }
+        }
+    }
     if !groups.iter().any(|p| p.same) {
         let first = divergences
             .first()
@@ -189,7 +251,7 @@ pub fn align(members: &[&Graph], names: &[String]) -> Result<Alignment, PassErro
             .unwrap_or_else(|| "the members have no nodes".into());
         return Err(incompatible(format!("nothing to fuse: the members differ from their first node: {first}")));
     }
-    Ok(Alignment { groups, divergences })
+    Ok(Alignment { groups, divergences, missing_biases })
 }
 
 /// What differs between node `a` of member 0 and node `b` of another, or

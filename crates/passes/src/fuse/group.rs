@@ -7,7 +7,7 @@
 //! | Conv on the shared input, group 1 | one Conv, weights concatenated on the output axis |
 //! | Conv on a stacked input | Conv with group·N, weights and biases concatenated |
 //! | BatchNormalization | one BatchNormalization, parameters concatenated |
-//! | unary ops, Clip, Cast, MaxPool, GlobalAveragePool | unchanged |
+//! | unary ops, Clip, Cast, MaxPool, AveragePool, GlobalAveragePool | unchanged |
 //! | Resize, Pad, Slice, Split, Reduce, Softmax off the channel axis | unchanged (sizes scaled) |
 //! | Add/Sub/Mul/Div of stacked tensors | unchanged |
 //! | Add/Sub/Mul/Div by per-member constants | one constant, each member's values over its channels |
@@ -90,6 +90,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
         | Op::Clip { .. }
         | Op::Cast { .. }
         | Op::MaxPool(_)
+        | Op::AveragePool { .. }
         | Op::GlobalAveragePool => {
             if n0.inputs.len() != 1 || is_weight(n0.inputs[0]) {
                 return Ok(false);

@@ -29,7 +29,7 @@ use fuse_ir::{Graph, Op, UnaryOp, ValueDef, ValueId};
 pub use options::{FuseOptions, Lowering, Member, DEFAULT_GROUP_FROM};
 pub use report::{explain, FuseReport, Lowered, Origin};
 
-use self::align::{align, describe};
+use self::align::{align, describe, fill_biases};
 use self::layout::FuseBuilder;
 use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
@@ -77,8 +77,16 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         report.bn_folded.push(folded);
     }
     let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let mut al = align(&members.iter().map(|m| &m.graph).collect::<Vec<_>>(), &names)?;
+    if !al.missing_biases.is_empty() {
+        let mut graphs: Vec<&mut Graph> = members.iter_mut().map(|m| &mut m.graph).collect();
+        report.zero_biases = fill_biases(&mut graphs, &al)?;
+        for (g, name) in graphs.iter().zip(&names) {
+            validated("fill_biases", g).map_err(|e| e.in_member(name))?;
+        }
+        al = align(&members.iter().map(|m| &m.graph).collect::<Vec<_>>(), &names)?;
+    }
     let graphs: Vec<&Graph> = members.iter().map(|m| &m.graph).collect();
-    let al = align(&graphs, &names)?;
     let shared = shared_groups(&graphs, &al);
     for (k, j) in identical_members(&graphs, &al).into_iter().enumerate() {
         if let Some(j) = j {

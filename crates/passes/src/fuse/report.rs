@@ -13,6 +13,9 @@ pub struct FuseReport {
     pub member_convs: Vec<usize>,
     pub canon: Vec<CanonStats>,
     pub bn_folded: Vec<usize>,
+    /// Per member, the Conv and Gemm nodes given an explicit zero bias to
+    /// match a counterpart's bias (an exporter dropped theirs).
+    pub zero_biases: Vec<Vec<String>>,
     pub groups: usize,
     pub same: usize,
     pub shared: usize,
@@ -80,6 +83,10 @@ pub fn explain(r: &FuseReport) -> String {
             "  {m}: {} nodes, {} Conv (folded {} constant nodes, {} BatchNorm)",
             r.member_nodes[k], r.member_convs[k], r.canon[k].folded, r.bn_folded[k]
         );
+    }
+    for (m, nodes) in r.members.iter().zip(&r.zero_biases).filter(|(_, n)| !n.is_empty()) {
+        let more = if nodes.len() > 1 { format!(" and {} more", nodes.len() - 1) } else { String::new() };
+        let _ = writeln!(s, "  {m}: zero bias made explicit on `{}`{more} (its counterparts have a bias)", nodes[0]);
     }
     for (k, j) in &r.identical {
         let _ = writeln!(s, "  {} is identical to {}", r.members[*k], r.members[*j]);

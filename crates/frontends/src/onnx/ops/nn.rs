@@ -7,8 +7,17 @@ use super::super::attrs::{Attrs, Ctx};
 use super::Converted;
 
 /// The ONNX ops this family converts.
-pub(super) const OPS: &[&str] =
-    &["Conv", "MaxPool", "BatchNormalization", "Gemm", "MatMul", "GlobalAveragePool", "Softmax", "LayerNormalization"];
+pub(super) const OPS: &[&str] = &[
+    "Conv",
+    "MaxPool",
+    "AveragePool",
+    "BatchNormalization",
+    "Gemm",
+    "MatMul",
+    "GlobalAveragePool",
+    "Softmax",
+    "LayerNormalization",
+];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
     let a = Attrs(c.node);
@@ -33,7 +42,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let conv = Conv { kernel_shape: kernel, strides, pads, dilations, group };
             (Op::Conv(conv), vec![Some(x()?), Some(c.req(1)?), c.opt(2)])
         }
-        "MaxPool" => {
+        "MaxPool" | "AveragePool" => {
             let xs = c.ty(0)?.shape.clone();
             if xs.len() < 3 {
                 return Err(format!("input {xs:?} is not N,C,spatial.."));
@@ -46,8 +55,16 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
                 return Err("kernel_shape, strides or dilations do not match the spatial rank".into());
             }
             let pads = resolve_pads(&a, &xs[2..], &kernel, &strides, &dilations)?;
-            let p = MaxPool { kernel_shape: kernel, strides, pads, dilations, ceil_mode: a.int("ceil_mode", 0) != 0 };
-            (Op::MaxPool(p), vec![Some(x()?)])
+            let p = Pool { kernel_shape: kernel, strides, pads, dilations, ceil_mode: a.int("ceil_mode", 0) != 0 };
+            if node.op_type == "MaxPool" {
+                (Op::MaxPool(p), vec![Some(x()?)])
+            } else {
+                if p.dilations.iter().any(|&d| d != 1) {
+                    return Err("AveragePool with dilations is not supported".into());
+                }
+                let count_include_pad = a.int("count_include_pad", 0) != 0;
+                (Op::AveragePool { window: p, count_include_pad }, vec![Some(x()?)])
+            }
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0) != 0 {
