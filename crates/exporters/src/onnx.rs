@@ -365,6 +365,7 @@ fn lower(
             at.push(int_attr("transB", gm.trans_b as i64));
         }
         Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::GlobalAveragePool => {}
+        Op::Mod { fmod } => at.push(int_attr("fmod", *fmod as i64)),
         Op::HardSigmoid { alpha, beta } => {
             at.push(float_attr("alpha", *alpha));
             at.push(float_attr("beta", *beta));
@@ -454,7 +455,7 @@ fn lower(
             at.push(float_attr("epsilon", *epsilon));
         }
         Op::Cast { to } => at.push(int_attr("to", to.onnx_code() as i64)),
-        Op::Compare(_) | Op::And | Op::Where => {}
+        Op::Compare(_) | Op::And | Op::Where | Op::Not | Op::Pow | Op::Range | Op::ScatterNd => {}
         Op::Expand { shape } => {
             let s: Vec<i64> = us(shape).collect();
             inputs.push(param(gp, names, &nn, "shape", i64s(&s)));

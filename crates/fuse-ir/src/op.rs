@@ -215,6 +215,20 @@ pub enum Op {
     GatherNd {
         batch_dims: usize,
     },
+    /// Logical not of a bool tensor.
+    Not,
+    /// Mod of two tensors of one dtype, broadcast: the sign of the divisor
+    /// (Python's `%`), or of the dividend with `fmod` (C's `fmod`).
+    Mod {
+        fmod: bool,
+    },
+    /// Pow: `x ^ y`, broadcast; the output has `x`'s dtype.
+    Pow,
+    /// Range: scalar inputs `start, limit, delta` of one dtype; the length
+    /// follows from their values, which must be known before run time.
+    Range,
+    /// ScatterND (no reduction): inputs `data`, `indices` (i64), `updates`.
+    ScatterNd,
 }
 
 impl Op {
@@ -246,6 +260,11 @@ impl Op {
             Op::Where => "Where",
             Op::Expand { .. } => "Expand",
             Op::GatherNd { .. } => "GatherND",
+            Op::Not => "Not",
+            Op::Mod { .. } => "Mod",
+            Op::Pow => "Pow",
+            Op::Range => "Range",
+            Op::ScatterNd => "ScatterND",
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::Clip { .. } => "Clip",
             Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
@@ -349,6 +368,7 @@ impl Op {
             }
             Op::Constant(t) => kv("value", format!("{} #{}", t.ty(), t.digest())),
             Op::Reshape { shape } => kv("shape", list(shape)),
+            Op::Mod { fmod } => kv("fmod", fmod.to_string()),
             Op::Transpose { perm } => kv("perm", list(perm)),
             Op::Pad(p) => {
                 kv("mode", format!("{:?}", p.mode).to_lowercase());
@@ -372,7 +392,11 @@ impl Op {
             | Op::GlobalAveragePool
             | Op::Compare(_)
             | Op::And
-            | Op::Where => {}
+            | Op::Where
+            | Op::Not
+            | Op::Pow
+            | Op::Range
+            | Op::ScatterNd => {}
         }
         s
     }

@@ -377,18 +377,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
                 ranges.push((ax, start, end, s.steps[i]));
             }
             let ty = TensorType::new(x.ty.dtype, out);
-            let known = match &x.known {
-                Some(k) if x.ty.rank() == 1 => {
-                    let (mut v, mut i) = (vec![], ranges.first().map(|r| r.1).unwrap_or(0));
-                    let (_, _, end, step) = ranges.first().copied().unwrap_or((0, 0, k.len() as i64, 1));
-                    while (step > 0 && i < end) || (step < 0 && i > end) {
-                        v.push(k[i as usize]);
-                        i += step;
-                    }
-                    Some(v)
-                }
-                _ => None,
-            };
+            let known = x.known.as_ref().and_then(|k| slice_known(k, &x.ty.shape, &ty.shape, &ranges));
             let known = known_small(&ty, known);
             vec![(ty, known)]
         }
@@ -420,7 +409,9 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             if sorted != (0..x.ty.rank()).collect::<Vec<_>>() {
                 return Err(format!("perm {perm:?} is not a permutation of the axes of {}", x.ty));
             }
-            vec![(TensorType::new(x.ty.dtype, perm.iter().map(|&p| x.ty.shape[p]).collect::<Vec<_>>()), None)]
+            let ty = TensorType::new(x.ty.dtype, perm.iter().map(|&p| x.ty.shape[p]).collect::<Vec<_>>());
+            let known = x.known.as_ref().map(|k| transpose_known(k, &x.ty.shape, perm));
+            vec![(ty.clone(), known_small(&ty, known))]
         }
         Op::Flatten { axis } => {
             let x = input(ins, 0)?;
@@ -537,6 +528,66 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             out.extend_from_slice(&data.ty.shape[b + k..]);
             vec![(TensorType::new(data.ty.dtype, out), None)]
         }
+        Op::Not => {
+            let x = input(ins, 0)?;
+            if x.ty.dtype != DType::Bool {
+                return Err(format!("operand must be bool, got {}", x.ty));
+            }
+            vec![(x.ty.clone(), elementwise_known(&x.ty, &[x], |v| Some(i64::from(v[0] == 0))))]
+        }
+        Op::Mod { fmod } => {
+            let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+            if a.ty.dtype != b.ty.dtype {
+                return Err(format!("operands differ in type: {} and {}", a.ty, b.ty));
+            }
+            if a.ty.dtype.is_float() && !fmod {
+                return Err(format!("Mod of {} needs fmod=1", a.ty));
+            }
+            let ty = TensorType::new(a.ty.dtype, broadcast(&a.ty.shape, &b.ty.shape)?);
+            let known = elementwise_known(&ty, &[a, b], |v| int_mod(v[0], v[1], *fmod));
+            vec![(ty, known)]
+        }
+        Op::Pow => {
+            let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+            if !a.ty.dtype.is_float() {
+                return Err(format!("Pow of {} is not supported (float bases only)", a.ty));
+            }
+            vec![(TensorType::new(a.ty.dtype, broadcast(&a.ty.shape, &b.ty.shape)?), None)]
+        }
+        Op::Range => {
+            let vs = [input(ins, 0)?, input(ins, 1)?, input(ins, 2)?];
+            if vs.iter().any(|v| v.ty.dtype != vs[0].ty.dtype || v.ty.numel() != Some(1)) {
+                return Err(format!(
+                    "start, limit and delta must be scalars of one type, got {}, {}, {}",
+                    vs[0].ty, vs[1].ty, vs[2].ty
+                ));
+            }
+            let known: Option<Vec<i64>> =
+                vs.iter().map(|v| v.known.as_ref().and_then(|k| k.first().copied())).collect();
+            let Some([start, limit, delta]) = known.as_deref().map(|k| [k[0], k[1], k[2]]) else {
+                return Err(
+                    "start, limit and delta must be integers known before run time (constants or shape arithmetic)"
+                        .into(),
+                );
+            };
+            let n = range_len(start, limit, delta)?;
+            let ty = TensorType::new(vs[0].ty.dtype, vec![n]);
+            let known = known_small(&ty, Some((0..n as i64).map(|i| start + i * delta).collect()));
+            vec![(ty, known)]
+        }
+        Op::ScatterNd => {
+            let (data, idx, upd) = (input(ins, 0)?, input(ins, 1)?, input(ins, 2)?);
+            if idx.ty.dtype != DType::I64 {
+                return Err(format!("indices `{}` are {} but must be i64", idx.name, idx.ty));
+            }
+            let k = *idx.ty.shape.last().ok_or("indices must have rank 1 or more")?;
+            let mut want = idx.ty.shape[..idx.ty.rank() - 1].to_vec();
+            want.extend_from_slice(data.ty.shape.get(k..).ok_or("indices index more axes than data has")?);
+            if upd.ty.dtype != data.ty.dtype || upd.ty.shape != want {
+                return Err(format!("updates {} do not fit data {} and indices {}", upd.ty, data.ty, idx.ty));
+            }
+            vec![(data.ty.clone(), None)]
+        }
         Op::Cast { to } => {
             let x = input(ins, 0)?;
             let ty = TensorType::new(*to, x.ty.shape.clone());
@@ -544,6 +595,82 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             vec![(ty, known)]
         }
     })
+}
+
+/// The known values of a slice of `values` (row-major, of `shape`) to
+/// `out` by `ranges` (axis, start, end, step).
+fn slice_known(values: &[i64], shape: &[usize], out: &[usize], ranges: &[(usize, i64, i64, i64)]) -> Option<Vec<i64>> {
+    let r = shape.len();
+    let n: usize = out.iter().product();
+    if n > KNOWN_LIMIT {
+        return None;
+    }
+    let mut strides = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let mut idx = vec![0usize; r];
+    let mut vals = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut off = 0usize;
+        for d in 0..r {
+            let i = match ranges.iter().find(|(ax, ..)| *ax == d) {
+                Some(&(_, start, _, step)) => usize::try_from(start + idx[d] as i64 * step).ok()?,
+                None => idx[d],
+            };
+            off += i * strides[d];
+        }
+        vals.push(*values.get(off)?);
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Some(vals)
+}
+
+/// `values` (row-major, of `shape`) with their axes permuted by `perm`.
+fn transpose_known(values: &[i64], shape: &[usize], perm: &[usize]) -> Vec<i64> {
+    let r = shape.len();
+    let mut strides = vec![1; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let n: usize = out_shape.iter().product();
+    let mut idx = vec![0usize; r];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(values[idx.iter().zip(perm).map(|(i, &p)| i * strides[p]).sum::<usize>()]);
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// Integer Mod: the sign of the divisor (Python's `%`), or with `fmod` of
+/// the dividend; `None` for a zero divisor.
+pub fn int_mod(p: i64, q: i64, fmod: bool) -> Option<i64> {
+    let r = p.checked_rem(q)?;
+    Some(if !fmod && r != 0 && (r < 0) != (q < 0) { r + q } else { r })
+}
+
+/// The length of ONNX Range(start, limit, delta): max(ceil((limit - start) / delta), 0).
+pub fn range_len(start: i64, limit: i64, delta: i64) -> Result<usize, String> {
+    if delta == 0 {
+        return Err("delta is 0".into());
+    }
+    let (span, step) = (limit as i128 - start as i128, delta as i128);
+    let n = if (span > 0) == (step > 0) && span != 0 { (span.abs() + step.abs() - 1) / step.abs() } else { 0 };
+    usize::try_from(n).map_err(|_| format!("Range({start}, {limit}, {delta}) is too long"))
 }
 
 /// The known values of an elementwise op's output, when every input's are

@@ -3,10 +3,12 @@
 //! Covers the ops that exporters leave on weights and shapes (Relu and
 //! ReduceSum of BiFPN edge weights, Gather of one weight, the Shape → Slice
 //! → Concat size arithmetic of torch.onnx, Constant, Cast, Unsqueeze, ...).
-//! Floats are computed in f32, as a runtime would; `None` means "not
-//! folded", never an error: the node then simply stays.
+//! The constant masks of shifted-window attention (Swin) too: Range, Mod,
+//! ScatterND, Pow, comparisons, Not, Where, Expand.
+//! Floats are computed in f32, as a runtime would; bools as 0/1 integers;
+//! `None` means "not folded", never an error: the node then simply stays.
 
-use fuse_ir::{shape, BinaryOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use fuse_ir::{shape, BinaryOp, CompareOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 /// Largest result folded; bigger results stay computed at run time.
@@ -31,6 +33,10 @@ fn to_tensor(v: &Val, dtype: DType) -> Option<Tensor> {
     match (v, dtype) {
         (Val::F(a), DType::F32) => Tensor::from_f32(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok(),
         (Val::I(a), DType::I64) => Tensor::from_i64(a.shape().to_vec(), &a.iter().copied().collect::<Vec<_>>()).ok(),
+        (Val::I(a), DType::Bool) => {
+            let bytes: Vec<u8> = a.iter().map(|&v| u8::from(v != 0)).collect();
+            Tensor::new(TensorType::new(DType::Bool, a.shape().to_vec()), bytes.into()).ok()
+        }
         _ => None,
     }
 }
@@ -51,11 +57,15 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
         return Some(vec![t.clone()]);
     }
     let vals: Vec<Option<Val>> = inputs.iter().map(|t| t.and_then(to_val)).collect();
+    if let Op::Range = op {
+        return range(&vals).and_then(|v| to_tensor(&v, inputs[0]?.ty().dtype)).map(|t| vec![t]);
+    }
     let dtype = inputs.first().copied().flatten()?.ty().dtype;
-    if !matches!(dtype, DType::F32 | DType::I64) && !matches!(op, Op::Cast { .. }) {
+    if !matches!(dtype, DType::F32 | DType::I64 | DType::Bool) && !matches!(op, Op::Cast { .. }) {
         return None;
     }
     let x = vals.first()?.clone()?;
+    let y = || vals.get(1).cloned().flatten();
     let out = match op {
         Op::Unary(u) => match (u, x) {
             (UnaryOp::Identity, v) => v,
@@ -83,9 +93,62 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             concat(vs?, *axis)?
         }
         Op::Slice(sl) => slice(x, sl)?,
+        Op::Compare(c) => match (x, y()?) {
+            (Val::F(a), Val::F(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(compare(*c, p, q)))?),
+            (Val::I(a), Val::I(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(compare(*c, p, q)))?),
+            _ => return None,
+        },
+        Op::Not => match x {
+            Val::I(a) => Val::I(a.mapv(|v| i64::from(v == 0))),
+            Val::F(_) => return None,
+        },
+        Op::And => match (x, y()?) {
+            (Val::I(a), Val::I(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(p != 0 && q != 0))?),
+            _ => return None,
+        },
+        Op::Where => {
+            let Val::I(c) = x else { return None };
+            match (y()?, vals.get(2).cloned().flatten()?) {
+                (Val::F(a), Val::F(b)) => Val::F(select(&c, &a, &b)?),
+                (Val::I(a), Val::I(b)) => Val::I(select(&c, &a, &b)?),
+                _ => return None,
+            }
+        }
+        Op::Expand { shape } => match x {
+            Val::F(a) => Val::F(expand(&a, shape)?),
+            Val::I(a) => Val::I(expand(&a, shape)?),
+        },
+        Op::Mod { fmod } => match (x, y()?) {
+            (Val::I(a), Val::I(b)) => {
+                let m = zip2(&a, &b, |p, q| shape::int_mod(p, q, *fmod))?;
+                Val::I(
+                    m.iter()
+                        .copied()
+                        .collect::<Option<Vec<i64>>>()
+                        .and_then(|v| ArrayD::from_shape_vec(m.raw_dim(), v).ok())?,
+                )
+            }
+            (Val::F(a), Val::F(b)) if *fmod => Val::F(zip2(&a, &b, |p, q| p % q)?),
+            _ => return None,
+        },
+        Op::Pow => match (x, y()?) {
+            (Val::F(a), Val::F(b)) => Val::F(zip2(&a, &b, f32::powf)?),
+            (Val::F(a), Val::I(b)) => Val::F(zip2(&a, &b, |p, q| p.powf(q as f32))?),
+            _ => return None,
+        },
+        Op::ScatterNd => {
+            let Some(Val::I(idx)) = y() else { return None };
+            match (x, vals.get(2).cloned().flatten()?) {
+                (Val::F(d), Val::F(u)) => Val::F(scatter_nd(d, &idx, &u)?),
+                (Val::I(d), Val::I(u)) => Val::I(scatter_nd(d, &idx, &u)?),
+                _ => return None,
+            }
+        }
         Op::Cast { to } => match (x, to) {
             (Val::F(a), DType::F32) => Val::F(a),
             (Val::I(a), DType::I64) => Val::I(a),
+            (Val::I(a), DType::Bool) => Val::I(a.mapv(|v| i64::from(v != 0))),
+            (Val::F(a), DType::Bool) => Val::I(a.mapv(|v| i64::from(v != 0.0))),
             (Val::I(a), DType::F32) => Val::F(a.mapv(|v| v as f32)),
             (Val::F(a), DType::I64) => Val::I(a.mapv(|v| v as i64)),
             _ => return None,
@@ -96,9 +159,15 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
         },
         _ => return None,
     };
-    let (n, dt) = match &out {
-        Val::F(a) => (a.len(), DType::F32),
-        Val::I(a) => (a.len(), DType::I64),
+    // Bools travel as 0/1 integers: the output is bool where the op makes
+    // one or moves the values of a bool input.
+    let data = inputs.get(if matches!(op, Op::Where) { 1 } else { 0 }).copied().flatten().map(|t| t.ty().dtype);
+    let (n, dt) = match (&out, op) {
+        (Val::I(a), Op::Compare(_) | Op::Not | Op::And | Op::Cast { to: DType::Bool }) => (a.len(), DType::Bool),
+        (Val::I(a), Op::Cast { .. }) => (a.len(), DType::I64),
+        (Val::I(a), _) if data == Some(DType::Bool) => (a.len(), DType::Bool),
+        (Val::F(a), _) => (a.len(), DType::F32),
+        (Val::I(a), _) => (a.len(), DType::I64),
     };
     if n > FOLD_LIMIT {
         return None;
@@ -152,6 +221,89 @@ fn binary(b: BinaryOp, x: Val, y: Val) -> Option<Val> {
         }
         _ => None,
     }
+}
+
+fn compare<T: PartialOrd>(c: CompareOp, p: T, q: T) -> bool {
+    match c {
+        CompareOp::Equal => p == q,
+        CompareOp::Greater => p > q,
+        CompareOp::GreaterOrEqual => p >= q,
+        CompareOp::Less => p < q,
+        CompareOp::LessOrEqual => p <= q,
+    }
+}
+
+/// `f` over `x` and `y` broadcast together.
+fn zip2<A: Clone, B: Clone, O>(x: &ArrayD<A>, y: &ArrayD<B>, f: impl Fn(A, B) -> O) -> Option<ArrayD<O>> {
+    let shape = shape::broadcast(x.shape(), y.shape()).ok()?;
+    let (xb, yb) = (x.broadcast(IxDyn(&shape))?, y.broadcast(IxDyn(&shape))?);
+    Some(ndarray::Zip::from(&xb).and(&yb).map_collect(|p, q| f(p.clone(), q.clone())))
+}
+
+/// Where: `a` where `c` is non-zero, else `b`, broadcast together.
+fn select<T: Clone>(c: &ArrayD<i64>, a: &ArrayD<T>, b: &ArrayD<T>) -> Option<ArrayD<T>> {
+    let shape = shape::broadcast(&shape::broadcast(c.shape(), a.shape()).ok()?, b.shape()).ok()?;
+    let (cb, ab, bb) = (c.broadcast(IxDyn(&shape))?, a.broadcast(IxDyn(&shape))?, b.broadcast(IxDyn(&shape))?);
+    Some(ndarray::Zip::from(&cb).and(&ab).and(&bb).map_collect(|c, p, q| if *c != 0 { p.clone() } else { q.clone() }))
+}
+
+fn expand<T: Clone>(a: &ArrayD<T>, to: &[usize]) -> Option<ArrayD<T>> {
+    let shape = shape::broadcast(a.shape(), to).ok()?;
+    Some(a.broadcast(IxDyn(&shape))?.to_owned())
+}
+
+/// Range(start, limit, delta) of scalar constants.
+fn range(vals: &[Option<Val>]) -> Option<Val> {
+    let scalar = |i: usize| vals.get(i).cloned().flatten();
+    match (scalar(0)?, scalar(1)?, scalar(2)?) {
+        (Val::I(s), Val::I(l), Val::I(d)) => {
+            let (s, l, d) = (*s.first()?, *l.first()?, *d.first()?);
+            let n = shape::range_len(s, l, d).ok()?;
+            (n <= FOLD_LIMIT).then(|| Val::I(ArrayD::from_shape_fn(IxDyn(&[n]), |i| s + i[0] as i64 * d)))
+        }
+        (Val::F(s), Val::F(l), Val::F(d)) => {
+            let (s, l, d) = (*s.first()?, *l.first()?, *d.first()?);
+            let n = ((l - s) / d).ceil();
+            (d != 0.0 && n.is_finite() && n <= FOLD_LIMIT as f32).then(|| {
+                let n = n.max(0.0) as usize;
+                Val::F(ArrayD::from_shape_fn(IxDyn(&[n]), |i| s + i[0] as f32 * d))
+            })
+        }
+        _ => None,
+    }
+}
+
+/// ScatterND without reduction: `data` with the slices `idx` names replaced
+/// by `updates`, later updates winning.
+fn scatter_nd<T: Clone>(mut data: ArrayD<T>, idx: &ArrayD<i64>, updates: &ArrayD<T>) -> Option<ArrayD<T>> {
+    let k = *idx.shape().last()?;
+    let rank = data.ndim();
+    if k > rank {
+        return None;
+    }
+    let tuples = idx.len() / k.max(1);
+    let slice: usize = data.shape()[k..].iter().product();
+    let idx: Vec<i64> = idx.iter().copied().collect();
+    let upd: Vec<T> = updates.iter().cloned().collect();
+    if upd.len() != tuples * slice {
+        return None;
+    }
+    let dims = data.shape().to_vec();
+    let flat = data.as_slice_mut()?;
+    for t in 0..tuples {
+        let mut off = 0usize;
+        for (j, &d) in dims[..k].iter().enumerate() {
+            let i = idx[t * k + j];
+            let i = if i < 0 { i + d as i64 } else { i };
+            if !(0..d as i64).contains(&i) {
+                return None;
+            }
+            off = off * d + i as usize;
+        }
+        let start = off * slice;
+        flat[start..start + slice].clone_from_slice(&upd[t * slice..(t + 1) * slice]);
+    }
+    Some(data)
 }
 
 fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<Val> {

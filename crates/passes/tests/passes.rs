@@ -139,6 +139,72 @@ fn canonicalize_folds_constants_and_rewrites_the_stacked_sum() {
     assert_same_outputs(&run(&g), "", &run(&before));
 }
 
+/// The constant arithmetic around torchvision's shifted-window attention
+/// (Swin): a mask from Range, Mod, Equal, Not, ConstantOfShape, ScatterND,
+/// Pow, Where and Expand, and Pad's pads in torch's order (a 2-D reshape,
+/// rows reversed by a negative-step Slice, transposed, flattened).
+fn window_mask() -> Graph {
+    let big = i64::MIN + 1;
+    let bytes = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 8, 8])
+        .output("y", &[2, 3, 9, 8])
+        .init_i64("start", &[-4])
+        .init_i64("limit", &[4])
+        .init_i64("delta", &[1])
+        .init_i64("axis0", &[0])
+        .init_i64("axis1", &[1])
+        .init_i64("three", &[3])
+        .init_i64("zero", &[0])
+        .init_i64("side", &[8, 8])
+        .init_i64("rows", &[1, 6])
+        .init_f32("updates", &[2, 8], &(0..16).map(|i| i as f32 * 0.25 - 1.0).collect::<Vec<_>>())
+        .init_f32("two", &[], &[2.0])
+        .init_f32("neg", &[], &[-100.0])
+        .init_i64("to4d", &[1, 1, 8, 8])
+        .init_i64("pp", &[0, 0, 0, 1, 0, 0, 1, 0])
+        .init_i64("pairs", &[-1, 2])
+        .init_i64("flat", &[-1])
+        .init_i64("s_start", &[-1])
+        .init_i64("s_end", &[big])
+        .init_i64("s_step", &[-1])
+        .node("Squeeze", &["start", "axis0"], &["s0"], vec![])
+        .node("Squeeze", &["limit", "axis0"], &["s1"], vec![])
+        .node("Squeeze", &["delta", "axis0"], &["s2"], vec![])
+        .node("Range", &["s0", "s1", "s2"], &["r"], vec![])
+        .node("Mod", &["r", "three"], &["m"], vec![])
+        .node("Equal", &["m", "zero"], &["e"], vec![])
+        .node("Not", &["e"], &["keep"], vec![])
+        .node("ConstantOfShape", &["side"], &["z"], vec![])
+        .node("Unsqueeze", &["rows", "axis1"], &["idx"], vec![])
+        .node("ScatterND", &["z", "idx", "updates"], &["sc"], vec![])
+        .node("Pow", &["sc", "two"], &["sq"], vec![])
+        .node("Where", &["keep", "sq", "neg"], &["w"], vec![])
+        .node("Expand", &["w", "to4d"], &["mask"], vec![])
+        .node("Add", &["image", "mask"], &["a"], vec![])
+        .node("Reshape", &["pp", "pairs"], &["p2"], vec![])
+        .node("Slice", &["p2", "s_start", "s_end", "axis0", "s_step"], &["rev"], vec![])
+        .node("Transpose", &["rev"], &["tr"], vec![attr_ints("perm", &[1, 0])])
+        .node("Reshape", &["tr", "flat"], &["pads"], vec![])
+        .node("Pad", &["a", "pads"], &["y"], vec![])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("window_mask.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn canonicalize_folds_a_shifted_window_mask() {
+    let before = window_mask();
+    let mut g = before.clone();
+    canonicalize(&mut g).unwrap();
+    fusec_passes::validate::validated("canonicalize", &g).unwrap();
+    let text = to_text(&g).unwrap();
+    let ops: Vec<&str> = text.lines().filter_map(|l| l.split(" = ").nth(1)?.split('(').next()).collect();
+    assert_eq!(ops, ["Add", "Pad"], "the mask and the pads are constants:\n{text}");
+    assert!(text.contains("pads=[1,0,0,0,0,0,1,0]"), "{text}");
+    // The graph before folding runs too (its Range, Mod, ScatterND, ...
+    // exported as they are), and gives the same outputs.
+    assert_same_outputs(&run(&g), "", &run(&before));
+}
+
 #[test]
 fn fold_bn_folds_into_the_stem_conv() {
     let before = mini(1, 1, 3);

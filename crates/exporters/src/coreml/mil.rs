@@ -620,6 +620,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
             Op::Constant(_) | Op::Shape { .. } => {
                 return Err(fail("no MIL mapping: canonicalize folds it before export".into()));
             }
+            // On constants canonicalize folds them (Swin's attention masks);
+            // on run-time data only the ONNX export carries them.
+            Op::Not | Op::Mod { .. } | Op::Pow | Op::Range | Op::ScatterNd => {
+                return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
+            }
         }
         self.define(node, out_names)
     }

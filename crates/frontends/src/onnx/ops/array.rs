@@ -13,6 +13,8 @@ pub(super) const OPS: &[&str] = &[
     "Expand",
     "ConstantOfShape",
     "GatherND",
+    "ScatterND",
+    "Range",
     "Resize",
     "Concat",
     "Gather",
@@ -188,6 +190,11 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
                 .collect::<Result<_, _>>()?;
             (Op::Constant(constant_of_shape(&a, shape)?), vec![])
         }
+        "ScatterND" => match a.string("reduction", "none").as_str() {
+            "none" => c.on_inputs(Op::ScatterNd, 3)?,
+            other => return Err(format!("ScatterND with reduction `{other}` is not supported")),
+        },
+        "Range" => c.on_inputs(Op::Range, 3)?,
         "GatherND" => {
             let batch_dims = usize::try_from(a.int("batch_dims", 0)).map_err(|_| "negative batch_dims".to_string())?;
             c.on_inputs(Op::GatherNd { batch_dims }, 2)?

@@ -31,7 +31,10 @@ pub(super) const OPS: &[&str] = &[
     "Less",
     "LessOrEqual",
     "And",
+    "Not",
     "Where",
+    "Mod",
+    "Pow",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -82,6 +85,9 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "Less" => c.on_inputs(Op::Compare(CompareOp::Less), 2)?,
         "LessOrEqual" => c.on_inputs(Op::Compare(CompareOp::LessOrEqual), 2)?,
         "And" => c.on_inputs(Op::And, 2)?,
+        "Not" => c.on_inputs(Op::Not, 1)?,
+        "Mod" => c.on_inputs(Op::Mod { fmod: a.int("fmod", 0) != 0 }, 2)?,
+        "Pow" => c.on_inputs(Op::Pow, 2)?,
         "Where" => c.on_inputs(Op::Where, 3)?,
         other => return Err(format!("unsupported op `{other}`")),
     })
