@@ -41,6 +41,19 @@ pub enum CompareOp {
     LessOrEqual,
 }
 
+impl CompareOp {
+    /// The comparison of `p` with `q`.
+    pub fn apply<T: PartialOrd>(self, p: T, q: T) -> bool {
+        match self {
+            CompareOp::Equal => p == q,
+            CompareOp::Greater => p > q,
+            CompareOp::GreaterOrEqual => p >= q,
+            CompareOp::Less => p < q,
+            CompareOp::LessOrEqual => p <= q,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceOp {
     Sum,

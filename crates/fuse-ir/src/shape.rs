@@ -474,16 +474,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
                 return Err(format!("operands differ in type: {} and {}", a.ty, b.ty));
             }
             let ty = TensorType::new(DType::Bool, broadcast(&a.ty.shape, &b.ty.shape)?);
-            let known = elementwise_known(&ty, &[a, b], |v| {
-                let (p, q) = (v[0], v[1]);
-                Some(i64::from(match cmp {
-                    CompareOp::Equal => p == q,
-                    CompareOp::Greater => p > q,
-                    CompareOp::GreaterOrEqual => p >= q,
-                    CompareOp::Less => p < q,
-                    CompareOp::LessOrEqual => p <= q,
-                }))
-            });
+            let known = elementwise_known(&ty, &[a, b], |v| Some(i64::from(cmp.apply(v[0], v[1]))));
             vec![(ty, known)]
         }
         Op::And => {

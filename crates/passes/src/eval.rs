@@ -8,7 +8,7 @@
 //! Floats are computed in f32, as a runtime would; bools as 0/1 integers;
 //! `None` means "not folded", never an error: the node then simply stays.
 
-use fuse_ir::{shape, BinaryOp, CompareOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use fuse_ir::{shape, BinaryOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 /// Largest result folded; bigger results stay computed at run time.
@@ -94,8 +94,8 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
         }
         Op::Slice(sl) => slice(x, sl)?,
         Op::Compare(c) => match (x, y()?) {
-            (Val::F(a), Val::F(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(compare(*c, p, q)))?),
-            (Val::I(a), Val::I(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(compare(*c, p, q)))?),
+            (Val::F(a), Val::F(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(c.apply(p, q)))?),
+            (Val::I(a), Val::I(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(c.apply(p, q)))?),
             _ => return None,
         },
         Op::Not => match x {
@@ -195,19 +195,12 @@ fn bin<
     x: &ArrayD<T>,
     y: &ArrayD<T>,
 ) -> Option<ArrayD<T>> {
-    let shape = shape::broadcast(x.shape(), y.shape()).ok()?;
-    let xb = x.broadcast(IxDyn(&shape))?;
-    let yb = y.broadcast(IxDyn(&shape))?;
-    let mut out = xb.to_owned();
-    ndarray::Zip::from(&mut out).and(&yb).for_each(|o, &v| {
-        *o = match b {
-            BinaryOp::Add => *o + v,
-            BinaryOp::Sub => *o - v,
-            BinaryOp::Mul => *o * v,
-            BinaryOp::Div => *o / v,
-        }
-    });
-    Some(out)
+    zip2(x, y, |p, q| match b {
+        BinaryOp::Add => p + q,
+        BinaryOp::Sub => p - q,
+        BinaryOp::Mul => p * q,
+        BinaryOp::Div => p / q,
+    })
 }
 
 fn binary(b: BinaryOp, x: Val, y: Val) -> Option<Val> {
@@ -220,16 +213,6 @@ fn binary(b: BinaryOp, x: Val, y: Val) -> Option<Val> {
             bin(b, &x, &y).map(Val::I)
         }
         _ => None,
-    }
-}
-
-fn compare<T: PartialOrd>(c: CompareOp, p: T, q: T) -> bool {
-    match c {
-        CompareOp::Equal => p == q,
-        CompareOp::Greater => p > q,
-        CompareOp::GreaterOrEqual => p >= q,
-        CompareOp::Less => p < q,
-        CompareOp::LessOrEqual => p <= q,
     }
 }
 
