@@ -799,6 +799,20 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert_eq!(ta["cached"].as_str(), Some(cache.join("tune.json").to_str().unwrap()), "{ta}");
     assert!(ja["notes"].to_string().contains("--retune measures again"), "{ja}");
     assert_eq!(std::fs::read(&cached_out).unwrap(), std::fs::read(&out).unwrap());
+    // A plan measured slower than the members (the kept one edited so) is
+    // said so by `fuse`, not only by a bench table.
+    let kept = cache.join("tune.json");
+    let mut plans: serde_json::Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+    for (_, plan) in plans.as_object_mut().unwrap() {
+        plan["speedup_p50"] = serde_json::json!(0.91);
+        plan["speedup_p50_interval"] = serde_json::json!([0.89, 0.93]);
+    }
+    std::fs::write(&kept, serde_json::to_vec(&plans).unwrap()).unwrap();
+    let slow = tuned(&dir.path().join("slow.onnx"), &[]);
+    let jw: serde_json::Value = serde_json::from_slice(&slow.stderr).unwrap();
+    let w = jw["warnings"].to_string();
+    assert!(w.contains("runs at 0.91x the members one after another (95% interval 0.89–0.93x"), "{jw}");
+    assert!(w.contains("slower than running the members one by one"), "{jw}");
     let retuned = dir.path().join("retuned.onnx");
     let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();

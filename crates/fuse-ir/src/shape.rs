@@ -588,62 +588,65 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
     })
 }
 
-/// The known values of a slice of `values` (row-major, of `shape`) to
-/// `out` by `ranges` (axis, start, end, step).
-fn slice_known(values: &[i64], shape: &[usize], out: &[usize], ranges: &[(usize, i64, i64, i64)]) -> Option<Vec<i64>> {
-    let r = shape.len();
-    let n: usize = out.iter().product();
-    if n > KNOWN_LIMIT {
-        return None;
-    }
-    let mut strides = vec![1usize; r];
-    for i in (0..r.saturating_sub(1)).rev() {
+/// Row-major strides of `shape` (elements).
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1] * shape[i + 1];
     }
-    let mut idx = vec![0usize; r];
-    let mut vals = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut off = 0usize;
-        for d in 0..r {
-            let i = match ranges.iter().find(|(ax, ..)| *ax == d) {
-                Some(&(_, start, _, step)) => usize::try_from(start + idx[d] as i64 * step).ok()?,
-                None => idx[d],
-            };
-            off += i * strides[d];
-        }
-        vals.push(*values.get(off)?);
-        for d in (0..r).rev() {
+    strides
+}
+
+/// Calls `f` with every multi-index of `shape`, row-major; stops at, and
+/// gives, the first `None`.
+fn each_index(shape: &[usize], mut f: impl FnMut(&[usize]) -> Option<()>) -> Option<()> {
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..shape.iter().product::<usize>() {
+        f(&idx)?;
+        for d in (0..shape.len()).rev() {
             idx[d] += 1;
-            if idx[d] < out[d] {
+            if idx[d] < shape[d] {
                 break;
             }
             idx[d] = 0;
         }
     }
+    Some(())
+}
+
+/// The known values of a slice of `values` (row-major, of `shape`) to
+/// `out` by `ranges` (axis, start, end, step).
+fn slice_known(values: &[i64], shape: &[usize], out: &[usize], ranges: &[(usize, i64, i64, i64)]) -> Option<Vec<i64>> {
+    let n: usize = out.iter().product();
+    if n > KNOWN_LIMIT {
+        return None;
+    }
+    let strides = strides_of(shape);
+    let mut vals = Vec::with_capacity(n);
+    each_index(out, |idx| {
+        let mut off = 0usize;
+        for (d, &i) in idx.iter().enumerate() {
+            let i = match ranges.iter().find(|(ax, ..)| *ax == d) {
+                Some(&(_, start, _, step)) => usize::try_from(start + i as i64 * step).ok()?,
+                None => i,
+            };
+            off += i * strides[d];
+        }
+        vals.push(*values.get(off)?);
+        Some(())
+    })?;
     Some(vals)
 }
 
 /// `values` (row-major, of `shape`) with their axes permuted by `perm`.
 fn transpose_known(values: &[i64], shape: &[usize], perm: &[usize]) -> Vec<i64> {
-    let r = shape.len();
-    let mut strides = vec![1; r];
-    for i in (0..r.saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
-    }
+    let strides = strides_of(shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let n: usize = out_shape.iter().product();
-    let mut idx = vec![0usize; r];
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    each_index(&out_shape, |idx| {
         out.push(values[idx.iter().zip(perm).map(|(i, &p)| i * strides[p]).sum::<usize>()]);
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < out_shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+        Some(())
+    });
     out
 }
 
@@ -676,32 +679,22 @@ fn elementwise_known(out: &TensorType, ins: &[&Value], f: impl Fn(&[i64]) -> Opt
         .map(|v| {
             let sh = &v.ty.shape;
             let mut st = vec![0; r];
-            let mut acc = 1;
-            for i in (0..sh.len()).rev() {
-                let o = r - sh.len() + i;
-                st[o] = if sh[i] == 1 { 0 } else { acc };
-                acc *= sh[i];
+            for (i, (&d, s)) in sh.iter().zip(strides_of(sh)).enumerate() {
+                st[r - sh.len() + i] = if d == 1 { 0 } else { s };
             }
             st
         })
         .collect();
     let mut out_vals = Vec::with_capacity(n);
-    let mut idx = vec![0usize; r];
     let mut args = vec![0i64; ins.len()];
-    for _ in 0..n {
+    each_index(&out.shape, |idx| {
         for (j, k) in knowns.iter().enumerate() {
             let off: usize = idx.iter().zip(&strides[j]).map(|(i, s)| i * s).sum();
             args[j] = *k.get(off)?;
         }
         out_vals.push(f(&args)?);
-        for d in (0..r).rev() {
-            idx[d] += 1;
-            if idx[d] < out.shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
+        Some(())
+    })?;
     known_small(out, Some(out_vals))
 }
 

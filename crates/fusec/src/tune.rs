@@ -321,6 +321,7 @@ pub fn tune(
                     r.speedup_p50.map(|s| format!("{s:.2}x measured")).unwrap_or_else(|| "nothing measured".into())
                 ));
                 r.cached = Some(file.display().to_string());
+                warn_if_slower(&r);
                 return Ok((chosen, r));
             }
         }
@@ -477,7 +478,30 @@ pub fn tune(
             Err(e) => crate::report::warn(format!("tune: could not keep the plan in the cache: {e}")),
         }
     }
+    warn_if_slower(&report);
     Ok((opts_of(chosen_choice), report))
+}
+
+/// The warning for a choice measured slower than the members one after
+/// another (the whole 95% interval of its speedup below 1): even the
+/// fastest lowering found loses here, which the user must hear from
+/// `fuse`, not only from a bench table.
+pub fn slower_warning(r: &TuneReport) -> Option<String> {
+    let (p50, (lo, hi)) = (r.speedup_p50?, r.speedup_p50_interval?);
+    (hi < 1.0).then(|| {
+        let measured = if r.cached.is_some() { "measured when it was kept" } else { "measured" };
+        format!(
+            "tune: the fastest lowering found, {}, runs at {p50:.2}x the members one after another (95% interval {lo:.2}–{hi:.2}x, {measured} on {}): on this runtime the fused model is slower than running the members one by one",
+            r.label() + if r.chosen.bytes().all(|d| d == b'0') { " (every member apart)" } else { "" },
+            r.device
+        )
+    })
+}
+
+fn warn_if_slower(r: &TuneReport) {
+    if let Some(w) = slower_warning(r) {
+        crate::report::warn(w);
+    }
 }
 
 /// The candidate chosen per node group from measured costs.
