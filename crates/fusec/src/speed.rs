@@ -195,8 +195,15 @@ impl Lineup {
         let mut samples = vec![Vec::with_capacity(runs); self.groups.len()];
         for b in 0..blocks {
             let (from, to) = (runs * b / blocks, runs * (b + 1) / blocks);
-            let mut made: Vec<Vec<Box<dyn Session>>> =
-                (0..self.groups.len()).map(|g| self.sessions(g, cfg)).collect::<Result<_, _>>()?;
+            // Made in an order that rotates block by block: the models
+            // whose sessions are made first (their memory placed first)
+            // differ from block to block.
+            let n = self.groups.len();
+            let mut made: Vec<Option<Vec<Box<dyn Session>>>> = (0..n).map(|_| None).collect();
+            for g in (0..n).map(|i| (i + b) % n) {
+                made[g] = Some(self.sessions(g, cfg)?);
+            }
+            let mut made: Vec<Vec<Box<dyn Session>>> = made.into_iter().flatten().collect();
             let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = made
                 .iter_mut()
                 .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
