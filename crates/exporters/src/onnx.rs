@@ -128,13 +128,13 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
     Ok(model)
 }
 
-struct Names {
+pub(crate) struct Names {
     of: HashMap<ValueId, String>,
     used: HashSet<String>,
 }
 
 impl Names {
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let base = if base.is_empty() { "t" } else { base };
         crate::claim_name(&mut self.used, base, 1)
     }
@@ -170,6 +170,10 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     }
     let mut emitted_weights = HashSet::new();
     let mut pending: Vec<(usize, &Tensor)> = vec![];
+    // Per node written, its `Node::subgraph`; the type of each value a
+    // node writes (for a subgraph's outputs).
+    let mut blocks: Vec<Option<u32>> = vec![];
+    let mut types: HashMap<String, TensorType> = HashMap::new();
     for nid in order {
         let node = g.node(nid);
         let mut inputs = vec![];
@@ -193,8 +197,13 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         // `.` in our node names, those can never collide with a node of ours.
         let node_name = names.fresh(&node.name.replace('.', "/"));
         let mut np = NodeProto { name: node_name.clone(), output: outputs, ..Default::default() };
+        for (o, n) in node.outputs.iter().zip(&np.output) {
+            types.insert(n.clone(), g.value(*o).ty.clone());
+        }
         lower(g, node, &mut np, inputs, &mut gp, &mut names, opset)?;
         gp.node.push(np);
+        blocks.resize(gp.node.len(), None);
+        *blocks.last_mut().expect("a node was written") = node.subgraph;
     }
     for &o in g.outputs() {
         let n = names.of(g, o);
@@ -216,10 +225,10 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     for (k, v) in &g.metadata {
         model.metadata_props.push(StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() });
     }
-    let mut by_init: Vec<Option<&Tensor>> = vec![None; gp.initializer.len()];
-    for (i, t) in pending {
-        by_init[i] = Some(t);
-    }
+    let mut weights: HashMap<String, &Tensor> =
+        pending.into_iter().map(|(i, t)| (gp.initializer[i].name.clone(), t)).collect();
+    crate::onnx_subgraphs::wrap(&mut gp, &blocks, &types, &mut weights, &mut names);
+    let by_init: Vec<Option<&Tensor>> = gp.initializer.iter().map(|t| weights.get(&t.name).copied()).collect();
     model.graph = Some(gp).into();
     Ok((model, by_init))
 }
@@ -257,7 +266,7 @@ fn tensor_header(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
-fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
+pub(crate) fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: t.ty().shape.iter().map(|&d| d as i64).collect(),

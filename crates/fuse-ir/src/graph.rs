@@ -55,6 +55,12 @@ pub struct Node {
     /// Positional inputs; `None` is an omitted optional input.
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<ValueId>,
+    /// Nodes with the same id are one member's contiguous block of a fused
+    /// graph (`fusec fuse --member-subgraphs`), which the ONNX exporter
+    /// writes as a subgraph of its own (a one-step `Scan`): ONNX Runtime
+    /// then plans and frees its memory apart from the other members'.
+    /// Passes that make new nodes leave it `None`.
+    pub subgraph: Option<u32>,
 }
 
 /// Largest integer tensor whose contents are tracked in [`Value::known`].
@@ -132,7 +138,7 @@ impl Graph {
                 }
             }
         }
-        let node = self.dag.add_node(Node { name, op, inputs: inputs.clone(), outputs: vec![] });
+        let node = self.dag.add_node(Node { name, op, inputs: inputs.clone(), outputs: vec![], subgraph: None });
         let id = NodeId(node);
         let mut outs = Vec::with_capacity(inferred.len());
         for (slot, ((ty, known), oname)) in inferred.into_iter().zip(output_names).enumerate() {

@@ -33,6 +33,10 @@ pub struct Calibration {
     /// written before it existed: false, so they fuse as they did).
     #[serde(default)]
     pub member_axis: bool,
+    /// Each member's block written as a subgraph of its own
+    /// (`--member-subgraphs`; absent in older files: false).
+    #[serde(default)]
+    pub member_subgraphs: bool,
     /// What was measured: speedup over the members one after another (p50),
     /// on this runtime and device.
     pub speedup_p50: f64,
@@ -71,6 +75,7 @@ impl Calibration {
             split_pointwise: opts.split_pointwise,
             split_linear: opts.split_linear,
             member_axis: opts.member_axis,
+            member_subgraphs: opts.member_subgraphs,
             speedup_p50,
             device: device.into(),
             members: members.to_vec(),
@@ -91,6 +96,7 @@ impl Calibration {
             "split_pointwise": c.split_pointwise,
             "split_linear": c.split_linear,
             "member_axis": c.member_axis,
+            "member_subgraphs": c.member_subgraphs,
         })
     }
 
@@ -143,6 +149,7 @@ impl Calibration {
             split_linear: self.split_linear,
             member_axis: self.member_axis,
             assignment,
+            member_subgraphs: self.member_subgraphs,
         })
     }
 }

@@ -296,6 +296,15 @@ enum Command {
         /// (instead of --lowering/--group-from/--keep-bn)
         #[arg(long, value_name = "FILE", conflicts_with_all = ["lowering", "group_from", "keep_bn"])]
         calibration: Option<std::path::PathBuf>,
+        /// Write each member's run of per-member layers (8 or more) as a
+        /// subgraph of its own (a one-step ONNX Scan), so that ONNX Runtime
+        /// plans its memory as for the member alone: in one flat graph it
+        /// hands each member's freed buffers to the next member's values of
+        /// the same shape and frees none until the last member has run,
+        /// which slows members with large activations (DenseNet). --tune
+        /// measures it as one more candidate
+        #[arg(long, conflicts_with_all = ["calibration", "tune"])]
+        member_subgraphs: bool,
         /// Choose the lowering by measuring it here: plans that group some
         /// runs of layers and keep the others per member, and (on ONNX
         /// Runtime) a choice per layer from its profiled costs grouped and
@@ -493,6 +502,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             lowering,
             group_from,
             calibration,
+            member_subgraphs,
             tune,
             retune,
             tune_runs,
@@ -508,6 +518,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                         LoweringArg::Separate => fusec_passes::Lowering::Separate,
                         LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
                     },
+                    member_subgraphs,
                     ..Default::default()
                 },
             };

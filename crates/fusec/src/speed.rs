@@ -765,6 +765,10 @@ fn lowerings() -> Vec<(String, FuseOptions)> {
             FuseOptions { split_linear: true, ..o(Lowering::Grouped, false, false, false) },
         ),
         ("fused, separate".to_string(), o(Lowering::Separate, false, false, false)),
+        (
+            "fused, separate, member subgraphs".to_string(),
+            FuseOptions { member_subgraphs: true, ..o(Lowering::Separate, false, false, false) },
+        ),
     ];
     for from in [0.2f32, 0.25, 0.3, 0.4, 0.5, 0.7] {
         v.push((format!("fused, regions from {from}"), o(Lowering::Regions { from }, false, false, false)));

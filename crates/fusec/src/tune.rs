@@ -124,6 +124,7 @@ impl TuneReport {
             (Some(c), BY_COSTS) => format!("{BY_COSTS}: {} of {} node groups grouped", c.grouped, c.groupable),
             (_, DEFAULT) => format!("default: regions from {DEFAULT_GROUP_FROM}"),
             (_, LINEAR_SPLIT) => "grouped, linear split".into(),
+            (_, SUBGRAPHS) => "separate, member subgraphs".into(),
             _ => format!("plan {}", self.chosen),
         }
     }
@@ -340,8 +341,12 @@ pub fn tune(
     let opts_of = |c: Choice| c.options(keep_bn, assigned.as_deref());
     // Members with layers on a member axis (transformers): the grouped form
     // whose linear layers stay per member (pre-packed 2-D Gemms) too.
-    let extras: Vec<Choice> =
-        std::iter::once(Choice::Default).chain((all_grouped.member_axis > 0).then_some(Choice::LinearSplit)).collect();
+    // And every member apart with its blocks as subgraphs (ONNX Runtime
+    // plans each one's memory apart, as for the member alone).
+    let extras: Vec<Choice> = [Choice::Default, Choice::Subgraphs]
+        .into_iter()
+        .chain((all_grouped.member_axis > 0).then_some(Choice::LinearSplit))
+        .collect();
     let pb = progress((5 * runs) as u64, "tuning");
     // Each round times its candidates beside the members, sessions made
     // afresh for it; round 3 across ROUND3_SESSIONS of them.
@@ -514,6 +519,10 @@ pub const DEFAULT: &str = "default";
 /// (members with layers on a member axis only).
 pub const LINEAR_SPLIT: &str = "linear-split";
 
+/// The candidate of every member apart, each member's blocks written as
+/// subgraphs of their own (`--member-subgraphs`).
+pub const SUBGRAPHS: &str = "separate-subgraphs";
+
 /// A candidate: a plan of runs, the choice from costs, the default, or
 /// the grouped lowering with linear layers per member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -522,6 +531,7 @@ enum Choice {
     Costs,
     Default,
     LinearSplit,
+    Subgraphs,
 }
 
 impl Choice {
@@ -532,6 +542,7 @@ impl Choice {
             Choice::Costs => BY_COSTS.into(),
             Choice::Default => DEFAULT.into(),
             Choice::LinearSplit => LINEAR_SPLIT.into(),
+            Choice::Subgraphs => SUBGRAPHS.into(),
         }
     }
 
@@ -541,6 +552,7 @@ impl Choice {
             BY_COSTS => Some(Choice::Costs),
             DEFAULT => Some(Choice::Default),
             LINEAR_SPLIT => Some(Choice::LinearSplit),
+            SUBGRAPHS => Some(Choice::Subgraphs),
             digits => match Lowering::parse_plan(digits) {
                 Ok(Lowering::Plan { stacked, chunks: CHUNKS }) => Some(Choice::Plan(stacked)),
                 _ => None,
@@ -560,6 +572,7 @@ impl Choice {
             Choice::Costs => FuseOptions { assignment: assignment.map(<[bool]>::to_vec), ..plan(0) },
             Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..plan(0) },
             Choice::LinearSplit => FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..plan(0) },
+            Choice::Subgraphs => FuseOptions { member_subgraphs: true, ..plan(0) },
         }
     }
 }

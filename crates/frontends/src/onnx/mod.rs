@@ -15,6 +15,7 @@
 mod attrs;
 mod external;
 mod ops;
+mod subgraphs;
 mod tensor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +72,7 @@ fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) ->
         return Err(err(format!("opset {opset} is not supported (fusec reads opsets {MIN_OPSET} to {MAX_OPSET})")));
     }
     let mut gp = model.graph.take().unwrap_or_default();
+    subgraphs::inline_scans(&mut gp, opset);
     let name = if gp.name.is_empty() {
         file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     } else {

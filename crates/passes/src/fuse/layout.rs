@@ -141,6 +141,9 @@ pub(crate) struct FuseBuilder<'a> {
     /// stacking is for; the layers channel stacking cannot take (a
     /// transformer's, a classifier's Gemm) stack on a member axis.
     pub channels_apply: bool,
+    /// The next `Node::subgraph` id, when members' blocks are marked as
+    /// subgraphs (`FuseOptions::member_subgraphs`).
+    pub next_subgraph: Option<u32>,
     layouts: Vec<HashMap<ValueId, Layout>>,
     /// How each stacked fused value is stacked.
     stacking: HashMap<ValueId, Stacking>,
@@ -189,6 +192,7 @@ impl<'a> FuseBuilder<'a> {
             members,
             names,
             channels_apply,
+            next_subgraph: None,
             layouts,
             stacking: HashMap::new(),
             weights: HashMap::new(),

@@ -26,7 +26,7 @@ mod stack_members;
 
 use fuse_ir::{Graph, Op, UnaryOp, ValueDef, ValueId};
 
-pub use options::{FuseOptions, Lowering, Member, DEFAULT_GROUP_FROM};
+pub use options::{FuseOptions, Lowering, Member, DEFAULT_GROUP_FROM, SUBGRAPH_MIN_NODES};
 pub use report::{explain, FuseReport, Lowered, Origin};
 
 use self::align::{align, describe, fill_biases};
@@ -98,6 +98,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     report.flows = assign::flows(graphs[0], &al.groups);
     let plan = regions::plan(opts, graphs[0], &al.groups)?;
     let mut b = FuseBuilder::new(&graphs, &names);
+    b.next_subgraph = opts.member_subgraphs.then_some(0);
     // Consecutive per-member groups, lowered together member by member
     // (heads::lower_region) so that each member's layers run one after
     // another as they do alone, not interleaved with the other members'.

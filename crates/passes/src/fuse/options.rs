@@ -91,7 +91,19 @@ pub struct FuseOptions {
     /// set it decides instead of `lowering`, and stacks on a member axis
     /// too (when `member_axis`).
     pub assignment: Option<Vec<bool>>,
+    /// Each member's block of a per-member region (of at least
+    /// [`SUBGRAPH_MIN_NODES`] nodes) marked to be written as a subgraph of
+    /// its own (`Node::subgraph`; the ONNX exporter writes a one-step
+    /// `Scan`): ONNX Runtime then plans its memory apart from the other
+    /// members', as when it runs alone, instead of handing one member's
+    /// freed buffers to the next member's same-shaped values and keeping
+    /// them all until the last member has run.
+    pub member_subgraphs: bool,
 }
+
+/// The fewest nodes a member's block needs to become a subgraph: a head
+/// of a few nodes costs more as a `Scan` than its memory saves.
+pub const SUBGRAPH_MIN_NODES: usize = 8;
 
 impl FuseOptions {
     /// Whether grouped layers channels cannot take stack on a member axis
@@ -111,6 +123,7 @@ impl Default for FuseOptions {
             split_linear: false,
             member_axis: true,
             assignment: None,
+            member_subgraphs: false,
         }
     }
 }
