@@ -180,6 +180,25 @@ fn separate_lowering_keeps_members_apart_and_stays_exact() {
     assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
 }
 
+/// `--member-subgraphs`: each member's layers a one-step Scan of its own,
+/// which ONNX Runtime and tract run to the members' outputs, and which
+/// `verify` reads back.
+#[test]
+fn member_subgraphs_run_each_member_apart_and_stay_exact() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("subgraphs.onnx");
+    let (a, b) = (reference("aquarium.onnx"), reference("vehicles.onnx"));
+    let explain = fuse(&[&a, &b], &out, &["--lowering", "separate", "--member-subgraphs"]);
+    assert_eq!(fused_convs(&explain), 2 * 214, "{explain}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.windows(6).filter(|w| w == b"\x22\x04Scan").count(), 2, "two Scan nodes (op_type field)");
+    assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
+    assert_reproduces_reference(&out, "tract", &["aquarium", "vehicles"]);
+    let res = ok(fusec(&["verify", s(&out), "--members", s(&a), s(&b), "--runs", "0"]));
+    assert!(String::from_utf8(res.stdout).unwrap().contains("equivalence: ok"));
+}
+
 /// Eight narrow members with their own weights and class counts: the fused
 /// model gives each member's outputs as the member alone does.
 #[test]
@@ -485,6 +504,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         "| members one after another, canonicalized (not fused) |",
         "| fused, grouped |",
         "| fused, separate |",
+        "| fused, separate, member subgraphs |",
         "| fused, grouped, BatchNorm kept |",
         "| fused, regions from 0.5 |",
         "| fused, grouped, depthwise split |",
@@ -496,7 +516,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 15, "the baseline, the canonicalized members and 13 fused configurations");
+    assert_eq!(rows.len(), 16, "the baseline, the canonicalized members and 14 fused configurations");
     assert_eq!(rows[1]["config"], "members one after another, canonicalized (not fused)");
     assert!(rows[0]["speedup_p50_interval"].is_null(), "the baseline has no interval");
     for r in &rows[1..] {
@@ -721,32 +741,34 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let t = &j["report"]["tuning"];
     let cands = t["candidates"].as_array().unwrap();
     // Round 1: apart, all grouped, grouped from each of runs 1..7, the
-    // choice from profiled costs and the default lowering; round 2: the 8
-    // one-run changes of its fastest plan; round 3: `separate`, the costs'
-    // choice, the default and the 3 fastest plans so far.
+    // choice from profiled costs, the default lowering and every member
+    // apart with its blocks as subgraphs; round 2: the 8 one-run changes of
+    // its fastest plan; round 3: `separate`, the costs' choice, the
+    // default, the subgraphs and the 3 fastest plans so far.
     let rounds: Vec<u64> = cands.iter().map(|c| c["round"].as_u64().unwrap()).collect();
-    assert_eq!(rounds, [vec![1; 11], vec![2; 8], vec![3; 6]].concat(), "{t}");
+    assert_eq!(rounds, [vec![1; 12], vec![2; 8], vec![3; 7]].concat(), "{t}");
     assert_eq!(cands[0]["plan"], "00000000");
     assert_eq!(cands[1]["plan"], "11111111");
-    assert_eq!((cands[9]["plan"].as_str(), cands[10]["plan"].as_str()), (Some("costs"), Some("default")), "{t}");
-    let third: Vec<&str> = cands[19..22].iter().map(|c| c["plan"].as_str().unwrap()).collect();
-    assert_eq!(third, ["00000000", "costs", "default"], "{t}");
+    let extras: Vec<&str> = cands[9..12].iter().map(|c| c["plan"].as_str().unwrap()).collect();
+    assert_eq!(extras, ["costs", "default", "separate-subgraphs"], "{t}");
+    let third: Vec<&str> = cands[20..24].iter().map(|c| c["plan"].as_str().unwrap()).collect();
+    assert_eq!(third, ["00000000", "costs", "default", "separate-subgraphs"], "{t}");
     let chosen = t["chosen"].as_str().unwrap();
     // Round 3 chooses: `separate`, or a candidate measurably faster than it
     // (per round, rounds 1 and 3 pooled where it ran in both), the fastest
     // such.
     let over = |c: &serde_json::Value| c["over_separate"].as_f64();
     let lo = |c: &serde_json::Value| c["over_separate_interval"][0].as_f64().unwrap();
-    assert!(over(&cands[19]).is_none() && cands[20..].iter().all(|c| over(c).is_some_and(|m| m > 0.0)), "{t}");
+    assert!(over(&cands[20]).is_none() && cands[21..].iter().all(|c| over(c).is_some_and(|m| m > 0.0)), "{t}");
     let eligible: Vec<&serde_json::Value> =
-        cands[20..].iter().filter(|c| over(c).unwrap() > 1.0 && lo(c) >= 0.97).collect();
+        cands[21..].iter().filter(|c| over(c).unwrap() > 1.0 && lo(c) >= 0.97).collect();
     let best = eligible.iter().max_by(|a, b| over(a).unwrap().total_cmp(&over(b).unwrap()));
     assert_eq!(chosen, best.map_or("00000000", |c| c["plan"].as_str().unwrap()), "{t}");
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
     // Rounds 1 and 2 time 3 rounds, round 3 three times as many, split
     // among 3 sessions of each model made afresh.
     let timed: Vec<u64> = cands.iter().map(|c| c["runs"].as_u64().unwrap()).collect();
-    assert_eq!(timed, [vec![3; 19], vec![9; 6]].concat(), "{t}");
+    assert_eq!(timed, [vec![3; 20], vec![9; 7]].concat(), "{t}");
     assert!(text.contains("9 in round 3 split among 3 sessions of each model made afresh"), "{text}");
     // The costs: one digit per node group, grouping only groupable ones;
     // the cut's choice costs no more (modelled) than all or none grouped.
@@ -762,6 +784,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let (lowering, digits) = match chosen {
         "costs" => ("assigned", Some(assignment)),
         "default" => ("regions", None),
+        "separate-subgraphs" => ("plan", Some("00000000")),
         plan => ("plan", Some(plan)),
     };
     assert_eq!(j["report"]["lowering"]["lowering"], lowering);
@@ -780,6 +803,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
         match chosen {
             "costs" => assert_eq!(r["grouped"], by_costs > 0, "{t}"),
             "default" => assert!(r["grouped"].is_boolean(), "{t}"),
+            "separate-subgraphs" => assert_eq!(r["grouped"], false, "{t}"),
             plan => assert_eq!(r["grouped"], plan.as_bytes()[i] == b'1', "{t}"),
         }
         assert!(r["gain"].as_f64().is_some_and(|g| g > 0.0), "{t}");
@@ -817,7 +841,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
-    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 25, "{jr}");
+    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 27, "{jr}");
     assert!(jr["report"]["tuning"]["costs"]["source"].as_str().unwrap().contains("median of 3 runs"), "{jr}");
     // Node signatures profiled once are kept (costs.json): without the
     // plan, tuning again measures plans but profiles nothing.

@@ -336,6 +336,9 @@ class Calibration:
     member_axis: bool = False
     """Member-axis stacking where the lowering groups (False in files
     written before it existed)."""
+    member_subgraphs: bool = False
+    """Each member's blocks written as subgraphs of their own (False in
+    files written before it existed)."""
 
 
 @dataclass(frozen=True)

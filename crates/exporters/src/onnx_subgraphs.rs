@@ -173,10 +173,7 @@ pub(crate) fn wrap(
     for name in order.iter().filter(|o| !moved.contains(*o)) {
         gp.initializer.push(initializers.remove(name).expect("each initializer once"));
     }
-    gp.initializer.push(super::onnx::tensor_proto(
-        &ticks,
-        &Tensor::from_f32(vec![1], &[0.0]).expect("one float"),
-    ));
+    gp.initializer.push(super::onnx::tensor_proto(&ticks, &Tensor::from_f32(vec![1], &[0.0]).expect("one float")));
     gp.initializer.push(super::onnx::tensor_proto(&axis0, &Tensor::from_i64(vec![1], &[0]).expect("one int")));
     plans.len()
 }

@@ -328,6 +328,58 @@ fn separate_lowering_keeps_every_member_apart_but_shares_identical_layers() {
     assert_fused_matches_members(&f, &members);
 }
 
+#[test]
+fn member_subgraphs_write_each_members_block_as_a_one_step_scan() {
+    use protobuf::Message;
+    let members = vec![mini(1, 9, 3), mini(2, 9, 5)];
+    let named = vec![("m0", members[0].clone()), ("m1", members[1].clone())];
+    let members_of = named.into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
+    let opts = FuseOptions { lowering: Lowering::Separate, member_subgraphs: true, ..Default::default() };
+    let f = fuse(members_of, &opts).unwrap();
+    // Each member's nodes after the shared stem: one block, one id each.
+    let g = &f.graph;
+    let mut blocks: Vec<(u32, usize)> = vec![];
+    for n in g.node_ids() {
+        if let Some(id) = g.node(n).subgraph {
+            match blocks.iter_mut().find(|(b, _)| *b == id) {
+                Some((_, count)) => *count += 1,
+                None => blocks.push((id, 1)),
+            }
+        }
+    }
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    assert!(blocks.iter().all(|(_, n)| *n >= fusec_passes::fuse::SUBGRAPH_MIN_NODES), "{blocks:?}");
+    // Written as two Scans, each holding its member's weights, each output
+    // squeezed back to its name; the shared stem stays outside.
+    let bytes = fusec_exporters::onnx::export(g).unwrap();
+    let model = onnx_protobuf::ModelProto::parse_from_bytes(&bytes).unwrap();
+    let gp = model.graph.as_ref().unwrap();
+    let scans: Vec<&onnx_protobuf::NodeProto> = gp.node.iter().filter(|n| n.op_type == "Scan").collect();
+    assert_eq!(scans.len(), 2);
+    for scan in &scans {
+        let body = scan.attribute.iter().find(|a| a.name == "body").and_then(|a| a.g.as_ref()).unwrap();
+        assert!(body.node.len() >= fusec_passes::fuse::SUBGRAPH_MIN_NODES && !body.initializer.is_empty());
+        assert!(body.initializer.iter().all(|t| !t.raw_data.is_empty()), "the weights' bytes are in the body");
+        let member = &scan.name[..3];
+        assert!(member.starts_with('m') && body.node.iter().all(|n| n.name.starts_with(member)), "{}", scan.name);
+    }
+    assert!(gp.node.iter().any(|n| n.op_type == "Conv"), "the shared stem conv stays outside");
+    assert_eq!(
+        gp.node.iter().filter(|n| n.op_type == "Squeeze").count(),
+        scans.iter().map(|s| s.output.len()).sum::<usize>()
+    );
+    // tract runs it and gives each member's outputs.
+    assert_fused_matches_members(&f, &members);
+    // Read back, the Scans are inlined: the same outputs again.
+    let back = fusec_frontends::onnx::import(&bytes, Path::new("subgraphs.onnx")).unwrap();
+    assert!(back.node_ids().iter().all(|n| back.node(*n).op.name() != "Scan"));
+    let (got, want) = (run(&back), run(g));
+    for (name, w) in &want {
+        let (_, b) = got.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(b, w, "{name}");
+    }
+}
+
 /// A chain of `blocks` expand (3 → 32 channels) / project (32 → 3) 1×1
 /// convs with Relus: wide inside each block, narrow between blocks.
 fn expand_project_chain(seed: u64, blocks: usize) -> Graph {

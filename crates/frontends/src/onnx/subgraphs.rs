@@ -13,12 +13,7 @@ use onnx_protobuf::{attribute_proto::AttributeType, AttributeProto, GraphProto, 
 /// Inlines every one-step `Scan` of `gp` (see the module docs); names of
 /// the body that clash with the graph's leave that Scan as it is.
 pub(crate) fn inline_scans(gp: &mut GraphProto, opset: i64) {
-    let steps: HashSet<String> = gp
-        .initializer
-        .iter()
-        .filter(|t| t.dims == [1])
-        .map(|t| t.name.clone())
-        .collect();
+    let steps: HashSet<String> = gp.initializer.iter().filter(|t| t.dims == [1]).map(|t| t.name.clone()).collect();
     let mut names: HashSet<String> = gp.initializer.iter().map(|t| t.name.clone()).collect();
     names.extend(gp.input.iter().map(|v| v.name.clone()));
     names.extend(gp.node.iter().flat_map(|n| n.output.iter().cloned()));
