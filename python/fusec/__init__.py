@@ -208,6 +208,7 @@ def fuse(
     lowering: Optional[str] = None,
     group_from: Optional[float] = None,
     keep_bn: Optional[bool] = None,
+    member_subgraphs: bool = False,
     calibration: Optional[PathLike] = None,
     precision: str = "fp32",
     explain: bool = False,
@@ -237,7 +238,11 @@ def fuse(
     and fuses with the fastest (``calibrate=FILE`` keeps it for
     ``calibration=``); the plan is kept in a cache (``FUSEC_CACHE_DIR``, else
     ``~/.cache/fusec``) under the members' structure and the runtime, and
-    reused for members of the same structure unless ``retune=True``. ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
+    reused for members of the same structure unless ``retune=True``.
+    ``member_subgraphs=True`` writes each member's run of per-member layers
+    as a subgraph of its own (a one-step ONNX ``Scan``), so that ONNX
+    Runtime plans its memory as for the member alone (``tune=True``
+    measures it as a candidate). ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
     computes in fp16) or ``fp16-compute`` (ONNX computing in fp16, for GPUs).
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
@@ -245,6 +250,8 @@ def fuse(
     (903, 324, ['coco', 'aquarium', 'vehicles'])
     """
     chosen = [k for k, v in (("lowering", lowering), ("group_from", group_from), ("keep_bn", keep_bn)) if v is not None]
+    if member_subgraphs and (calibration is not None or tune):
+        raise ValueError("member_subgraphs=True cannot go with calibration= or tune=True, which choose it themselves")
     if calibration is not None and (chosen or tune):
         raise ValueError(f"calibration= chooses the lowering: it cannot go with {', '.join(chosen) or 'tune'}=")
     if tune and (lowering is not None or group_from is not None):
@@ -261,6 +268,7 @@ def fuse(
         lowering or "regions",
         float(0.25 if group_from is None else group_from),
         bool(keep_bn),
+        bool(member_subgraphs),
         None if calibration is None else os.fspath(calibration),
         precision,
         bool(explain),

@@ -15,7 +15,7 @@ class Failure(Exception):
 def main(argv: Sequence[str]) -> int: ...
 def set_onnxruntime_package(dir: str) -> None: ...
 def fuse(
-    members: Sequence[str], output: str, lowering: str, group_from: float, keep_bn: bool,
+    members: Sequence[str], output: str, lowering: str, group_from: float, keep_bn: bool, member_subgraphs: bool,
     calibration: Optional[str], precision: str, explain: bool, tune_runs: Optional[int],
     tune_calibrate: Optional[str], retune: bool, runtime: str, device: str, threads: Optional[int],
     arch_name: Optional[str], image_size: Optional[int], batch: Optional[int], seq_len: Optional[int], progress: bool,

@@ -56,6 +56,17 @@ def test_fuse_reports_what_the_command_reports(fused, tmp_path):
     assert again.read_bytes() == out.read_bytes()
 
 
+def test_member_subgraphs_fuse_and_verify(tmp_path):
+    out = tmp_path / "subgraphs.onnx"
+    report = fusec.fuse(MEMBERS[:2], out, lowering="separate", member_subgraphs=True, progress=False)
+    assert report.lowering["member_subgraphs"] is True and report.lowering["lowering"] == "separate"
+    assert out.read_bytes().count(b"\x22\x04Scan") == 2
+    checked = fusec.verify(out, MEMBERS[:2], inputs=INPUT, runs=0, progress=False)
+    assert checked.equivalent and all(o.outside == 0 for o in checked.outputs)
+    with pytest.raises(ValueError, match="member_subgraphs"):
+        fusec.fuse(MEMBERS[:2], out, member_subgraphs=True, tune=True, progress=False)
+
+
 def test_verify_gives_the_numbers_of_the_command(fused):
     out, _ = fused
     report = fusec.verify(out, MEMBERS, inputs=INPUT, runs=0, progress=False)
@@ -132,7 +143,7 @@ def test_a_hostile_checkpoint_raises_input_error_naming_it(tmp_path):
 def test_a_short_bench_has_the_commands_rows(tmp_path):
     report = fusec.bench(MEMBERS[:2], inputs=INPUT, runs=2, warmup=1, json_out=tmp_path / "b.json", progress=False)
     assert isinstance(report, fusec.BenchReport) and report.members == ["coco", "aquarium"]
-    assert len(report.rows) == 15 and report.rows[0].config == "members one after another"
+    assert len(report.rows) == 16 and report.rows[0].config == "members one after another"
     assert all(r.stats.p50_ms > 0 for r in report.rows)
     assert report.sessions == 2 and all(r.stats.runs == 2 for r in report.rows)
     assert all(r.max_abs <= 1e-4 for r in report.rows if "fp16" not in r.config)
