@@ -197,6 +197,12 @@ fn member_subgraphs_run_each_member_apart_and_stay_exact() {
     assert_reproduces_reference(&out, "tract", &["aquarium", "vehicles"]);
     let res = ok(fusec(&["verify", s(&out), "--members", s(&a), s(&b), "--runs", "0"]));
     assert!(String::from_utf8(res.stdout).unwrap().contains("equivalence: ok"));
+    // Core ML has no such form: the package is flat, and fuse says so.
+    let pkg = dir.path().join("subgraphs.mlpackage");
+    let res =
+        ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg), "--lowering", "separate", "--member-subgraphs", "--json"]));
+    let j: serde_json::Value = serde_json::from_slice(&res.stderr).unwrap();
+    assert!(j["warnings"].to_string().contains("the Core ML package is written as one flat program"), "{j}");
 }
 
 /// Eight narrow members with their own weights and class counts: the fused

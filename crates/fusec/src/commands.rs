@@ -544,6 +544,11 @@ pub fn fuse(
     let size = match format {
         OutputFormat::Onnx => fusec_exporters::onnx::write_file(&g, output)?,
         OutputFormat::CoreMl => {
+            if opts.member_subgraphs {
+                crate::report::warn(
+                    "member subgraphs are an ONNX form (a Scan per member's block): the Core ML package is written as one flat program",
+                );
+            }
             let info = fusec_exporters::coreml::write_package(&g, output, precision)?;
             if let Some((onnx, coreml)) = info.renamed.first() {
                 crate::report::note(format!(
