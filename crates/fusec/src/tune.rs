@@ -9,9 +9,11 @@
 //! default lowering (`default`), so a tuned model is measured against what
 //! not tuning gives. Round 1 measures every member kept apart (`separate`:
 //! each member's layers as it runs alone), everything grouped, "grouped
-//! from run s" for each s, `costs` and `default` (and for members with
-//! layers on a member axis, `linear-split`: grouped with linear layers per
-//! member); round 2 each one-run change of round 1's fastest plan; round
+//! from run s" for each s, `costs`, `default`, `separate-subgraphs` (every
+//! member apart, each member's layers a subgraph of its own:
+//! `FuseOptions::member_subgraphs`) and, for members with layers on a
+//! member axis, `linear-split` (grouped with linear layers per member);
+//! round 2 each one-run change of round 1's fastest plan; round
 //! 3, with three times the timed rounds, confirms: `separate`, `costs`,
 //! those extras and the three fastest plans so far (by speedup over the
 //! members in their round). Every candidate is fused, loaded and timed against the
