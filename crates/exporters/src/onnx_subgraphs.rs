@@ -12,8 +12,10 @@
 //! state), whose body reads the shared inputs and earlier values from the
 //! outer scope, and outputs each value that something after the block
 //! reads; each comes out stacked `[1, ...]` and a `Squeeze` gives it its
-//! old name, so readers and graph outputs are unchanged. Weights stay
-//! outside where a node outside the block reads them too (ONNX Runtime
+//! old name, so readers and graph outputs are unchanged. A node that reads
+//! only weights and is read only by the block (an fp16 weight's Cast)
+//! joins it. Weights stay outside where a node outside the block reads
+//! them too (ONNX Runtime
 //! neither pre-packs nor fuses outer-scope weights in a subgraph:
 //! DenseNet's members with their weights outside ran at 0.70x).
 
@@ -37,13 +39,7 @@ pub(crate) fn wrap(
     weights: &mut HashMap<String, &Tensor>,
     names: &mut Names,
 ) -> usize {
-    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (i, b) in blocks.iter().enumerate() {
-        if let Some(b) = b {
-            members.entry(*b).or_default().push(i);
-        }
-    }
-    if members.is_empty() {
+    if blocks.iter().all(Option::is_none) {
         return 0;
     }
     // Who reads each value: node indices, and the graph outputs.
@@ -54,6 +50,27 @@ pub(crate) fn wrap(
         }
     }
     let graph_outputs: HashSet<&str> = gp.output.iter().map(|o| o.name.as_str()).collect();
+    // A node of weights only (an fp16 weight's Cast back to f32) read by
+    // one block alone joins it, so that the weight moves in with it.
+    let weight_names: HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut blocks = blocks.to_vec();
+    for (i, n) in gp.node.iter().enumerate() {
+        if blocks[i].is_some() || n.input.is_empty() || !n.input.iter().all(|x| weight_names.contains(x.as_str())) {
+            continue;
+        }
+        let mut of_readers = n.output.iter().flat_map(|o| readers.get(o.as_str()).into_iter().flatten());
+        let first = of_readers.next().and_then(|&r| blocks[r]);
+        let outputs_read_outside = n.output.iter().any(|o| graph_outputs.contains(o.as_str()));
+        if first.is_some() && !outputs_read_outside && of_readers.all(|&r| blocks[r] == first) {
+            blocks[i] = first;
+        }
+    }
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, b) in blocks.iter().enumerate() {
+        if let Some(b) = b {
+            members.entry(*b).or_default().push(i);
+        }
+    }
     // Per block: its nodes, the values read after it, the initializers
     // only it reads.
     struct Plan {

@@ -370,6 +370,20 @@ fn member_subgraphs_write_each_members_block_as_a_one_step_scan() {
     );
     // tract runs it and gives each member's outputs.
     assert_fused_matches_members(&f, &members);
+    // fp16 weights: each weight's Cast back to f32 moves into the Scan
+    // that alone reads it, and the weight with it.
+    let mut half = g.clone();
+    assert!(fusec_passes::fp16_weights(&mut half).unwrap() > 0);
+    let model16 = onnx_protobuf::ModelProto::parse_from_bytes(&fusec_exporters::onnx::export(&half).unwrap()).unwrap();
+    let gp16 = model16.graph.as_ref().unwrap();
+    for scan in gp16.node.iter().filter(|n| n.op_type == "Scan") {
+        let body = scan.attribute.iter().find(|a| a.name == "body").and_then(|a| a.g.as_ref()).unwrap();
+        assert!(body.node.iter().any(|n| n.op_type == "Cast"), "{}", scan.name);
+        assert!(body.initializer.iter().any(|t| t.data_type == 10), "f16 weights inside {}", scan.name);
+    }
+    let outer_casts: Vec<&str> =
+        gp16.node.iter().filter(|n| n.op_type == "Cast").flat_map(|n| n.input.iter().map(String::as_str)).collect();
+    assert_eq!(outer_casts.len(), 1, "only the shared stem conv's weight is cast outside: {outer_casts:?}");
     // Read back, the Scans are inlined: the same outputs again.
     let back = fusec_frontends::onnx::import(&bytes, Path::new("subgraphs.onnx")).unwrap();
     assert!(back.node_ids().iter().all(|n| back.node(*n).op.name() != "Scan"));
