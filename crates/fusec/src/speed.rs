@@ -481,8 +481,31 @@ pub fn verify(
     // here and the ones timed below are made from them.
     let mut lineup = Lineup::new()?;
     let members_group = lineup.push_graphs(&members, speed.fp16)?;
-    let fused_group = lineup.push_graphs(std::slice::from_ref(&fused_graph), speed.fp16)?;
-    let mut fused = lineup.sessions(fused_group, cfg)?.remove(0);
+    // The fused file itself, as it is served (member subgraphs and all);
+    // fp16 compute converts the graph, and a file whose bytes alone do not
+    // load (external data) is checked as fusec writes its graph.
+    let file_bytes = match speed.fp16 {
+        true => None,
+        false => Some(std::fs::read(model).map_err(|e| Failure::input(format!("{}: {e}", model.display())))?),
+    };
+    let alone = file_bytes.as_deref().map(|b| fusec_verify::runtime::load(b, cfg));
+    // The fused model is the lineup's second group (its timing row).
+    let mut fused = match alone {
+        Some(Ok(session)) => {
+            lineup.push(&[file_bytes.as_deref().expect("read above")])?;
+            session
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                crate::report::warn(format!(
+                    "{}: the file's bytes alone do not load ({e}); checking and timing the graph as fusec writes it",
+                    model.display()
+                ));
+            }
+            let group = lineup.push_graphs(std::slice::from_ref(&fused_graph), speed.fp16)?;
+            lineup.sessions(group, cfg)?.remove(0)
+        }
+    };
     let mut sessions = lineup.sessions(members_group, cfg)?;
 
     let mut o = String::new();
