@@ -63,20 +63,6 @@ pub fn remove_pending() {
     }
 }
 
-/// Claims a name not yet in `used`: `base` itself, else `base_N` for the
-/// first free N counting from `first` (the ONNX and Core ML writers count
-/// from different numbers; each keeps its own so their output stays the
-/// same bytes).
-pub(crate) fn claim_name(used: &mut std::collections::HashSet<String>, base: &str, first: usize) -> String {
-    let mut name = base.to_string();
-    let mut k = first;
-    while !used.insert(name.clone()) {
-        name = format!("{base}_{k}");
-        k += 1;
-    }
-    name
-}
-
 /// The directory `path` is in (`.` for a bare file name): where its
 /// temporary file or directory is made, so the final rename stays on one
 /// filesystem.

@@ -136,7 +136,7 @@ pub(crate) struct Names {
 impl Names {
     pub(crate) fn fresh(&mut self, base: &str) -> String {
         let base = if base.is_empty() { "t" } else { base };
-        crate::claim_name(&mut self.used, base, 1)
+        fuse_ir::claim_name(&mut self.used, base, 1)
     }
     fn of(&mut self, g: &Graph, v: ValueId) -> String {
         if let Some(n) = self.of.get(&v) {
@@ -202,8 +202,7 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
         }
         lower(g, node, &mut np, inputs, &mut gp, &mut names, opset)?;
         gp.node.push(np);
-        blocks.resize(gp.node.len(), None);
-        *blocks.last_mut().expect("a node was written") = node.subgraph;
+        blocks.push(node.subgraph);
     }
     for &o in g.outputs() {
         let n = names.of(g, o);

@@ -63,6 +63,19 @@ pub struct Node {
     pub subgraph: Option<u32>,
 }
 
+/// Claims a name not yet in `used`: `base` itself, else `base_N` for the
+/// first free N counting from `first` (writers count from different
+/// numbers; each keeps its own so their output stays the same bytes).
+pub fn claim_name(used: &mut std::collections::HashSet<String>, base: &str, first: usize) -> String {
+    let mut name = base.to_string();
+    let mut k = first;
+    while !used.insert(name.clone()) {
+        name = format!("{base}_{k}");
+        k += 1;
+    }
+    name
+}
+
 /// Largest integer tensor whose contents are tracked in [`Value::known`].
 pub const KNOWN_LIMIT: usize = 64;
 

@@ -26,6 +26,6 @@ pub mod text;
 
 pub use dtype::{saturated_f16, DType, TensorType, MAX_ELEMENTS, MAX_RANK};
 pub use error::IrError;
-pub use graph::{known_of, Graph, Node, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};
+pub use graph::{claim_name, known_of, Graph, Node, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};
 pub use op::*;
 pub use tensor::{Bytes, Tensor};

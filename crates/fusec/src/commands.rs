@@ -340,19 +340,15 @@ fn run_graph(
 /// or `t1.hf/model.safetensors`), made unique with `_2`, `_3`, ... when two
 /// files share a stem.
 pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
-    let mut names: Vec<String> = vec![];
-    for p in paths {
-        let named = fusec_frontends::hf_folder(p).unwrap_or(p);
-        let stem = named.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
-        let mut name = stem.clone();
-        let mut k = 2;
-        while names.contains(&name) {
-            name = format!("{stem}_{k}");
-            k += 1;
-        }
-        names.push(name);
-    }
-    names
+    let mut used = std::collections::HashSet::new();
+    paths
+        .iter()
+        .map(|p| {
+            let named = fusec_frontends::hf_folder(p).unwrap_or(p);
+            let stem = named.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
+            fuse_ir::claim_name(&mut used, &stem, 2)
+        })
+        .collect()
 }
 
 fn sha256_file(path: &Path) -> Result<String, Failure> {

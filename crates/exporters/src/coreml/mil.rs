@@ -152,7 +152,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             s.insert(0, '_');
         }
-        crate::claim_name(&mut self.used, &s, 0)
+        fuse_ir::claim_name(&mut self.used, &s, 0)
     }
 
     fn float(&self) -> DataType {

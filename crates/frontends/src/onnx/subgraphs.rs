@@ -26,7 +26,7 @@ pub(crate) fn inline_scans(gp: &mut GraphProto, opset: i64) {
                 names.extend(body.node.iter().flat_map(|n| n.output.iter().cloned()));
                 gp.initializer.extend(body.initializer);
                 gp.node.extend(body.node);
-                let axes = fresh(&mut names, &format!("{}::axes", node.name));
+                let axes = fuse_ir::claim_name(&mut names, &format!("{}::axes", node.name), 1);
                 if opset >= 13 {
                     gp.initializer.push(TensorProto {
                         name: axes.clone(),
@@ -50,7 +50,7 @@ pub(crate) fn inline_scans(gp: &mut GraphProto, opset: i64) {
                         });
                     }
                     gp.node.push(NodeProto {
-                        name: fresh(&mut names, &format!("{stacked}::unsqueeze")),
+                        name: fuse_ir::claim_name(&mut names, &format!("{stacked}::unsqueeze"), 1),
                         op_type: "Unsqueeze".into(),
                         input,
                         output: vec![stacked.clone()],
@@ -94,15 +94,4 @@ fn one_step_body<'a>(node: &'a NodeProto, steps: &HashSet<String>) -> Option<&'a
 fn fits(body: &GraphProto, names: &HashSet<String>) -> bool {
     body.initializer.iter().all(|t| !names.contains(&t.name))
         && body.node.iter().flat_map(|n| &n.output).all(|o| !names.contains(o))
-}
-
-fn fresh(names: &mut HashSet<String>, base: &str) -> String {
-    let mut n = base.to_string();
-    let mut i = 1;
-    while names.contains(&n) {
-        n = format!("{base}_{i}");
-        i += 1;
-    }
-    names.insert(n.clone());
-    n
 }
