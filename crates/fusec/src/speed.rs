@@ -452,7 +452,11 @@ pub fn verify(
             model.display()
         )));
     }
-    let fused_graph = fusec_frontends::onnx::load(model)?;
+    // Read once: the graph gives names and shapes, the bytes are what is
+    // checked and timed (the file as it is served).
+    let file_bytes =
+        std::fs::read(model).map_err(|e| fusec_frontends::LoadError::new(model, format!("cannot read: {e}")))?;
+    let fused_graph = fusec_frontends::onnx::load_bytes(&file_bytes, model)?;
     // Default tolerances by precision: fp16 weights move outputs by ~1e-3.
     let fp16 = fused_graph.weights().any(|(_, _, t)| t.ty().dtype == fuse_ir::DType::F16);
     let (default_tol, why) = match (speed.fp16, fp16) {
@@ -484,15 +488,11 @@ pub fn verify(
     // The fused file itself, as it is served (member subgraphs and all);
     // fp16 compute converts the graph, and a file whose bytes alone do not
     // load (external data) is checked as fusec writes its graph.
-    let file_bytes = match speed.fp16 {
-        true => None,
-        false => Some(std::fs::read(model).map_err(|e| Failure::input(format!("{}: {e}", model.display())))?),
-    };
-    let alone = file_bytes.as_deref().map(|b| fusec_verify::runtime::load(b, cfg));
+    let alone = (!speed.fp16).then(|| fusec_verify::runtime::load(&file_bytes, cfg));
     // The fused model is the lineup's second group (its timing row).
     let mut fused = match alone {
         Some(Ok(session)) => {
-            lineup.push(&[file_bytes.as_deref().expect("read above")])?;
+            lineup.push(&[&file_bytes])?;
             session
         }
         other => {

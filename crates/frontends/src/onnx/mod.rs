@@ -38,12 +38,18 @@ pub const MAX_OPSET: i64 = 21;
 /// files inside the model's directory, never outside it.
 pub fn load(path: &Path) -> Result<Graph, LoadError> {
     let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
+    load_bytes(&bytes, path)
+}
+
+/// Imports the bytes already read from the ONNX file `path` (as [`load`]
+/// does, external data included), for a caller that also needs the bytes.
+pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Graph, LoadError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut ext = ExternalData::new(dir).map_err(|m| LoadError::new(path, m))?;
-    import_with(&bytes, path, Some(&mut ext))
+    import_with(bytes, path, Some(&mut ext))
 }
 
 /// Imports ONNX bytes; `file` only names the source in errors. External
