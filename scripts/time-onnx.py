@@ -12,11 +12,15 @@ model's input specs (static shapes): floats uniform in [-1, 1]; int64/int32
 inputs named like `*mask*` ones with the last fifth padding (0), `*type*`
 0 then 1 from the middle, any other ids in [0, 1000). Prints each group's
 p50 and its p50 speedup over the baseline with a 95% bootstrap interval
-over the rounds.
+over the rounds. With --profile, then ONNX Runtime's kernel time per op
+type of each model (its profiler, the rounds after the warm-up).
 
 Needs numpy and onnxruntime.
 """
 import argparse
+import collections
+import json
+import os
 import time
 
 import numpy as np
@@ -32,6 +36,29 @@ def session(path, threads):
     o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     o.log_severity_level = 3
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+
+
+def profile(path, x, threads, warmup, rounds):
+    """Kernel time per op type, ms per run, and node counts."""
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.log_severity_level = 3
+    o.enable_profiling = True
+    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    for _ in range(warmup + rounds):
+        s.run(None, x)
+    f = s.end_profiling()
+    with open(f) as fh:
+        events = json.load(fh)
+    os.remove(f)
+    starts = sorted(e["ts"] for e in events if e["name"] == "model_run")
+    ms, nodes = collections.Counter(), collections.Counter()
+    for e in events:
+        if e["ts"] >= starts[warmup] and e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            ms[e["args"]["op_name"]] += e["dur"] / 1e3 / rounds
+            nodes[e["args"]["op_name"]] += 1
+    return ms, {k: v // rounds for k, v in nodes.items()}
 
 
 def make_inputs(s, rng):
@@ -60,6 +87,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="then print each model's kernel time per op type")
     a = ap.parse_args()
     if len(a.groups) < 2:
         ap.error("give a baseline group and at least one group to compare")
@@ -82,6 +110,12 @@ def main():
         boot = [np.median(base[i]) / np.median(t[i]) for i in (rng.integers(0, len(t), len(t)) for _ in range(2000))]
         lo, hi = np.percentile(boot, [2.5, 97.5])
         print(f"{g}: p50 {np.median(t) * 1e3:.1f} ms, speedup p50 {np.median(base) / np.median(t):.3f}x (95% {lo:.3f}-{hi:.3f})")
+    if a.profile:
+        for path in dict.fromkeys(p for g in a.groups for p in g.split(",")):
+            ms, nodes = profile(path, x, a.threads, a.warmup, a.rounds)
+            print(f"{path}: kernel time {sum(ms.values()):.2f} ms a run")
+            for op, t in ms.most_common():
+                print(f"  {op:<28} {t:7.2f} ms  {nodes[op]:4d} nodes")
 
 
 if __name__ == "__main__":
