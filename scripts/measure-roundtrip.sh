@@ -22,7 +22,7 @@ for m in coco aquarium vehicles; do
       "$fusec" run "$src" --input "$ref/input.safetensors" --runtime "$rt" -o "$tmp/out.safetensors" 2>/dev/null
       end=$(date +%s%N)
       "$fusec" compare "$tmp/out.safetensors" "$ref/$m.outputs.safetensors" > "$tmp/cmp.txt"
-      read -r abs rel < <(awk 'NR>1 { if ($2>a) a=$2; if ($3>r) r=$3 } END { printf "%.2e %.2e\n", a, r }' "$tmp/cmp.txt")
+      read -r abs rel < <(awk 'NR>1 && NF==4 { if ($2>a) a=$2; if ($3>r) r=$3 } END { printf "%.2e %.2e\n", a, r }' "$tmp/cmp.txt")
       kind=onnx; [[ "$src" == *.safetensors ]] && kind=safetensors
       printf '| %s.%s | %s | %s | %s | %d ms |\n' "$m" "$kind" "$rt" "$abs" "$rel" $(( (end - start) / 1000000 ))
     done
