@@ -269,6 +269,8 @@ def fuse(
         float(0.25 if group_from is None else group_from),
         bool(keep_bn),
         bool(member_subgraphs),
+        # Nothing chosen: fusec notes that the default is unmeasured here.
+        calibration is None and not tune and lowering is None and group_from is None and not member_subgraphs,
         None if calibration is None else os.fspath(calibration),
         precision,
         bool(explain),

@@ -46,8 +46,11 @@ def test_fuse_reports_what_the_command_reports(fused, tmp_path):
     assert report.size_bytes == out.stat().st_size
     assert report.notes[-1].startswith(f"wrote {out} (3 members, 903 nodes, 324 Conv")
     assert any("assumed the PyTorch-trained variant" in w for w in report.warnings)
+    # Nothing chosen: the default lowering, said to be unmeasured here.
+    assert any("not measured for these members: --tune" in n for n in report.notes), report.notes
     cli, rc = cli_json("fuse", *MEMBERS, "-o", out)
     assert rc == 0
+    assert any("not measured for these members: --tune" in n for n in cli["notes"]), cli["notes"]
     strip = lambda d: {k: v for k, v in d.items() if k not in TIMINGS}  # noqa: E731
     assert strip(report.to_dict()) == strip(cli["report"])
     # The same bytes either way.
@@ -60,6 +63,7 @@ def test_member_subgraphs_fuse_and_verify(tmp_path):
     out = tmp_path / "subgraphs.onnx"
     report = fusec.fuse(MEMBERS[:2], out, lowering="separate", member_subgraphs=True, progress=False)
     assert report.lowering["member_subgraphs"] is True and report.lowering["lowering"] == "separate"
+    assert not any("not measured" in n for n in report.notes), report.notes
     assert out.read_bytes().count(b"\x22\x04Scan") == 2
     checked = fusec.verify(out, MEMBERS[:2], inputs=INPUT, runs=0, progress=False)
     assert checked.equivalent and all(o.outside == 0 for o in checked.outputs)

@@ -282,15 +282,16 @@ enum Command {
         /// (members keep their own layers for the first --group-from fraction
         /// of the graph, in dataflow order; channel-stacked after). The
         /// default, regions from 0.25, measured fastest with ONNX Runtime on a
-        /// 2-core CPU (README); `fusec bench` measures yours
-        #[arg(long, value_enum, default_value = "regions")]
-        lowering: LoweringArg,
+        /// 2-core CPU (README); `fusec bench` and --tune measure yours
+        /// [default: regions]
+        #[arg(long, value_enum)]
+        lowering: Option<LoweringArg>,
         /// For --lowering regions: where grouping starts, as a fraction of
         /// the aligned nodes in dataflow order (0 = all grouped, 1 = none);
         /// the cut then moves, by up to 5% of the nodes, to where the least
-        /// data crosses it
-        #[arg(long, default_value_t = fusec_passes::fuse::DEFAULT_GROUP_FROM)]
-        group_from: f32,
+        /// data crosses it [default: 0.25]
+        #[arg(long)]
+        group_from: Option<f32>,
         /// Use the lowering `fusec bench --calibrate FILE` (or `fusec fuse
         /// --tune --calibrate FILE`) measured fastest on this machine
         /// (instead of --lowering/--group-from/--keep-bn)
@@ -509,14 +510,19 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             calibrate,
             rt,
         } => {
+            // Nothing chosen: the default lowering, unmeasured for these members.
+            let default_lowering =
+                calibration.is_none() && lowering.is_none() && group_from.is_none() && !member_subgraphs;
             let opts = match &calibration {
                 Some(path) => calibration::Calibration::load(path)?,
                 None => fusec_passes::FuseOptions {
                     keep_bn,
-                    lowering: match lowering {
+                    lowering: match lowering.unwrap_or(LoweringArg::Regions) {
                         LoweringArg::Grouped => fusec_passes::Lowering::Grouped,
                         LoweringArg::Separate => fusec_passes::Lowering::Separate,
-                        LoweringArg::Regions => fusec_passes::Lowering::Regions { from: group_from },
+                        LoweringArg::Regions => fusec_passes::Lowering::Regions {
+                            from: group_from.unwrap_or(fusec_passes::fuse::DEFAULT_GROUP_FROM),
+                        },
                     },
                     member_subgraphs,
                     ..Default::default()
@@ -529,7 +535,16 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             };
             let tune =
                 tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate, retune });
-            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, tune.as_ref())?)
+            to_json(&commands::fuse(
+                &members,
+                &arch.options(),
+                &output,
+                explain,
+                &opts,
+                precision,
+                tune.as_ref(),
+                default_lowering,
+            )?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
             to_json(&commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)?)

@@ -452,6 +452,7 @@ pub fn fuse(
     opts: &fusec_passes::FuseOptions,
     precision: FusePrecision,
     tune: Option<&TuneArgs>,
+    default_lowering: bool,
 ) -> Result<FuseReport, Failure> {
     let fp16_compute = precision == FusePrecision::Fp16Compute;
     let precision = match precision {
@@ -512,6 +513,14 @@ pub fn fuse(
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;
+    if default_lowering && tune.is_none() {
+        // A default chosen on one model and machine can be slower than the
+        // members elsewhere: say so, and what measures it.
+        crate::report::note(format!(
+            "lowering: the default, regions from {} (the fastest on EfficientDet-D0 with ONNX Runtime on a 2-core CPU), not measured for these members: --tune measures plans for them where they will run",
+            fusec_passes::fuse::DEFAULT_GROUP_FROM
+        ));
+    }
     for (k, j) in &r.identical {
         crate::report::warn(format!(
             "{} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",

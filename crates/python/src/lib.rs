@@ -142,7 +142,7 @@ fn set_onnxruntime_package(dir: PathBuf) {
 }
 
 #[pyfunction]
-#[pyo3(signature = (members, output, lowering, group_from, keep_bn, member_subgraphs, calibration, precision, explain, tune_runs, tune_calibrate, retune, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, output, lowering, group_from, keep_bn, member_subgraphs, default_lowering, calibration, precision, explain, tune_runs, tune_calibrate, retune, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn fuse(
     py: Python<'_>,
@@ -152,6 +152,7 @@ fn fuse(
     group_from: f32,
     keep_bn: bool,
     member_subgraphs: bool,
+    default_lowering: bool,
     calibration: Option<PathBuf>,
     precision: &str,
     explain: bool,
@@ -195,7 +196,7 @@ fn fuse(
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, member_subgraphs, ..Default::default() },
         };
-        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, tune.as_ref())
+        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, tune.as_ref(), default_lowering)
     })
 }
 
