@@ -535,16 +535,12 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             };
             let tune =
                 tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate, retune });
-            to_json(&commands::fuse(
-                &members,
-                &arch.options(),
-                &output,
-                explain,
-                &opts,
-                precision,
-                tune.as_ref(),
-                default_lowering,
-            )?)
+            let choice = match &tune {
+                Some(t) => commands::LoweringChoice::Tune(t),
+                None if default_lowering => commands::LoweringChoice::Default,
+                None => commands::LoweringChoice::Given,
+            };
+            to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, choice)?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {
             to_json(&commands::compare(&got, &want, &prefix, max_abs, max_rel_l2)?)

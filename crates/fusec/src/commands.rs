@@ -444,6 +444,17 @@ pub struct TuneArgs {
     pub retune: bool,
 }
 
+/// Where `fuse`'s lowering comes from.
+pub enum LoweringChoice<'a> {
+    /// As the options say, chosen by the caller (flags or a calibration file).
+    Given,
+    /// The options are the default, unmeasured for these members: `fuse`
+    /// says so and what measures it.
+    Default,
+    /// Measured here (`--tune`), replacing the options' lowering.
+    Tune(&'a TuneArgs),
+}
+
 pub fn fuse(
     paths: &[PathBuf],
     arch: &ArchOptions,
@@ -451,8 +462,7 @@ pub fn fuse(
     explain: bool,
     opts: &fusec_passes::FuseOptions,
     precision: FusePrecision,
-    tune: Option<&TuneArgs>,
-    default_lowering: bool,
+    choice: LoweringChoice,
 ) -> Result<FuseReport, Failure> {
     let fp16_compute = precision == FusePrecision::Fp16Compute;
     let precision = match precision {
@@ -475,7 +485,7 @@ pub fn fuse(
     let t_load = t0.elapsed();
     let mut opts = opts.clone();
     let mut tuning = None;
-    if let Some(t) = tune {
+    if let LoweringChoice::Tune(t) = choice {
         let x = crate::speed::inputs(&graphs[0], &crate::speed::Inputs::Generated(1))?;
         let device = crate::speed::describe_cfg(&t.cfg);
         let (tuned, report) = crate::tune::tune(
@@ -513,7 +523,7 @@ pub fn fuse(
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;
-    if default_lowering && tune.is_none() {
+    if matches!(choice, LoweringChoice::Default) {
         // A default chosen on one model and machine can be slower than the
         // members elsewhere: say so, and what measures it.
         crate::report::note(format!(

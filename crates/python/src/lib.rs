@@ -196,7 +196,12 @@ fn fuse(
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, member_subgraphs, ..Default::default() },
         };
-        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, tune.as_ref(), default_lowering)
+        let choice = match &tune {
+            Some(t) => fusec::commands::LoweringChoice::Tune(t),
+            None if default_lowering => fusec::commands::LoweringChoice::Default,
+            None => fusec::commands::LoweringChoice::Given,
+        };
+        fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, choice)
     })
 }
 
