@@ -523,14 +523,6 @@ pub fn fuse(
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;
-    if matches!(choice, LoweringChoice::Default) {
-        // A default chosen on one model and machine can be slower than the
-        // members elsewhere: say so, and what measures it.
-        crate::report::note(format!(
-            "lowering: the default, regions from {} (the fastest on EfficientDet-D0 with ONNX Runtime on a 2-core CPU), not measured for these members: --tune measures plans for them where they will run",
-            fusec_passes::fuse::DEFAULT_GROUP_FROM
-        ));
-    }
     for (k, j) in &r.identical {
         crate::report::warn(format!(
             "{} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",
@@ -579,6 +571,15 @@ pub fn fuse(
         emit(text)?;
     }
     let t_end = t0.elapsed();
+    if matches!(choice, LoweringChoice::Default) {
+        // A default chosen on one model and machine can be slower than the
+        // members elsewhere: say so (once written; a failure stays one
+        // line), and what measures it.
+        crate::report::note(format!(
+            "lowering: the default, regions from {} (the fastest on EfficientDet-D0 with ONNX Runtime on a 2-core CPU), not measured for these members: --tune measures plans for them where they will run",
+            fusec_passes::fuse::DEFAULT_GROUP_FROM
+        ));
+    }
     crate::report::note(format!(
         "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms)",
         output.display(),
