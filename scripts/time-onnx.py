@@ -29,23 +29,19 @@ import onnxruntime as ort
 INT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def session(path, threads):
+def session(path, threads, profiling=False):
     o = ort.SessionOptions()
     o.intra_op_num_threads = threads
     o.inter_op_num_threads = 1
     o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     o.log_severity_level = 3
+    o.enable_profiling = profiling
     return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
 def profile(path, x, threads, warmup, rounds):
     """Kernel time per op type, ms per run, and node counts."""
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.log_severity_level = 3
-    o.enable_profiling = True
-    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    s = session(path, threads, profiling=True)
     for _ in range(warmup + rounds):
         s.run(None, x)
     f = s.end_profiling()

@@ -61,6 +61,12 @@ pub enum FileKind {
     Safetensors,
 }
 
+/// A file's bytes, or a [`LoadError`] naming it (the frontends' one
+/// wording for a file that cannot be read).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))
+}
+
 /// The file a path names: itself, or for a HuggingFace checkpoint folder
 /// (a directory with a `config.json`) its `model.safetensors`.
 pub fn model_file(path: &Path) -> PathBuf {

@@ -535,11 +535,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             };
             let tune =
                 tune.then(|| commands::TuneArgs { cfg: rt.config(), warmup: 2, runs: tune_runs, calibrate, retune });
-            let choice = match &tune {
-                Some(t) => commands::LoweringChoice::Tune(t),
-                None if default_lowering => commands::LoweringChoice::Default,
-                None => commands::LoweringChoice::Given,
-            };
+            let choice = commands::LoweringChoice::new(tune.as_ref(), default_lowering);
             to_json(&commands::fuse(&members, &arch.options(), &output, explain, &opts, precision, choice)?)
         }
         Command::Compare { got, want, prefix, max_abs, max_rel_l2 } => {

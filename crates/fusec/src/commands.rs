@@ -455,6 +455,17 @@ pub enum LoweringChoice<'a> {
     Tune(&'a TuneArgs),
 }
 
+impl LoweringChoice<'_> {
+    /// `tune` when given, else the default when the caller chose nothing.
+    pub fn new(tune: Option<&TuneArgs>, nothing_chosen: bool) -> LoweringChoice<'_> {
+        match tune {
+            Some(t) => LoweringChoice::Tune(t),
+            None if nothing_chosen => LoweringChoice::Default,
+            None => LoweringChoice::Given,
+        }
+    }
+}
+
 pub fn fuse(
     paths: &[PathBuf],
     arch: &ArchOptions,

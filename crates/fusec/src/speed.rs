@@ -454,8 +454,7 @@ pub fn verify(
     }
     // Read once: the graph gives names and shapes, the bytes are what is
     // checked and timed (the file as it is served).
-    let file_bytes =
-        std::fs::read(model).map_err(|e| fusec_frontends::LoadError::new(model, format!("cannot read: {e}")))?;
+    let file_bytes = fusec_frontends::read_file(model)?;
     let fused_graph = fusec_frontends::onnx::load_bytes(&file_bytes, model)?;
     // Default tolerances by precision: fp16 weights move outputs by ~1e-3.
     let fp16 = fused_graph.weights().any(|(_, _, t)| t.ty().dtype == fuse_ir::DType::F16);

@@ -196,11 +196,7 @@ fn fuse(
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, member_subgraphs, ..Default::default() },
         };
-        let choice = match &tune {
-            Some(t) => fusec::commands::LoweringChoice::Tune(t),
-            None if default_lowering => fusec::commands::LoweringChoice::Default,
-            None => fusec::commands::LoweringChoice::Given,
-        };
+        let choice = fusec::commands::LoweringChoice::new(tune.as_ref(), default_lowering);
         fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, choice)
     })
 }

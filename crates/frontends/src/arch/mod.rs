@@ -88,7 +88,7 @@ fn hf_config(checkpoint: &std::path::Path) -> Result<Option<serde_json::Value>, 
     if !file.is_file() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&file).map_err(|e| LoadError::new(&file, format!("cannot read: {e}")))?;
+    let bytes = crate::read_file(&file)?;
     let j: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| LoadError::new(&file, format!("not valid JSON: {e}")))?;
     Ok(Some(j))

@@ -37,8 +37,7 @@ pub const MAX_OPSET: i64 = 21;
 /// (`torch.onnx.export(..., external_data=True)`) are memory-mapped from
 /// files inside the model's directory, never outside it.
 pub fn load(path: &Path) -> Result<Graph, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))?;
-    load_bytes(&bytes, path)
+    load_bytes(&crate::read_file(path)?, path)
 }
 
 /// Imports the bytes already read from the ONNX file `path` (as [`load`]
