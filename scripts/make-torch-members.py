@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Makes three fine-tuned members of a torchvision or timm architecture as
-`torch.onnx` exports (TorchScript exporter, opset 17, static batch 1), for
+`torch.onnx` exports (TorchScript exporter, opset 17, static batch 1 or
+`--batch B`), for
 benchmarks of families beyond the reference set: random init, BatchNorm
 statistics from a few train-mode passes on random images, then each member
 its weights perturbed (2% of each tensor's spread) and its own classifier
@@ -14,7 +15,8 @@ Families: resnet18, resnet50, mobilenet_v3_small, deeplabv3_mobilenet_v3_large
 and any other classifier by name: torchvision's first (`mobilenet_v2`,
 `regnet_y_400mf`), else timm's (`deit_tiny_patch16_224`), at 224x224.
 `--dynamo` exports with torch's newer exporter (`torch.onnx.export(...,
-dynamo=True)`) instead of the TorchScript one.
+dynamo=True)`) instead of the TorchScript one. `--batch 8` exports a
+static batch of 8 into `FAMILY-b8/`.
 Needs torch, torchvision and timm (PyPI; onnxscript for --dynamo); CI does
 not use it.
 """
@@ -78,6 +80,7 @@ def main():
     ap.add_argument("family", help="one of " + ", ".join(sorted(FAMILIES)) + ", or another torchvision or timm classifier")
     ap.add_argument("out")
     ap.add_argument("--dynamo", action="store_true", help="export with torch.onnx's dynamo exporter")
+    ap.add_argument("--batch", type=int, default=1, help="static batch size of the exports (a folder FAMILY-bB when not 1)")
     args = ap.parse_args()
     torch.manual_seed(0)
     size = FAMILIES.get(args.family, (None, 224))[1]
@@ -86,7 +89,9 @@ def main():
     with torch.no_grad():
         for _ in range(3):
             base(torch.randn(2, 3, size, size))
-    out = os.path.join(args.out, args.family + ("-dynamo" if args.dynamo else ""))
+    if args.batch < 1:
+        sys.exit("--batch must be at least 1")
+    out = os.path.join(args.out, args.family + ("-dynamo" if args.dynamo else "") + (f"-b{args.batch}" if args.batch != 1 else ""))
     os.makedirs(out, exist_ok=True)
     for k, classes in enumerate((2, 5, 9)):
         m = build(args.family, classes)
@@ -102,7 +107,7 @@ def main():
         m.load_state_dict(state)
         m = Logits(m).eval()
         path = os.path.join(out, f"m{classes}.onnx")
-        torch.onnx.export(m, (torch.randn(1, 3, size, size),), path, input_names=["image"],
+        torch.onnx.export(m, (torch.randn(args.batch, 3, size, size),), path, input_names=["image"],
                           output_names=["logits"], opset_version=17 if not args.dynamo else 18, dynamo=args.dynamo)
         print(path)
 

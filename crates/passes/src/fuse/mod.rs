@@ -144,7 +144,14 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
                     report.lowered.push((b.node(0, group).op.name(), Lowered::MemberAxis));
                     continue;
                 }
-                *report.unstackable.entry(b.node(0, group).op.name()).or_default() += 1;
+            }
+            // Grouping did not take it: no stacking could, or (the default)
+            // channels could not and the member axis was not used.
+            let op = b.node(0, group).op.name();
+            if on_members {
+                *report.unstackable.entry(op).or_default() += 1;
+            } else {
+                *report.not_on_members.entry(op).or_default() += 1;
             }
         }
         if group.same {

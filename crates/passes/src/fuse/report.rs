@@ -32,6 +32,10 @@ pub struct FuseReport {
     /// Of those, the ones grouping could not stack (where the lowering
     /// asked for it), by op: what does not fuse yet.
     pub unstackable: std::collections::BTreeMap<&'static str, usize>,
+    /// Of those, the ones channel stacking could not take where the
+    /// lowering does not stack on a member axis (the `Regions` default):
+    /// kept per member by choice, not for want of a stacking.
+    pub not_on_members: std::collections::BTreeMap<&'static str, usize>,
     pub divergent: usize,
     pub fused_nodes: usize,
     pub fused_convs: usize,
@@ -102,11 +106,16 @@ pub fn explain(r: &FuseReport) -> String {
         r.member_axis
     );
     let _ = writeln!(s, "  same but kept per member:   {}", r.separate_same);
+    if !r.not_on_members.is_empty() {
+        let _ = writeln!(
+            s,
+            "    of which channels cannot stack, and this lowering does not stack on a member axis \
+             (--lowering grouped or --tune does): {}",
+            by_count(&r.not_on_members)
+        );
+    }
     if !r.unstackable.is_empty() {
-        let mut ops: Vec<(&&str, &usize)> = r.unstackable.iter().collect();
-        ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
-        let _ = writeln!(s, "    of which not stackable yet: {}", ops.join(", "));
+        let _ = writeln!(s, "    of which not stackable yet: {}", by_count(&r.unstackable));
     }
     let _ = writeln!(s, "  per member after divergence: {}", r.divergent);
     let total: usize = r.member_convs.iter().sum();
@@ -120,4 +129,11 @@ pub fn explain(r: &FuseReport) -> String {
         let _ = writeln!(s, "  {d}");
     }
     s
+}
+
+/// `Add 63, MatMul 54`: the most frequent op first.
+fn by_count(ops: &std::collections::BTreeMap<&'static str, usize>) -> String {
+    let mut ops: Vec<(&&str, &usize)> = ops.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    ops.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ")
 }
