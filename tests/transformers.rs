@@ -85,7 +85,10 @@ fn every_trio_fuses_and_each_member_answers_as_in_pytorch() {
                 "{name} {lowering}: {explain}"
             );
             let missing = line("of which not stackable yet:").unwrap_or_default();
-            assert!(!missing.contains("MatMul") && !missing.contains("LayerNormalization"), "{name} {lowering}: {explain}");
+            assert!(
+                !missing.contains("MatMul") && !missing.contains("LayerNormalization"),
+                "{name} {lowering}: {explain}"
+            );
             for rt in ["ort", "tract"] {
                 let out = dir.path().join(format!("{name}-{lowering}-{rt}.safetensors"));
                 run(&fused, &d.join("input.safetensors"), rt, &out);
