@@ -128,7 +128,15 @@ fn huggingface_folders_build_the_graph_pytorch_runs() {
     let fused = dir.path().join("hf.onnx");
     let mut args = args_with("fuse", &folders);
     args.extend_from_slice(&["--seq-len", "32", "-o", s(&fused)]);
-    ok(fusec(&args));
+    let stderr = String::from_utf8(ok(fusec(&args)).stderr).unwrap();
+    // The default stacks none of a BERT's layers, and the note says so.
+    assert!(
+        stderr.lines().any(|l| l.starts_with("lowering: the default")
+            && l.ends_with(
+                "for these members it stacks nothing: every layer stays per member, as with --lowering separate"
+            )),
+        "{stderr}"
+    );
     let out = dir.path().join("fused.safetensors");
     run(&fused, &d.join("input.safetensors"), "ort", &out);
     for m in ["t1", "t2", "t3"] {

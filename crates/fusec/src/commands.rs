@@ -586,8 +586,15 @@ pub fn fuse(
         // A default chosen on one model and machine can be slower than the
         // members elsewhere: say so (once written; a failure stays one
         // line), and what measures it.
+        // Members channels cannot stack (transformers) get every layer per
+        // member from it, which the name "regions" would not tell.
+        let nothing = if r.grouped == 0 {
+            "; for these members it stacks nothing: every layer stays per member, as with --lowering separate"
+        } else {
+            ""
+        };
         crate::report::note(format!(
-            "lowering: the default, regions from {} (the fastest on EfficientDet-D0 with ONNX Runtime on a 2-core CPU), not measured for these members: --tune measures plans for them where they will run",
+            "lowering: the default, regions from {} (the fastest on EfficientDet-D0 with ONNX Runtime on a 2-core CPU), not measured for these members: --tune measures plans for them where they will run{nothing}",
             fusec_passes::fuse::DEFAULT_GROUP_FROM
         ));
     }
