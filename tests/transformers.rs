@@ -133,7 +133,7 @@ fn huggingface_folders_build_the_graph_pytorch_runs() {
     assert!(
         stderr.lines().any(|l| l.starts_with("lowering: the default")
             && l.ends_with(
-                "for these members it stacks nothing: every layer stays per member, as with --lowering separate"
+                "for these members it stacks nothing: every layer not shared stays per member, as with --lowering separate"
             )),
         "{stderr}"
     );

@@ -586,10 +586,11 @@ pub fn fuse(
         // A default chosen on one model and machine can be slower than the
         // members elsewhere: say so (once written; a failure stays one
         // line), and what measures it.
-        // Members channels cannot stack (transformers) get every layer per
-        // member from it, which the name "regions" would not tell.
+        // Members channels cannot stack (transformers) keep every layer
+        // that is not shared per member under it, which the name "regions"
+        // would not tell.
         let nothing = if r.grouped == 0 {
-            "; for these members it stacks nothing: every layer stays per member, as with --lowering separate"
+            "; for these members it stacks nothing: every layer not shared stays per member, as with --lowering separate"
         } else {
             ""
         };
