@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--dynamo", action="store_true", help="export with torch.onnx's dynamo exporter")
     ap.add_argument("--batch", type=int, default=1, help="static batch size of the exports (a folder FAMILY-bB when not 1)")
     args = ap.parse_args()
+    if args.batch < 1:
+        sys.exit("--batch must be at least 1")
     torch.manual_seed(0)
     size = FAMILIES.get(args.family, (None, 224))[1]
     base = build(args.family, 2)
@@ -89,8 +91,6 @@ def main():
     with torch.no_grad():
         for _ in range(3):
             base(torch.randn(2, 3, size, size))
-    if args.batch < 1:
-        sys.exit("--batch must be at least 1")
     out = os.path.join(args.out, args.family + ("-dynamo" if args.dynamo else "") + (f"-b{args.batch}" if args.batch != 1 else ""))
     os.makedirs(out, exist_ok=True)
     for k, classes in enumerate((2, 5, 9)):
