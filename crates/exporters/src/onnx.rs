@@ -392,8 +392,10 @@ fn lower(
             if let Some(axes) = axes {
                 match op {
                     ReduceOp::Sum => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
-                    ReduceOp::Mean if opset >= 18 => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
-                    ReduceOp::Mean => np.attribute.push(ints_attr("axes", axes.iter().copied())),
+                    ReduceOp::Mean | ReduceOp::L2 if opset >= 18 => {
+                        inputs.push(param(gp, names, &nn, "axes", i64s(axes)))
+                    }
+                    ReduceOp::Mean | ReduceOp::L2 => np.attribute.push(ints_attr("axes", axes.iter().copied())),
                 }
             }
         }
@@ -464,6 +466,17 @@ fn lower(
         }
         Op::Cast { to } => at.push(int_attr("to", to.onnx_code() as i64)),
         Op::Compare(_) | Op::And | Op::Where | Op::Not | Op::Pow | Op::Range | Op::ScatterNd => {}
+        Op::Tile { repeats } => {
+            let r: Vec<i64> = us(repeats).collect();
+            inputs.push(param(gp, names, &nn, "repeats", i64s(&r)));
+        }
+        Op::CumSum { axis, exclusive, reverse } => {
+            let t = Tensor::from_i64(vec![], &[*axis]).map_err(unsupported)?;
+            inputs.push(param(gp, names, &nn, "axis", t));
+            at.push(int_attr("exclusive", *exclusive as i64));
+            at.push(int_attr("reverse", *reverse as i64));
+        }
+        Op::InstanceNorm { epsilon } => at.push(float_attr("epsilon", *epsilon)),
         Op::Expand { shape } => {
             let s: Vec<i64> = us(shape).collect();
             inputs.push(param(gp, names, &nn, "shape", i64s(&s)));

@@ -28,6 +28,15 @@ pub enum UnaryOp {
     Sqrt,
     /// Exact GELU, `x · Φ(x)` (ONNX opset 20's `Gelu`, approximate "none").
     Gelu,
+    Ceil,
+    Floor,
+    Sin,
+    Cos,
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Reciprocal,
 }
 
 /// Elementwise comparisons with numpy broadcasting: inputs `a, b` of one
@@ -58,6 +67,8 @@ impl CompareOp {
 pub enum ReduceOp {
     Sum,
     Mean,
+    /// The square root of the sum of squares.
+    L2,
 }
 
 /// Conv: inputs `x, w, [b]`. `pads` is `[begin.., end..]`, auto_pad resolved.
@@ -242,6 +253,21 @@ pub enum Op {
     Range,
     /// ScatterND (no reduction): inputs `data`, `indices` (i64), `updates`.
     ScatterNd,
+    /// Tile: input `x` repeated `repeats[i]` times along axis `i`.
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// CumSum: input `x`, summed along the static `axis`.
+    CumSum {
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// InstanceNormalization: inputs `x, scale, bias` (`[C]` each); each
+    /// channel of each sample normalized over the spatial axes.
+    InstanceNorm {
+        epsilon: f32,
+    },
 }
 
 impl Op {
@@ -264,6 +290,18 @@ impl Op {
             Op::Unary(UnaryOp::Erf) => "Erf",
             Op::Unary(UnaryOp::Sqrt) => "Sqrt",
             Op::Unary(UnaryOp::Gelu) => "Gelu",
+            Op::Unary(UnaryOp::Ceil) => "Ceil",
+            Op::Unary(UnaryOp::Floor) => "Floor",
+            Op::Unary(UnaryOp::Sin) => "Sin",
+            Op::Unary(UnaryOp::Cos) => "Cos",
+            Op::Unary(UnaryOp::Exp) => "Exp",
+            Op::Unary(UnaryOp::Log) => "Log",
+            Op::Unary(UnaryOp::Neg) => "Neg",
+            Op::Unary(UnaryOp::Abs) => "Abs",
+            Op::Unary(UnaryOp::Reciprocal) => "Reciprocal",
+            Op::Tile { .. } => "Tile",
+            Op::CumSum { .. } => "CumSum",
+            Op::InstanceNorm { .. } => "InstanceNormalization",
             Op::Compare(CompareOp::Equal) => "Equal",
             Op::Compare(CompareOp::Greater) => "Greater",
             Op::Compare(CompareOp::GreaterOrEqual) => "GreaterOrEqual",
@@ -282,6 +320,7 @@ impl Op {
             Op::Clip { .. } => "Clip",
             Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
             Op::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
+            Op::Reduce { op: ReduceOp::L2, .. } => "ReduceL2",
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool { .. } => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
@@ -399,6 +438,13 @@ impl Op {
             Op::Cast { to } => kv("to", to.name().to_string()),
             Op::Expand { shape } => kv("shape", list(shape)),
             Op::GatherNd { batch_dims } => kv("batch_dims", batch_dims.to_string()),
+            Op::Tile { repeats } => kv("repeats", list(repeats)),
+            Op::CumSum { axis, exclusive, reverse } => {
+                kv("axis", axis.to_string());
+                kv("exclusive", exclusive.to_string());
+                kv("reverse", reverse.to_string());
+            }
+            Op::InstanceNorm { epsilon } => kv("eps", fmt_f32(*epsilon)),
             Op::MatMul
             | Op::Binary(_)
             | Op::Unary(_)

@@ -579,6 +579,32 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             vec![(data.ty.clone(), None)]
         }
+        Op::Tile { repeats } => {
+            let x = input(ins, 0)?;
+            if repeats.len() != x.ty.rank() {
+                return Err(format!("{} repeats for input {}", repeats.len(), x.ty));
+            }
+            let shape: Vec<usize> = x.ty.shape.iter().zip(repeats).map(|(d, r)| d * r).collect();
+            vec![(TensorType::new(x.ty.dtype, shape), None)]
+        }
+        Op::CumSum { axis, .. } => {
+            let x = input(ins, 0)?;
+            norm_axis(*axis, x.ty.rank())?;
+            same(x)
+        }
+        Op::InstanceNorm { .. } => {
+            let x = float_in(0)?;
+            if x.ty.rank() < 3 {
+                return Err(format!("input is {}; expected N,C,spatial..", x.ty));
+            }
+            for i in 1..3 {
+                let p = input(ins, i)?;
+                if p.ty.shape != [x.ty.shape[1]] {
+                    return Err(format!("parameter `{}` is {} but must be [{}]", p.name, p.ty, x.ty.shape[1]));
+                }
+            }
+            same(x)
+        }
         Op::Cast { to } => {
             let x = input(ins, 0)?;
             let ty = TensorType::new(*to, x.ty.shape.clone());

@@ -73,6 +73,18 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             (UnaryOp::Relu, Val::I(a)) => Val::I(a.mapv(|v| v.max(0))),
             (UnaryOp::Sigmoid, Val::F(a)) => Val::F(a.mapv(|v| 1.0 / (1.0 + (-v).exp()))),
             (UnaryOp::Tanh, Val::F(a)) => Val::F(a.mapv(f32::tanh)),
+            (UnaryOp::Sqrt, Val::F(a)) => Val::F(a.mapv(f32::sqrt)),
+            (UnaryOp::Ceil, Val::F(a)) => Val::F(a.mapv(f32::ceil)),
+            (UnaryOp::Floor, Val::F(a)) => Val::F(a.mapv(f32::floor)),
+            (UnaryOp::Sin, Val::F(a)) => Val::F(a.mapv(f32::sin)),
+            (UnaryOp::Cos, Val::F(a)) => Val::F(a.mapv(f32::cos)),
+            (UnaryOp::Exp, Val::F(a)) => Val::F(a.mapv(f32::exp)),
+            (UnaryOp::Log, Val::F(a)) => Val::F(a.mapv(f32::ln)),
+            (UnaryOp::Neg, Val::F(a)) => Val::F(a.mapv(|v| -v)),
+            (UnaryOp::Neg, Val::I(a)) => Val::I(a.mapv(|v| v.wrapping_neg())),
+            (UnaryOp::Abs, Val::F(a)) => Val::F(a.mapv(f32::abs)),
+            (UnaryOp::Abs, Val::I(a)) => Val::I(a.mapv(|v| v.wrapping_abs())),
+            (UnaryOp::Reciprocal, Val::F(a)) => Val::F(a.mapv(|v| 1.0 / v)),
             _ => return None,
         },
         Op::Binary(b) => {
@@ -152,6 +164,14 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             (Val::I(a), DType::F32) => Val::F(a.mapv(|v| v as f32)),
             (Val::F(a), DType::I64) => Val::I(a.mapv(|v| v as i64)),
             _ => return None,
+        },
+        Op::Tile { repeats } => match x {
+            Val::F(a) => Val::F(tile(&a, repeats)?),
+            Val::I(a) => Val::I(tile(&a, repeats)?),
+        },
+        Op::CumSum { axis, exclusive, reverse } => match x {
+            Val::F(a) => Val::F(cumsum(a, *axis, *exclusive, *reverse, 0.0)?),
+            Val::I(a) => Val::I(cumsum(a, *axis, *exclusive, *reverse, 0)?),
         },
         Op::Transpose { perm } => match x {
             Val::F(a) => Val::F(a.permuted_axes(IxDyn(perm)).as_standard_layout().to_owned()),
@@ -289,8 +309,51 @@ fn scatter_nd<T: Clone>(mut data: ArrayD<T>, idx: &ArrayD<i64>, updates: &ArrayD
     Some(data)
 }
 
+/// `a` repeated `repeats[i]` times along axis `i`.
+fn tile<T: Clone>(a: &ArrayD<T>, repeats: &[usize]) -> Option<ArrayD<T>> {
+    if repeats.len() != a.ndim() {
+        return None;
+    }
+    let mut out = a.clone();
+    for (ax, &r) in repeats.iter().enumerate() {
+        let views: Vec<_> = (0..r).map(|_| out.view()).collect();
+        out = ndarray::concatenate(Axis(ax), &views).ok()?;
+    }
+    Some(out)
+}
+
+/// Running sums along `axis` (ONNX CumSum), in index order.
+fn cumsum<T: Copy + std::ops::Add<Output = T>>(
+    mut a: ArrayD<T>,
+    axis: i64,
+    exclusive: bool,
+    reverse: bool,
+    zero: T,
+) -> Option<ArrayD<T>> {
+    let ax = shape::norm_axis(axis, a.ndim()).ok()?;
+    for mut lane in a.lanes_mut(Axis(ax)) {
+        let n = lane.len();
+        let mut acc = zero;
+        for k in 0..n {
+            let i = if reverse { n - 1 - k } else { k };
+            let v = lane[i];
+            if exclusive {
+                lane[i] = acc;
+                acc = acc + v;
+            } else {
+                acc = acc + v;
+                lane[i] = acc;
+            }
+        }
+    }
+    Some(a)
+}
+
 fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<Val> {
-    let Val::F(a) = x else { return None };
+    let Val::F(mut a) = x else { return None };
+    if r == ReduceOp::L2 {
+        a.mapv_inplace(|v| v * v);
+    }
     let rank = a.ndim();
     let mut axes: Vec<usize> = match axes {
         None => (0..rank).collect(),
@@ -304,12 +367,15 @@ fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<V
         // Sum in index order, as a runtime's reference kernel does.
         let summed = out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v);
         out = match r {
-            ReduceOp::Sum => summed,
             ReduceOp::Mean => summed.mapv(|v| v / n),
+            ReduceOp::Sum | ReduceOp::L2 => summed,
         };
         if keepdims {
             out = out.insert_axis(Axis(ax));
         }
+    }
+    if r == ReduceOp::L2 {
+        out.mapv_inplace(f32::sqrt);
     }
     Some(Val::F(out))
 }

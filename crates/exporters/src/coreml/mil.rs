@@ -382,6 +382,15 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     UnaryOp::Identity => "identity",
                     UnaryOp::Erf => "erf",
                     UnaryOp::Sqrt => "sqrt",
+                    UnaryOp::Ceil => "ceil",
+                    UnaryOp::Floor => "floor",
+                    UnaryOp::Sin => "sin",
+                    UnaryOp::Cos => "cos",
+                    UnaryOp::Exp => "exp",
+                    UnaryOp::Log => "log",
+                    UnaryOp::Abs => "abs",
+                    UnaryOp::Reciprocal => "inverse",
+                    UnaryOp::Neg => return Err(fail("no MIL mapping yet (export ONNX instead)".into())),
                     UnaryOp::Gelu => {
                         self.op_params("gelu", &n, x0(), vec![("mode", Imm::Str("EXACT".into()))], outs);
                         return self.define(node, out_names);
@@ -452,9 +461,25 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 let ty = match op {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Mean => "reduce_mean",
+                    ReduceOp::L2 => "reduce_l2",
                 };
                 let params = vec![("axes", list(axes)), ("keep_dims", Imm::Bool(*keepdims))];
                 self.op_params(ty, &n, x0(), params, outs);
+            }
+            Op::InstanceNorm { epsilon } => {
+                let ins = vec![("x", vec![x[0].clone()]), ("gamma", vec![x[1].clone()]), ("beta", vec![x[2].clone()])];
+                self.op_params("instance_norm", &n, ins, vec![("epsilon", Imm::Float(*epsilon))], outs);
+            }
+            Op::Tile { repeats } => {
+                self.op_params("tile", &n, x0(), vec![("reps", list(ints(repeats)))], outs);
+            }
+            Op::CumSum { axis, exclusive, reverse } => {
+                let params = vec![
+                    ("axis", Imm::Int(*axis as i32)),
+                    ("exclusive", Imm::Bool(*exclusive)),
+                    ("reverse", Imm::Bool(*reverse)),
+                ];
+                self.op_params("cumsum", &n, x0(), params, outs);
             }
             Op::GlobalAveragePool => {
                 let rank = in_shape(0).len() as i32;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | Conv on the shared input, group 1 | one Conv, weights concatenated on the output axis |
 //! | Conv on a stacked input | Conv with group·N, weights and biases concatenated |
-//! | BatchNormalization | one BatchNormalization, parameters concatenated |
+//! | BatchNormalization, InstanceNormalization | one of it, parameters concatenated |
 //! | unary ops, Clip, Cast, MaxPool, AveragePool, GlobalAveragePool | unchanged |
 //! | Resize, Pad, Slice, Split, Reduce, Softmax off the channel axis | unchanged (sizes scaled) |
 //! | Add/Sub/Mul/Div of stacked tensors | unchanged |
@@ -72,13 +72,13 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
             op = Op::Conv(c);
             ins = vec![Some(xf), Some(w), bias];
         }
-        Op::BatchNorm(_) => {
+        Op::BatchNorm(_) | Op::InstanceNorm { .. } => {
             if is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
             let x = per_member(b, group, 0);
             ins.push(Some(b.stacked(&x, STACKING)?));
-            for slot in 1..5 {
+            for slot in 1..n0.inputs.len() {
                 match b.stacked_weight(group, slot, WeightForm::Channels) {
                     Some(p) => ins.push(Some(p)),
                     None => return Ok(false),

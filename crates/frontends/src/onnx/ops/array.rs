@@ -27,6 +27,7 @@ pub(super) const OPS: &[&str] = &[
     "Flatten",
     "Pad",
     "Split",
+    "Tile",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -173,6 +174,14 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             }
             let shape = xs.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect();
             (Op::Reshape { shape }, vec![Some(x()?)])
+        }
+        "Tile" => {
+            let spec = c.ints(1, "repeats")?.ok_or("repeats is required")?;
+            let repeats = spec
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| format!("negative repeats {spec:?}")))
+                .collect::<Result<_, _>>()?;
+            (Op::Tile { repeats }, vec![Some(x()?)])
         }
         "Expand" => {
             let spec = c.ints(1, "shape")?.ok_or("shape is required")?;

@@ -1,5 +1,5 @@
 //! Elementwise arithmetic and activations, comparisons and logic,
-//! reductions, casts.
+//! reductions, running sums, casts.
 
 use fuse_ir::*;
 
@@ -21,6 +21,7 @@ pub(super) const OPS: &[&str] = &[
     "Clip",
     "ReduceSum",
     "ReduceMean",
+    "ReduceL2",
     "Cast",
     "Erf",
     "Sqrt",
@@ -35,6 +36,16 @@ pub(super) const OPS: &[&str] = &[
     "Where",
     "Mod",
     "Pow",
+    "Ceil",
+    "Floor",
+    "Sin",
+    "Cos",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Reciprocal",
+    "CumSum",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -58,8 +69,12 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let op = Op::Clip { min: c.scalar(1, "min")?, max: c.scalar(2, "max")? };
             (op, vec![Some(x()?)])
         }
-        "ReduceSum" | "ReduceMean" => {
-            let kind = if node.op_type == "ReduceSum" { ReduceOp::Sum } else { ReduceOp::Mean };
+        "ReduceSum" | "ReduceMean" | "ReduceL2" => {
+            let kind = match node.op_type.as_str() {
+                "ReduceSum" => ReduceOp::Sum,
+                "ReduceMean" => ReduceOp::Mean,
+                _ => ReduceOp::L2,
+            };
             let axes_as_input = if kind == ReduceOp::Sum { opset >= 13 } else { opset >= 18 };
             let axes = if axes_as_input { c.ints(1, "axes")? } else { a.ints("axes") };
             let axes = axes.filter(|v| !v.is_empty());
@@ -88,6 +103,23 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "Not" => c.on_inputs(Op::Not, 1)?,
         "Mod" => c.on_inputs(Op::Mod { fmod: a.int("fmod", 0) != 0 }, 2)?,
         "Pow" => c.on_inputs(Op::Pow, 2)?,
+        "Ceil" => c.on_inputs(Op::Unary(UnaryOp::Ceil), 1)?,
+        "Floor" => c.on_inputs(Op::Unary(UnaryOp::Floor), 1)?,
+        "Sin" => c.on_inputs(Op::Unary(UnaryOp::Sin), 1)?,
+        "Cos" => c.on_inputs(Op::Unary(UnaryOp::Cos), 1)?,
+        "Exp" => c.on_inputs(Op::Unary(UnaryOp::Exp), 1)?,
+        "Log" => c.on_inputs(Op::Unary(UnaryOp::Log), 1)?,
+        "Neg" => c.on_inputs(Op::Unary(UnaryOp::Neg), 1)?,
+        "Abs" => c.on_inputs(Op::Unary(UnaryOp::Abs), 1)?,
+        "Reciprocal" => c.on_inputs(Op::Unary(UnaryOp::Reciprocal), 1)?,
+        "CumSum" => {
+            let axis = match c.ints(1, "axis")?.as_deref() {
+                Some([axis]) => *axis,
+                _ => return Err("CumSum needs a scalar axis".into()),
+            };
+            let op = Op::CumSum { axis, exclusive: a.int("exclusive", 0) != 0, reverse: a.int("reverse", 0) != 0 };
+            (op, vec![Some(x()?)])
+        }
         "Where" => c.on_inputs(Op::Where, 3)?,
         other => return Err(format!("unsupported op `{other}`")),
     })

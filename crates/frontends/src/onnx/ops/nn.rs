@@ -17,6 +17,7 @@ pub(super) const OPS: &[&str] = &[
     "GlobalAveragePool",
     "Softmax",
     "LayerNormalization",
+    "InstanceNormalization",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -72,6 +73,10 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             }
             let ins = (0..5).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
             (Op::BatchNorm(BatchNorm { epsilon: a.float("epsilon", 1e-5) }), ins)
+        }
+        "InstanceNormalization" => {
+            let ins = (0..3).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            (Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5) }, ins)
         }
         "Gemm" => {
             let gemm = Gemm {
