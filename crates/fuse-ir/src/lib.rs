@@ -8,6 +8,8 @@
 //!   added, so every value has a complete [`TensorType`].
 //! - [`text::to_text`]: the deterministic text form used by snapshot tests
 //!   and `fusec inspect --ir`.
+//! - [`eval::fold`]: one op evaluated on constant inputs (constant folding
+//!   in the passes; static parameters the frontends must resolve).
 //!
 //! Architecture Invariant: shapes are static. Every value's type is fully
 //! known; an input that is not (a dynamic dimension) is rejected by the
@@ -18,6 +20,7 @@
 
 mod dtype;
 mod error;
+pub mod eval;
 mod graph;
 mod op;
 pub mod shape;

@@ -14,7 +14,8 @@
 use fuse_ir::{shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId};
 
 use crate::util::{use_counts, weight};
-use crate::{dce, eval};
+use crate::dce;
+use fuse_ir::eval;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CanonStats {

@@ -23,7 +23,6 @@
 pub mod canonicalize;
 mod dce;
 mod error;
-mod eval;
 mod fold_bn;
 mod fp16_compute;
 mod fp16_weights;

@@ -107,6 +107,14 @@ fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) ->
         env.insert(vi.name.clone(), id);
     }
 
+    // Values something reads: an optional output nothing reads may be left off.
+    let read: std::collections::HashSet<&str> = gp
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .chain(gp.output.iter().map(|o| &o.name))
+        .map(|s| s.as_str())
+        .collect();
     let order = topo_sort(&gp.node, &env).map_err(|(node, m)| LoadError::node(file, &node, m))?;
     unsupported_ops(&gp.node).map_err(|(node, m)| LoadError::node(file, &node, m))?;
     for i in order {
@@ -122,7 +130,7 @@ fn import_with(bytes: &[u8], file: &Path, mut ext: Option<&mut ExternalData>) ->
         if outputs.len() != n_out || outputs.iter().any(|o| o.is_empty()) {
             return Err(nerr(format!("expected {n_out} named outputs")));
         }
-        if let Some(extra) = node.output.iter().skip(n_out).find(|o| !o.is_empty()) {
+        if let Some(extra) = node.output.iter().skip(n_out).find(|o| !o.is_empty() && read.contains(o.as_str())) {
             return Err(nerr(format!("optional output `{extra}` is not supported")));
         }
         let id = g.add_node(nname.clone(), op, inputs, outputs).map_err(|e| LoadError::ir(file, &e))?;

@@ -48,14 +48,55 @@ pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -
     Tensor::new(ty, bytes.into())
 }
 
-/// The constant tensor behind a value: a weight or a Constant node's output.
+/// The constant tensor behind a value: a weight, a Constant node's output,
+/// or a small value computed from constants alone (timm's "same" padding
+/// computes a Pad's pads from float constants through Ceil, Clip and Cast:
+/// a static parameter the import must know). Such nodes stay in the graph;
+/// canonicalize folds them later.
 pub fn const_tensor(g: &Graph, v: ValueId) -> Option<Tensor> {
+    computed(g, v, 0, CONST_ELEMENTS)
+}
+
+/// [`const_tensor`] for values of up to `max_elements` elements.
+pub fn const_tensor_up_to(g: &Graph, v: ValueId, max_elements: usize) -> Option<Tensor> {
+    computed(g, v, 0, max_elements)
+}
+
+/// How deep [`const_tensor`] follows a chain of nodes back to constants.
+const CONST_DEPTH: usize = 32;
+/// The largest value [`const_tensor`] computes (elements).
+const CONST_ELEMENTS: usize = 4096;
+
+fn computed(g: &Graph, v: ValueId, depth: usize, max_elements: usize) -> Option<Tensor> {
     match &g.value(v).def {
         ValueDef::Weight(t) => Some(t.clone()),
-        ValueDef::Node { node, .. } => match &g.node(*node).op {
-            Op::Constant(t) => Some(t.clone()),
-            _ => None,
-        },
+        ValueDef::Node { node, slot } => {
+            let node = g.node(*node);
+            if let Op::Constant(t) = &node.op {
+                return Some(t.clone());
+            }
+            if depth >= CONST_DEPTH || g.value(v).ty.numel().is_none_or(|n| n > max_elements) {
+                return None;
+            }
+            let tys: Vec<_> = node.inputs.iter().map(|i| i.map(|i| &g.value(i).ty)).collect();
+            // Shape reads its input's type only; every other op needs values.
+            let mut ins: Vec<Option<Tensor>> = vec![];
+            for i in &node.inputs {
+                let t = i.and_then(|i| computed(g, i, depth + 1, max_elements));
+                if i.is_some() && t.is_none() && !matches!(node.op, Op::Shape { .. }) {
+                    return None;
+                }
+                ins.push(t);
+            }
+            let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
+            let out = match &node.op {
+                Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
+                    refs.first().copied().flatten().and_then(|t| fuse_ir::eval::reshape(t, &g.value(v).ty))
+                }
+                op => fuse_ir::eval::fold(op, &refs, &tys)?.into_iter().nth(*slot),
+            }?;
+            (*out.ty() == g.value(v).ty).then_some(out)
+        }
         ValueDef::Input => None,
     }
 }

@@ -69,7 +69,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0) != 0 {
-                return Err("training_mode=1 is not supported (inference graphs only)".into());
+                return normalize_constant(c, a.float("epsilon", 1e-5)).map(|t| (Op::Constant(t), vec![]));
             }
             let ins = (0..5).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
             (Op::BatchNorm(BatchNorm { epsilon: a.float("epsilon", 1e-5) }), ins)
@@ -132,4 +132,59 @@ fn resolve_pads(
         }
         other => Err(format!("unknown auto_pad `{other}`")),
     }
+}
+
+/// The largest constant a training-mode BatchNormalization is computed on
+/// (elements): NFNet's weight standardization normalizes each conv's weight.
+const TRAINING_BN_ELEMENTS: usize = 1 << 26;
+
+/// BatchNormalization with `training_mode=1` on a constant input, as torch
+/// exports weight standardization (NFNet's `ScaledStdConv2d`:
+/// `batch_norm(weight.reshape(1, out, -1), training=True)`): each channel
+/// normalized by its own mean and (population) variance over every other
+/// axis, then scaled and shifted, computed here once (in f64, rounded to
+/// f32). On run-time data it would need the batch's statistics at
+/// inference, which a static fused model does not compute: an error.
+fn normalize_constant(c: &Ctx, epsilon: f32) -> Result<Tensor, String> {
+    let konst = |i: usize| -> Result<Tensor, String> {
+        let v = c.req(i)?;
+        super::super::tensor::const_tensor_up_to(c.g, v, TRAINING_BN_ELEMENTS).ok_or_else(|| {
+            format!(
+                "training_mode=1 on `{}`, which is not a constant, is not supported (inference graphs only)",
+                c.g.value(v).name
+            )
+        })
+    };
+    let x = konst(0)?;
+    let (scale, bias) = (konst(1)?, konst(2)?);
+    let shape = x.ty().shape.clone();
+    let (Some(xs), Some(sc), Some(bs)) = (x.to_f32_vec(), scale.to_f32_vec(), bias.to_f32_vec()) else {
+        return Err("training_mode=1 needs float inputs".into());
+    };
+    if shape.len() < 2 || sc.len() != shape[1] || bs.len() != shape[1] {
+        return Err(format!("training_mode=1: input {shape:?} with scale and bias of {} and {}", sc.len(), bs.len()));
+    }
+    let ch = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    let index = |i: usize| (i / inner) % ch;
+    let count = (xs.len() / ch) as f64;
+    let (mut sum, mut sq) = (vec![0f64; ch], vec![0f64; ch]);
+    for (i, &v) in xs.iter().enumerate() {
+        sum[index(i)] += v as f64;
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+    for (i, &v) in xs.iter().enumerate() {
+        let d = v as f64 - mean[index(i)];
+        sq[index(i)] += d * d;
+    }
+    let inv: Vec<f64> = sq.iter().map(|s| 1.0 / (s / count + epsilon as f64).sqrt()).collect();
+    let out: Vec<f32> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = index(i);
+            ((v as f64 - mean[k]) * inv[k] * sc[k] as f64 + bs[k] as f64) as f32
+        })
+        .collect();
+    Tensor::from_f32(shape, &out)
 }

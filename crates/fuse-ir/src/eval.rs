@@ -8,7 +8,7 @@
 //! Floats are computed in f32, as a runtime would; bools as 0/1 integers;
 //! `None` means "not folded", never an error: the node then simply stays.
 
-use fuse_ir::{shape, BinaryOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
+use crate::{shape, BinaryOp, DType, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 /// Largest result folded; bigger results stay computed at run time.
@@ -164,6 +164,14 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             (Val::I(a), DType::F32) => Val::F(a.mapv(|v| v as f32)),
             (Val::F(a), DType::I64) => Val::I(a.mapv(|v| v as i64)),
             _ => return None,
+        },
+        Op::Clip { min, max } => match x {
+            // ONNX's order: min(max(x, min), max).
+            Val::F(a) => Val::F(a.mapv(|v| {
+                let v = min.map_or(v, |lo| v.max(lo));
+                max.map_or(v, |hi| v.min(hi))
+            })),
+            Val::I(_) => return None,
         },
         Op::Tile { repeats } => match x {
             Val::F(a) => Val::F(tile(&a, repeats)?),
@@ -422,8 +430,8 @@ fn concat(vs: Vec<Val>, axis: i64) -> Option<Val> {
     }
 }
 
-fn slice(x: Val, sl: &fuse_ir::Slice) -> Option<Val> {
-    fn go<T: Clone>(mut a: ArrayD<T>, sl: &fuse_ir::Slice) -> Option<ArrayD<T>> {
+fn slice(x: Val, sl: &crate::Slice) -> Option<Val> {
+    fn go<T: Clone>(mut a: ArrayD<T>, sl: &crate::Slice) -> Option<ArrayD<T>> {
         for (i, &axis) in sl.axes.iter().enumerate() {
             let ax = shape::norm_axis(axis, a.ndim()).ok()?;
             let dim = a.shape()[ax] as i64;
