@@ -35,6 +35,7 @@ FAMILIES = {
     "efficientnet_b0": ("timm", 224),
     "vit_tiny_patch16_224": ("timm", 224),
     "convnext_tiny": ("timm", 224),
+    "inception_v3": ("torchvision", 299),
 }
 
 

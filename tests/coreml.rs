@@ -192,6 +192,29 @@ fn every_mapped_op_loads_and_type_checks_in_coremltools() {
     }
 }
 
+/// The ops of newer families (ReduceL2, InstanceNormalization, CumSum,
+/// Tile and the unary math ops) map to MIL and type-check.
+#[test]
+fn ops_of_newer_families_load_and_type_check_in_coremltools() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::newer_families_member(0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::newer_families_member(1.0, 5));
+    for lowering in ["separate", "grouped"] {
+        let pkg = dir.path().join(format!("{lowering}.mlpackage"));
+        ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg), "--lowering", lowering]));
+        let report = coremltools_check(&pkg);
+        for op in
+            ["reduce_l2_norm", "instance_norm", "cumsum", "tile", "abs", "mul", "exp", "log", "inverse", "sin", "cos"]
+        {
+            assert!(report.contains(&format!("\nop {op} ")), "{lowering}: no {op}:\n{report}");
+        }
+        assert!(
+            report.contains("output a_logits fp32[1, 3]") && report.contains("output b_logits fp32[1, 5]"),
+            "{report}"
+        );
+    }
+}
+
 /// The transformer trios (BERT from both torch exporters and from
 /// HuggingFace folders, ViT from both exporters) fused into Core ML
 /// packages that coremltools loads and type-checks, fp32 and fp16: token

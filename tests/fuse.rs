@@ -144,6 +144,44 @@ fn average_pools_and_dropped_zero_biases_fuse_and_verify() {
     }
 }
 
+/// Members with the ops of families beyond the first ten (ConvNeXt-V2's
+/// ReduceL2, PoolFormer's InstanceNormalization, NFNet's training-mode
+/// BatchNormalization on weights, timm's "same" padding computed through
+/// Ceil, XCiT's and EdgeNeXt's Sin, Cos, Tile and CumSum, ...) import,
+/// fuse with each lowering and answer as each member does on ONNX Runtime;
+/// the constant parts are folded away.
+#[test]
+fn ops_of_newer_families_fuse_and_verify() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::newer_families_member(0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::newer_families_member(1.0, 5));
+    let c = write(&dir, "c.onnx", &common::models::newer_families_member(2.0, 2));
+    for lowering in ["grouped", "separate", "regions"] {
+        let out = dir.path().join(format!("{lowering}.onnx"));
+        let explain = fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
+        assert_eq!(count(&explain, "per member after divergence:"), 1, "only the class Gemm differs:\n{explain}");
+        let model = fusec_frontends::onnx::load(&out).unwrap();
+        let text = fuse_ir::text::to_text(&model).unwrap();
+        for folded in ["Ceil(", "BatchNormalization(", "Cast("] {
+            assert!(!text.contains(folded), "{lowering}: {folded} left:\n{text}");
+        }
+        // The constant Tile and CumSum are folded; each member's run-time one stays.
+        for per_member in ["Tile(", "CumSum("] {
+            assert_eq!(text.matches(per_member).count(), 3, "{lowering}: {per_member}\n{text}");
+        }
+        for kept in ["ReduceL2(", "InstanceNormalization(", "Reciprocal(", "Sin(", "Cos("] {
+            assert!(text.contains(kept), "{lowering}: no {kept}:\n{text}");
+        }
+        if lowering == "grouped" {
+            assert_eq!(text.matches("InstanceNormalization(").count(), 1, "one for the three members:\n{text}");
+        }
+        let args = ["verify", s(&out), "--members", s(&a), s(&b), s(&c), "--runtime", "ort", "--runs", "0"];
+        let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+        assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
+    }
+}
+
 #[test]
 fn onnx_files_and_state_dicts_fuse_together() {
     require_ort();

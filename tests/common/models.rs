@@ -119,3 +119,82 @@ pub fn pooled_classifier(seed: f32, classes: i64, bias: bool) -> Vec<u8> {
         .node("Gemm", &["f", "fc.w", b("fc.b")], &["logits"], vec![attr_int("transB", 1)])
         .build()
 }
+
+/// A classifier with the ops of families beyond the first ten, with
+/// `seed`-dependent weights and a `classes`-way head: timm's "same"
+/// padding (a Pad whose pads come from float constants through Ceil, Clip
+/// and Cast), NFNet's weight standardization (BatchNormalization with
+/// `training_mode=1` on a conv weight, its two optional outputs unread),
+/// PoolFormer's InstanceNormalization, ConvNeXt-V2's global response
+/// normalization (ReduceL2), a positional term from constants (Sin, Cos,
+/// Tile, CumSum: folded), and on run-time data CumSum, Abs, Neg, Exp, Log,
+/// Reciprocal, Sin, Cos and Tile.
+pub fn newer_families_member(seed: f32, classes: i64) -> Vec<u8> {
+    let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
+    OnnxBuilder::new(17)
+        .input("image", &[1, 3, 16, 16])
+        .output("logits", &[1, classes])
+        .init_f32("padf", &[8], &[0.0, 0.0, 0.4, 0.4, 0.0, 0.0, 0.6, 0.6])
+        .init_f32("zero", &[], &[0.0])
+        .init_f32("w_raw", &[8, 3, 3, 3], &v(216, 0.37))
+        .init_i64("to_rows", &[1, 8, 27])
+        .init_i64("to_w", &[8, 3, 3, 3])
+        .init_f32("gain", &[8], &v(8, 0.9).iter().map(|g| g + 1.0).collect::<Vec<_>>())
+        .init_f32("zeros8", &[8], &[0.0; 8])
+        .init_f32("ones8", &[8], &[1.0; 8])
+        .init_f32("conv.b", &[8], &v(8, 0.7))
+        .init_f32("in.s", &[8], &v(8, 0.3).iter().map(|g| g + 1.0).collect::<Vec<_>>())
+        .init_f32("in.b", &[8], &v(8, 0.5))
+        .init_i64("hw", &[2, 3])
+        .init_i64("ch", &[1])
+        .init_f32("eps", &[], &[1e-6])
+        .init_f32("pos", &[1, 1, 4, 4], &(0..16).map(|i| i as f32 * 0.1).collect::<Vec<_>>())
+        .init_i64("tile_pos", &[1, 1, 4, 4])
+        .init_i64_scalar("axis3", 3)
+        .init_i64_scalar("axis2", 2)
+        .init_f32("one", &[], &[1.0])
+        .init_i64("tile_x", &[1, 1, 1, 2])
+        .init_f32("fc.w", &[classes, 8], &v(classes as usize * 8, 0.23))
+        .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
+        .node("Ceil", &["padf"], &["padc"], vec![])
+        .node("Clip", &["padc", "zero"], &["padk"], vec![])
+        .node("Cast", &["padk"], &["pads"], vec![attr_int("to", 7)])
+        .node("Pad", &["image", "pads"], &["xp"], vec![])
+        .node("Reshape", &["w_raw", "to_rows"], &["wr"], vec![])
+        .node(
+            "BatchNormalization",
+            &["wr", "gain", "zeros8", "zeros8", "ones8"],
+            &["ws", "bn_mean", "bn_var"],
+            vec![attr_int("training_mode", 1), attr_float("epsilon", 1e-5)],
+        )
+        .node("Reshape", &["ws", "to_w"], &["w"], vec![])
+        .node("Conv", &["xp", "w", "conv.b"], &["c"], vec![])
+        .node("InstanceNormalization", &["c", "in.s", "in.b"], &["n"], vec![attr_float("epsilon", 1e-5)])
+        .node("ReduceL2", &["n"], &["gx"], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 1)])
+        .node("ReduceMean", &["gx"], &["gm"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)])
+        .node("Add", &["gm", "eps"], &["ge"], vec![])
+        .node("Div", &["gx", "ge"], &["nx"], vec![])
+        .node("Mul", &["n", "nx"], &["nn"], vec![])
+        .node("Add", &["nn", "n"], &["g1"], vec![])
+        .node("Sin", &["pos"], &["ps"], vec![])
+        .node("Cos", &["ps"], &["pc"], vec![])
+        .node("Tile", &["pc", "tile_pos"], &["pt"], vec![])
+        .node("CumSum", &["pt", "axis3"], &["pcs"], vec![])
+        .node("Add", &["g1", "pcs"], &["g2"], vec![])
+        .node("CumSum", &["g2", "axis2"], &["cs"], vec![attr_int("reverse", 1)])
+        .node("Abs", &["cs"], &["ab"], vec![])
+        .node("Neg", &["ab"], &["ng"], vec![])
+        .node("Exp", &["ng"], &["ex"], vec![])
+        .node("Add", &["ex", "one"], &["e1"], vec![])
+        .node("Log", &["e1"], &["lg"], vec![])
+        .node("Reciprocal", &["e1"], &["rc"], vec![])
+        .node("Mul", &["lg", "rc"], &["z"], vec![])
+        .node("Sin", &["z"], &["zs"], vec![])
+        .node("Cos", &["z"], &["zc"], vec![])
+        .node("Add", &["zs", "zc"], &["zz"], vec![])
+        .node("Tile", &["zz", "tile_x"], &["zt"], vec![])
+        .node("GlobalAveragePool", &["zt"], &["g"], vec![])
+        .node("Flatten", &["g"], &["f"], vec![])
+        .node("Gemm", &["f", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)])
+        .build()
+}

@@ -94,6 +94,17 @@ impl OnnxBuilder {
         self
     }
 
+    /// A 0-D i64 initializer (CumSum's axis).
+    pub fn init_i64_scalar(mut self, name: &str, v: i64) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            data_type: DType::I64.onnx_code(),
+            int64_data: vec![v],
+            ..Default::default()
+        });
+        self
+    }
+
     /// A node named `{op}_{index}`.
     pub fn node(self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> Self {
         let name = format!("{op}_{}", self.graph.node.len());

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use fusec_exporters::onnx_builder::{attr_int, attr_ints, attr_str, OnnxBuilder};
+use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_frontends::onnx::import;
 use fusec_verify::runtime::{load, SessionConfig};
 
@@ -190,4 +190,59 @@ fn dynamic_input_dimension_is_rejected() {
         Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimParam("batch".into()));
     let e = import(&model.write_to_bytes().unwrap(), Path::new("dyn.onnx")).err().unwrap().to_string();
     assert!(e.contains("graph input `x`: has dynamic dimension `batch`"), "{e}");
+}
+
+#[test]
+fn reduce_l2_axes_attribute_and_input_agree() {
+    let old = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 6, 6])
+        .output("y", &[1, 4, 1, 1])
+        .node("ReduceL2", &["x"], &["y"], vec![attr_ints("axes", &[2, 3])])
+        .build();
+    let new = OnnxBuilder::new(18)
+        .input("x", &[1, 4, 6, 6])
+        .output("y", &[1, 4, 1, 1])
+        .init_i64("axes", &[2, 3])
+        .node("ReduceL2", &["x", "axes"], &["y"], vec![])
+        .build();
+    assert_eq!(ir(&old), ir(&new));
+    assert!(ir(&new).contains("ReduceL2(%0) {axes=[2,3], keepdims=true} : f32[1,4,1,1]"), "{}", ir(&new));
+    assert_same_numerics(&old, &[1, 4, 6, 6]);
+}
+
+/// The ops of newer families on run-time data (InstanceNormalization,
+/// CumSum, Tile and the unary math ops) export as they were read.
+#[test]
+fn newer_family_ops_round_trip() {
+    let src = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 6, 6])
+        .output("y", &[1, 4, 6, 12])
+        .output("r", &[1, 4, 6, 6])
+        .init_f32("s", &[4], &[1.0, 0.5, 2.0, -1.0])
+        .init_f32("b", &[4], &[0.0, 0.1, -0.2, 0.3])
+        .init_i64_scalar("axis", 2)
+        .init_i64("reps", &[1, 1, 1, 2])
+        .init_f32("one", &[], &[1.0])
+        .node("InstanceNormalization", &["x", "s", "b"], &["n"], vec![attr_float("epsilon", 1e-3)])
+        .node("CumSum", &["n", "axis"], &["c"], vec![attr_int("exclusive", 1), attr_int("reverse", 1)])
+        .node("Abs", &["c"], &["a"], vec![])
+        .node("Neg", &["a"], &["ng"], vec![])
+        .node("Exp", &["ng"], &["e"], vec![])
+        .node("Add", &["e", "one"], &["e1"], vec![])
+        .node("Log", &["e1"], &["l"], vec![])
+        .node("Reciprocal", &["e1"], &["rc"], vec![])
+        .node("Sin", &["l"], &["sn"], vec![])
+        .node("Cos", &["rc"], &["cs"], vec![])
+        .node("Add", &["sn", "cs"], &["z"], vec![])
+        .node("Tile", &["z", "reps"], &["y"], vec![])
+        .node("Floor", &["x"], &["f"], vec![])
+        .node("Ceil", &["x"], &["cl"], vec![])
+        .node("Add", &["f", "cl"], &["r"], vec![])
+        .build();
+    let text = ir(&src);
+    for op in ["InstanceNormalization(", "CumSum(", "Tile(", "Neg(", "Reciprocal(", "Floor(", "Ceil("] {
+        assert!(text.contains(op), "no {op}:\n{text}");
+    }
+    assert!(text.contains("{axis=2, exclusive=true, reverse=true}"), "{text}");
+    assert_same_numerics(&src, &[1, 4, 6, 6]);
 }

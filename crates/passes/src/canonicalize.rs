@@ -13,8 +13,8 @@
 
 use fuse_ir::{shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId};
 
-use crate::util::{use_counts, weight};
 use crate::dce;
+use crate::util::{use_counts, weight};
 use fuse_ir::eval;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

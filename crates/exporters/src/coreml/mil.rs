@@ -390,7 +390,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     UnaryOp::Log => "log",
                     UnaryOp::Abs => "abs",
                     UnaryOp::Reciprocal => "inverse",
-                    UnaryOp::Neg => return Err(fail("no MIL mapping yet (export ONNX instead)".into())),
+                    UnaryOp::Neg => {
+                        let minus = self.imm(&n, "y", Imm::Float(-1.0));
+                        self.op("mul", &n, vec![("x", vec![x[0].clone()]), ("y", vec![minus])], outs);
+                        return self.define(node, out_names);
+                    }
                     UnaryOp::Gelu => {
                         self.op_params("gelu", &n, x0(), vec![("mode", Imm::Str("EXACT".into()))], outs);
                         return self.define(node, out_names);
@@ -461,7 +465,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 let ty = match op {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Mean => "reduce_mean",
-                    ReduceOp::L2 => "reduce_l2",
+                    ReduceOp::L2 => "reduce_l2_norm",
                 };
                 let params = vec![("axes", list(axes)), ("keep_dims", Imm::Bool(*keepdims))];
                 self.op_params(ty, &n, x0(), params, outs);
