@@ -1,5 +1,7 @@
 //! ONNX tensors: `TensorProto` to IR tensors, and the constants behind
-//! values (weights, Constant nodes).
+//! values (weights, Constant nodes, small values computed from them).
+
+use std::collections::HashMap;
 
 use fuse_ir::*;
 use onnx_protobuf::tensor_proto::DataLocation;
@@ -54,12 +56,12 @@ pub fn tensor_from_proto(tp: &mut TensorProto, ext: Option<&mut ExternalData>) -
 /// a static parameter the import must know). Such nodes stay in the graph;
 /// canonicalize folds them later.
 pub fn const_tensor(g: &Graph, v: ValueId) -> Option<Tensor> {
-    computed(g, v, 0, CONST_ELEMENTS)
+    const_tensor_up_to(g, v, CONST_ELEMENTS)
 }
 
 /// [`const_tensor`] for values of up to `max_elements` elements.
 pub fn const_tensor_up_to(g: &Graph, v: ValueId, max_elements: usize) -> Option<Tensor> {
-    computed(g, v, 0, max_elements)
+    computed(g, v, 0, max_elements, &mut HashMap::new())
 }
 
 /// How deep [`const_tensor`] follows a chain of nodes back to constants.
@@ -67,36 +69,53 @@ const CONST_DEPTH: usize = 32;
 /// The largest value [`const_tensor`] computes (elements).
 const CONST_ELEMENTS: usize = 4096;
 
-fn computed(g: &Graph, v: ValueId, depth: usize, max_elements: usize) -> Option<Tensor> {
-    match &g.value(v).def {
-        ValueDef::Weight(t) => Some(t.clone()),
-        ValueDef::Node { node, slot } => {
-            let node = g.node(*node);
-            if let Op::Constant(t) = &node.op {
-                return Some(t.clone());
-            }
-            if depth >= CONST_DEPTH || g.value(v).ty.numel().is_none_or(|n| n > max_elements) {
-                return None;
-            }
-            let tys: Vec<_> = node.inputs.iter().map(|i| i.map(|i| &g.value(i).ty)).collect();
-            // Shape reads its input's type only; every other op needs values.
-            let mut ins: Vec<Option<Tensor>> = vec![];
-            for i in &node.inputs {
-                let t = i.and_then(|i| computed(g, i, depth + 1, max_elements));
-                if i.is_some() && t.is_none() && !matches!(node.op, Op::Shape { .. }) {
+/// `v`'s value if constants alone make it; `memo` keeps each value's
+/// answer, so a value read by many nodes is computed once.
+fn computed(
+    g: &Graph,
+    v: ValueId,
+    depth: usize,
+    max_elements: usize,
+    memo: &mut HashMap<ValueId, Option<Tensor>>,
+) -> Option<Tensor> {
+    let (node, slot) = match &g.value(v).def {
+        ValueDef::Weight(t) => return Some(t.clone()),
+        ValueDef::Input => return None,
+        ValueDef::Node { node, slot } => (g.node(*node), *slot),
+    };
+    if let Op::Constant(t) = &node.op {
+        return Some(t.clone());
+    }
+    if depth >= CONST_DEPTH || g.value(v).ty.numel().is_none_or(|n| n > max_elements) {
+        return None;
+    }
+    if let Some(known) = memo.get(&v) {
+        return known.clone();
+    }
+    let tys: Vec<_> = node.inputs.iter().map(|i| i.map(|i| &g.value(i).ty)).collect();
+    // Shape reads its input's type only; every other op needs values.
+    let mut ins: Vec<Option<Tensor>> = vec![];
+    for i in &node.inputs {
+        let t = match i {
+            Some(i) if !matches!(node.op, Op::Shape { .. }) => match computed(g, *i, depth + 1, max_elements, memo) {
+                Some(t) => Some(t),
+                None => {
+                    memo.insert(v, None);
                     return None;
                 }
-                ins.push(t);
-            }
-            let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-            let out = match &node.op {
-                Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
-                    refs.first().copied().flatten().and_then(|t| fuse_ir::eval::reshape(t, &g.value(v).ty))
-                }
-                op => fuse_ir::eval::fold(op, &refs, &tys)?.into_iter().nth(*slot),
-            }?;
-            (*out.ty() == g.value(v).ty).then_some(out)
-        }
-        ValueDef::Input => None,
+            },
+            _ => None,
+        };
+        ins.push(t);
     }
+    let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
+    let out = match &node.op {
+        Op::Unsqueeze { .. } | Op::Reshape { .. } | Op::Flatten { .. } => {
+            refs.first().copied().flatten().and_then(|t| fuse_ir::eval::reshape(t, &g.value(v).ty))
+        }
+        op => fuse_ir::eval::fold(op, &refs, &tys).and_then(|o| o.into_iter().nth(slot)),
+    }
+    .filter(|t| *t.ty() == g.value(v).ty);
+    memo.insert(v, out.clone());
+    out
 }
