@@ -280,3 +280,22 @@ fn a_deep_constant_chain_into_pads_is_computed_once_per_value() {
         .build();
     assert!(ir(&src).contains("pads=[0,0,0,0,0,0,0,0]"), "{}", ir(&src));
 }
+
+/// `Neg` on shape arithmetic (`x[..., -x.size(1):]`) is followed like the
+/// rest: the Slice's starts are static.
+#[test]
+fn neg_in_shape_arithmetic_feeds_slice_starts() {
+    let src = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 6, 6])
+        .output("y", &[1, 4, 6, 4])
+        .init_i64("one", &[1])
+        .init_i64("ends", &[i64::MAX])
+        .init_i64("axes", &[3])
+        .node("Shape", &["x"], &["s"], vec![])
+        .node("Gather", &["s", "one"], &["c"], vec![attr_int("axis", 0)])
+        .node("Neg", &["c"], &["starts"], vec![])
+        .node("Slice", &["x", "starts", "ends", "axes"], &["y"], vec![])
+        .build();
+    assert!(ir(&src).contains("starts=[-4]"), "{}", ir(&src));
+    assert_same_numerics(&src, &[1, 4, 6, 6]);
+}

@@ -246,6 +246,14 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let x = input(ins, 0)?;
             vec![(x.ty.clone(), x.known.clone())]
         }
+        // On integers too (shape arithmetic: `-x.size(1)`), values followed.
+        Op::Unary(u @ (UnaryOp::Neg | UnaryOp::Abs)) if input(ins, 0)?.ty.dtype.is_int() => {
+            let x = input(ins, 0)?;
+            let neg = *u == UnaryOp::Neg;
+            let known =
+                elementwise_known(&x.ty, &[x], |v| Some(if neg { v[0].checked_neg()? } else { v[0].checked_abs()? }));
+            vec![(x.ty.clone(), known)]
+        }
         Op::Unary(_) | Op::HardSigmoid { .. } | Op::Softmax { .. } => {
             let x = float_in(0)?;
             if let Op::Softmax { axis } = op {
