@@ -158,12 +158,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             if x.ty.rank() < 2 {
                 return Err(format!("input is {}; expected N,C,..", x.ty));
             }
-            for i in 1..5 {
-                let p = input(ins, i)?;
-                if p.ty.shape != [x.ty.shape[1]] {
-                    return Err(format!("parameter `{}` is {} but must be [{}]", p.name, p.ty, x.ty.shape[1]));
-                }
-            }
+            per_channel(ins, 1..5, x.ty.shape[1])?;
             same(x)
         }
         Op::Gemm(g) => {
@@ -605,12 +600,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             if x.ty.rank() < 3 {
                 return Err(format!("input is {}; expected N,C,spatial..", x.ty));
             }
-            for i in 1..3 {
-                let p = input(ins, i)?;
-                if p.ty.shape != [x.ty.shape[1]] {
-                    return Err(format!("parameter `{}` is {} but must be [{}]", p.name, p.ty, x.ty.shape[1]));
-                }
-            }
+            per_channel(ins, 1..3, x.ty.shape[1])?;
             same(x)
         }
         Op::Cast { to } => {
@@ -620,6 +610,17 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             vec![(ty, known)]
         }
     })
+}
+
+/// Inputs `slots` are per-channel parameters: `[channels]` each.
+fn per_channel(ins: &[Option<&Value>], slots: std::ops::Range<usize>, channels: usize) -> Result<(), String> {
+    for i in slots {
+        let p = input(ins, i)?;
+        if p.ty.shape != [channels] {
+            return Err(format!("parameter `{}` is {} but must be [{channels}]", p.name, p.ty));
+        }
+    }
+    Ok(())
 }
 
 /// Row-major strides of `shape` (elements).
