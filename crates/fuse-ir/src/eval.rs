@@ -173,6 +173,14 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             })),
             Val::I(_) => return None,
         },
+        Op::BatchNorm(bn) => {
+            let Val::F(a) = x else { return None };
+            let p = |i: usize| match vals.get(i).cloned().flatten() {
+                Some(Val::F(v)) if v.ndim() == 1 => Some(v),
+                _ => None,
+            };
+            Val::F(batch_norm(a, [p(1)?, p(2)?, p(3)?, p(4)?], bn.epsilon)?)
+        }
         Op::Tile { repeats } => match x {
             Val::F(a) => Val::F(tile(&a, repeats)?),
             Val::I(a) => Val::I(tile(&a, repeats)?),
@@ -315,6 +323,21 @@ fn scatter_nd<T: Clone>(mut data: ArrayD<T>, idx: &ArrayD<i64>, updates: &ArrayD
         flat[start..start + slice].clone_from_slice(&upd[t * slice..(t + 1) * slice]);
     }
     Some(data)
+}
+
+/// Inference BatchNormalization over channel axis 1: `(x - mean) /
+/// sqrt(var + eps) * scale + bias` (torch's dynamo exporter standardizes
+/// NFNet's conv weights this way, the statistics from ReduceMean).
+fn batch_norm(mut a: ArrayD<f32>, [scale, bias, mean, var]: [ArrayD<f32>; 4], eps: f32) -> Option<ArrayD<f32>> {
+    let c = *a.shape().get(1)?;
+    if [&scale, &bias, &mean, &var].iter().any(|p| p.len() != c) {
+        return None;
+    }
+    for (k, mut lane) in a.axis_iter_mut(Axis(1)).enumerate() {
+        let inv = 1.0 / (var[k] + eps).sqrt();
+        lane.mapv_inplace(|v| (v - mean[k]) * inv * scale[k] + bias[k]);
+    }
+    Some(a)
 }
 
 /// `a` repeated `repeats[i]` times along axis `i`.

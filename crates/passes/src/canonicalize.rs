@@ -240,6 +240,32 @@ mod tests {
         assert_eq!(big.node_count(), 2);
     }
 
+    /// BatchNormalization on constants folds (torch's dynamo exporter
+    /// standardizes NFNet's conv weights with it): `(x - mean) / sqrt(var +
+    /// eps) * scale + bias` per channel.
+    #[test]
+    fn batch_norm_on_constants_folds() {
+        let mut g = Graph::new("t");
+        let w = |v: &[f32]| Tensor::from_f32([v.len()], v).unwrap();
+        let x = g.add_weight("x", Tensor::from_f32([1, 2, 2], &[1.0, 3.0, -2.0, 2.0]).unwrap());
+        let ins: Vec<Option<ValueId>> = [("s", [2.0, 1.0]), ("b", [0.5, 0.0]), ("m", [2.0, 0.0]), ("v", [1.0, 4.0])]
+            .iter()
+            .map(|(n, v)| Some(g.add_weight(n.to_string(), w(v))))
+            .collect();
+        let bn = fuse_ir::BatchNorm { epsilon: 0.0 };
+        let y = g.add_node("bn", Op::BatchNorm(bn), [vec![Some(x)], ins].concat(), vec!["y".into()]).unwrap();
+        let y = g.node(y).outputs[0];
+        let i = g.add_input("i", TensorType::new(DType::F32, [1, 2, 2]));
+        let out = g.add_node("add", Op::Binary(BinaryOp::Add), vec![Some(i), Some(y)], vec!["o".into()]).unwrap();
+        let out = g.node(out).outputs[0];
+        g.set_outputs(vec![out]);
+        assert_eq!(canonicalize(&mut g).unwrap().folded, 1);
+        let add = g.node(g.node_ids()[0]).clone();
+        let ValueDef::Weight(t) = &g.value(add.inputs[1].unwrap()).def else { panic!("not folded") };
+        // Channel 0: (x - 2) / 1 * 2 + 0.5; channel 1: x / 2.
+        assert_eq!(t.to_f32_vec().unwrap(), [-1.5, 2.5, -1.0, 1.0]);
+    }
+
     /// A Constant node becomes a weight whatever its size: its tensor is in
     /// memory already (NFNet's standardized conv weights, 1 MiB and more,
     /// stayed nodes, and members differing in a node's attribute diverged
