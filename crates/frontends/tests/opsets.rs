@@ -293,3 +293,25 @@ fn neg_in_shape_arithmetic_feeds_slice_starts() {
     assert!(ir(&src).contains("starts=[-4]"), "{}", ir(&src));
     assert_same_numerics(&src, &[1, 4, 6, 6]);
 }
+
+/// A negative size in a Tile's repeats, an Expand's or ConstantOfShape's
+/// shape or a Split's lengths is one error naming the node and the values.
+#[test]
+fn negative_static_sizes_are_refused_by_name() {
+    let cases = [
+        ("Tile", vec!["x", "v"], "repeats [1, 1, -2, 1] has a negative value -2"),
+        ("Expand", vec!["x", "v"], "shape [1, 1, -2, 1] has a negative value -2"),
+        ("ConstantOfShape", vec!["v"], "shape [1, 1, -2, 1] has a negative value -2"),
+        ("Split", vec!["x", "v"], "split [1, 1, -2, 1] has a negative value -2"),
+    ];
+    for (op, ins, want) in cases {
+        let m = OnnxBuilder::new(17)
+            .input("x", &[1, 1, 4, 4])
+            .output("y", &[1, 1, 4, 4])
+            .init_i64("v", &[1, 1, -2, 1])
+            .node(op, &ins, &["y"], vec![])
+            .build();
+        let e = import(&m, Path::new("neg.onnx")).err().unwrap_or_else(|| panic!("{op} imported")).to_string();
+        assert!(e.starts_with("neg.onnx: node") && e.contains(op) && e.contains(want), "{op}: {e}");
+    }
+}

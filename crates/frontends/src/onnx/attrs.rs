@@ -74,6 +74,19 @@ impl Ctx<'_> {
         }
         Err(format!("{what} (`{}`) must be a constant: fusec builds static graphs", val.name))
     }
+    /// Input `i` as static sizes (a shape, repeats, split lengths): `None`
+    /// when absent, an error naming `what` when it is negative.
+    pub(super) fn usizes(&self, i: usize, what: &str) -> Result<Option<Vec<usize>>, String> {
+        let Some(v) = self.ints(i, what)? else { return Ok(None) };
+        v.iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("{what} {v:?} has a negative value {d}")))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+    /// As [`Ctx::usizes`], and an error when the input is absent.
+    pub(super) fn required_usizes(&self, i: usize, what: &str) -> Result<Vec<usize>, String> {
+        self.usizes(i, what)?.ok_or_else(|| format!("{what} is required"))
+    }
     pub(super) fn floats(&self, i: usize, what: &str) -> Result<Option<Vec<f32>>, String> {
         let Some(v) = self.opt(i) else { return Ok(None) };
         match const_tensor(self.g, v).and_then(|t| t.to_f32_vec()) {

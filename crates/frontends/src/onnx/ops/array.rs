@@ -54,12 +54,9 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
                 return Err("keep_aspect_ratio_policy other than stretch is not supported".into());
             }
             let scales = c.floats(2, "scales")?.filter(|s| !s.is_empty());
-            let sizes = c.ints(3, "sizes")?.filter(|s| !s.is_empty());
-            let sizes: Vec<usize> = match (&sizes, &scales) {
-                (Some(sz), _) => sz
-                    .iter()
-                    .map(|&d| usize::try_from(d).map_err(|_| format!("negative size {d}")))
-                    .collect::<Result<_, _>>()?,
+            let sizes = c.usizes(3, "sizes")?.filter(|s| !s.is_empty());
+            let sizes: Vec<usize> = match (sizes, &scales) {
+                (Some(sz), _) => sz,
                 (None, Some(sc)) if sc.len() == xs.len() => {
                     xs.iter().zip(sc).map(|(&d, &s)| (d as f32 * s).floor().max(0.0) as usize).collect()
                 }
@@ -144,13 +141,10 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let xt = c.ty(0)?.clone();
             let axis = a.int("axis", 0);
             let ax = fuse_ir::shape::norm_axis(axis, xt.rank())?;
-            let given = if opset >= 13 { c.ints(1, "split")? } else { a.ints("split") };
+            let given = if opset >= 13 { c.usizes(1, "split")? } else { a.usizes("split")? };
             let n_out = a.get("num_outputs").map(|n| n.i as usize).unwrap_or(node.output.len());
             let split: Vec<usize> = match given {
-                Some(s) => s
-                    .iter()
-                    .map(|&d| usize::try_from(d).map_err(|_| format!("negative split {d}")))
-                    .collect::<Result<_, _>>()?,
+                Some(s) => s,
                 None => {
                     if n_out == 0 {
                         return Err("has no outputs".into());
@@ -176,27 +170,15 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             (Op::Reshape { shape }, vec![Some(x()?)])
         }
         "Tile" => {
-            let spec = c.ints(1, "repeats")?.ok_or("repeats is required")?;
-            let repeats = spec
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| format!("negative repeats {spec:?}")))
-                .collect::<Result<_, _>>()?;
+            let repeats = c.required_usizes(1, "repeats")?;
             (Op::Tile { repeats }, vec![Some(x()?)])
         }
         "Expand" => {
-            let spec = c.ints(1, "shape")?.ok_or("shape is required")?;
-            let shape = spec
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| format!("negative shape {spec:?}")))
-                .collect::<Result<_, _>>()?;
+            let shape = c.required_usizes(1, "shape")?;
             (Op::Expand { shape }, vec![Some(x()?)])
         }
         "ConstantOfShape" => {
-            let spec = c.ints(0, "shape")?.ok_or("shape is required")?;
-            let shape: Vec<usize> = spec
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| format!("negative shape {spec:?}")))
-                .collect::<Result<_, _>>()?;
+            let shape = c.required_usizes(0, "shape")?;
             (Op::Constant(constant_of_shape(&a, shape)?), vec![])
         }
         "ScatterND" => match a.string("reduction", "none").as_str() {
