@@ -137,8 +137,7 @@ fn average_pools_and_dropped_zero_biases_fuse_and_verify() {
         assert!(explain.contains("b: zero bias made explicit on `Conv_0` and 1 more"), "{explain}");
         assert_eq!(count(&explain, "per member after divergence:"), 1, "only the class Gemm differs:\n{explain}");
         for runtime in ["ort", "tract"] {
-            let args = ["verify", s(&out), "--members", s(&a), s(&b), s(&c), "--runtime", runtime, "--runs", "0"];
-            let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+            let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", runtime, "--runs", "0"]);
             assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering} {runtime}:\n{text}");
         }
     }
@@ -176,8 +175,7 @@ fn ops_of_newer_families_fuse_and_verify() {
         if lowering == "grouped" {
             assert_eq!(text.matches("InstanceNormalization(").count(), 1, "one for the three members:\n{text}");
         }
-        let args = ["verify", s(&out), "--members", s(&a), s(&b), s(&c), "--runtime", "ort", "--runs", "0"];
-        let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+        let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
         assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
     }
 }
@@ -256,8 +254,7 @@ fn member_subgraphs_run_each_member_apart_and_stay_exact() {
     assert_eq!(bytes.windows(6).filter(|w| w == b"\x22\x04Scan").count(), 2, "two Scan nodes (op_type field)");
     assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
     assert_reproduces_reference(&out, "tract", &["aquarium", "vehicles"]);
-    let res = ok(fusec(&["verify", s(&out), "--members", s(&a), s(&b), "--runs", "0"]));
-    assert!(String::from_utf8(res.stdout).unwrap().contains("equivalence: ok"));
+    assert!(verify_ok(&out, &[&a, &b], &["--runs", "0"]).contains("equivalence: ok"));
     // Core ML has no such form: the package is flat, and fuse says so.
     let pkg = dir.path().join("subgraphs.mlpackage");
     let res =
@@ -498,10 +495,8 @@ fn verify_reports_equivalence_and_speed() {
 #[test]
 fn verify_tables_say_which_input_a_row_is() {
     let (_dir, members, model, _input) = small_fused();
-    let mut args = vec!["verify", s(&model), "--members"];
-    args.extend(members.iter().map(|p| s(p)));
-    args.extend_from_slice(&["--image-size", "128", "--images", "2", "--runtime", "tract", "--runs", "0"]);
-    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    let text =
+        verify_ok(&model, &members, &["--image-size", "128", "--images", "2", "--runtime", "tract", "--runs", "0"]);
     assert!(text.contains("input  member"), "{text}");
     for k in ["1", "2"] {
         let rows = text.lines().filter(|l| l.split_whitespace().next() == Some(k) && l.contains("class_out_0")).count();
@@ -671,10 +666,7 @@ fn verify_on_the_reference_set_reports_detection_metrics() {
     let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
     fuse(&refs, &out, &[]);
     let input = reference("input.safetensors");
-    let mut args = vec!["verify", s(&out), "--members"];
-    args.extend(members.iter().map(|p| s(p)));
-    args.extend_from_slice(&["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
-    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    let text = verify_ok(&out, &members, &["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
     assert!(text.contains("equivalence: ok (30 outputs compared, |fused - member| <= 1e-4 + 1e-4 * |member|; the model has fp32 weights"), "{text}");
     for m in MEMBERS {
         let row = text
@@ -746,10 +738,7 @@ fn fp16_compute_for_gpus_and_the_cuda_options_say_what_they_need() {
     assert!(ir.contains("output") && ir.lines().filter(|l| l.starts_with("  output")).all(|l| l.contains(": f32[")));
     // Against the fp32 members: within the fp16 tolerance, detections kept.
     let input = reference("input.safetensors");
-    let mut args = vec!["verify", s(&out), "--members"];
-    args.extend(members.iter().map(|p| s(p)));
-    args.extend_from_slice(&["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
-    let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
+    let text = verify_ok(&out, &members, &["--input", s(&input), "--runtime", "ort", "--runs", "0"]);
     assert!(
         text.contains("equivalence: ok (30 outputs compared, |fused - member| <= 1e-2 + 1e-2 * |member|"),
         "{text}"
@@ -763,10 +752,11 @@ fn fp16_compute_for_gpus_and_the_cuda_options_say_what_they_need() {
     // made to compute in f16 (members and fused with the same options).
     let f32_out = dir.path().join("super.onnx");
     fuse(&refs, &f32_out, &[]);
-    let mut args16 = args.clone();
-    args16[1] = s(&f32_out);
-    args16.extend_from_slice(&["--precision", "fp16"]);
-    let text = String::from_utf8(ok(fusec(&args16)).stdout).unwrap();
+    let text = verify_ok(
+        &f32_out,
+        &members,
+        &["--input", s(&input), "--runtime", "ort", "--runs", "0", "--precision", "fp16"],
+    );
     assert!(text.contains("equivalence: ok") && text.contains("the model has fp16 compute"), "{text}");
     // CUDA options: a clear error without the CUDA provider, never a CPU run.
     let two = [s(&members[0]), s(&members[1])];

@@ -62,6 +62,15 @@ pub fn ok(out: Output) -> Output {
     out
 }
 
+/// `fusec verify MODEL --members MEMBERS... EXTRA...`, which must succeed:
+/// its report (stdout).
+pub fn verify_ok<P: AsRef<Path>>(model: &Path, members: &[P], extra: &[&str]) -> String {
+    let mut args = vec!["verify", s(model), "--members"];
+    args.extend(members.iter().map(|p| s(p.as_ref())));
+    args.extend_from_slice(extra);
+    String::from_utf8(ok(fusec(&args)).stdout).unwrap()
+}
+
 /// Compares every reference output (but `detections`, which is not a model
 /// output) with what fusec wrote.
 pub fn assert_matches_reference(outputs: &Path, member: &str) {

@@ -481,7 +481,11 @@ pub fn tune(
     };
     if let Some(file) = &cache {
         match cache_put(file, &key, &report) {
-            Ok(()) => crate::report::note(format!("tune: kept {} in {}", report.label(), file.display())),
+            Ok(()) => crate::report::note(format!(
+                "tune: measured {} fastest; saved in {} (a later `fusec fuse --tune` of these members reuses it)",
+                report.label(),
+                file.display()
+            )),
             Err(e) => crate::report::warn(format!("tune: could not keep the plan in the cache: {e}")),
         }
     }
