@@ -96,14 +96,50 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     report.divergences = al.divergences.iter().map(|d| describe(&graphs, &names, &al.groups, d)).collect();
 
     report.flows = assign::flows(graphs[0], &al.groups);
-    let plan = regions::plan(opts, graphs[0], &al.groups)?;
-    let mut b = FuseBuilder::new(&graphs, &names);
+    let mut plan = regions::plan(opts, graphs[0], &al.groups)?;
+    // The default lowering keeps per member a stacked run that would only
+    // copy (regions::islands), and lowers again without it.
+    let prune = opts.assignment.is_none() && matches!(opts.lowering, Lowering::Regions { .. });
+    let mut islands = std::collections::BTreeMap::new();
+    let (mut g, mut report) = loop {
+        let mut r = report.clone();
+        let g = lower(&graphs, &names, &al.groups, &shared, &plan, opts, &mut r)?;
+        let found = if prune { regions::islands(&r.lowered, &r.flows) } else { vec![] };
+        if found.is_empty() {
+            r.islands = islands;
+            break (g, r);
+        }
+        for i in found {
+            plan[i] = false;
+            *islands.entry(r.lowered[i].0).or_default() += 1;
+        }
+    };
+    validated("fuse", &g)?;
+    dce(&mut g);
+    validated("dce", &g)?;
+    report.fused_nodes = g.node_count();
+    report.fused_convs = conv_count(&g);
+    Ok(Fused { graph: g, report })
+}
+
+/// Lowers every aligned node group as `plan` and `shared` say (counting
+/// what it did in `report`) and returns the fused graph, outputs set.
+fn lower(
+    graphs: &[&Graph],
+    names: &[String],
+    groups: &[align::NodeGroup],
+    shared: &[bool],
+    plan: &[bool],
+    opts: &FuseOptions,
+    report: &mut FuseReport,
+) -> Result<Graph, PassError> {
+    let mut b = FuseBuilder::new(graphs, names);
     b.next_subgraph = opts.member_subgraphs.then_some(0);
     // Consecutive per-member groups, lowered together member by member
     // (heads::lower_region) so that each member's layers run one after
     // another as they do alone, not interleaved with the other members'.
     let mut region: Vec<(usize, &align::NodeGroup)> = vec![];
-    for (i, group) in al.groups.iter().enumerate() {
+    for (i, group) in groups.iter().enumerate() {
         report.groups += 1;
         if group.same {
             report.same += 1;
@@ -161,16 +197,11 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         region.push((i, group));
     }
     heads::lower_region(&mut b, &region)?;
-    debug_assert_eq!(report.lowered.len(), al.groups.len());
+    debug_assert_eq!(report.lowered.len(), groups.len());
     b.begin(Origin::Output);
-    let (mut g, origins) = finish(b)?;
+    let (g, origins) = finish(b)?;
     report.origins = origins;
-    validated("fuse", &g)?;
-    dce(&mut g);
-    validated("dce", &g)?;
-    report.fused_nodes = g.node_count();
-    report.fused_convs = conv_count(&g);
-    Ok(Fused { graph: g, report })
+    Ok(g)
 }
 
 /// Sets graph outputs `MEMBER/OUTPUT` (each member's own value; an output

@@ -2,13 +2,18 @@
 //! a cut (in dataflow order); node groups before it keep every member's
 //! own layers. For a measured `Plan`, the runs it marks. The cut moves, by up to 5% of the groups, to where the least
 //! data crosses it, since every value crossing it is stacked by a Concat.
+//! Where channels stack a run of elementwise layers between per-member
+//! ones (a transformer's bias Adds and softmaxes around per-member
+//! MatMuls), the run is kept per member ([`islands`]).
 
 use std::collections::HashMap;
 
 use fuse_ir::Graph;
 
 use super::align::NodeGroup;
+use super::assign::Flow;
 use super::options::{FuseOptions, Lowering};
+use super::report::Lowered;
 use crate::PassError;
 
 /// Per node group (in dataflow order), whether it may be grouped: all for
@@ -69,4 +74,86 @@ fn narrowest_cut(g: &Graph, groups: &[NodeGroup], at: usize) -> usize {
     };
     let w = (n / 20).max(1);
     (at.saturating_sub(w)..=(at + w).min(n)).min_by_key(|&c| (crossing(c), c.abs_diff(at))).unwrap_or(at)
+}
+
+/// Ops whose stacked form can run faster than the members' one by one (a
+/// grouped conv, a batched product): the rest do the same work stacked.
+const COMPUTE: [&str; 3] = ["Conv", "Gemm", "MatMul"];
+
+/// The node groups of stacked runs that would only copy: a run (node
+/// groups stacked on channels or a member axis, connected by the data
+/// between them, as large as it goes) with no Conv, Gemm or MatMul that
+/// reads from or feeds a per-member node group. Stacked, it costs a Concat
+/// of each input and a Split of each output; per member, its elementwise
+/// ops, norms and softmaxes do the same work with no copy.
+pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
+    let n = lowered.len();
+    let stacked = |i: usize| matches!(lowered[i].1, Lowered::Channels | Lowered::MemberAxis);
+    let mut run: Vec<usize> = (0..n).collect();
+    fn root(run: &mut [usize], mut i: usize) -> usize {
+        while run[i] != i {
+            run[i] = run[run[i]];
+            i = run[i];
+        }
+        i
+    }
+    for f in flows {
+        if let Some(t) = f.to.filter(|&t| stacked(f.from) && stacked(t)) {
+            let (a, b) = (root(&mut run, f.from), root(&mut run, t));
+            run[a] = b;
+        }
+    }
+    let (mut computes, mut meets_members) = (vec![false; n], vec![false; n]);
+    for i in (0..n).filter(|&i| stacked(i) && COMPUTE.contains(&lowered[i].0)) {
+        let r = root(&mut run, i);
+        computes[r] = true;
+    }
+    for f in flows {
+        let Some(t) = f.to else { continue };
+        for (s, other) in [(f.from, t), (t, f.from)] {
+            if stacked(s) && lowered[other].1 == Lowered::PerMember {
+                let r = root(&mut run, s);
+                meets_members[r] = true;
+            }
+        }
+    }
+    (0..n)
+        .filter(|&i| {
+            stacked(i) && {
+                let r = root(&mut run, i);
+                !computes[r] && meets_members[r]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(from: usize, to: usize) -> Flow {
+        Flow { from, to: Some(to), bytes: 4, value: from }
+    }
+
+    /// Per-member MatMuls around a stacked bias Add and softmax: the Add
+    /// and the softmax are an island; a stacked run with a Conv is not,
+    /// nor a stacked run that meets no per-member node group.
+    #[test]
+    fn a_stacked_run_without_compute_between_per_member_layers_is_an_island() {
+        use Lowered::*;
+        let lowered = [
+            ("MatMul", PerMember), // 0
+            ("Add", Channels),     // 1
+            ("Softmax", Channels), // 2
+            ("MatMul", PerMember), // 3
+            ("Add", Channels),     // 4
+            ("Conv", Channels),    // 5
+            ("Relu", Channels),    // 6
+            ("MatMul", PerMember), // 7
+            ("Relu", Shared),      // 8
+            ("Sigmoid", Channels), // 9
+        ];
+        let flows = [flow(0, 1), flow(1, 2), flow(2, 3), flow(3, 4), flow(4, 5), flow(5, 6), flow(6, 7), flow(8, 9)];
+        assert_eq!(islands(&lowered, &flows), vec![1, 2]);
+    }
 }

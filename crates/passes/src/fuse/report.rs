@@ -36,6 +36,10 @@ pub struct FuseReport {
     /// lowering does not stack on a member axis (the `Regions` default):
     /// kept per member by choice, not for want of a stacking.
     pub not_on_members: std::collections::BTreeMap<&'static str, usize>,
+    /// Of those, the ones the default lowering keeps per member although
+    /// channels stack them: runs with no Conv, Gemm or MatMul between
+    /// per-member layers, which stacked would only copy (`regions::islands`).
+    pub islands: std::collections::BTreeMap<&'static str, usize>,
     pub divergent: usize,
     pub fused_nodes: usize,
     pub fused_convs: usize,
@@ -112,6 +116,14 @@ pub fn explain(r: &FuseReport) -> String {
             "    of which channels cannot stack, and this lowering does not stack on a member axis \
              (--lowering grouped or --tune does): {}",
             by_count(&r.not_on_members)
+        );
+    }
+    if !r.islands.is_empty() {
+        let _ = writeln!(
+            s,
+            "    of which kept per member as runs with no Conv, Gemm or MatMul between per-member layers \
+             (stacked, they would only copy): {}",
+            by_count(&r.islands)
         );
     }
     if !r.unstackable.is_empty() {
