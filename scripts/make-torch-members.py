@@ -13,7 +13,8 @@ its weights perturbed (2% of each tensor's spread) and its own classifier
 Families: resnet18, resnet50, mobilenet_v3_small, deeplabv3_mobilenet_v3_large
 (torchvision); efficientnet_b0, vit_tiny_patch16_224, convnext_tiny (timm);
 and any other classifier by name: torchvision's first (`mobilenet_v2`,
-`regnet_y_400mf`), else timm's (`deit_tiny_patch16_224`), at 224x224.
+`regnet_y_400mf`), else timm's (`deit_tiny_patch16_224`), at 224x224 (a timm
+model at its own default size: `maxvit_nano_rw_256` at 256x256).
 `--dynamo` exports with torch's newer exporter (`torch.onnx.export(...,
 dynamo=True)`) instead of the TorchScript one. `--batch 8` exports a
 static batch of 8 into `FAMILY-b8/`.
@@ -86,8 +87,11 @@ def main():
     if args.batch < 1:
         sys.exit("--batch must be at least 1")
     torch.manual_seed(0)
-    size = FAMILIES.get(args.family, (None, 224))[1]
     base = build(args.family, 2)
+    # The families above say their size; a timm model its own default
+    # (maxvit_nano_rw_256: 256), else 224.
+    cfg = getattr(base, "pretrained_cfg", None) or {}
+    size = FAMILIES[args.family][1] if args.family in FAMILIES else cfg.get("input_size", (3, 224, 224))[-1]
     base.train()
     with torch.no_grad():
         for _ in range(3):
