@@ -180,6 +180,32 @@ fn ops_of_newer_families_fuse_and_verify() {
     }
 }
 
+/// Sequencer2D's LSTM: members with their own LSTM weights fuse (the
+/// LSTMs stay per member under every lowering) and answer as they do alone
+/// on ONNX Runtime; a Core ML package is refused by name (no MIL mapping).
+#[test]
+fn lstm_members_fuse_and_verify() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::lstm_member(0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::lstm_member(1.0, 5));
+    let c = write(&dir, "c.onnx", &common::models::lstm_member(2.0, 2));
+    for lowering in ["grouped", "separate", "regions"] {
+        let out = dir.path().join(format!("{lowering}.onnx"));
+        fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
+        let model = fusec_frontends::onnx::load(&out).unwrap();
+        let text = fuse_ir::text::to_text(&model).unwrap();
+        assert_eq!(text.matches("LSTM(").count(), 3, "{lowering}: one LSTM a member\n{text}");
+        assert!(text.contains("{hidden=6, direction=bidirectional}"), "{lowering}:\n{text}");
+        let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
+        assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
+    }
+    let pkg = dir.path().join("super.mlpackage");
+    let line = last_error_line(&fusec(&["fuse", s(&a), s(&b), s(&c), "-o", s(&pkg)]), 2);
+    assert!(line.contains("LSTM") && line.contains("no MIL mapping yet"), "{line}");
+    assert!(!pkg.exists(), "nothing half-written");
+}
+
 #[test]
 fn onnx_files_and_state_dicts_fuse_together() {
     require_ort();

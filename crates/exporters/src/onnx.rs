@@ -477,6 +477,10 @@ fn lower(
             at.push(int_attr("reverse", *reverse as i64));
         }
         Op::InstanceNorm { epsilon } => at.push(float_attr("epsilon", *epsilon)),
+        Op::Lstm { hidden_size, direction } => {
+            at.push(int_attr("hidden_size", *hidden_size as i64));
+            at.push(string_attr("direction", direction.name()));
+        }
         Op::Expand { shape } => {
             let s: Vec<i64> = us(shape).collect();
             inputs.push(param(gp, names, &nn, "shape", i64s(&s)));

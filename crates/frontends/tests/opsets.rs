@@ -247,6 +247,44 @@ fn newer_family_ops_round_trip() {
     assert_same_numerics(&src, &[1, 4, 6, 6]);
 }
 
+/// An LSTM (bidirectional, biases, initial states, `Y_h` named but
+/// unread) reads into one IR op and exports as tract computes it; options
+/// beyond torch's (other activations, clip) are refused by name.
+#[test]
+fn lstm_round_trips_and_refuses_other_activations() {
+    let lstm = |attrs: Vec<onnx_protobuf::AttributeProto>| {
+        let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k).sin() * 0.5).collect() };
+        OnnxBuilder::new(17)
+            .input("x", &[5, 1, 4])
+            .output("y", &[5, 2, 1, 3])
+            .init_f32("w", &[2, 12, 4], &v(96, 0.37))
+            .init_f32("r", &[2, 12, 3], &v(72, 0.29))
+            .init_f32("b", &[2, 24], &v(48, 0.41))
+            .init_f32("h0", &[2, 1, 3], &v(6, 0.7))
+            .init_f32("c0", &[2, 1, 3], &v(6, 0.9))
+            .node_named("lstm", "LSTM", &["x", "w", "r", "b", "", "h0", "c0"], &["y", "y_h"], attrs)
+            .build()
+    };
+    let base = || vec![attr_str("direction", "bidirectional"), attr_int("hidden_size", 3)];
+    let src = lstm(base());
+    let text = ir(&src);
+    assert!(text.contains("LSTM(") && text.contains("{hidden=3, direction=bidirectional}"), "{text}");
+    assert_same_numerics(&src, &[5, 1, 4]);
+    let mut relu = base();
+    relu.push(onnx_protobuf::AttributeProto {
+        name: "activations".into(),
+        strings: ["Relu", "Tanh", "Tanh", "Relu", "Tanh", "Tanh"].iter().map(|s| s.as_bytes().to_vec()).collect(),
+        type_: onnx_protobuf::attribute_proto::AttributeType::STRINGS.into(),
+        ..Default::default()
+    });
+    let e = import(&lstm(relu), Path::new("lstm.onnx")).err().expect("refused").to_string();
+    assert!(e.contains("lstm.onnx") && e.contains("`lstm` (LSTM)") && e.contains("activations"), "{e}");
+    let mut clip = base();
+    clip.push(attr_float("clip", 3.0));
+    let e = import(&lstm(clip), Path::new("lstm.onnx")).err().expect("refused").to_string();
+    assert!(e.contains("`lstm` (LSTM)") && e.contains("clip"), "{e}");
+}
+
 /// A Pad whose pads are zeros doubled `n` times, each doubling reading the
 /// one before twice (2^n paths back to the constant).
 fn pads_after_doublings(n: usize) -> Vec<u8> {

@@ -268,6 +268,41 @@ pub enum Op {
     InstanceNorm {
         epsilon: f32,
     },
+    /// LSTM (ONNX layout 0, the default activations, no clip or coupled
+    /// gates): inputs `x [seq, batch, in], w [dirs, 4·hidden, in],
+    /// r [dirs, 4·hidden, hidden], [b], [sequence_lens], [initial_h],
+    /// [initial_c], [p]`; one output, `y [seq, dirs, batch, hidden]`
+    /// (the last states `Y_h`, `Y_c` are not read).
+    Lstm {
+        hidden_size: usize,
+        direction: LstmDirection,
+    },
+}
+
+/// Which way an LSTM runs over the sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LstmDirection {
+    Forward,
+    Reverse,
+    Bidirectional,
+}
+
+impl LstmDirection {
+    /// The ONNX attribute value.
+    pub fn name(self) -> &'static str {
+        match self {
+            LstmDirection::Forward => "forward",
+            LstmDirection::Reverse => "reverse",
+            LstmDirection::Bidirectional => "bidirectional",
+        }
+    }
+    pub fn count(self) -> usize {
+        if self == LstmDirection::Bidirectional {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 impl Op {
@@ -302,6 +337,7 @@ impl Op {
             Op::Tile { .. } => "Tile",
             Op::CumSum { .. } => "CumSum",
             Op::InstanceNorm { .. } => "InstanceNormalization",
+            Op::Lstm { .. } => "LSTM",
             Op::Compare(CompareOp::Equal) => "Equal",
             Op::Compare(CompareOp::Greater) => "Greater",
             Op::Compare(CompareOp::GreaterOrEqual) => "GreaterOrEqual",
@@ -445,6 +481,10 @@ impl Op {
                 kv("reverse", reverse.to_string());
             }
             Op::InstanceNorm { epsilon } => kv("eps", fmt_f32(*epsilon)),
+            Op::Lstm { hidden_size, direction } => {
+                kv("hidden", hidden_size.to_string());
+                kv("direction", direction.name().to_string());
+            }
             Op::MatMul
             | Op::Binary(_)
             | Op::Unary(_)

@@ -603,6 +603,36 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             per_channel(ins, 1..3, x.ty.shape[1])?;
             same(x)
         }
+        Op::Lstm { hidden_size, direction } => {
+            let x = float_in(0)?;
+            let (h, dirs) = (*hidden_size, direction.count());
+            let [seq, batch, inp] = x.ty.shape[..] else {
+                return Err(format!("input is {}; expected [sequence, batch, input]", x.ty));
+            };
+            let want: [(usize, &str, Vec<usize>); 6] = [
+                (1, "W", vec![dirs, 4 * h, inp]),
+                (2, "R", vec![dirs, 4 * h, h]),
+                (3, "B", vec![dirs, 8 * h]),
+                (5, "initial_h", vec![dirs, batch, h]),
+                (6, "initial_c", vec![dirs, batch, h]),
+                (7, "P", vec![dirs, 3 * h]),
+            ];
+            for (i, what, shape) in want {
+                match opt(ins, i) {
+                    None if i <= 2 => return Err(format!("input {i} ({what}) is missing")),
+                    Some(v) if v.ty.shape != shape || v.ty.dtype != x.ty.dtype => {
+                        return Err(format!("{what} `{}` is {}; expected {:?} {shape:?}", v.name, v.ty, x.ty.dtype))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(v) = opt(ins, 4) {
+                if v.ty.shape != [batch] || !v.ty.dtype.is_int() {
+                    return Err(format!("sequence_lens `{}` is {}; expected an integer [{batch}]", v.name, v.ty));
+                }
+            }
+            vec![(TensorType::new(x.ty.dtype, vec![seq, dirs, batch, h]), None)]
+        }
         Op::Cast { to } => {
             let x = input(ins, 0)?;
             let ty = TensorType::new(*to, x.ty.shape.clone());

@@ -654,6 +654,9 @@ impl<W: Write + Seek> Lowering<'_, W> {
             Op::Not | Op::Mod { .. } | Op::Pow | Op::Range | Op::ScatterNd => {
                 return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
             }
+            Op::Lstm { .. } => {
+                return Err(fail("no MIL mapping yet (export ONNX instead)".into()));
+            }
         }
         self.define(node, out_names)
     }

@@ -18,6 +18,7 @@ pub(super) const OPS: &[&str] = &[
     "Softmax",
     "LayerNormalization",
     "InstanceNormalization",
+    "LSTM",
 ];
 
 pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
@@ -77,6 +78,38 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "InstanceNormalization" => {
             let ins = (0..3).map(|i| c.req(i).map(Some)).collect::<Result<Vec<_>, _>>()?;
             (Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5) }, ins)
+        }
+        "LSTM" => {
+            let direction = match a.string("direction", "forward").as_str() {
+                "forward" => LstmDirection::Forward,
+                "reverse" => LstmDirection::Reverse,
+                "bidirectional" => LstmDirection::Bidirectional,
+                d => return Err(format!("direction `{d}` is not forward, reverse or bidirectional")),
+            };
+            let hidden_size = usize::try_from(a.int("hidden_size", 0))
+                .ok()
+                .filter(|&h| h > 0)
+                .ok_or("hidden_size is required and must be positive")?;
+            // The default activations (Sigmoid, Tanh, Tanh) only, as torch
+            // exports them.
+            let acts: Vec<String> = a
+                .get("activations")
+                .map(|p| p.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+                .unwrap_or_default();
+            let default = ["Sigmoid", "Tanh", "Tanh"];
+            if !acts.is_empty() && !acts.chunks(3).all(|c| c == default) {
+                return Err(format!("activations {acts:?} are not supported (only Sigmoid, Tanh, Tanh)"));
+            }
+            for unsupported in ["clip", "activation_alpha", "activation_beta"] {
+                if a.get(unsupported).is_some() {
+                    return Err(format!("attribute `{unsupported}` is not supported"));
+                }
+            }
+            if a.int("input_forget", 0) != 0 || a.int("layout", 0) != 0 {
+                return Err("input_forget and layout other than 0 are not supported".into());
+            }
+            let ins = (0..8).map(|i| c.opt(i)).collect();
+            (Op::Lstm { hidden_size, direction }, ins)
         }
         "Gemm" => {
             let gemm = Gemm {
