@@ -283,6 +283,10 @@ fn lstm_round_trips_and_refuses_other_activations() {
     clip.push(attr_float("clip", 3.0));
     let e = import(&lstm(clip), Path::new("lstm.onnx")).err().expect("refused").to_string();
     assert!(e.contains("`lstm` (LSTM)") && e.contains("clip"), "{e}");
+    // A hostile size is an error, not an overflow.
+    let huge = vec![attr_str("direction", "bidirectional"), attr_int("hidden_size", 1 << 61)];
+    let e = import(&lstm(huge), Path::new("lstm.onnx")).err().expect("refused").to_string();
+    assert!(e.contains("`lstm` (LSTM)") && e.contains("hidden_size 2305843009213693952 is too large"), "{e}");
 }
 
 /// A Pad whose pads are zeros doubled `n` times, each doubling reading the
