@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::models::{many_ops_member, resize_member};
+use common::models::{lstm_member, many_ops_member, resize_member};
 use common::{fuse_args, fusec, leftovers, ok, one_error_line, reference_members, require_ort, s, write};
 
 fn coreml_python() -> PathBuf {
@@ -122,6 +122,40 @@ fn an_op_without_a_mil_mapping_is_named_and_nothing_is_written() {
     let line = one_error_line(&fusec(&["fuse", s(&a), s(&b), "-o", s(&other)]), 2);
     assert!(line.contains("not a Core ML package"), "{line}");
     assert_eq!(std::fs::read(other.join("keep.txt")).unwrap(), b"mine");
+}
+
+/// Sequencer2D's LSTM maps to MIL's `lstm` (which computes in fp32, also
+/// inside an fp16 program): forward and bidirectional members export
+/// packages that coremltools loads and type-checks, the output in ONNX's
+/// layout. (Its weights' gate order is checked against coremltools' own
+/// torch converter by scripts/check-coreml-lstm.py, which needs torch.) A
+/// reverse LSTM is refused by name and nothing is written.
+#[test]
+fn lstm_members_export_packages_that_coremltools_type_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    for (direction, dirs) in [("bidirectional", 2), ("forward", 1)] {
+        let a = write(&dir, &format!("{direction}-a.onnx"), &lstm_member(0.0, 3, direction));
+        let b = write(&dir, &format!("{direction}-b.onnx"), &lstm_member(1.0, 5, direction));
+        for precision in ["fp32", "fp16"] {
+            let pkg = dir.path().join(format!("{direction}-{precision}.mlpackage"));
+            ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg), "--precision", precision]));
+            let report = coremltools_check(&pkg);
+            let h = 6 * dirs;
+            assert!(report.contains("\nop lstm 2\n"), "{direction} {precision}:\n{report}");
+            let lstm = format!("\nlstm fp32[8, 1, {h}] fp32[1, {h}] fp32[1, {h}]\n");
+            assert_eq!(report.matches(&lstm).count(), 2, "{direction} {precision}: {lstm}\n{report}");
+            let (out_a, out_b) =
+                (format!("output {direction}_a_logits fp32[1, 3]"), format!("output {direction}_b_logits fp32[1, 5]"));
+            assert!(report.contains(&out_a) && report.contains(&out_b), "{report}");
+        }
+    }
+    let a = write(&dir, "reverse-a.onnx", &lstm_member(0.0, 3, "reverse"));
+    let b = write(&dir, "reverse-b.onnx", &lstm_member(1.0, 5, "reverse"));
+    let pkg = dir.path().join("reverse.mlpackage");
+    let line = one_error_line(&fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg)]), 2);
+    assert!(line.contains("(LSTM)") && line.contains("direction reverse is not mapped"), "{line}");
+    assert!(!pkg.exists(), "nothing half-written");
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
 }
 
 #[test]

@@ -182,28 +182,27 @@ fn ops_of_newer_families_fuse_and_verify() {
 
 /// Sequencer2D's LSTM: members with their own LSTM weights fuse (the
 /// LSTMs stay per member under every lowering) and answer as they do alone
-/// on ONNX Runtime; a Core ML package is refused by name (no MIL mapping).
+/// on ONNX Runtime, in both directions and one. (Core ML: tests/coreml.rs.)
 #[test]
 fn lstm_members_fuse_and_verify() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let a = write(&dir, "a.onnx", &common::models::lstm_member(0.0, 3));
-    let b = write(&dir, "b.onnx", &common::models::lstm_member(1.0, 5));
-    let c = write(&dir, "c.onnx", &common::models::lstm_member(2.0, 2));
-    for lowering in ["grouped", "separate", "regions"] {
-        let out = dir.path().join(format!("{lowering}.onnx"));
-        fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
-        let model = fusec_frontends::onnx::load(&out).unwrap();
-        let text = fuse_ir::text::to_text(&model).unwrap();
-        assert_eq!(text.matches("LSTM(").count(), 3, "{lowering}: one LSTM a member\n{text}");
-        assert!(text.contains("{hidden=6, direction=bidirectional}"), "{lowering}:\n{text}");
-        let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
-        assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
+    for direction in ["bidirectional", "forward"] {
+        let member = |seed: f32, classes: i64| common::models::lstm_member(seed, classes, direction);
+        let a = write(&dir, &format!("{direction}-a.onnx"), &member(0.0, 3));
+        let b = write(&dir, &format!("{direction}-b.onnx"), &member(1.0, 5));
+        let c = write(&dir, &format!("{direction}-c.onnx"), &member(2.0, 2));
+        for lowering in ["grouped", "separate", "regions"] {
+            let out = dir.path().join(format!("{direction}-{lowering}.onnx"));
+            fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
+            let model = fusec_frontends::onnx::load(&out).unwrap();
+            let text = fuse_ir::text::to_text(&model).unwrap();
+            assert_eq!(text.matches("LSTM(").count(), 3, "{lowering}: one LSTM a member\n{text}");
+            assert!(text.contains(&format!("{{hidden=6, direction={direction}}}")), "{lowering}:\n{text}");
+            let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
+            assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
+        }
     }
-    let pkg = dir.path().join("super.mlpackage");
-    let line = last_error_line(&fusec(&["fuse", s(&a), s(&b), s(&c), "-o", s(&pkg)]), 2);
-    assert!(line.contains("LSTM") && line.contains("no MIL mapping yet"), "{line}");
-    assert!(!pkg.exists(), "nothing half-written");
 }
 
 #[test]

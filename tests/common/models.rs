@@ -200,30 +200,33 @@ pub fn newer_families_member(seed: f32, classes: i64) -> Vec<u8> {
 }
 
 /// A sequence model with Sequencer2D's LSTM (timm, torch.onnx): the image
-/// rows as a sequence, a bidirectional LSTM with biases and zero initial
+/// rows as a sequence, an LSTM (`direction`: `bidirectional` as
+/// Sequencer2D's, `forward` or `reverse`) with biases and constant initial
 /// states, its last states (`Y_h`, `Y_c`) named but unread, then a
 /// classifier; the weights depend on `seed`.
-pub fn lstm_member(seed: f32, classes: i64) -> Vec<u8> {
+pub fn lstm_member(seed: f32, classes: i64, direction: &str) -> Vec<u8> {
     let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
     let (h, inp, seq) = (6usize, 8usize, 8usize);
+    let dirs = if direction == "bidirectional" { 2 } else { 1 };
+    let d = dirs as i64;
     OnnxBuilder::new(17)
         .input("image", &[1, 1, 8, 8])
         .output("logits", &[1, classes])
         .init_i64("to_seq", &[seq as i64, 1, inp as i64])
-        .init_f32("w", &[2, 4 * h as i64, inp as i64], &v(2 * 4 * h * inp, 0.37))
-        .init_f32("r", &[2, 4 * h as i64, h as i64], &v(2 * 4 * h * h, 0.29))
-        .init_f32("b", &[2, 8 * h as i64], &v(2 * 8 * h, 0.41))
-        .init_f32("h0", &[2, 1, h as i64], &[0.0; 12])
-        .init_f32("c0", &[2, 1, h as i64], &[0.0; 12])
-        .init_i64("flat", &[1, (seq * 2 * h) as i64])
-        .init_f32("fc.w", &[classes, (seq * 2 * h) as i64], &v(classes as usize * seq * 2 * h, 0.23))
+        .init_f32("w", &[d, 4 * h as i64, inp as i64], &v(dirs * 4 * h * inp, 0.37))
+        .init_f32("r", &[d, 4 * h as i64, h as i64], &v(dirs * 4 * h * h, 0.29))
+        .init_f32("b", &[d, 8 * h as i64], &v(dirs * 8 * h, 0.41))
+        .init_f32("h0", &[d, 1, h as i64], &v(dirs * h, 0.13))
+        .init_f32("c0", &[d, 1, h as i64], &v(dirs * h, 0.17))
+        .init_i64("flat", &[1, (seq * dirs * h) as i64])
+        .init_f32("fc.w", &[classes, (seq * dirs * h) as i64], &v(classes as usize * seq * dirs * h, 0.23))
         .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
         .node("Reshape", &["image", "to_seq"], &["x"], vec![])
         .node(
             "LSTM",
             &["x", "w", "r", "b", "", "h0", "c0"],
             &["y", "y_h", "y_c"],
-            vec![attr_str("direction", "bidirectional"), attr_int("hidden_size", h as i64)],
+            vec![attr_str("direction", direction), attr_int("hidden_size", h as i64)],
         )
         .node("Reshape", &["y", "flat"], &["f"], vec![])
         .node("Gemm", &["f", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)])

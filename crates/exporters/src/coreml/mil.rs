@@ -21,8 +21,8 @@ use coreml_proto::proto::mil_spec::{
     TensorType as MilTensorType, TensorValue, Value as MilValue, ValueType,
 };
 use fuse_ir::{
-    shape, BinaryOp, CompareOp, DType, Graph, Node, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp, ValueDef,
-    ValueId,
+    shape, BinaryOp, CompareOp, DType, Graph, LstmDirection, Node, NodeId, Op, PadMode, ReduceOp, ResizeMode, UnaryOp,
+    ValueDef, ValueId,
 };
 
 use super::blob::{BlobType, BlobWriter};
@@ -187,27 +187,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let name = self.ident(&val.name);
         let shape = t.ty().shape.clone();
         let value = if t.ty().dtype.is_float() {
-            let data = t.to_f32_lossy();
-            if data.len() > IMMEDIATE_LIMIT {
-                let (ty, bytes) = match self.precision {
-                    Precision::F32 => (BlobType::F32, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()),
-                    Precision::F16 => (BlobType::F16, f16_bytes(&data)),
-                };
-                let offset = self.blobs.add(ty, &bytes).map_err(|e| ExportError::Io {
-                    path: "weight.bin".into(),
-                    msg: format!("writing weight `{}`: {e}", val.name),
-                })?;
-                MilValue {
-                    doc_string: String::new(),
-                    r#type: Some(tensor_type(self.float(), &shape)),
-                    value: Some(value::Value::BlobFileValue(value::BlobFileValue {
-                        file_name: "@model_path/weights/weight.bin".into(),
-                        offset,
-                    })),
-                }
-            } else {
-                self.float_tensor(&data, &shape)
-            }
+            self.float_value(&val.name, &t.to_f32_lossy(), &shape, self.float())?
         } else {
             let ints =
                 t.to_i64_vec().ok_or_else(|| ExportError::Unmapped(format!("weight `{}` is {}", val.name, t.ty())))?;
@@ -227,12 +207,44 @@ impl<W: Write + Seek> Lowering<'_, W> {
         Ok(name)
     }
 
-    fn float_tensor(&self, data: &[f32], shape: &[usize]) -> MilValue {
-        let tv = match self.precision {
-            Precision::F32 => tensor_value::Value::Floats(tensor_value::RepeatedFloats { values: data.to_vec() }),
-            Precision::F16 => tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(data) }),
+    /// A float constant's value as `dt` (fp32 or fp16): in `weight.bin`
+    /// beyond [`IMMEDIATE_LIMIT`] elements, else immediate. `what` names it
+    /// in an error.
+    fn float_value(&mut self, what: &str, data: &[f32], shape: &[usize], dt: DataType) -> Res<MilValue> {
+        let f16 = dt == DataType::Float16;
+        if data.len() <= IMMEDIATE_LIMIT {
+            let tv = if f16 {
+                tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: f16_bytes(data) })
+            } else {
+                tensor_value::Value::Floats(tensor_value::RepeatedFloats { values: data.to_vec() })
+            };
+            return Ok(immediate(tensor_type(dt, shape), tv));
+        }
+        let (ty, bytes) = if f16 {
+            (BlobType::F16, f16_bytes(data))
+        } else {
+            (BlobType::F32, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
         };
-        immediate(tensor_type(self.float(), shape), tv)
+        let offset = self
+            .blobs
+            .add(ty, &bytes)
+            .map_err(|e| ExportError::Io { path: "weight.bin".into(), msg: format!("writing weight `{what}`: {e}") })?;
+        Ok(MilValue {
+            doc_string: String::new(),
+            r#type: Some(tensor_type(dt, shape)),
+            value: Some(value::Value::BlobFileValue(value::BlobFileValue {
+                file_name: "@model_path/weights/weight.bin".into(),
+                offset,
+            })),
+        })
+    }
+
+    /// A new fp32 `const` named after `name`; returns its MIL name.
+    fn const_f32(&mut self, name: &str, data: &[f32], shape: &[usize]) -> Res<String> {
+        let name = self.ident(name);
+        let value = self.float_value(&name, data, shape, DataType::Float32)?;
+        self.push_const(&name, value);
+        Ok(name)
     }
 
     fn push_const(&mut self, name: &str, val: MilValue) {
@@ -320,6 +332,10 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         let out_names: Vec<String> = outs.iter().map(|(name, _)| name.clone()).collect();
         let n = out_names[0].clone();
+        if let Op::Lstm { hidden_size, direction } = node.op {
+            self.lstm(node, hidden_size, direction, outs)?;
+            return self.define(node, out_names);
+        }
         let input = |i: usize| node.inputs.get(i).copied().flatten();
         let mut x = vec![];
         for v in node.inputs.iter().flatten() {
@@ -654,11 +670,177 @@ impl<W: Write + Seek> Lowering<'_, W> {
             Op::Not | Op::Mod { .. } | Op::Pow | Op::Range | Op::ScatterNd => {
                 return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
             }
-            Op::Lstm { .. } => {
-                return Err(fail("no MIL mapping yet (export ONNX instead)".into()));
-            }
+            Op::Lstm { .. } => unreachable!("lowered above"),
         }
         self.define(node, out_names)
+    }
+
+    /// An LSTM (torch's form) as MIL's `lstm`, whose weights are constants
+    /// in another order: ONNX stacks the gates input, output, forget, cell,
+    /// MIL input, forget, output, cell (peepholes: ONNX input, output,
+    /// forget; MIL input, forget, output), and MIL takes one bias, the sum
+    /// of ONNX's two. Its states are `[batch, dirs·hidden]` (forward
+    /// first), its output `[seq, batch, dirs·hidden]`, made ONNX's `[seq,
+    /// dirs, batch, hidden]` by a reshape (and, for two directions, a
+    /// transpose). MIL's iOS 15 `lstm` computes in fp32 only: in an fp16
+    /// program its run-time inputs are cast up and its output down.
+    fn lstm(&mut self, node: &Node, h: usize, direction: LstmDirection, outs: Vec<(String, ValueType)>) -> Res<()> {
+        let g = self.g;
+        let fail = |msg: String| ExportError::Unmapped(format!("node `{}` ({}): {msg}", node.name, node.op.name()));
+        if direction == LstmDirection::Reverse {
+            return Err(fail("direction reverse is not mapped to MIL (forward and bidirectional are)".into()));
+        }
+        let input = |i: usize| node.inputs.get(i).copied().flatten();
+        let x_in = input(0).ok_or_else(|| fail("input 0 (X) is missing".into()))?;
+        let [seq, batch, _] = g.value(x_in).ty.shape[..] else {
+            return Err(fail(format!("input is {}; expected [sequence, batch, input]", g.value(x_in).ty)));
+        };
+        // A constant input's values; `None` when it is absent.
+        let constant = |i: usize, what: &str| -> Res<Option<Vec<f32>>> {
+            let Some(v) = input(i) else { return Ok(None) };
+            match &g.value(v).def {
+                ValueDef::Weight(t) => Ok(Some(t.to_f32_lossy())),
+                _ => Err(fail(format!(
+                    "{what} `{}` is computed at run time; MIL's lstm takes it as a constant",
+                    g.value(v).name
+                ))),
+            }
+        };
+        if let Some(lens) = constant(4, "sequence_lens")? {
+            if lens.iter().any(|&l| l != seq as f32) {
+                return Err(fail(format!(
+                    "sequence_lens {lens:?} shorter than the sequence ({seq}) are not mapped to MIL"
+                )));
+            }
+        }
+        let dirs = direction.count();
+        let w = constant(1, "W")?.ok_or_else(|| fail("input 1 (W) is missing".into()))?;
+        let r = constant(2, "R")?.ok_or_else(|| fail("input 2 (R) is missing".into()))?;
+        let b = constant(3, "B")?;
+        let p = constant(7, "P")?;
+        let n = outs[0].0.clone();
+        let f32_ty = |shape: &[usize]| tensor_type(DataType::Float32, shape);
+        let mut x = self.arg(x_in)?;
+        if self.precision == Precision::F16 {
+            x = self.cast(&x, &format!("{n}_x_fp32"), "fp32", &g.value(x_in).ty.shape)?;
+        }
+        let mut ins: Vec<(&str, Vec<String>)> = vec![("x", vec![x])];
+        // Initial states: [dirs, batch, hidden] -> [batch, dirs·hidden].
+        for (i, key) in [(5, "initial_h"), (6, "initial_c")] {
+            let state_shape = [batch, dirs * h];
+            let state = match input(i) {
+                None => self.const_f32(&format!("{n}_{key}"), &vec![0.0; batch * dirs * h], &state_shape)?,
+                Some(v) => match &g.value(v).def {
+                    ValueDef::Weight(t) => {
+                        let d = t.to_f32_lossy();
+                        let mut out = Vec::with_capacity(d.len());
+                        for bi in 0..batch {
+                            for di in 0..dirs {
+                                out.extend_from_slice(&d[(di * batch + bi) * h..][..h]);
+                            }
+                        }
+                        self.const_f32(&format!("{n}_{key}"), &out, &state_shape)?
+                    }
+                    _ => {
+                        let mut s = self.arg(v)?;
+                        if self.precision == Precision::F16 {
+                            s = self.cast(&s, &format!("{n}_{key}_fp32"), "fp32", &[dirs, batch, h])?;
+                        }
+                        let t = self.ident(&format!("{n}_{key}_t"));
+                        let perm = Imm::Ints(vec![1, 0, 2], vec![3]);
+                        let t_ty = f32_ty(&[batch, dirs, h]);
+                        self.op_params(
+                            "transpose",
+                            &t,
+                            vec![("x", vec![s])],
+                            vec![("perm", perm)],
+                            vec![(t.clone(), t_ty)],
+                        );
+                        let flat = self.ident(&format!("{n}_{key}"));
+                        let shape = Imm::Ints(vec![batch as i32, (dirs * h) as i32], vec![2]);
+                        let ins = vec![("x", vec![t])];
+                        self.op_params(
+                            "reshape",
+                            &flat,
+                            ins,
+                            vec![("shape", shape)],
+                            vec![(flat.clone(), f32_ty(&state_shape))],
+                        );
+                        flat
+                    }
+                },
+            };
+            ins.push((key, vec![state]));
+        }
+        // Rows of `block` rows each, taken in `order`.
+        let gates = |data: &[f32], block: usize, order: &[usize]| -> Vec<f32> {
+            order.iter().flat_map(|&k| data[k * block..(k + 1) * block].iter().copied()).collect()
+        };
+        const IFOC: [usize; 4] = [0, 2, 1, 3];
+        let inp = w.len() / (dirs * 4 * h);
+        for d in 0..dirs {
+            let back = if d == 0 { "" } else { "_back" };
+            let wd = &w[d * 4 * h * inp..(d + 1) * 4 * h * inp];
+            let rd = &r[d * 4 * h * h..(d + 1) * 4 * h * h];
+            let wn = self.const_f32(&format!("{n}_weight_ih{back}"), &gates(wd, h * inp, &IFOC), &[4 * h, inp])?;
+            let rn = self.const_f32(&format!("{n}_weight_hh{back}"), &gates(rd, h * h, &IFOC), &[4 * h, h])?;
+            ins.push((if d == 0 { "weight_ih" } else { "weight_ih_back" }, vec![wn]));
+            ins.push((if d == 0 { "weight_hh" } else { "weight_hh_back" }, vec![rn]));
+            if let Some(b) = &b {
+                let bd = &b[d * 8 * h..(d + 1) * 8 * h];
+                let sum: Vec<f32> = (0..4 * h).map(|j| bd[j] + bd[4 * h + j]).collect();
+                let bn = self.const_f32(&format!("{n}_bias{back}"), &gates(&sum, h, &IFOC), &[4 * h])?;
+                ins.push((if d == 0 { "bias" } else { "bias_back" }, vec![bn]));
+            }
+            if let Some(p) = &p {
+                let pd = &p[d * 3 * h..(d + 1) * 3 * h];
+                let pn = self.const_f32(&format!("{n}_peephole{back}"), &gates(pd, h, &[0, 2, 1]), &[3 * h])?;
+                ins.push((if d == 0 { "peephole" } else { "peephole_back" }, vec![pn]));
+            }
+        }
+        let y = self.ident(&format!("{n}_sequence"));
+        let (hn, cn) = (self.ident(&format!("{n}_h")), self.ident(&format!("{n}_c")));
+        let params = vec![
+            ("direction", Imm::Str(direction.name().into())),
+            ("output_sequence", Imm::Bool(true)),
+            ("recurrent_activation", Imm::Str("sigmoid".into())),
+            ("cell_activation", Imm::Str("tanh".into())),
+            ("activation", Imm::Str("tanh".into())),
+        ];
+        let lstm_outs = vec![
+            (y.clone(), f32_ty(&[seq, batch, dirs * h])),
+            (hn, f32_ty(&[batch, dirs * h])),
+            (cn, f32_ty(&[batch, dirs * h])),
+        ];
+        let op_name = self.ident(&format!("{n}_lstm"));
+        self.op_params("lstm", &op_name, ins, params, lstm_outs);
+        // [seq, batch, dirs·hidden] -> [seq, dirs, batch, hidden].
+        let f16 = self.precision == Precision::F16;
+        let last = if f16 { self.ident(&format!("{n}_fp32")) } else { n.clone() };
+        let last_outs = vec![(last.clone(), f32_ty(&[seq, dirs, batch, h]))];
+        let list = |v: Vec<usize>| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
+        if dirs == 1 {
+            self.op_params(
+                "reshape",
+                &last,
+                vec![("x", vec![y])],
+                vec![("shape", list(vec![seq, 1, batch, h]))],
+                last_outs,
+            );
+        } else {
+            let split = self.ident(&format!("{n}_dirs"));
+            let split_outs = vec![(split.clone(), f32_ty(&[seq, batch, dirs, h]))];
+            let shape = list(vec![seq, batch, dirs, h]);
+            self.op_params("reshape", &split, vec![("x", vec![y])], vec![("shape", shape)], split_outs);
+            let perm = list(vec![0, 2, 1, 3]);
+            self.op_params("transpose", &last, vec![("x", vec![split])], vec![("perm", perm)], last_outs);
+        }
+        if f16 {
+            self.op_params("cast", &n, vec![("x", vec![last])], vec![("dtype", Imm::Str("fp16".into()))], outs);
+        } else {
+            debug_assert_eq!(outs[0].0, n);
+        }
+        Ok(())
     }
 
     /// `node`'s gather (`ty`: `gather` or `gather_nd`) of `x[0]` by `x[1]`,
