@@ -127,7 +127,8 @@ fn an_op_without_a_mil_mapping_is_named_and_nothing_is_written() {
 /// Sequencer2D's LSTM maps to MIL's `lstm` (which computes in fp32, also
 /// inside an fp16 program): forward and bidirectional members export
 /// packages that coremltools loads and type-checks, the output in ONNX's
-/// layout. (Its weights' gate order is checked against coremltools' own
+/// layout, a constant initial state as a constant and a computed one
+/// reordered by ops. (Its weights' gate order is checked against coremltools' own
 /// torch converter by scripts/check-coreml-lstm.py, which needs torch.) A
 /// reverse LSTM is refused by name and nothing is written.
 #[test]
@@ -144,6 +145,9 @@ fn lstm_members_export_packages_that_coremltools_type_checks() {
             assert!(report.contains("\nop lstm 2\n"), "{direction} {precision}:\n{report}");
             let lstm = format!("\nlstm fp32[8, 1, {h}] fp32[1, {h}] fp32[1, {h}]\n");
             assert_eq!(report.matches(&lstm).count(), 2, "{direction} {precision}: {lstm}\n{report}");
+            // The run-time initial cell state, [dirs, batch, hidden] -> [batch, dirs, hidden] (then flat).
+            let state = format!("\ntranspose fp32[1, {dirs}, 6]\n");
+            assert_eq!(report.matches(&state).count(), 2, "{direction} {precision}: {state}\n{report}");
             let (out_a, out_b) =
                 (format!("output {direction}_a_logits fp32[1, 3]"), format!("output {direction}_b_logits fp32[1, 5]"));
             assert!(report.contains(&out_a) && report.contains(&out_b), "{report}");

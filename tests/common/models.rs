@@ -201,8 +201,9 @@ pub fn newer_families_member(seed: f32, classes: i64) -> Vec<u8> {
 
 /// A sequence model with Sequencer2D's LSTM (timm, torch.onnx): the image
 /// rows as a sequence, an LSTM (`direction`: `bidirectional` as
-/// Sequencer2D's, `forward` or `reverse`) with biases and constant initial
-/// states, its last states (`Y_h`, `Y_c`) named but unread, then a
+/// Sequencer2D's, `forward` or `reverse`) with biases, a constant initial
+/// hidden state and an initial cell state computed from the input (the
+/// image's mean), its last states (`Y_h`, `Y_c`) named but unread, then a
 /// classifier; the weights depend on `seed`.
 pub fn lstm_member(seed: f32, classes: i64, direction: &str) -> Vec<u8> {
     let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
@@ -217,11 +218,16 @@ pub fn lstm_member(seed: f32, classes: i64, direction: &str) -> Vec<u8> {
         .init_f32("r", &[d, 4 * h as i64, h as i64], &v(dirs * 4 * h * h, 0.29))
         .init_f32("b", &[d, 8 * h as i64], &v(dirs * 8 * h, 0.41))
         .init_f32("h0", &[d, 1, h as i64], &v(dirs * h, 0.13))
-        .init_f32("c0", &[d, 1, h as i64], &v(dirs * h, 0.17))
+        .init_i64("c0_rank", &[1, 1, 1])
+        .init_i64("c0_shape", &[d, 1, h as i64])
         .init_i64("flat", &[1, (seq * dirs * h) as i64])
         .init_f32("fc.w", &[classes, (seq * dirs * h) as i64], &v(classes as usize * seq * dirs * h, 0.23))
         .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
         .node("Reshape", &["image", "to_seq"], &["x"], vec![])
+        // The initial cell state computed from the input (a run-time value).
+        .node("ReduceMean", &["image"], &["mean"], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)])
+        .node("Reshape", &["mean", "c0_rank"], &["mean3"], vec![])
+        .node("Expand", &["mean3", "c0_shape"], &["c0"], vec![])
         .node(
             "LSTM",
             &["x", "w", "r", "b", "", "h0", "c0"],
