@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import coremltools as ct  # noqa: E402
 from coremltools.converters.mil.frontend.milproto import load as milproto  # noqa: E402
 
-SEQ, BATCH, INPUT, HIDDEN = 5, 1, 8, 6
+SEQ, BATCH, INPUT, HIDDEN = 5, 2, 8, 6
 
 
 class Seq(torch.nn.Module):

@@ -143,13 +143,22 @@ fn lstm_members_export_packages_that_coremltools_type_checks() {
             let report = coremltools_check(&pkg);
             let h = 6 * dirs;
             assert!(report.contains("\nop lstm 2\n"), "{direction} {precision}:\n{report}");
-            let lstm = format!("\nlstm fp32[8, 1, {h}] fp32[1, {h}] fp32[1, {h}]\n");
+            let lstm = format!("\nlstm fp32[8, 2, {h}] fp32[2, {h}] fp32[2, {h}]\n");
             assert_eq!(report.matches(&lstm).count(), 2, "{direction} {precision}: {lstm}\n{report}");
             // The run-time initial cell state, [dirs, batch, hidden] -> [batch, dirs, hidden] (then flat).
-            let state = format!("\ntranspose fp32[1, {dirs}, 6]\n");
+            let state = format!("\ntranspose fp32[2, {dirs}, 6]\n");
             assert_eq!(report.matches(&state).count(), 2, "{direction} {precision}: {state}\n{report}");
+            // The output in ONNX's layout, [seq, dirs, batch, hidden].
+            let y = if dirs == 2 { "\ntranspose fp32[8, 2, 2, 6]\n" } else { "\nreshape fp32[8, 1, 2, 6]\n" };
+            assert_eq!(report.matches(y).count(), 2, "{direction} {precision}: {y}\n{report}");
+            if precision == "fp16" {
+                // The lstm computes in fp32: its input cast up, its output down.
+                for cast in ["\ncast fp32[8, 2, 8]\n".to_string(), format!("\ncast fp16[8, {dirs}, 2, 6]\n")] {
+                    assert!(report.contains(&cast), "{direction}: {cast}\n{report}");
+                }
+            }
             let (out_a, out_b) =
-                (format!("output {direction}_a_logits fp32[1, 3]"), format!("output {direction}_b_logits fp32[1, 5]"));
+                (format!("output {direction}_a_logits fp32[2, 3]"), format!("output {direction}_b_logits fp32[2, 5]"));
             assert!(report.contains(&out_a) && report.contains(&out_b), "{report}");
         }
     }

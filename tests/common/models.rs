@@ -199,28 +199,28 @@ pub fn newer_families_member(seed: f32, classes: i64) -> Vec<u8> {
         .build()
 }
 
-/// A sequence model with Sequencer2D's LSTM (timm, torch.onnx): the image
-/// rows as a sequence, an LSTM (`direction`: `bidirectional` as
+/// A sequence model with Sequencer2D's LSTM (timm, torch.onnx): a batch of
+/// two images, their rows as a sequence, an LSTM (`direction`: `bidirectional` as
 /// Sequencer2D's, `forward` or `reverse`) with biases, a constant initial
-/// hidden state and an initial cell state computed from the input (the
+/// hidden state and an initial cell state computed from the input (each
 /// image's mean), its last states (`Y_h`, `Y_c`) named but unread, then a
 /// classifier; the weights depend on `seed`.
 pub fn lstm_member(seed: f32, classes: i64, direction: &str) -> Vec<u8> {
     let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
-    let (h, inp, seq) = (6usize, 8usize, 8usize);
+    let (h, inp, seq, batch) = (6usize, 8usize, 8usize, 2usize);
     let dirs = if direction == "bidirectional" { 2 } else { 1 };
     let d = dirs as i64;
     OnnxBuilder::new(17)
-        .input("image", &[1, 1, 8, 8])
-        .output("logits", &[1, classes])
-        .init_i64("to_seq", &[seq as i64, 1, inp as i64])
+        .input("image", &[batch as i64, 1, 8, 8])
+        .output("logits", &[batch as i64, classes])
+        .init_i64("to_seq", &[seq as i64, batch as i64, inp as i64])
         .init_f32("w", &[d, 4 * h as i64, inp as i64], &v(dirs * 4 * h * inp, 0.37))
         .init_f32("r", &[d, 4 * h as i64, h as i64], &v(dirs * 4 * h * h, 0.29))
         .init_f32("b", &[d, 8 * h as i64], &v(dirs * 8 * h, 0.41))
-        .init_f32("h0", &[d, 1, h as i64], &v(dirs * h, 0.13))
-        .init_i64("c0_rank", &[1, 1, 1])
-        .init_i64("c0_shape", &[d, 1, h as i64])
-        .init_i64("flat", &[1, (seq * dirs * h) as i64])
+        .init_f32("h0", &[d, batch as i64, h as i64], &v(dirs * batch * h, 0.13))
+        .init_i64("c0_rank", &[1, batch as i64, 1])
+        .init_i64("c0_shape", &[d, batch as i64, h as i64])
+        .init_i64("flat", &[batch as i64, (seq * dirs * h) as i64])
         .init_f32("fc.w", &[classes, (seq * dirs * h) as i64], &v(classes as usize * seq * dirs * h, 0.23))
         .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
         .node("Reshape", &["image", "to_seq"], &["x"], vec![])

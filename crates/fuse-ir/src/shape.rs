@@ -606,6 +606,9 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
         Op::Lstm { hidden_size, direction } => {
             let x = float_in(0)?;
             let (h, dirs) = (*hidden_size, direction.count());
+            if h == 0 {
+                return Err("hidden_size is 0".into());
+            }
             if h.checked_mul(8).is_none() {
                 return Err(format!("hidden_size {h} is too large"));
             }

@@ -692,7 +692,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         let input = |i: usize| node.inputs.get(i).copied().flatten();
         let x_in = input(0).ok_or_else(|| fail("input 0 (X) is missing".into()))?;
-        let [seq, batch, _] = g.value(x_in).ty.shape[..] else {
+        let [seq, batch, inp] = g.value(x_in).ty.shape[..] else {
             return Err(fail(format!("input is {}; expected [sequence, batch, input]", g.value(x_in).ty)));
         };
         // A constant input's values; `None` when it is absent.
@@ -701,7 +701,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
             match &g.value(v).def {
                 ValueDef::Weight(t) => Ok(Some(t.to_f32_lossy())),
                 _ => Err(fail(format!(
-                    "{what} `{}` is computed at run time; MIL's lstm takes it as a constant",
+                    "{what} `{}` is computed at run time; MIL's lstm takes constant weights and no sequence lengths",
                     g.value(v).name
                 ))),
             }
@@ -709,7 +709,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         if let Some(lens) = constant(4, "sequence_lens")? {
             if lens.iter().any(|&l| l != seq as f32) {
                 return Err(fail(format!(
-                    "sequence_lens {lens:?} shorter than the sequence ({seq}) are not mapped to MIL"
+                    "sequence_lens {lens:?} other than the sequence length ({seq}) are not mapped to MIL"
                 )));
             }
         }
@@ -722,7 +722,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let f32_ty = |shape: &[usize]| tensor_type(DataType::Float32, shape);
         let mut x = self.arg(x_in)?;
         if self.precision == Precision::F16 {
-            x = self.cast(&x, &format!("{n}_x_fp32"), "fp32", &g.value(x_in).ty.shape)?;
+            let up = self.ident(&format!("{n}_x_fp32"));
+            x = self.cast(&x, &up, "fp32", &g.value(x_in).ty.shape)?;
         }
         let mut ins: Vec<(&str, Vec<String>)> = vec![("x", vec![x])];
         // Initial states: [dirs, batch, hidden] -> [batch, dirs·hidden].
@@ -744,7 +745,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     _ => {
                         let mut s = self.arg(v)?;
                         if self.precision == Precision::F16 {
-                            s = self.cast(&s, &format!("{n}_{key}_fp32"), "fp32", &[dirs, batch, h])?;
+                            let up = self.ident(&format!("{n}_{key}_fp32"));
+                            s = self.cast(&s, &up, "fp32", &[dirs, batch, h])?;
                         }
                         let t = self.ident(&format!("{n}_{key}_t"));
                         let perm = Imm::Ints(vec![1, 0, 2], vec![3]);
@@ -777,7 +779,6 @@ impl<W: Write + Seek> Lowering<'_, W> {
             order.iter().flat_map(|&k| data[k * block..(k + 1) * block].iter().copied()).collect()
         };
         const IFOC: [usize; 4] = [0, 2, 1, 3];
-        let inp = w.len() / (dirs * 4 * h);
         for d in 0..dirs {
             let back = if d == 0 { "" } else { "_back" };
             let wd = &w[d * 4 * h * inp..(d + 1) * 4 * h * inp];
@@ -837,8 +838,6 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         if f16 {
             self.op_params("cast", &n, vec![("x", vec![last])], vec![("dtype", Imm::Str("fp16".into()))], outs);
-        } else {
-            debug_assert_eq!(outs[0].0, n);
         }
         Ok(())
     }
