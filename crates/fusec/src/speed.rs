@@ -1012,6 +1012,11 @@ pub fn bench(
         rows[1].stats.p50_ms / best.stats.p50_ms
     );
     emit(&md)?;
+    if let (Some(t), Some(row)) = (&tuning, rows.last()) {
+        if let Some(w) = tuning_disagrees(row, t) {
+            crate::report::warn(w);
+        }
+    }
     if let Some(p) = markdown {
         fusec_exporters::write_atomic(p, md.as_bytes())?;
     }
@@ -1086,6 +1091,23 @@ fn calibration_doubts(best: &BenchRow, runner_up: Option<&BenchRow>) -> Vec<Stri
     doubts
 }
 
+/// When this run's tuned row and the tuner's own measurement of the same
+/// plan (its round 3, moments before) disagree beyond both intervals by
+/// 0.05x or more: the machine's speed, or the sessions' luck, moved between
+/// them, and neither figure should be read alone.
+fn tuning_disagrees(tuned: &BenchRow, t: &crate::tune::TuneReport) -> Option<String> {
+    let (lo, hi) = tuned.speedup_p50_interval?;
+    let (tlo, thi) = t.speedup_p50_interval?;
+    let tp = t.speedup_p50?;
+    if t.cached.is_some() || (lo <= thi && tlo <= hi) || (tuned.speedup_p50 - tp).abs() < 0.05 {
+        return None;
+    }
+    Some(format!(
+        "the tuned model measured {:.2}x ({lo:.2}–{hi:.2}x) in this run and {tp:.2}x ({tlo:.2}–{thi:.2}x) in the tuner's round 3 just before: the machine's speed (or the sessions' luck) moved between them; compare rows of one run, and re-run on a quieter machine or with more --runs before trusting either",
+        tuned.speedup_p50
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,6 +1135,30 @@ mod tests {
         assert_eq!(ranking_kept(&a(&[0.1]), &a(&[0.2])), None);
         let two = ndarray::ArrayD::from_shape_vec(vec![2, 2], vec![0.0f32; 4]).unwrap();
         assert_eq!(ranking_kept(&two, &two), None);
+    }
+
+    #[test]
+    fn a_tuned_row_far_from_the_tuners_own_measurement_is_flagged() {
+        let report = |p50: f64, interval: (f64, f64), cached: bool| crate::tune::TuneReport {
+            device: "ort (cpu, 2 threads)".into(),
+            warmup: 2,
+            runs: 10,
+            candidates: vec![],
+            chosen: "costs".into(),
+            speedup_p50: Some(p50),
+            speedup_p50_interval: Some(interval),
+            grouped_runs: 8,
+            plan_runs: vec![],
+            cached: cached.then(|| "tune.json".into()),
+            costs: None,
+        };
+        // EfficientDet-D0's state_dicts on a noisy day: 1.08x here, 1.22x in the tuner.
+        let w = tuning_disagrees(&row("t", 1.08, Some((1.04, 1.21))), &report(1.22, (1.22, 1.23), false));
+        assert!(w.as_deref().is_some_and(|w| w.contains("1.08x (1.04–1.21x)") && w.contains("1.22x (1.22–1.23x)")));
+        // Overlapping intervals, a small gap, or a plan from the cache: nothing to say.
+        assert!(tuning_disagrees(&row("t", 1.20, Some((1.15, 1.22))), &report(1.22, (1.21, 1.23), false)).is_none());
+        assert!(tuning_disagrees(&row("t", 1.19, Some((1.18, 1.19))), &report(1.22, (1.21, 1.23), false)).is_none());
+        assert!(tuning_disagrees(&row("t", 1.08, Some((1.04, 1.10))), &report(1.22, (1.22, 1.23), true)).is_none());
     }
 
     #[test]
