@@ -98,13 +98,20 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     report.flows = assign::flows(graphs[0], &al.groups);
     let mut plan = regions::plan(opts, graphs[0], &al.groups)?;
     // The default lowering keeps per member a stacked run that would only
-    // copy (regions::islands), and lowers again without it.
-    let prune = opts.assignment.is_none() && matches!(opts.lowering, Lowering::Regions { .. });
+    // copy (regions::islands), and lowers again without it; with linear
+    // layers per member, a run only between them (regions::sandwiched).
+    let regions_default = opts.assignment.is_none() && matches!(opts.lowering, Lowering::Regions { .. });
     let mut islands = std::collections::BTreeMap::new();
     let (mut g, mut report) = loop {
         let mut r = report.clone();
         let g = lower(&graphs, &names, &al.groups, &shared, &plan, opts, &mut r)?;
-        let found = if prune { regions::islands(&r.lowered, &r.flows) } else { vec![] };
+        let found = if regions_default {
+            regions::islands(&r.lowered, &r.flows)
+        } else if opts.split_linear {
+            regions::sandwiched(&r.lowered, &r.flows)
+        } else {
+            vec![]
+        };
         if found.is_empty() {
             r.islands = islands;
             break (g, r);

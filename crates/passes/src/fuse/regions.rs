@@ -127,6 +127,73 @@ pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize>
         .collect()
 }
 
+/// The stacked runs (see [`islands`]) without a Conv, Gemm or MatMul that
+/// lie between exactly two per-member node groups: every input from one,
+/// every output to another, nothing else read or fed (a feed-forward
+/// block's activation between its two per-member linear layers under
+/// `split_linear`, GELU alone or as its Div, Erf, Add, Mul, Mul). Stacked,
+/// such a run costs a Concat and a Split for elementwise work. Unlike
+/// [`islands`], a run that meets more per-member layers (the residual Adds
+/// and LayerNorms threading a transformer's blocks) stays stacked.
+pub(crate) fn sandwiched(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
+    let n = lowered.len();
+    let stacked = |i: usize| matches!(lowered[i].1, Lowered::Channels | Lowered::MemberAxis);
+    let mut run: Vec<usize> = (0..n).collect();
+    fn root(run: &mut [usize], mut i: usize) -> usize {
+        while run[i] != i {
+            run[i] = run[run[i]];
+            i = run[i];
+        }
+        i
+    }
+    for f in flows {
+        if let Some(t) = f.to.filter(|&t| stacked(f.from) && stacked(t)) {
+            let (a, b) = (root(&mut run, f.from), root(&mut run, t));
+            run[a] = b;
+        }
+    }
+    let mut ruled_out = vec![false; n];
+    let mut from: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
+    let mut to: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
+    for i in (0..n).filter(|&i| stacked(i) && COMPUTE.contains(&lowered[i].0)) {
+        let r = root(&mut run, i);
+        ruled_out[r] = true;
+    }
+    for f in flows {
+        match f.to {
+            // A graph output read from a stacked run: it leaves to no member.
+            None if stacked(f.from) => {
+                let r = root(&mut run, f.from);
+                ruled_out[r] = true;
+            }
+            None => {}
+            Some(t) => {
+                for (s, other, into) in [(t, f.from, true), (f.from, t, false)] {
+                    if !stacked(s) || stacked(other) {
+                        continue;
+                    }
+                    let r = root(&mut run, s);
+                    if lowered[other].1 != Lowered::PerMember {
+                        ruled_out[r] = true;
+                    } else if into {
+                        from[r].insert(other);
+                    } else {
+                        to[r].insert(other);
+                    }
+                }
+            }
+        }
+    }
+    (0..n)
+        .filter(|&i| {
+            stacked(i) && {
+                let r = root(&mut run, i);
+                !ruled_out[r] && from[r].len() == 1 && to[r].len() == 1
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +222,45 @@ mod tests {
         ];
         let flows = [flow(0, 1), flow(1, 2), flow(2, 3), flow(3, 4), flow(4, 5), flow(5, 6), flow(6, 7), flow(8, 9)];
         assert_eq!(islands(&lowered, &flows), vec![1, 2]);
+    }
+
+    /// A feed-forward block under `split_linear`: its GELU (as torch
+    /// exports it: Div, Erf, Add, Mul, Mul) between the two per-member
+    /// products is sandwiched; the residual Adds and LayerNorms, which meet
+    /// the products of two blocks, are not.
+    #[test]
+    fn a_run_between_two_per_member_layers_is_sandwiched() {
+        use Lowered::*;
+        let lowered = [
+            ("LayerNormalization", MemberAxis), // 0
+            ("MatMul", PerMember),              // 1: intermediate
+            ("Div", MemberAxis),                // 2
+            ("Erf", MemberAxis),                // 3
+            ("Add", MemberAxis),                // 4
+            ("Mul", MemberAxis),                // 5: reads 1 and 4
+            ("Mul", MemberAxis),                // 6
+            ("MatMul", PerMember),              // 7: output
+            ("Add", MemberAxis),                // 8: residual, reads 0 and 7
+            ("LayerNormalization", MemberAxis), // 9
+            ("MatMul", PerMember),              // 10: the next block
+        ];
+        let flows = [
+            flow(0, 1),
+            flow(1, 2),
+            flow(2, 3),
+            flow(3, 4),
+            flow(1, 5),
+            flow(4, 5),
+            flow(5, 6),
+            flow(6, 7),
+            flow(7, 8),
+            flow(0, 8),
+            flow(8, 9),
+            flow(9, 10),
+        ];
+        assert_eq!(sandwiched(&lowered, &flows), vec![2, 3, 4, 5, 6]);
+        // The island rule takes the residual run too (it meets per-member
+        // layers and computes nothing).
+        assert_eq!(islands(&lowered, &flows), vec![0, 2, 3, 4, 5, 6, 8, 9]);
     }
 }
