@@ -6,7 +6,7 @@
 //! ones (a transformer's bias Adds and softmaxes around per-member
 //! MatMuls), the run is kept per member ([`islands`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use fuse_ir::Graph;
 
@@ -88,8 +88,31 @@ const COMPUTE: [&str; 3] = ["Conv", "Gemm", "MatMul"];
 /// ops, norms and softmaxes do the same work with no copy.
 pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
     let n = lowered.len();
-    let stacked = |i: usize| matches!(lowered[i].1, Lowered::Channels | Lowered::MemberAxis);
-    let mut run: Vec<usize> = (0..n).collect();
+    let run = runs(lowered, flows);
+    let (mut computes, mut meets_members) = (vec![false; n], vec![false; n]);
+    for i in (0..n).filter(|&i| stacked(lowered, i) && COMPUTE.contains(&lowered[i].0)) {
+        computes[run[i]] = true;
+    }
+    for f in flows {
+        let Some(t) = f.to else { continue };
+        for (s, other) in [(f.from, t), (t, f.from)] {
+            if stacked(lowered, s) && lowered[other].1 == Lowered::PerMember {
+                meets_members[run[s]] = true;
+            }
+        }
+    }
+    (0..n).filter(|&i| stacked(lowered, i) && !computes[run[i]] && meets_members[run[i]]).collect()
+}
+
+fn stacked(lowered: &[(&str, Lowered)], i: usize) -> bool {
+    matches!(lowered[i].1, Lowered::Channels | Lowered::MemberAxis)
+}
+
+/// Each node group's run: the stacked node groups connected to it by the
+/// data between them, as large as it goes, named by one of them (a node
+/// group that is not stacked is a run of its own).
+fn runs(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
+    let mut run: Vec<usize> = (0..lowered.len()).collect();
     fn root(run: &mut [usize], mut i: usize) -> usize {
         while run[i] != i {
             run[i] = run[run[i]];
@@ -98,33 +121,12 @@ pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize>
         i
     }
     for f in flows {
-        if let Some(t) = f.to.filter(|&t| stacked(f.from) && stacked(t)) {
+        if let Some(t) = f.to.filter(|&t| stacked(lowered, f.from) && stacked(lowered, t)) {
             let (a, b) = (root(&mut run, f.from), root(&mut run, t));
             run[a] = b;
         }
     }
-    let (mut computes, mut meets_members) = (vec![false; n], vec![false; n]);
-    for i in (0..n).filter(|&i| stacked(i) && COMPUTE.contains(&lowered[i].0)) {
-        let r = root(&mut run, i);
-        computes[r] = true;
-    }
-    for f in flows {
-        let Some(t) = f.to else { continue };
-        for (s, other) in [(f.from, t), (t, f.from)] {
-            if stacked(s) && lowered[other].1 == Lowered::PerMember {
-                let r = root(&mut run, s);
-                meets_members[r] = true;
-            }
-        }
-    }
-    (0..n)
-        .filter(|&i| {
-            stacked(i) && {
-                let r = root(&mut run, i);
-                !computes[r] && meets_members[r]
-            }
-        })
-        .collect()
+    (0..run.len()).map(|i| root(&mut run, i)).collect()
 }
 
 /// The stacked runs (see [`islands`]) without a Conv, Gemm or MatMul that
@@ -137,59 +139,37 @@ pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize>
 /// and LayerNorms threading a transformer's blocks) stays stacked.
 pub(crate) fn sandwiched(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
     let n = lowered.len();
-    let stacked = |i: usize| matches!(lowered[i].1, Lowered::Channels | Lowered::MemberAxis);
-    let mut run: Vec<usize> = (0..n).collect();
-    fn root(run: &mut [usize], mut i: usize) -> usize {
-        while run[i] != i {
-            run[i] = run[run[i]];
-            i = run[i];
-        }
-        i
-    }
-    for f in flows {
-        if let Some(t) = f.to.filter(|&t| stacked(f.from) && stacked(t)) {
-            let (a, b) = (root(&mut run, f.from), root(&mut run, t));
-            run[a] = b;
-        }
-    }
+    let run = runs(lowered, flows);
     let mut ruled_out = vec![false; n];
-    let mut from: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
-    let mut to: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); n];
-    for i in (0..n).filter(|&i| stacked(i) && COMPUTE.contains(&lowered[i].0)) {
-        let r = root(&mut run, i);
-        ruled_out[r] = true;
+    let mut from: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let mut to: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for i in (0..n).filter(|&i| stacked(lowered, i) && COMPUTE.contains(&lowered[i].0)) {
+        ruled_out[run[i]] = true;
     }
     for f in flows {
-        match f.to {
+        let Some(t) = f.to else {
             // A graph output read from a stacked run: it leaves to no member.
-            None if stacked(f.from) => {
-                let r = root(&mut run, f.from);
-                ruled_out[r] = true;
+            ruled_out[run[f.from]] = true;
+            continue;
+        };
+        for (s, other, into) in [(t, f.from, true), (f.from, t, false)] {
+            if !stacked(lowered, s) || stacked(lowered, other) {
+                continue;
             }
-            None => {}
-            Some(t) => {
-                for (s, other, into) in [(t, f.from, true), (f.from, t, false)] {
-                    if !stacked(s) || stacked(other) {
-                        continue;
-                    }
-                    let r = root(&mut run, s);
-                    if lowered[other].1 != Lowered::PerMember {
-                        ruled_out[r] = true;
-                    } else if into {
-                        from[r].insert(other);
-                    } else {
-                        to[r].insert(other);
-                    }
-                }
+            let r = run[s];
+            if lowered[other].1 != Lowered::PerMember {
+                ruled_out[r] = true;
+            } else if into {
+                from[r].insert(other);
+            } else {
+                to[r].insert(other);
             }
         }
     }
     (0..n)
         .filter(|&i| {
-            stacked(i) && {
-                let r = root(&mut run, i);
-                !ruled_out[r] && from[r].len() == 1 && to[r].len() == 1
-            }
+            let r = run[i];
+            stacked(lowered, i) && !ruled_out[r] && from[r].len() == 1 && to[r].len() == 1
         })
         .collect()
 }
