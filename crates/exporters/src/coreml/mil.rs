@@ -720,6 +720,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let p = constant(7, "P")?;
         let n = outs[0].0.clone();
         let f32_ty = |shape: &[usize]| tensor_type(DataType::Float32, shape);
+        let list = |v: Vec<usize>| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
         let mut x = self.arg(x_in)?;
         if self.precision == Precision::F16 {
             let up = self.ident(&format!("{n}_x_fp32"));
@@ -749,7 +750,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                             s = self.cast(&s, &up, "fp32", &[dirs, batch, h])?;
                         }
                         let t = self.ident(&format!("{n}_{key}_t"));
-                        let perm = Imm::Ints(vec![1, 0, 2], vec![3]);
+                        let perm = list(vec![1, 0, 2]);
                         let t_ty = f32_ty(&[batch, dirs, h]);
                         self.op_params(
                             "transpose",
@@ -759,7 +760,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                             vec![(t.clone(), t_ty)],
                         );
                         let flat = self.ident(&format!("{n}_{key}"));
-                        let shape = Imm::Ints(vec![batch as i32, (dirs * h) as i32], vec![2]);
+                        let shape = list(state_shape.to_vec());
                         let ins = vec![("x", vec![t])];
                         self.op_params(
                             "reshape",
@@ -819,7 +820,6 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let f16 = self.precision == Precision::F16;
         let last = if f16 { self.ident(&format!("{n}_fp32")) } else { n.clone() };
         let last_outs = vec![(last.clone(), f32_ty(&[seq, dirs, batch, h]))];
-        let list = |v: Vec<usize>| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
         if dirs == 1 {
             self.op_params(
                 "reshape",
@@ -837,7 +837,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
             self.op_params("transpose", &last, vec![("x", vec![split])], vec![("perm", perm)], last_outs);
         }
         if f16 {
-            self.op_params("cast", &n, vec![("x", vec![last])], vec![("dtype", Imm::Str("fp16".into()))], outs);
+            self.cast(&last, &n, "fp16", &[seq, dirs, batch, h])?;
         }
         Ok(())
     }
