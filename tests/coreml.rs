@@ -262,6 +262,40 @@ fn ops_of_newer_families_load_and_type_check_in_coremltools() {
     }
 }
 
+/// Einsum (MViTv2's relative positions, an attention product; stacked on
+/// a member axis with a member letter when grouped) lowers to transposes,
+/// reshapes and a batched matmul, and ReduceMax and ReduceMin (Hiera) map
+/// to `reduce_max` and `reduce_min`, ScatterND on run-time values to
+/// `scatter_nd` (mode update), LeakyRelu (CSPNet) to `leaky_relu`:
+/// packages that coremltools loads and
+/// type-checks, fp32 and fp16. (What the lowering computes is checked
+/// against einsum's definition in fuse-ir's `einsum` tests.)
+#[test]
+fn ops_of_more_families_load_and_type_check_in_coremltools() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::more_families_member(0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::more_families_member(1.0, 5));
+    for (lowering, extra) in [("separate", None), ("grouped", None), ("grouped", Some("fp16"))] {
+        let pkg = dir.path().join(format!("{lowering}{}.mlpackage", extra.unwrap_or("")));
+        let mut args = vec!["fuse", s(&a), s(&b), "-o", s(&pkg), "--lowering", lowering];
+        if let Some(p) = extra {
+            args.extend(["--precision", p]);
+        }
+        ok(fusec(&args));
+        let report = coremltools_check(&pkg);
+        for op in ["matmul", "transpose", "reshape", "reduce_max", "reduce_min", "scatter_nd", "leaky_relu"] {
+            assert!(report.contains(&format!("\nop {op} ")), "{lowering}: no {op}:\n{report}");
+        }
+        // Two einsums a member, or two stacked ones; and each member's Gemm.
+        let matmuls = if lowering == "separate" { 4 + 2 } else { 2 + 2 };
+        assert!(report.contains(&format!("\nop matmul {matmuls}\n")), "{lowering}:\n{report}");
+        assert!(
+            report.contains("output a_logits fp32[1, 3]") && report.contains("output b_logits fp32[1, 5]"),
+            "{report}"
+        );
+    }
+}
+
 /// The transformer trios (BERT from both torch exporters and from
 /// HuggingFace folders, ViT from both exporters) fused into Core ML
 /// packages that coremltools loads and type-checks, fp32 and fp16: token

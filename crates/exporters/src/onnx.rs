@@ -374,6 +374,7 @@ fn lower(
         }
         Op::MatMul | Op::Binary(_) | Op::Unary(_) | Op::GlobalAveragePool => {}
         Op::Mod { fmod } => at.push(int_attr("fmod", *fmod as i64)),
+        Op::LeakyRelu { alpha } => at.push(float_attr("alpha", *alpha)),
         Op::HardSigmoid { alpha, beta } => {
             at.push(float_attr("alpha", *alpha));
             at.push(float_attr("beta", *beta));
@@ -392,10 +393,12 @@ fn lower(
             if let Some(axes) = axes {
                 match op {
                     ReduceOp::Sum => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
-                    ReduceOp::Mean | ReduceOp::L2 if opset >= 18 => {
+                    ReduceOp::Mean | ReduceOp::L2 | ReduceOp::Max | ReduceOp::Min if opset >= 18 => {
                         inputs.push(param(gp, names, &nn, "axes", i64s(axes)))
                     }
-                    ReduceOp::Mean | ReduceOp::L2 => np.attribute.push(ints_attr("axes", axes.iter().copied())),
+                    ReduceOp::Mean | ReduceOp::L2 | ReduceOp::Max | ReduceOp::Min => {
+                        np.attribute.push(ints_attr("axes", axes.iter().copied()))
+                    }
                 }
             }
         }
@@ -476,6 +479,7 @@ fn lower(
             at.push(int_attr("exclusive", *exclusive as i64));
             at.push(int_attr("reverse", *reverse as i64));
         }
+        Op::Einsum { equation } => at.push(string_attr("equation", equation)),
         Op::InstanceNorm { epsilon } => at.push(float_attr("epsilon", *epsilon)),
         Op::Lstm { hidden_size, direction } => {
             at.push(int_attr("hidden_size", *hidden_size as i64));

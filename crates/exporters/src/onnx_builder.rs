@@ -94,6 +94,18 @@ impl OnnxBuilder {
         self
     }
 
+    /// An i64 initializer of `shape`.
+    pub fn init_i64_shaped(mut self, name: &str, shape: &[i64], data: &[i64]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: shape.to_vec(),
+            data_type: DType::I64.onnx_code(),
+            int64_data: data.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
     /// A 0-D i64 initializer (CumSum's axis).
     pub fn init_i64_scalar(mut self, name: &str, v: i64) -> Self {
         self.graph.initializer.push(TensorProto {

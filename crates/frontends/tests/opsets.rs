@@ -210,6 +210,71 @@ fn reduce_l2_axes_attribute_and_input_agree() {
     assert_same_numerics(&old, &[1, 4, 6, 6]);
 }
 
+/// ReduceMax and ReduceMin (Hiera's pooling) read their opset-17
+/// attribute and opset-18 input into one IR form, and export as tract
+/// computes them.
+#[test]
+fn reduce_max_and_min_axes_attribute_and_input_agree() {
+    for op in ["ReduceMax", "ReduceMin"] {
+        let old = OnnxBuilder::new(17)
+            .input("x", &[1, 4, 6, 6])
+            .output("y", &[1, 4, 6])
+            .node(op, &["x"], &["y"], vec![attr_ints("axes", &[-1]), attr_int("keepdims", 0)])
+            .build();
+        let new = OnnxBuilder::new(18)
+            .input("x", &[1, 4, 6, 6])
+            .output("y", &[1, 4, 6])
+            .init_i64("axes", &[-1])
+            .node(op, &["x", "axes"], &["y"], vec![attr_int("keepdims", 0)])
+            .build();
+        assert_eq!(ir(&old), ir(&new));
+        assert!(ir(&new).contains(&format!("{op}(%0) {{axes=[-1], keepdims=false}} : f32[1,4,6]")), "{}", ir(&new));
+        assert_same_numerics(&old, &[1, 4, 6, 6]);
+        assert_same_numerics(&new, &[1, 4, 6, 6]);
+    }
+}
+
+/// Einsum: the implicit form and an ellipsis read into the explicit form,
+/// spaces dropped, and export as tract computes them (so does a
+/// LeakyRelu after one); an equation whose
+/// operand count is not the node's is refused by name.
+#[test]
+fn einsum_reads_into_its_explicit_form() {
+    let src = OnnxBuilder::new(17)
+        .input("x", &[2, 3, 4])
+        .output("y", &[2, 4, 4])
+        .output("z", &[2, 3, 5])
+        .init_f32("w", &[4, 5], &(0..20).map(|i| (i as f32 * 0.3).sin()).collect::<Vec<_>>())
+        .node("Einsum", &["x", "x"], &["y"], vec![attr_str("equation", "...ij, ...ik -> ...jk")])
+        .node("Einsum", &["x", "w"], &["e"], vec![attr_str("equation", "bij,jk")])
+        .node("LeakyRelu", &["e"], &["z"], vec![attr_float("alpha", 0.2)])
+        .build();
+    let text = ir(&src);
+    assert!(text.contains("Einsum(%0, %0) {equation=...ij,...ik->...jk} : f32[2,4,4]"), "{text}");
+    assert!(text.contains("{equation=bij,jk->bik} : f32[2,3,5]"), "{text}");
+    assert!(text.contains("LeakyRelu(%3) {alpha=0.2} : f32[2,3,5]"), "{text}");
+    assert_same_numerics(&src, &[2, 3, 4]);
+    // Implicit with an ellipsis: the ellipsis dimensions lead the output
+    // (as ONNX says and ONNX Runtime and numpy compute; tract 0.23 drops
+    // them, so this form is checked on the IR only: the export is explicit).
+    let implicit = OnnxBuilder::new(17)
+        .input("x", &[2, 3, 4])
+        .output("y", &[2, 4, 4])
+        .node("Einsum", &["x", "x"], &["y"], vec![attr_str("equation", "...ij,...ik")])
+        .build();
+    assert!(ir(&implicit).contains("{equation=...ij,...ik->...jk} : f32[2,4,4]"), "{}", ir(&implicit));
+    let wrong = OnnxBuilder::new(17)
+        .input("x", &[2, 3])
+        .output("y", &[3, 2])
+        .node_named("swap", "Einsum", &["x", "x"], &["y"], vec![attr_str("equation", "ij->ji")])
+        .build();
+    let err = match import(&wrong, Path::new("wrong.onnx")) {
+        Ok(_) => panic!("an equation of 1 operand was taken for 2 inputs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("swap") && err.contains("has 1 operands, the node 2 inputs"), "{err}");
+}
+
 /// The ops of newer families on run-time data (InstanceNormalization,
 /// CumSum, Tile and the unary math ops) export as they were read.
 #[test]

@@ -395,11 +395,12 @@ fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<V
     let mut out = a;
     for &ax in axes.iter().rev() {
         let n = out.shape()[ax] as f32;
-        // Sum in index order, as a runtime's reference kernel does.
-        let summed = out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v);
         out = match r {
-            ReduceOp::Mean => summed.mapv(|v| v / n),
-            ReduceOp::Sum | ReduceOp::L2 => summed,
+            ReduceOp::Max => out.fold_axis(Axis(ax), f32::NEG_INFINITY, |acc, v| acc.max(*v)),
+            ReduceOp::Min => out.fold_axis(Axis(ax), f32::INFINITY, |acc, v| acc.min(*v)),
+            // Sum in index order, as a runtime's reference kernel does.
+            ReduceOp::Mean => out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v).mapv(|v| v / n),
+            ReduceOp::Sum | ReduceOp::L2 => out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v),
         };
         if keepdims {
             out = out.insert_axis(Axis(ax));

@@ -19,6 +19,7 @@
 //! never copied; cloning a `Tensor` shares its bytes.
 
 mod dtype;
+pub mod einsum;
 mod error;
 pub mod eval;
 mod graph;

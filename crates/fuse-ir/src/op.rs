@@ -69,6 +69,8 @@ pub enum ReduceOp {
     Mean,
     /// The square root of the sum of squares.
     L2,
+    Max,
+    Min,
 }
 
 /// Conv: inputs `x, w, [b]`. `pads` is `[begin.., end..]`, auto_pad resolved.
@@ -159,12 +161,22 @@ pub enum Op {
     Gemm(Gemm),
     /// MatMul: inputs `a, b` with numpy broadcasting.
     MatMul,
+    /// Einsum over its inputs, `equation` in the explicit form
+    /// ([`crate::einsum::Equation::text`]: no spaces, `->` and the output
+    /// spelled out).
+    Einsum {
+        equation: String,
+    },
     /// Elementwise with numpy broadcasting: inputs `a, b`.
     Binary(BinaryOp),
     Unary(UnaryOp),
     HardSigmoid {
         alpha: f32,
         beta: f32,
+    },
+    /// `x` where positive, else `alpha · x`.
+    LeakyRelu {
+        alpha: f32,
     },
     Clip {
         min: Option<f32>,
@@ -313,6 +325,7 @@ impl Op {
             Op::BatchNorm(_) => "BatchNormalization",
             Op::Gemm(_) => "Gemm",
             Op::MatMul => "MatMul",
+            Op::Einsum { .. } => "Einsum",
             Op::Binary(BinaryOp::Add) => "Add",
             Op::Binary(BinaryOp::Sub) => "Sub",
             Op::Binary(BinaryOp::Mul) => "Mul",
@@ -353,10 +366,13 @@ impl Op {
             Op::Range => "Range",
             Op::ScatterNd => "ScatterND",
             Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::LeakyRelu { .. } => "LeakyRelu",
             Op::Clip { .. } => "Clip",
             Op::Reduce { op: ReduceOp::Sum, .. } => "ReduceSum",
             Op::Reduce { op: ReduceOp::Mean, .. } => "ReduceMean",
             Op::Reduce { op: ReduceOp::L2, .. } => "ReduceL2",
+            Op::Reduce { op: ReduceOp::Max, .. } => "ReduceMax",
+            Op::Reduce { op: ReduceOp::Min, .. } => "ReduceMin",
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool { .. } => "AveragePool",
             Op::GlobalAveragePool => "GlobalAveragePool",
@@ -417,6 +433,7 @@ impl Op {
                 kv("alpha", fmt_f32(*alpha));
                 kv("beta", fmt_f32(*beta));
             }
+            Op::LeakyRelu { alpha } => kv("alpha", fmt_f32(*alpha)),
             Op::Clip { min, max } => {
                 kv("min", min.map(fmt_f32).unwrap_or_else(|| "-".into()));
                 kv("max", max.map(fmt_f32).unwrap_or_else(|| "-".into()));
@@ -481,6 +498,7 @@ impl Op {
                 kv("reverse", reverse.to_string());
             }
             Op::InstanceNorm { epsilon } => kv("eps", fmt_f32(*epsilon)),
+            Op::Einsum { equation } => kv("equation", equation.clone()),
             Op::Lstm { hidden_size, direction } => {
                 kv("hidden", hidden_size.to_string());
                 kv("direction", direction.name().to_string());

@@ -208,6 +208,18 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             vec![(TensorType::new(a.ty.dtype, out), None)]
         }
+        Op::Einsum { equation } => {
+            let eq = crate::einsum::Equation::parse(equation)?;
+            let vals = (0..ins.len()).map(float_in).collect::<Result<Vec<_>, _>>()?;
+            if vals.is_empty() {
+                return Err("Einsum has no inputs".into());
+            }
+            if let Some(v) = vals.iter().find(|v| v.ty.dtype != vals[0].ty.dtype) {
+                return Err(format!("operands differ in type: {} and {}", vals[0].ty, v.ty));
+            }
+            let shapes: Vec<&[usize]> = vals.iter().map(|v| v.ty.shape.as_slice()).collect();
+            vec![(TensorType::new(vals[0].ty.dtype, eq.output_shape(&shapes)?), None)]
+        }
         Op::Binary(kind) => {
             let a = input(ins, 0)?;
             let b = input(ins, 1)?;
@@ -249,7 +261,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
                 elementwise_known(&x.ty, &[x], |v| Some(if neg { v[0].checked_neg()? } else { v[0].checked_abs()? }));
             vec![(x.ty.clone(), known)]
         }
-        Op::Unary(_) | Op::HardSigmoid { .. } | Op::Softmax { .. } => {
+        Op::Unary(_) | Op::HardSigmoid { .. } | Op::LeakyRelu { .. } | Op::Softmax { .. } => {
             let x = float_in(0)?;
             if let Op::Softmax { axis } = op {
                 norm_axis(*axis, x.ty.rank())?;

@@ -180,6 +180,12 @@ fn node_infos(g: &Graph) -> Vec<NodeInfo> {
                     (kind.to_string(), 2.0 * out * cin * k)
                 }
                 fuse_ir::Op::MatMul => ("MatMul".into(), 2.0 * out * shape(0).last().copied().unwrap_or(1) as f64),
+                fuse_ir::Op::Einsum { equation } => {
+                    let shapes: Vec<Vec<usize>> = (0..ins.len()).map(shape).collect();
+                    let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+                    let macs = fuse_ir::einsum::Equation::parse(equation).and_then(|e| e.macs(&shapes));
+                    ("Einsum".into(), 2.0 * macs.unwrap_or(out))
+                }
                 fuse_ir::Op::Gemm(_) => {
                     let rows = g.value(node.outputs[0]).ty.shape.first().copied().unwrap_or(1).max(1) as f64;
                     ("Gemm".into(), 2.0 * out * ins.first().map(|v| numel(*v)).unwrap_or(0.0) / rows)

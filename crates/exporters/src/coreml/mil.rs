@@ -457,6 +457,9 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 }
                 self.gather("gather_nd", node, &x, vec![], outs);
             }
+            Op::LeakyRelu { alpha } => {
+                self.op_params("leaky_relu", &n, x0(), vec![("alpha", Imm::Float(*alpha))], outs);
+            }
             Op::HardSigmoid { alpha, beta } => {
                 let params = vec![("alpha", Imm::Float(*alpha)), ("beta", Imm::Float(*beta))];
                 self.op_params("sigmoid_hard", &n, x0(), params, outs);
@@ -482,6 +485,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     ReduceOp::Sum => "reduce_sum",
                     ReduceOp::Mean => "reduce_mean",
                     ReduceOp::L2 => "reduce_l2_norm",
+                    ReduceOp::Max => "reduce_max",
+                    ReduceOp::Min => "reduce_min",
                 };
                 let params = vec![("axes", list(axes)), ("keep_dims", Imm::Bool(*keepdims))];
                 self.op_params(ty, &n, x0(), params, outs);
@@ -665,14 +670,137 @@ impl<W: Write + Seek> Lowering<'_, W> {
             Op::Constant(_) | Op::Shape { .. } => {
                 return Err(fail("no MIL mapping: canonicalize folds it before export".into()));
             }
+            Op::Einsum { equation } => {
+                let shapes: Vec<Vec<usize>> =
+                    node.inputs.iter().flatten().map(|v| g.value(*v).ty.shape.clone()).collect();
+                let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+                let plan = fuse_ir::einsum::Equation::parse(equation).and_then(|e| e.lowered(&shapes)).map_err(fail)?;
+                self.einsum(&n, &plan, &x, &shapes, outs);
+            }
+            // MViTv2's relative positions written into the attention.
+            Op::ScatterNd if g.value(input(0).expect("input")).ty.dtype != DType::Bool => {
+                let ins = vec![
+                    ("data", vec![x[0].clone()]),
+                    ("indices", vec![x[1].clone()]),
+                    ("updates", vec![x[2].clone()]),
+                ];
+                self.op_params("scatter_nd", &n, ins, vec![("mode", Imm::Str("update".into()))], outs);
+            }
             // On constants canonicalize folds them (Swin's attention masks);
-            // on run-time data only the ONNX export carries them.
+            // on run-time data only the ONNX export carries them (and a
+            // ScatterND of bools).
             Op::Not | Op::Mod { .. } | Op::Pow | Op::Range | Op::ScatterNd => {
                 return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
             }
             Op::Lstm { .. } => unreachable!("lowered above"),
         }
         self.define(node, out_names)
+    }
+
+    /// An einsum as its lowered form ([`fuse_ir::einsum::Lowered`]: MIL's
+    /// own `einsum` takes two equations only): per operand a `reduce_sum`,
+    /// a `transpose` and a `reshape`, a batched `matmul` of two, then a
+    /// `reshape` and a `transpose`; a step that changes nothing is left
+    /// out, and the last step is the node's output.
+    fn einsum(
+        &mut self,
+        n: &str,
+        plan: &fuse_ir::einsum::Lowered,
+        x: &[String],
+        shapes: &[&[usize]],
+        outs: Vec<(String, ValueType)>,
+    ) {
+        enum Step {
+            Sum(Vec<usize>),
+            Transpose(Vec<usize>),
+            Reshape(Vec<usize>),
+        }
+        let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &v)| i == v);
+        let steps = |sum: &[usize], perm: &[usize], shape: &[usize], before: &[usize]| -> Vec<Step> {
+            let mut v = vec![];
+            let mut dims: Vec<usize> =
+                before.iter().enumerate().filter(|(i, _)| !sum.contains(i)).map(|(_, &d)| d).collect();
+            if !sum.is_empty() {
+                v.push(Step::Sum(sum.to_vec()));
+            }
+            if !identity(perm) {
+                v.push(Step::Transpose(perm.to_vec()));
+                dims = perm.iter().map(|&p| dims[p]).collect();
+            }
+            if dims != shape {
+                v.push(Step::Reshape(shape.to_vec()));
+            }
+            v
+        };
+        let dt = self.float();
+        let list = |v: &[usize]| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
+        // Runs `chain` from `x` (of `shape`); the last step is named `last`
+        // (typed `last_ty`) when given.
+        let run = |me: &mut Self, x: String, shape: Vec<usize>, chain: Vec<Step>, last: Option<(String, ValueType)>| {
+            let (mut cur, mut dims) = (x, shape);
+            let count = chain.len();
+            if count == 0 {
+                if let Some((name, ty)) = last {
+                    me.op("identity", &name, vec![("x", vec![cur])], vec![(name.clone(), ty)]);
+                    return name;
+                }
+            }
+            for (i, step) in chain.into_iter().enumerate() {
+                let (ty, params, next): (&str, Vec<(&'static str, Imm)>, Vec<usize>) = match step {
+                    Step::Sum(axes) => {
+                        let next =
+                            dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+                        ("reduce_sum", vec![("axes", list(&axes)), ("keep_dims", Imm::Bool(false))], next)
+                    }
+                    Step::Transpose(perm) => {
+                        let next = perm.iter().map(|&p| dims[p]).collect();
+                        ("transpose", vec![("perm", list(&perm))], next)
+                    }
+                    Step::Reshape(shape) => ("reshape", vec![("shape", list(&shape))], shape),
+                };
+                let (name, out_ty) = match (&last, i + 1 == count) {
+                    (Some((name, ty)), true) => (name.clone(), ty.clone()),
+                    _ => {
+                        let name = me.ident(&format!("{n}_{ty}"));
+                        (name, tensor_type(dt, &next))
+                    }
+                };
+                me.op_params(ty, &name, vec![("x", vec![cur])], params, vec![(name.clone(), out_ty)]);
+                cur = name;
+                dims = next;
+            }
+            cur
+        };
+        let last = outs.into_iter().next().expect("an output");
+        if let [o] = &plan.operands[..] {
+            // One operand: its steps are the whole einsum (the output's
+            // letters in its own order).
+            run(self, x[0].clone(), shapes[0].to_vec(), steps(&o.sum_axes, &o.perm, &o.shape, shapes[0]), Some(last));
+            return;
+        }
+        let mut prepared = vec![];
+        for (k, o) in plan.operands.iter().enumerate() {
+            let chain = steps(&o.sum_axes, &o.perm, &o.shape, shapes[k]);
+            prepared.push(run(self, x[k].clone(), shapes[k].to_vec(), chain, None));
+        }
+        let mm_shape = [plan.operands[0].shape[0], plan.operands[0].shape[1], plan.operands[1].shape[2]];
+        let mut post = vec![];
+        if plan.reshape != mm_shape {
+            post.push(Step::Reshape(plan.reshape.clone()));
+        }
+        if !identity(&plan.perm) {
+            post.push(Step::Transpose(plan.perm.clone()));
+        }
+        let params = vec![("transpose_x", Imm::Bool(false)), ("transpose_y", Imm::Bool(false))];
+        let ins = vec![("x", vec![prepared[0].clone()]), ("y", vec![prepared[1].clone()])];
+        if post.is_empty() {
+            let name = last.0.clone();
+            self.op_params("matmul", &name, ins, params, vec![last]);
+            return;
+        }
+        let mm = self.ident(&format!("{n}_matmul"));
+        self.op_params("matmul", &mm, ins, params, vec![(mm.clone(), tensor_type(dt, &mm_shape))]);
+        run(self, mm, mm_shape.to_vec(), post, Some(last));
     }
 
     /// An LSTM (torch's form) as MIL's `lstm`, whose weights are constants

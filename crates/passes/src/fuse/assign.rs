@@ -168,6 +168,7 @@ const FOLLOWERS: &[&str] = &[
     "Tanh",
     "HardSwish",
     "HardSigmoid",
+    "LeakyRelu",
     "Clip",
     "Gelu",
     "Erf",

@@ -87,6 +87,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
         }
         Op::Unary(_)
         | Op::HardSigmoid { .. }
+        | Op::LeakyRelu { .. }
         | Op::Clip { .. }
         | Op::Cast { .. }
         | Op::MaxPool(_)

@@ -9,12 +9,13 @@
 //! | MatMul of two activations (attention) | unchanged: the member axis is one more batch axis |
 //! | Gemm (alpha = beta = 1, no transA) | batched MatMul by `[N, K, M]` (transB applied to the stacked copy), Add of the biases `[N, 1, M]` |
 //! | Add/Sub/Mul/Div, comparisons, And, Where | unchanged; a shared operand (the attention mask) broadcasts as it is, per-member constants stack `[N, 1, .., shape]` |
-//! | unary ops, Cast, Clip, HardSigmoid | unchanged |
+//! | unary ops, Cast, Clip, HardSigmoid, LeakyRelu | unchanged |
 //! | Softmax, Concat, Split, Gather, Slice, Unsqueeze, Reduce | the axes shifted past the member axis |
 //! | Reshape, Expand, Flatten | the target shape with `N` in front |
 //! | Transpose | the member axis stays first |
 //! | LayerNormalization | bit-identical scale and bias: unchanged; per member: normalized without affine, then Mul and Add of the stacked `[N, 1, .., H]` scale and bias |
 //! | Gather from per-member tables (embeddings) by shared indices | the tables stacked `[N, V, H]`, gathered on axis 1 |
+//! | Einsum | a member letter in front of every stacked operand's term and of the output's; shared operands keep theirs |
 //!
 //! Anything else (convolutions and pooling, which are channels' own,
 //! GatherND, Shape) returns `false`: the caller runs it per member. With
@@ -72,7 +73,9 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, Pass
     let shift = |axes: &[i64]| axes.iter().map(|a| Stacking::member_axis(*a)).collect::<Vec<_>>();
     let mut op = n0.op.clone();
     let ins: Inputs = match &n0.op {
-        Op::Unary(_) | Op::Cast { .. } | Op::Clip { .. } | Op::HardSigmoid { .. } if data_only => {
+        Op::Unary(_) | Op::Cast { .. } | Op::Clip { .. } | Op::HardSigmoid { .. } | Op::LeakyRelu { .. }
+            if data_only =>
+        {
             vec![Some(stacked(b, group, 0)?)]
         }
         Op::Softmax { axis } if data_only => {
@@ -137,6 +140,13 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, Pass
             };
             vec![Some(a), Some(w)]
         }
+        Op::Einsum { equation } => match einsum(b, group, equation)? {
+            Some((eq, ins)) => {
+                op = Op::Einsum { equation: eq };
+                ins
+            }
+            None => return Ok(false),
+        },
         Op::Gemm(gm) => return gemm(b, group, gm.clone()),
         Op::Gather { axis } => match gather(b, group, *axis)? {
             Some((axis, ins)) => {
@@ -265,6 +275,44 @@ fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i
     };
     let idx = if idx_weight { b.weight(0, i0, true) } else { b.member_value(0, i0)? };
     Ok(Some((Stacking::member_axis(axis), vec![Some(data), Some(idx)])))
+}
+
+/// Einsum: the equation with a member letter in front of every stacked
+/// operand and of the output (`byhwc,hkc->byhwk` on a stacked activation
+/// and per-member tables: `abyhwc,ahkc->abyhwk`); an operand every member
+/// shares (a value computed once, bit-identical weights) keeps its term
+/// and broadcasts. The fused equation and inputs, or `None`.
+fn einsum(b: &mut FuseBuilder, group: &NodeGroup, equation: &str) -> Result<Option<(String, Inputs)>, PassError> {
+    let n0 = b.node(0, group);
+    let g0 = b.members[0];
+    let slots = n0.inputs.len();
+    let mut ins = vec![];
+    let mut lead = vec![];
+    for slot in 0..slots {
+        let Some(v0) = n0.inputs[slot] else { return Ok(None) };
+        let (x, stacked_here) = if is_weight(b, group, slot) {
+            if same_weights(b, group, slot) {
+                (b.weight(0, v0, true), false)
+            } else {
+                let rank = g0.value(v0).ty.rank();
+                match b.stacked_weight(group, slot, WeightForm::Members { rank, transposed: false }) {
+                    Some(w) => (w, true),
+                    None => return Ok(None),
+                }
+            }
+        } else if let Some(f) = shared_input(b, group, slot)? {
+            (f, false)
+        } else {
+            (stacked(b, group, slot)?, true)
+        };
+        ins.push(Some(x));
+        lead.push(stacked_here);
+    }
+    if !lead.contains(&true) {
+        return Ok(None);
+    }
+    let eq = fuse_ir::einsum::Equation::parse(equation).map_err(PassError::Internal)?;
+    Ok(eq.with_leading(&lead).map(|e| (e.text(), ins)))
 }
 
 /// Gemm `A·B + C` (alpha = beta = 1, A not transposed, 2-D A and B):

@@ -18,10 +18,13 @@ pub(super) const OPS: &[&str] = &[
     "Identity",
     "HardSwish",
     "HardSigmoid",
+    "LeakyRelu",
     "Clip",
     "ReduceSum",
     "ReduceMean",
     "ReduceL2",
+    "ReduceMax",
+    "ReduceMin",
     "Cast",
     "Erf",
     "Sqrt",
@@ -62,6 +65,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "Tanh" => c.on_inputs(Op::Unary(UnaryOp::Tanh), 1)?,
         "Identity" => c.on_inputs(Op::Unary(UnaryOp::Identity), 1)?,
         "HardSwish" => c.on_inputs(Op::Unary(UnaryOp::HardSwish), 1)?,
+        "LeakyRelu" => c.on_inputs(Op::LeakyRelu { alpha: a.float("alpha", 0.01) }, 1)?,
         "HardSigmoid" => {
             c.on_inputs(Op::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) }, 1)?
         }
@@ -69,10 +73,12 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let op = Op::Clip { min: c.scalar(1, "min")?, max: c.scalar(2, "max")? };
             (op, vec![Some(x()?)])
         }
-        "ReduceSum" | "ReduceMean" | "ReduceL2" => {
+        "ReduceSum" | "ReduceMean" | "ReduceL2" | "ReduceMax" | "ReduceMin" => {
             let kind = match node.op_type.as_str() {
                 "ReduceSum" => ReduceOp::Sum,
                 "ReduceMean" => ReduceOp::Mean,
+                "ReduceMax" => ReduceOp::Max,
+                "ReduceMin" => ReduceOp::Min,
                 _ => ReduceOp::L2,
             };
             let axes_as_input = if kind == ReduceOp::Sum { opset >= 13 } else { opset >= 18 };

@@ -14,6 +14,7 @@ pub(super) const OPS: &[&str] = &[
     "BatchNormalization",
     "Gemm",
     "MatMul",
+    "Einsum",
     "GlobalAveragePool",
     "Softmax",
     "LayerNormalization",
@@ -121,6 +122,19 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             (Op::Gemm(gemm), vec![Some(x()?), Some(c.req(1)?), c.opt(2)])
         }
         "MatMul" => c.on_inputs(Op::MatMul, 2)?,
+        "Einsum" => {
+            let equation = a.get("equation").ok_or("attribute `equation` is required")?;
+            let eq = einsum::Equation::parse(&String::from_utf8_lossy(&equation.s))?;
+            if eq.inputs.len() != node.input.len() {
+                return Err(format!(
+                    "equation `{}` has {} operands, the node {} inputs",
+                    eq.text(),
+                    eq.inputs.len(),
+                    node.input.len()
+                ));
+            }
+            c.on_inputs(Op::Einsum { equation: eq.text() }, node.input.len())?
+        }
         "GlobalAveragePool" => c.on_inputs(Op::GlobalAveragePool, 1)?,
         "Softmax" => {
             let r = c.ty(0)?.rank() as i64;
