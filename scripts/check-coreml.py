@@ -7,7 +7,9 @@ Reads Data/com.apple.CoreML/model.mlmodel, rebuilds the MIL program with
 coremltools.converters.mil.frontend.milproto.load (every operation is built
 by coremltools' own op definitions, its output type inferred and compared
 with the type the file declares; weights are read from weight.bin), and
-checks the model description against the program's inputs and outputs.
+checks the model description against the program's inputs and outputs,
+and that no tensor has more than 5 dimensions (Core ML's limit, which
+coremltools checks only when it converts, not when it loads).
 Prints a summary (inputs, outputs, op histogram; with --ops every
 non-const op with its output types) and exits 0; any failure raises.
 This is what can be checked on Linux: running the model needs macOS.
@@ -60,6 +62,10 @@ def main():
         print(f"input {name} {fmt(var)}")
     for v in main_fn.outputs:
         print(f"output {v.name} {fmt(v)}")
+    for op in main_fn.operations:
+        for v in op.outputs:
+            if types.is_tensor(v.sym_type) and len(v.sym_type.get_shape()) > 5:
+                raise SystemExit(f"{path}: {op.op_type} {op.name} gives {fmt(v)}: Core ML tensors have at most 5 dimensions")
     hist = collections.Counter(op.op_type for op in main_fn.operations)
     for op_type, n in sorted(hist.items()):
         print(f"op {op_type} {n}")

@@ -273,8 +273,8 @@ fn ops_of_newer_families_load_and_type_check_in_coremltools() {
 #[test]
 fn ops_of_more_families_load_and_type_check_in_coremltools() {
     let dir = tempfile::tempdir().unwrap();
-    let a = write(&dir, "a.onnx", &common::models::more_families_member(0.0, 3));
-    let b = write(&dir, "b.onnx", &common::models::more_families_member(1.0, 5));
+    let a = write(&dir, "a.onnx", &common::models::more_families_member(0.0, 0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::more_families_member(1.0, 1.0, 5));
     for (lowering, extra) in [("separate", None), ("grouped", None), ("grouped", Some("fp16"))] {
         let pkg = dir.path().join(format!("{lowering}{}.mlpackage", extra.unwrap_or("")));
         let mut args = vec!["fuse", s(&a), s(&b), "-o", s(&pkg), "--lowering", lowering];
@@ -286,9 +286,26 @@ fn ops_of_more_families_load_and_type_check_in_coremltools() {
         for op in ["matmul", "transpose", "reshape", "reduce_max", "reduce_min", "scatter_nd", "leaky_relu"] {
             assert!(report.contains(&format!("\nop {op} ")), "{lowering}: no {op}:\n{report}");
         }
-        // Two einsums a member, or two stacked ones; and each member's Gemm.
-        let matmuls = if lowering == "separate" { 4 + 2 } else { 2 + 2 };
+        // Each member's three einsums, or (grouped) the attention and the
+        // projection stacked on
+        // a member axis; MViTv2's relative positions stay per member, as
+        // their stacked form would have 6 dimensions, Core ML's limit 5
+        // (check-coreml.py checks every tensor's rank); and each member's Gemm.
+        let matmuls = if lowering == "separate" { 6 + 2 } else { 4 + 2 };
         assert!(report.contains(&format!("\nop matmul {matmuls}\n")), "{lowering}:\n{report}");
+        assert_eq!(
+            report.matches("\nmatmul fp32[6, 6, 5]").count() + report.matches("\nmatmul fp16[6, 6, 5]").count(),
+            2,
+            "{report}"
+        );
+        let attention = if lowering == "separate" { "[2, 36, 36]" } else { "[4, 36, 36]" };
+        let want = if lowering == "separate" { 2 } else { 1 };
+        assert_eq!(
+            report.matches(&format!("matmul fp32{attention}")).count()
+                + report.matches(&format!("matmul fp16{attention}")).count(),
+            want,
+            "{report}"
+        );
         assert!(
             report.contains("output a_logits fp32[1, 3]") && report.contains("output b_logits fp32[1, 5]"),
             "{report}"

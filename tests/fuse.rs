@@ -209,29 +209,37 @@ fn lstm_members_fuse_and_verify() {
 fn ops_of_more_families_fuse_and_verify() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let a = write(&dir, "a.onnx", &common::models::more_families_member(0.0, 3));
-    let b = write(&dir, "b.onnx", &common::models::more_families_member(1.0, 5));
-    let c = write(&dir, "c.onnx", &common::models::more_families_member(2.0, 2));
-    for lowering in ["grouped", "separate", "regions"] {
-        let out = dir.path().join(format!("{lowering}.onnx"));
-        fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
-        let model = fusec_frontends::onnx::load(&out).unwrap();
-        let text = fuse_ir::text::to_text(&model).unwrap();
-        if lowering == "grouped" {
-            // Stacked on a member axis: a member letter in front of the
-            // stacked operands' terms (the tables and the activations).
-            assert_eq!(text.matches("Einsum(").count(), 2, "{lowering}\n{text}");
-            assert!(text.contains("{equation=abyhwc,ahkc->abyhwk}"), "{lowering}\n{text}");
-            assert!(text.contains("{equation=abhdq,abhdk->abhqk}"), "{lowering}\n{text}");
-        } else if lowering == "separate" {
-            assert_eq!(text.matches("{equation=byhwc,hkc->byhwk}").count(), 3, "{lowering}\n{text}");
-            assert_eq!(text.matches("{equation=bhdq,bhdk->bhqk}").count(), 3, "{lowering}\n{text}");
+    // Each member its own relative-position table, then one table shared
+    // bit for bit (the stacked einsum reads it as it is).
+    for (tables, seeds) in [("own", [0.0, 1.0, 2.0]), ("shared", [0.0; 3])] {
+        let a = write(&dir, &format!("{tables}-a.onnx"), &common::models::more_families_member(0.0, seeds[0], 3));
+        let b = write(&dir, &format!("{tables}-b.onnx"), &common::models::more_families_member(1.0, seeds[1], 5));
+        let c = write(&dir, &format!("{tables}-c.onnx"), &common::models::more_families_member(2.0, seeds[2], 2));
+        for lowering in ["grouped", "separate", "regions"] {
+            let out = dir.path().join(format!("{tables}-{lowering}.onnx"));
+            fuse(&[&a, &b, &c], &out, &["--lowering", lowering]);
+            let model = fusec_frontends::onnx::load(&out).unwrap();
+            let text = fuse_ir::text::to_text(&model).unwrap();
+            let ctx = format!("{tables} tables, {lowering}\n{text}");
+            if lowering == "grouped" {
+                // Stacked on a member axis: a member letter in front of the
+                // stacked operands' terms and of the output's.
+                assert_eq!(text.matches("Einsum(").count(), 3, "{ctx}");
+                let rel = if tables == "own" { "abyhwc,ahkc->abyhwk" } else { "abyhwc,hkc->abyhwk" };
+                for eq in [rel, "abhdq,abhdk->abhqk", "a...q,aqe->a...e"] {
+                    assert!(text.contains(&format!("{{equation={eq}}}")), "no {eq}: {ctx}");
+                }
+            } else if lowering == "separate" {
+                for eq in ["byhwc,hkc->byhwk", "bhdq,bhdk->bhqk", "...q,qe->...e"] {
+                    assert_eq!(text.matches(&format!("{{equation={eq}}}")).count(), 3, "{eq}: {ctx}");
+                }
+            }
+            for op in ["ReduceMax(", "ReduceMin(", "ScatterND(", "LeakyRelu("] {
+                assert!(text.contains(op), "no {op}: {ctx}");
+            }
+            let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
+            assert!(text.contains("equivalence: ok (6 outputs compared"), "{tables} tables, {lowering}:\n{text}");
         }
-        for op in ["ReduceMax(", "ReduceMin(", "ScatterND(", "LeakyRelu("] {
-            assert!(text.contains(op), "{lowering}: no {op}\n{text}");
-        }
-        let text = verify_ok(&out, &[&a, &b, &c], &["--runtime", "ort", "--runs", "0"]);
-        assert!(text.contains("equivalence: ok (6 outputs compared"), "{lowering}:\n{text}");
     }
 }
 

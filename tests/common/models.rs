@@ -243,20 +243,25 @@ pub fn lstm_member(seed: f32, classes: i64, direction: &str) -> Vec<u8> {
 /// relative positions and an attention product as torch exports
 /// `torch.einsum` (an `Einsum` by each member's own `[h, k, c]` table, and
 /// one of two activations) and a `ScatterND` of run-time values, then
-/// `ReduceMax` and `ReduceMin` (Hiera's pooling): a classifier of
-/// `classes`, batch 1.
-pub fn more_families_member(seed: f32, classes: i64) -> Vec<u8> {
+/// `ReduceMax` and `ReduceMin` (Hiera's pooling), and a projection by
+/// `...q,qe->...e`: a classifier of `classes`, batch 1. The relative
+/// position table is made from `table_seed` (members with the same one
+/// share it bit for bit).
+pub fn more_families_member(seed: f32, table_seed: f32, classes: i64) -> Vec<u8> {
     let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
+    let table: Vec<f32> = (0..240).map(|i| ((i as f32 + 1.0) * 0.29 + table_seed).sin() * 0.5).collect();
     OnnxBuilder::new(17)
         .input("image", &[1, 4, 6, 6])
         .output("logits", &[1, classes])
         .init_f32("conv.w", &[8, 4, 1, 1], &v(32, 0.37))
-        .init_f32("rel_pos", &[6, 5, 8], &v(240, 0.29))
+        .init_f32("rel_pos", &[6, 5, 8], &table)
+        .init_f32("proj", &[36, 3], &v(108, 0.17))
+        .init_i64("flat_proj", &[1, 24])
         .init_i64("to_bywhc", &[1, 1, 6, 6, 8])
         .init_i64("to_heads", &[1, 2, 4, 36])
         .init_i64("flat_scores", &[1, 72])
         .init_i64("flat_rel", &[1, 36])
-        .init_f32("fc.w", &[classes, 108], &v(classes as usize * 108, 0.23))
+        .init_f32("fc.w", &[classes, 132], &v(classes as usize * 132, 0.23))
         .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
         .node("Conv", &["image", "conv.w"], &["c"], vec![])
         .node("LeakyRelu", &["c"], &["a"], vec![attr_float("alpha", 0.1)])
@@ -274,7 +279,9 @@ pub fn more_families_member(seed: f32, classes: i64) -> Vec<u8> {
         .node("ScatterND", &["least", "row", "row_max"], &["written"], vec![])
         .node("Reshape", &["best", "flat_scores"], &["f1"], vec![])
         .node("Reshape", &["written", "flat_rel"], &["f2"], vec![])
-        .node("Concat", &["f1", "f2"], &["f"], vec![attr_int("axis", 1)])
+        .node("Einsum", &["q", "proj"], &["projected"], vec![attr_str("equation", "...q,qe->...e")])
+        .node("Reshape", &["projected", "flat_proj"], &["f3"], vec![])
+        .node("Concat", &["f1", "f2", "f3"], &["f"], vec![attr_int("axis", 1)])
         .node("Gemm", &["f", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)])
         .build()
 }

@@ -4,10 +4,12 @@
 //!
 //! An equation is held in its explicit form: no spaces, with `->` and the
 //! output spelled out. The implicit form (`"ij,jk"`) gets the output ONNX
-//! and numpy give it: the ellipsis dimensions, then the letters that
-//! appear once, in alphabetical order. An ellipsis (`...`) stands for the
+//! gives it: the ellipsis dimensions, then the letters that appear once,
+//! in alphabetical order (lower case first, as ONNX Runtime orders them;
+//! numpy puts upper case first). An ellipsis (`...`) stands for the
 //! dimensions an input has beyond its letters; the inputs' ellipsis
-//! dimensions broadcast numpy-style.
+//! dimensions broadcast numpy-style, and so does a letter of size 1
+//! against a larger size.
 
 use std::collections::HashMap;
 
@@ -82,7 +84,8 @@ impl Equation {
                     *count.entry(c).or_default() += 1;
                 }
                 let mut once: Vec<char> = count.into_iter().filter(|&(_, n)| n == 1).map(|(c, _)| c).collect();
-                once.sort_unstable();
+                // Lower case first, as ONNX Runtime orders them.
+                once.sort_unstable_by_key(|c| (c.is_ascii_uppercase(), *c));
                 Term { before: vec![], ellipsis: inputs.iter().any(|t| t.ellipsis), after: once }
             }
         };
@@ -126,12 +129,15 @@ impl Equation {
             }
             let dims = s[..nb].iter().chain(&s[s.len() - na..]);
             for (c, &d) in t.letters().zip(dims) {
-                match sizes.insert(c, d) {
-                    Some(prev) if prev != d => {
+                // Equal, or 1 against a larger size (which it broadcasts to).
+                let size = match sizes.get(&c) {
+                    Some(&prev) if prev != d && prev != 1 && d != 1 => {
                         return Err(format!("letter `{c}` is {prev} in one place and {d} in input {i}"));
                     }
-                    _ => {}
-                }
+                    Some(&prev) => prev.max(d),
+                    None => d,
+                };
+                sizes.insert(c, size);
             }
             if t.ellipsis {
                 ell = broadcast(&ell, &s[nb..s.len() - na])
@@ -302,6 +308,7 @@ mod tests {
         // Implicit: letters that appear once, sorted.
         assert_eq!(Equation::parse("ij,jk").unwrap().text(), "ij,jk->ik");
         assert_eq!(Equation::parse("ba").unwrap().text(), "ba->ab");
+        assert_eq!(Equation::parse("Ba,C").unwrap().text(), "Ba,C->aBC");
         assert_eq!(Equation::parse("...ij,...jk").unwrap().text(), "...ij,...jk->...ik");
         // Ellipsis dimensions broadcast.
         let e = Equation::parse("...ij,...jk->...ik").unwrap();
@@ -315,6 +322,8 @@ mod tests {
     fn refuses_what_does_not_match() {
         let e = Equation::parse("ij,jk->ik").unwrap();
         assert!(e.output_shape(&[&[2, 3], &[4, 5]]).unwrap_err().contains("letter `j`"));
+        // A size-1 letter broadcasts.
+        assert_eq!(e.output_shape(&[&[2, 1], &[4, 5]]).unwrap(), [2, 5]);
         assert!(e.output_shape(&[&[2, 3, 1], &[3, 5]]).unwrap_err().contains("rank 3"));
         assert!(e.output_shape(&[&[2, 3]]).unwrap_err().contains("1 inputs"));
         assert!(Equation::parse("ij->k").unwrap_err().contains("`k`"));
@@ -416,6 +425,11 @@ mod tests {
             ("ijk->ki", &[&[3, 4, 5]], ""),
             ("ij,jk->", &[&[3, 4], &[4, 5]], ""),
             ("bij,bjk->ik", &[&[4, 2, 3], &[4, 3, 5]], ""),
+            ("bij,bjk->bik", &[&[1, 2, 3], &[4, 3, 5]], ""),
+            ("bij,bjk->ik", &[&[1, 2, 3], &[4, 3, 5]], ""),
+            ("ij->", &[&[3, 4]], ""),
+            // A member letter in front, one operand shared.
+            ("abyhwc,hkc->abyhwk", &[&[3, 1, 2, 3, 4, 5], &[3, 6, 5]], ""),
             ("ik,jk->ijk", &[&[2, 3], &[4, 3]], ""),
             ("abc,cd->d", &[&[2, 3, 4], &[4, 5]], ""),
             ("i,i->", &[&[6], &[6]], ""),

@@ -396,8 +396,13 @@ fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<V
     for &ax in axes.iter().rev() {
         let n = out.shape()[ax] as f32;
         out = match r {
-            ReduceOp::Max => out.fold_axis(Axis(ax), f32::NEG_INFINITY, |acc, v| acc.max(*v)),
-            ReduceOp::Min => out.fold_axis(Axis(ax), f32::INFINITY, |acc, v| acc.min(*v)),
+            // A NaN anywhere gives NaN, as numpy and runtimes do.
+            ReduceOp::Max => {
+                out.fold_axis(Axis(ax), f32::NEG_INFINITY, |&acc, &v| if v > acc || v.is_nan() { v } else { acc })
+            }
+            ReduceOp::Min => {
+                out.fold_axis(Axis(ax), f32::INFINITY, |&acc, &v| if v < acc || v.is_nan() { v } else { acc })
+            }
             // Sum in index order, as a runtime's reference kernel does.
             ReduceOp::Mean => out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v).mapv(|v| v / n),
             ReduceOp::Sum | ReduceOp::L2 => out.fold_axis(Axis(ax), 0.0f32, |acc, v| acc + v),

@@ -150,6 +150,8 @@ impl Calibration {
             member_axis: self.member_axis,
             assignment,
             member_subgraphs: self.member_subgraphs,
+            // Set by the output format, not the calibration.
+            max_rank: None,
         })
     }
 }

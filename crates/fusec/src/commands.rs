@@ -531,6 +531,9 @@ pub fn fuse(
         opts = tuned;
         tuning = Some(report);
     }
+    if format == OutputFormat::CoreMl {
+        opts.max_rank = Some(fusec_exporters::coreml::mil::MAX_RANK);
+    }
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;

@@ -83,6 +83,12 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
     let mut fn_inputs = vec![];
     for &v in g.inputs() {
         let val = g.value(v);
+        if val.ty.rank() > MAX_RANK {
+            return Err(ExportError::Unmapped(format!(
+                "input `{}` is {}: Core ML tensors have at most {MAX_RANK} dimensions",
+                val.name, val.ty
+            )));
+        }
         // Float inputs are fp32 at the interface; integer ones (token ids,
         // masks) int32, as Core ML takes them (values beyond int32 are the
         // caller's to avoid, as coremltools does).
@@ -144,6 +150,9 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
     };
     Ok(Lowered { function, inputs, outputs })
 }
+
+/// The most dimensions a Core ML tensor may have.
+pub const MAX_RANK: usize = 5;
 
 impl<W: Write + Seek> Lowering<'_, W> {
     /// A fresh identifier made from `raw`.
@@ -321,6 +330,13 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let g = self.g;
         let node = g.node(id);
         let fail = |msg: String| ExportError::Unmapped(format!("node `{}` ({}): {msg}", node.name, node.op.name()));
+        if let Some(o) = node.outputs.iter().find(|&&o| g.value(o).ty.rank() > MAX_RANK) {
+            let v = g.value(*o);
+            return Err(fail(format!(
+                "output `{}` is {}: Core ML tensors have at most {MAX_RANK} dimensions",
+                v.name, v.ty
+            )));
+        }
         // Output names: the interface name for a graph output, else the value's.
         let mut outs = vec![];
         for &o in &node.outputs {
@@ -675,6 +691,12 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     node.inputs.iter().flatten().map(|v| g.value(*v).ty.shape.clone()).collect();
                 let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
                 let plan = fuse_ir::einsum::Equation::parse(equation).and_then(|e| e.lowered(&shapes)).map_err(fail)?;
+                let all_summed = plan.operands.iter().zip(&shapes).any(|(o, s)| o.sum_axes.len() == s.len());
+                if plan.reshape.is_empty() || all_summed {
+                    return Err(fail(
+                        "an einsum summing an operand or the result to a scalar is not mapped to MIL".into(),
+                    ));
+                }
                 self.einsum(&n, &plan, &x, &shapes, outs);
             }
             // MViTv2's relative positions written into the attention.

@@ -181,7 +181,7 @@ fn lower(
                     region.push((i, group));
                     continue;
                 }
-                if on_members && stack_members::lower(&mut b, group)? {
+                if on_members && stack_members::lower(&mut b, group, opts.max_rank)? {
                     report.grouped += 1;
                     report.member_axis += 1;
                     report.lowered.push((b.node(0, group).op.name(), Lowered::MemberAxis));

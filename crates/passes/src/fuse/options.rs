@@ -99,6 +99,9 @@ pub struct FuseOptions {
     /// freed buffers to the next member's same-shaped values and keeping
     /// them all until the last member has run.
     pub member_subgraphs: bool,
+    /// The most dimensions a fused value may have (Core ML's 5): a group
+    /// whose member-axis stacked form would need more stays per member.
+    pub max_rank: Option<usize>,
 }
 
 /// The fewest nodes a member's block needs to become a subgraph: a head
@@ -124,6 +127,7 @@ impl Default for FuseOptions {
             member_axis: true,
             assignment: None,
             member_subgraphs: false,
+            max_rank: None,
         }
     }
 }

@@ -78,7 +78,7 @@ fn narrowest_cut(g: &Graph, groups: &[NodeGroup], at: usize) -> usize {
 
 /// Ops whose stacked form can run faster than the members' one by one (a
 /// grouped conv, a batched product): the rest do the same work stacked.
-const COMPUTE: [&str; 3] = ["Conv", "Gemm", "MatMul"];
+const COMPUTE: [&str; 4] = ["Conv", "Gemm", "MatMul", "Einsum"];
 
 /// The node groups of stacked runs that would only copy: a run (node
 /// groups stacked on channels or a member axis, connected by the data

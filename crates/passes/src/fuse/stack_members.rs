@@ -35,8 +35,9 @@ type Inputs = Vec<Option<ValueId>>;
 
 /// Whether `opts` keep the group per member although it could stack: a
 /// linear layer under `split_linear` (a MatMul or Gemm by each member's own
-/// 2-D weight, or an Add of per-member constants to a value held per
-/// member: a bias after such a product).
+/// 2-D weight, an Einsum by each member's own weight, or an Add of
+/// per-member constants to a value held per member: a bias after such a
+/// product).
 pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions) -> Result<bool, PassError> {
     if !opts.split_linear {
         return Ok(false);
@@ -47,6 +48,7 @@ pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions)
     let rank = |slot: usize| n0.inputs.get(slot).copied().flatten().map_or(0, |v| g0.value(v).ty.rank());
     Ok(match &n0.op {
         Op::MatMul | Op::Gemm(_) => own_weight(1) && rank(1) == 2,
+        Op::Einsum { .. } => (0..n0.inputs.len()).any(own_weight),
         Op::Binary(fuse_ir::BinaryOp::Add) => {
             let data = (0..2).find(|&s| !is_weight(b, group, s));
             let weight = (0..2).any(own_weight);
@@ -59,11 +61,17 @@ pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions)
     })
 }
 
-/// Lowers `group` on the member axis; `Ok(false)` when the op cannot be.
-pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
+/// Lowers `group` on the member axis; `Ok(false)` when the op cannot be,
+/// or when its stacked inputs or outputs would have more than `max_rank`
+/// dimensions.
+pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usize>) -> Result<bool, PassError> {
     let n = b.n();
     let n0 = b.node(0, group);
     let g0 = b.members[0];
+    let widest = n0.inputs.iter().flatten().chain(&n0.outputs).map(|v| g0.value(*v).ty.rank()).max().unwrap_or(0);
+    if max_rank.is_some_and(|m| widest + 1 > m) {
+        return Ok(false);
+    }
     let name = n0.name.clone();
     let outs: Vec<String> = n0.outputs.iter().map(|o| g0.value(*o).name.clone()).collect();
     let out_ty = g0.value(n0.outputs[0]).ty.clone();
