@@ -274,7 +274,7 @@ pub fn more_families_member(seed: f32, table_seed: f32, classes: i64) -> Vec<u8>
         .node("ReduceMin", &["rel"], &["least"], vec![attr_ints("axes", &[4]), attr_int("keepdims", 0)])
         // A row written at run time (MViTv2 writes its relative positions
         // into the attention with ScatterND).
-        .init_i64_shaped("row", &[1, 3], &[0, 0, 2])
+        .init_i64_shaped("row", &[1, 3], &[0, 0, -4])
         .node("ReduceMax", &["least"], &["row_max"], vec![attr_ints("axes", &[1, 2]), attr_int("keepdims", 0)])
         .node("ScatterND", &["least", "row", "row_max"], &["written"], vec![])
         .node("Reshape", &["best", "flat_scores"], &["f1"], vec![])

@@ -701,12 +701,34 @@ impl<W: Write + Seek> Lowering<'_, W> {
             }
             // MViTv2's relative positions written into the attention.
             Op::ScatterNd if g.value(input(0).expect("input")).ty.dtype != DType::Bool => {
-                let ins = vec![
-                    ("data", vec![x[0].clone()]),
-                    ("indices", vec![x[1].clone()]),
-                    ("updates", vec![x[2].clone()]),
-                ];
-                self.op_params("scatter_nd", &n, ins, vec![("mode", Imm::Str("update".into()))], outs);
+                let mut ins = vec![("data", vec![x[0].clone()]), ("updates", vec![x[2].clone()])];
+                let mut params = vec![("mode", Imm::Str("update".into()))];
+                // Constant indices counted from the end (ONNX allows them;
+                // MIL's scatter_nd does not say) are written from the start.
+                let idx = g.value(input(1).expect("indices"));
+                match (&idx.def, in_shape(0)) {
+                    (fuse_ir::ValueDef::Weight(t), data)
+                        if t.to_i64_vec().is_some_and(|v| v.iter().any(|&i| i < 0)) =>
+                    {
+                        let depth = *t.ty().shape.last().unwrap_or(&1);
+                        let v = t.to_i64_vec().unwrap_or_default();
+                        let fixed =
+                            v.iter()
+                                .enumerate()
+                                .map(|(j, &i)| {
+                                    if i < 0 {
+                                        i + data.get(j % depth.max(1)).copied().unwrap_or(0) as i64
+                                    } else {
+                                        i
+                                    }
+                                })
+                                .map(|i| i as i32)
+                                .collect();
+                        params.push(("indices", Imm::Ints(fixed, t.ty().shape.clone())));
+                    }
+                    _ => ins.push(("indices", vec![x[1].clone()])),
+                }
+                self.op_params("scatter_nd", &n, ins, params, outs);
             }
             // On constants canonicalize folds them (Swin's attention masks);
             // on run-time data only the ONNX export carries them (and a
