@@ -275,6 +275,26 @@ fn einsum_reads_into_its_explicit_form() {
     assert!(err.contains("swap") && err.contains("has 1 operands, the node 2 inputs"), "{err}");
 }
 
+/// EyeLike (BAT's attention) depends on its input's shape only: it reads
+/// as a constant, ones on diagonal `k`, and computes as tract computes it.
+#[test]
+fn eye_like_reads_as_a_constant() {
+    let src = OnnxBuilder::new(17)
+        .input("x", &[3, 4])
+        .output("y", &[3, 4])
+        .output("z", &[3, 4])
+        .node("EyeLike", &["x"], &["e"], vec![attr_int("k", 1)])
+        .node("Add", &["x", "e"], &["y"], vec![])
+        .node("EyeLike", &["x"], &["i"], vec![attr_int("k", -1), attr_int("dtype", 7)])
+        .node("Cast", &["i"], &["f"], vec![attr_int("to", 1)])
+        .node("Mul", &["x", "f"], &["z"], vec![])
+        .build();
+    let text = ir(&src);
+    assert!(!text.contains("= EyeLike("), "{text}");
+    assert!(text.contains("Constant() {value=f32[3,4]") && text.contains("Constant() {value=i64[3,4]"), "{text}");
+    assert_same_numerics(&src, &[3, 4]);
+}
+
 /// The ops of newer families on run-time data (InstanceNormalization,
 /// CumSum, Tile and the unary math ops) export as they were read.
 #[test]

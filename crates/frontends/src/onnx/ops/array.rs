@@ -12,6 +12,7 @@ pub(super) const OPS: &[&str] = &[
     "Squeeze",
     "Expand",
     "ConstantOfShape",
+    "EyeLike",
     "GatherND",
     "ScatterND",
     "Range",
@@ -181,6 +182,15 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let shape = c.required_usizes(0, "shape")?;
             (Op::Constant(constant_of_shape(&a, shape)?), vec![])
         }
+        // Depends on its input's (static) shape only: a constant.
+        "EyeLike" => {
+            let ty = c.ty(0)?;
+            let dtype = match a.get("dtype") {
+                Some(d) => DType::from_onnx(d.i as i32).ok_or_else(|| format!("dtype {} is not supported", d.i))?,
+                None => ty.dtype,
+            };
+            (Op::Constant(eye_like(&ty.shape, dtype, a.int("k", 0))?), vec![])
+        }
         "ScatterND" => match a.string("reduction", "none").as_str() {
             "none" => c.on_inputs(Op::ScatterNd, 3)?,
             other => return Err(format!("ScatterND with reduction `{other}` is not supported")),
@@ -244,6 +254,32 @@ fn constant_of_shape(a: &Attrs, shape: Vec<usize>) -> Result<Tensor, String> {
     let n =
         ty.numel().filter(|&n| n <= CONSTANT_OF_SHAPE_LIMIT).ok_or_else(|| format!("{ty} is too large a constant"))?;
     let bytes: Vec<u8> = value.bytes().repeat(n);
+    Tensor::new(ty, bytes.into())
+}
+
+/// EyeLike's output: ones on diagonal `k` (above the main one when
+/// positive) of a `[rows, cols]` tensor, zeros elsewhere.
+fn eye_like(shape: &[usize], dtype: DType, k: i64) -> Result<Tensor, String> {
+    let [rows, cols] = shape[..] else { return Err(format!("input is {shape:?}; EyeLike takes a 2-D tensor")) };
+    let one: Vec<u8> = match dtype {
+        DType::F32 => 1f32.to_le_bytes().to_vec(),
+        DType::F16 => 0x3c00u16.to_le_bytes().to_vec(),
+        DType::F64 => 1f64.to_le_bytes().to_vec(),
+        DType::I64 => 1i64.to_le_bytes().to_vec(),
+        DType::I32 => 1i32.to_le_bytes().to_vec(),
+        DType::I8 | DType::U8 | DType::Bool => vec![1],
+    };
+    let ty = TensorType::new(dtype, vec![rows, cols]);
+    let n =
+        ty.numel().filter(|&n| n <= CONSTANT_OF_SHAPE_LIMIT).ok_or_else(|| format!("{ty} is too large a constant"))?;
+    let mut bytes = vec![0u8; n * one.len()];
+    for r in 0..rows {
+        let c = r as i64 + k;
+        if (0..cols as i64).contains(&c) {
+            let at = (r * cols + c as usize) * one.len();
+            bytes[at..at + one.len()].copy_from_slice(&one);
+        }
+    }
     Tensor::new(ty, bytes.into())
 }
 
