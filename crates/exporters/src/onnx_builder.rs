@@ -83,15 +83,8 @@ impl OnnxBuilder {
         self
     }
 
-    pub fn init_i64(mut self, name: &str, data: &[i64]) -> Self {
-        self.graph.initializer.push(TensorProto {
-            name: name.into(),
-            dims: vec![data.len() as i64],
-            data_type: DType::I64.onnx_code(),
-            int64_data: data.to_vec(),
-            ..Default::default()
-        });
-        self
+    pub fn init_i64(self, name: &str, data: &[i64]) -> Self {
+        self.init_i64_shaped(name, &[data.len() as i64], data)
     }
 
     /// An i64 initializer of `shape`.
