@@ -154,6 +154,63 @@ pub fn lower<W: Write + Seek>(g: &Graph, precision: Precision, blobs: &mut BlobW
 /// The most dimensions a Core ML tensor may have.
 pub const MAX_RANK: usize = 5;
 
+/// A 1-D list of ints: MIL's shape, perm, axes and reps parameters.
+fn list(v: Vec<i32>) -> Imm {
+    let n = v.len();
+    Imm::Ints(v, vec![n])
+}
+
+/// Sizes or axes as a [`list`].
+fn dims(v: &[usize]) -> Imm {
+    list(v.iter().map(|&d| d as i32).collect())
+}
+
+/// A chain of shape steps from a value of shape `dims` (an einsum's
+/// lowered form): each step MIL's op type, its parameters and the shape it
+/// gives; a step that would change nothing is not added.
+struct ShapeSteps {
+    steps: Vec<ShapeStep>,
+    dims: Vec<usize>,
+}
+
+/// MIL's op type, its parameters, the shape it gives.
+type ShapeStep = (&'static str, Vec<(&'static str, Imm)>, Vec<usize>);
+
+impl ShapeSteps {
+    fn new(dims: &[usize]) -> ShapeSteps {
+        ShapeSteps { steps: vec![], dims: dims.to_vec() }
+    }
+
+    fn push(&mut self, ty: &'static str, params: Vec<(&'static str, Imm)>, next: Vec<usize>) {
+        self.dims = next.clone();
+        self.steps.push((ty, params, next));
+    }
+
+    /// Summed over `axes`, which are dropped.
+    fn sum(mut self, axes: &[usize]) -> ShapeSteps {
+        if !axes.is_empty() {
+            let next = self.dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+            self.push("reduce_sum", vec![("axes", dims(axes)), ("keep_dims", Imm::Bool(false))], next);
+        }
+        self
+    }
+
+    fn transpose(mut self, perm: &[usize]) -> ShapeSteps {
+        if perm.iter().enumerate().any(|(i, &p)| i != p) {
+            let next = perm.iter().map(|&p| self.dims[p]).collect();
+            self.push("transpose", vec![("perm", dims(perm))], next);
+        }
+        self
+    }
+
+    fn reshape(mut self, shape: &[usize]) -> ShapeSteps {
+        if self.dims != shape {
+            self.push("reshape", vec![("shape", dims(shape))], shape.to_vec());
+        }
+        self
+    }
+}
+
 impl<W: Write + Seek> Lowering<'_, W> {
     /// A fresh identifier made from `raw`.
     fn ident(&mut self, raw: &str) -> String {
@@ -359,10 +416,6 @@ impl<W: Write + Seek> Lowering<'_, W> {
         }
         let in_shape = |i: usize| input(i).map(|v| g.value(v).ty.shape.clone()).unwrap_or_default();
         let ints = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
-        let list = |v: Vec<i32>| {
-            let n = v.len();
-            Imm::Ints(v, vec![n])
-        };
         let x0 = || vec![("x", vec![x[0].clone()])];
         let xy = || vec![("x", vec![x[0].clone()]), ("y", vec![x[1].clone()])];
         match &node.op {
@@ -710,20 +763,16 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     (fuse_ir::ValueDef::Weight(t), data)
                         if t.to_i64_vec().is_some_and(|v| v.iter().any(|&i| i < 0)) =>
                     {
-                        let depth = *t.ty().shape.last().unwrap_or(&1);
+                        // Each index tuple is a position in data's first dimensions.
+                        let depth = t.ty().shape.last().copied().unwrap_or(1).max(1);
                         let v = t.to_i64_vec().unwrap_or_default();
-                        let fixed =
-                            v.iter()
-                                .enumerate()
-                                .map(|(j, &i)| {
-                                    if i < 0 {
-                                        i + data.get(j % depth.max(1)).copied().unwrap_or(0) as i64
-                                    } else {
-                                        i
-                                    }
-                                })
-                                .map(|i| i as i32)
-                                .collect();
+                        let fixed: Vec<i32> = v
+                            .chunks(depth)
+                            .flat_map(|tuple| {
+                                tuple.iter().zip(&data).map(|(&i, &d)| if i < 0 { i + d as i64 } else { i })
+                            })
+                            .map(|i| i as i32)
+                            .collect();
                         params.push(("indices", Imm::Ints(fixed, t.ty().shape.clone())));
                     }
                     _ => ins.push(("indices", vec![x[1].clone()])),
@@ -754,97 +803,54 @@ impl<W: Write + Seek> Lowering<'_, W> {
         shapes: &[&[usize]],
         outs: Vec<(String, ValueType)>,
     ) {
-        enum Step {
-            Sum(Vec<usize>),
-            Transpose(Vec<usize>),
-            Reshape(Vec<usize>),
-        }
-        let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &v)| i == v);
-        let steps = |sum: &[usize], perm: &[usize], shape: &[usize], before: &[usize]| -> Vec<Step> {
-            let mut v = vec![];
-            let mut dims: Vec<usize> =
-                before.iter().enumerate().filter(|(i, _)| !sum.contains(i)).map(|(_, &d)| d).collect();
-            if !sum.is_empty() {
-                v.push(Step::Sum(sum.to_vec()));
-            }
-            if !identity(perm) {
-                v.push(Step::Transpose(perm.to_vec()));
-                dims = perm.iter().map(|&p| dims[p]).collect();
-            }
-            if dims != shape {
-                v.push(Step::Reshape(shape.to_vec()));
-            }
-            v
-        };
-        let dt = self.float();
-        let list = |v: &[usize]| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
-        // Runs `chain` from `x` (of `shape`); the last step is named `last`
-        // (typed `last_ty`) when given.
-        let run = |me: &mut Self, x: String, shape: Vec<usize>, chain: Vec<Step>, last: Option<(String, ValueType)>| {
-            let (mut cur, mut dims) = (x, shape);
-            let count = chain.len();
-            if count == 0 {
-                if let Some((name, ty)) = last {
-                    me.op("identity", &name, vec![("x", vec![cur])], vec![(name.clone(), ty)]);
-                    return name;
-                }
-            }
-            for (i, step) in chain.into_iter().enumerate() {
-                let (ty, params, next): (&str, Vec<(&'static str, Imm)>, Vec<usize>) = match step {
-                    Step::Sum(axes) => {
-                        let next =
-                            dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
-                        ("reduce_sum", vec![("axes", list(&axes)), ("keep_dims", Imm::Bool(false))], next)
-                    }
-                    Step::Transpose(perm) => {
-                        let next = perm.iter().map(|&p| dims[p]).collect();
-                        ("transpose", vec![("perm", list(&perm))], next)
-                    }
-                    Step::Reshape(shape) => ("reshape", vec![("shape", list(&shape))], shape),
-                };
-                let (name, out_ty) = match (&last, i + 1 == count) {
-                    (Some((name, ty)), true) => (name.clone(), ty.clone()),
-                    _ => {
-                        let name = me.ident(&format!("{n}_{ty}"));
-                        (name, tensor_type(dt, &next))
-                    }
-                };
-                me.op_params(ty, &name, vec![("x", vec![cur])], params, vec![(name.clone(), out_ty)]);
-                cur = name;
-                dims = next;
-            }
-            cur
-        };
         let last = outs.into_iter().next().expect("an output");
-        if let [o] = &plan.operands[..] {
+        let prepared = |k: usize| {
+            let o = &plan.operands[k];
+            ShapeSteps::new(shapes[k]).sum(&o.sum_axes).transpose(&o.perm).reshape(&o.shape)
+        };
+        if plan.operands.len() == 1 {
             // One operand: its steps are the whole einsum (the output's
             // letters in its own order).
-            run(self, x[0].clone(), shapes[0].to_vec(), steps(&o.sum_axes, &o.perm, &o.shape, shapes[0]), Some(last));
+            self.shape_steps(n, x[0].clone(), prepared(0), Some(last));
             return;
         }
-        let mut prepared = vec![];
-        for (k, o) in plan.operands.iter().enumerate() {
-            let chain = steps(&o.sum_axes, &o.perm, &o.shape, shapes[k]);
-            prepared.push(run(self, x[k].clone(), shapes[k].to_vec(), chain, None));
-        }
+        let a = self.shape_steps(n, x[0].clone(), prepared(0), None);
+        let b = self.shape_steps(n, x[1].clone(), prepared(1), None);
         let mm_shape = [plan.operands[0].shape[0], plan.operands[0].shape[1], plan.operands[1].shape[2]];
-        let mut post = vec![];
-        if plan.reshape != mm_shape {
-            post.push(Step::Reshape(plan.reshape.clone()));
-        }
-        if !identity(&plan.perm) {
-            post.push(Step::Transpose(plan.perm.clone()));
-        }
+        let post = ShapeSteps::new(&mm_shape).reshape(&plan.reshape).transpose(&plan.perm);
         let params = vec![("transpose_x", Imm::Bool(false)), ("transpose_y", Imm::Bool(false))];
-        let ins = vec![("x", vec![prepared[0].clone()]), ("y", vec![prepared[1].clone()])];
-        if post.is_empty() {
+        let ins = vec![("x", vec![a]), ("y", vec![b])];
+        if post.steps.is_empty() {
             let name = last.0.clone();
             self.op_params("matmul", &name, ins, params, vec![last]);
             return;
         }
         let mm = self.ident(&format!("{n}_matmul"));
-        self.op_params("matmul", &mm, ins, params, vec![(mm.clone(), tensor_type(dt, &mm_shape))]);
-        run(self, mm, mm_shape.to_vec(), post, Some(last));
+        self.op_params("matmul", &mm, ins, params, vec![(mm.clone(), tensor_type(self.float(), &mm_shape))]);
+        self.shape_steps(n, mm, post, Some(last));
+    }
+
+    /// Emits `chain` from the value `x`, each step named after `n` and
+    /// typed by the shape it gives, the last named and typed `last` when
+    /// given (an `identity` when there is no step). Returns the result.
+    fn shape_steps(&mut self, n: &str, x: String, chain: ShapeSteps, last: Option<(String, ValueType)>) -> String {
+        let count = chain.steps.len();
+        if count == 0 {
+            if let Some((name, ty)) = last {
+                self.op("identity", &name, vec![("x", vec![x])], vec![(name.clone(), ty)]);
+                return name;
+            }
+        }
+        let mut cur = x;
+        for (i, (ty, params, next)) in chain.steps.into_iter().enumerate() {
+            let (name, out_ty) = match &last {
+                Some((name, t)) if i + 1 == count => (name.clone(), t.clone()),
+                _ => (self.ident(&format!("{n}_{ty}")), tensor_type(self.float(), &next)),
+            };
+            self.op_params(ty, &name, vec![("x", vec![cur])], params, vec![(name.clone(), out_ty)]);
+            cur = name;
+        }
+        cur
     }
 
     /// An LSTM (torch's form) as MIL's `lstm`, whose weights are constants
@@ -892,7 +898,6 @@ impl<W: Write + Seek> Lowering<'_, W> {
         let p = constant(7, "P")?;
         let n = outs[0].0.clone();
         let f32_ty = |shape: &[usize]| tensor_type(DataType::Float32, shape);
-        let list = |v: Vec<usize>| Imm::Ints(v.iter().map(|&d| d as i32).collect(), vec![v.len()]);
         let mut x = self.arg(x_in)?;
         if self.precision == Precision::F16 {
             let up = self.ident(&format!("{n}_x_fp32"));
@@ -922,7 +927,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                             s = self.cast(&s, &up, "fp32", &[dirs, batch, h])?;
                         }
                         let t = self.ident(&format!("{n}_{key}_t"));
-                        let perm = list(vec![1, 0, 2]);
+                        let perm = dims(&[1, 0, 2]);
                         let t_ty = f32_ty(&[batch, dirs, h]);
                         self.op_params(
                             "transpose",
@@ -932,7 +937,7 @@ impl<W: Write + Seek> Lowering<'_, W> {
                             vec![(t.clone(), t_ty)],
                         );
                         let flat = self.ident(&format!("{n}_{key}"));
-                        let shape = list(state_shape.to_vec());
+                        let shape = dims(&state_shape);
                         let ins = vec![("x", vec![t])];
                         self.op_params(
                             "reshape",
@@ -997,15 +1002,15 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 "reshape",
                 &last,
                 vec![("x", vec![y])],
-                vec![("shape", list(vec![seq, 1, batch, h]))],
+                vec![("shape", dims(&[seq, 1, batch, h]))],
                 last_outs,
             );
         } else {
             let split = self.ident(&format!("{n}_dirs"));
             let split_outs = vec![(split.clone(), f32_ty(&[seq, batch, dirs, h]))];
-            let shape = list(vec![seq, batch, dirs, h]);
+            let shape = dims(&[seq, batch, dirs, h]);
             self.op_params("reshape", &split, vec![("x", vec![y])], vec![("shape", shape)], split_outs);
-            let perm = list(vec![0, 2, 1, 3]);
+            let perm = dims(&[0, 2, 1, 3]);
             self.op_params("transpose", &last, vec![("x", vec![split])], vec![("perm", perm)], last_outs);
         }
         if f16 {
@@ -1058,16 +1063,12 @@ impl<W: Write + Seek> Lowering<'_, W> {
         dt: DataType,
         out: Option<Vec<(String, ValueType)>>,
     ) -> String {
-        let list = |v: Vec<i32>| {
-            let n = v.len();
-            Imm::Ints(v, vec![n])
-        };
         let mut xin = x;
         if src.len() < out_shape.len() {
             let mut padded = vec![1usize; out_shape.len() - src.len()];
             padded.extend(&src);
             let r = self.ident(&format!("{base}_rank"));
-            let shape = list(padded.iter().map(|&d| d as i32).collect());
+            let shape = dims(&padded);
             let ty = tensor_type(dt, &padded);
             self.op_params("reshape", &r, vec![("x", vec![xin])], vec![("shape", shape)], vec![(r.clone(), ty)]);
             xin = r;

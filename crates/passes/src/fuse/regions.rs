@@ -89,10 +89,8 @@ const COMPUTE: [&str; 4] = ["Conv", "Gemm", "MatMul", "Einsum"];
 pub(crate) fn islands(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
     let n = lowered.len();
     let run = runs(lowered, flows);
-    let (mut computes, mut meets_members) = (vec![false; n], vec![false; n]);
-    for i in (0..n).filter(|&i| stacked(lowered, i) && COMPUTE.contains(&lowered[i].0)) {
-        computes[run[i]] = true;
-    }
+    let computes = computing(lowered, &run);
+    let mut meets_members = vec![false; n];
     for f in flows {
         let Some(t) = f.to else { continue };
         for (s, other) in [(f.from, t), (t, f.from)] {
@@ -129,6 +127,16 @@ fn runs(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
     (0..run.len()).map(|i| root(&mut run, i)).collect()
 }
 
+/// Per run (as [`runs`] names them), whether a stacked node group of it
+/// computes ([`COMPUTE`]).
+fn computing(lowered: &[(&str, Lowered)], run: &[usize]) -> Vec<bool> {
+    let mut computes = vec![false; lowered.len()];
+    for i in (0..lowered.len()).filter(|&i| stacked(lowered, i) && COMPUTE.contains(&lowered[i].0)) {
+        computes[run[i]] = true;
+    }
+    computes
+}
+
 /// The stacked runs (see [`islands`]) without a Conv, Gemm or MatMul that
 /// lie between exactly two per-member node groups: every input from one,
 /// every output to another, nothing else read or fed (a feed-forward
@@ -140,12 +148,9 @@ fn runs(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
 pub(crate) fn sandwiched(lowered: &[(&str, Lowered)], flows: &[Flow]) -> Vec<usize> {
     let n = lowered.len();
     let run = runs(lowered, flows);
-    let mut ruled_out = vec![false; n];
+    let mut ruled_out = computing(lowered, &run);
     let mut from: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     let mut to: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-    for i in (0..n).filter(|&i| stacked(lowered, i) && COMPUTE.contains(&lowered[i].0)) {
-        ruled_out[run[i]] = true;
-    }
     for f in flows {
         let Some(t) = f.to else {
             // A graph output read from a stacked run: it leaves to no member.

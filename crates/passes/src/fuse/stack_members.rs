@@ -293,28 +293,15 @@ fn gather(b: &mut FuseBuilder, group: &NodeGroup, axis: i64) -> Result<Option<(i
 fn einsum(b: &mut FuseBuilder, group: &NodeGroup, equation: &str) -> Result<Option<(String, Inputs)>, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let slots = n0.inputs.len();
+    let ranks: Vec<Option<usize>> = n0.inputs.iter().map(|v| v.map(|v| g0.value(v).ty.rank())).collect();
     let mut ins = vec![];
     let mut lead = vec![];
-    for slot in 0..slots {
-        let Some(v0) = n0.inputs[slot] else { return Ok(None) };
-        let (x, stacked_here) = if is_weight(b, group, slot) {
-            if same_weights(b, group, slot) {
-                (b.weight(0, v0, true), false)
-            } else {
-                let rank = g0.value(v0).ty.rank();
-                match b.stacked_weight(group, slot, WeightForm::Members { rank, transposed: false }) {
-                    Some(w) => (w, true),
-                    None => return Ok(None),
-                }
-            }
-        } else if let Some(f) = shared_input(b, group, slot)? {
-            (f, false)
-        } else {
-            (stacked(b, group, slot)?, true)
-        };
+    for (slot, rank) in ranks.into_iter().enumerate() {
+        // Each operand at its own rank: stacked ones gain the member axis.
+        let Some(rank) = rank else { return Ok(None) };
+        let Some(x) = operand(b, group, slot, rank, false)? else { return Ok(None) };
         ins.push(Some(x));
-        lead.push(stacked_here);
+        lead.push(b.f.value(x).ty.rank() > rank);
     }
     if !lead.contains(&true) {
         return Ok(None);
