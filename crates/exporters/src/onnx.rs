@@ -391,14 +391,11 @@ fn lower(
         Op::Reduce { op, axes, keepdims } => {
             at.push(int_attr("keepdims", *keepdims as i64));
             if let Some(axes) = axes {
-                match op {
-                    ReduceOp::Sum => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
-                    ReduceOp::Mean | ReduceOp::L2 | ReduceOp::Max | ReduceOp::Min if opset >= 18 => {
-                        inputs.push(param(gp, names, &nn, "axes", i64s(axes)))
-                    }
-                    ReduceOp::Mean | ReduceOp::L2 | ReduceOp::Max | ReduceOp::Min => {
-                        np.attribute.push(ints_attr("axes", axes.iter().copied()))
-                    }
+                // ReduceSum takes its axes as an input (opset 13), the others from opset 18.
+                if *op == ReduceOp::Sum || opset >= 18 {
+                    inputs.push(param(gp, names, &nn, "axes", i64s(axes)));
+                } else {
+                    np.attribute.push(ints_attr("axes", axes.iter().copied()));
                 }
             }
         }

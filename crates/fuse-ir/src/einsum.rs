@@ -168,14 +168,19 @@ impl Equation {
         Ok(sizes.values().chain(&ell).map(|&d| d as f64).product())
     }
 
+    /// The letters no input's term uses, in order.
+    fn free_letters(&self) -> impl Iterator<Item = char> {
+        let used: Vec<char> = self.inputs.iter().flat_map(Term::letters).collect();
+        ('a'..='z').chain('A'..='Z').filter(move |c| !used.contains(c))
+    }
+
     /// The same equation with a new letter in front of the inputs marked
     /// in `lead` and of the output: for operands stacked on a new leading
     /// axis (member k's operand at index k), the output stacked likewise.
     /// Operands not marked broadcast over it. `None` when no letter is
     /// free.
     pub fn with_leading(&self, lead: &[bool]) -> Option<Equation> {
-        let used: Vec<char> = self.inputs.iter().flat_map(Term::letters).collect();
-        let z = ('a'..='z').chain('A'..='Z').find(|c| !used.contains(c))?;
+        let z = self.free_letters().next()?;
         let mut e = self.clone();
         for (t, &l) in e.inputs.iter_mut().zip(lead) {
             if l {
@@ -215,8 +220,7 @@ impl Equation {
     /// ellipsis dimensions broadcast), and the output's.
     fn spelled(&self, shapes: &[&[usize]]) -> Result<(Vec<Vec<char>>, Vec<char>), String> {
         let (_, ell) = self.sizes(shapes)?;
-        let used: Vec<char> = self.inputs.iter().flat_map(Term::letters).collect();
-        let free: Vec<char> = ('a'..='z').chain('A'..='Z').filter(|c| !used.contains(c)).take(ell.len()).collect();
+        let free: Vec<char> = self.free_letters().take(ell.len()).collect();
         if free.len() < ell.len() {
             return Err("too many letters to spell out the ellipsis".into());
         }
