@@ -152,6 +152,7 @@ impl Calibration {
             member_subgraphs: self.member_subgraphs,
             // Set by the output format, not the calibration.
             max_rank: None,
+            channel_block: FuseOptions::default().channel_block,
         })
     }
 }

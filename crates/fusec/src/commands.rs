@@ -533,6 +533,9 @@ pub fn fuse(
     }
     if format == OutputFormat::CoreMl {
         opts.max_rank = Some(fusec_exporters::coreml::mil::MAX_RANK);
+        // The channel block is ONNX Runtime's (its CPU provider's blocked
+        // layout); Core ML lays out its tensors itself.
+        opts.channel_block = None;
     }
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;

@@ -307,7 +307,8 @@ pub fn tune(
         return Ok((Choice::Plan(0).options(keep_bn, None), report));
     }
     let how = format!(
-        "{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}, round 3 sessions {ROUND3_SESSIONS}"
+        "{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}, round 3 sessions {ROUND3_SESSIONS}, channel block {:?}",
+        FuseOptions::default().channel_block
     );
     let key = cache_key(members, &all_grouped.lowered, cfg, &how);
     let cache = cache_file();

@@ -5,6 +5,9 @@
 //!   stacked sums into adds, dead shape arithmetic removed;
 //! - [`fold_bn()`]: BatchNormalization folded into the Conv before it;
 //! - [`dce()`]: dead-code elimination;
+//! - [`pad_channels()`]: conv channel counts padded to a multiple of a
+//!   block (before fusion, so that grouped convs keep ONNX Runtime's
+//!   blocked layout);
 //! - [`fp16_weights()`]: f32 weights stored as f16, cast back where read.
 //!
 //! Fusion ([`fuse()`]) is a wing of its own, `fuse/`: the driver, the
@@ -27,6 +30,7 @@ mod fold_bn;
 mod fp16_compute;
 mod fp16_weights;
 pub mod fuse;
+mod pad_channels;
 mod util;
 pub mod validate;
 
@@ -38,3 +42,4 @@ pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;
 pub use fuse::align::align;
 pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin};
+pub use pad_channels::{pad_channels, PadStats, NCHWC_BLOCK};

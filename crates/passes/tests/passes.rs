@@ -6,7 +6,10 @@ use std::path::Path;
 
 use fuse_ir::{text::to_text, Graph};
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
-use fusec_passes::{align, canonicalize, dce, fold_bn, fp16_compute, fuse, FuseOptions, Lowering, Member, Origin};
+use fusec_passes::{
+    align, canonicalize, dce, fold_bn, fp16_compute, fuse, pad_channels, FuseOptions, Lowering, Member, Origin,
+    PadStats,
+};
 use fusec_verify::compare::diff;
 use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
 use fusec_verify::Tensors;
@@ -276,9 +279,12 @@ fn align_pairs_every_node_and_finds_the_class_head_divergence() {
     insta::assert_snapshot!(s);
 }
 
+/// The members fused as `lowering` says, without padding channels to a
+/// block (these fixtures' few channels would be padded to 16: the tests
+/// that use this are about lowering; padding has its own).
 fn fused(lowering: Lowering, members: Vec<(&str, Graph)>) -> fusec_passes::Fused {
     let members = members.into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
-    fuse(members, &FuseOptions { keep_bn: false, lowering, ..Default::default() }).unwrap()
+    fuse(members, &FuseOptions { keep_bn: false, lowering, channel_block: None, ..Default::default() }).unwrap()
 }
 
 /// The fused model gives each member's outputs, under `m{k}/`.
@@ -803,7 +809,7 @@ fn an_assignment_decides_per_node_group() {
     let named = || vec![("m0", members[0].clone()), ("m1", members[1].clone())];
     let with = |a: Option<Vec<bool>>| {
         let ms = named().into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
-        fuse(ms, &FuseOptions { assignment: a, ..Default::default() })
+        fuse(ms, &FuseOptions { assignment: a, channel_block: None, ..Default::default() })
     };
     let n = fused(Lowering::Grouped, named()).report.lowered.len();
     let text = |f: &fusec_passes::Fused| to_text(&f.graph).unwrap();
@@ -834,4 +840,136 @@ fn an_assignment_decides_per_node_group() {
         r.flows
     );
     assert!(r.flows.iter().any(|f| f.to.is_none()), "the outputs flow out");
+}
+
+/// A member whose channel counts (24, 6, 40) are not multiples of 16, as
+/// EfficientNet's and MobileNetV3's are not: stem conv + BatchNorm + SiLU,
+/// squeeze-excite, a depthwise conv, a projection with a per-channel
+/// constant added and one divided by, HardSigmoid, a MaxPool and an
+/// upsampling Resize added back, and an output conv of 16 channels.
+fn odd_channels(seed: u64) -> Graph {
+    let mut r = Rng(seed);
+    let bytes = OnnxBuilder::new(17)
+        .input("image", &[1, 3, 8, 8])
+        .output("out", &[1, 16, 8, 8])
+        .init_f32("stem.w", &[24, 3, 3, 3], &r.vals(648, 0.0, 0.3))
+        .init_f32("bn.g", &[24], &r.vals(24, 1.0, 0.2))
+        .init_f32("bn.b", &[24], &r.vals(24, 0.0, 0.1))
+        .init_f32("bn.m", &[24], &r.vals(24, 0.0, 0.1))
+        .init_f32("bn.v", &[24], &r.vals(24, 1.0, 0.5))
+        .init_f32("se.r.w", &[6, 24, 1, 1], &r.vals(144, 0.0, 0.5))
+        .init_f32("se.r.b", &[6], &r.vals(6, 0.0, 0.1))
+        .init_f32("se.e.w", &[24, 6, 1, 1], &r.vals(144, 0.0, 0.5))
+        .init_f32("se.e.b", &[24], &r.vals(24, 0.0, 0.1))
+        .init_f32("dw.w", &[24, 1, 3, 3], &r.vals(216, 0.0, 0.3))
+        .init_f32("pj.w", &[40, 24, 1, 1], &r.vals(960, 0.0, 0.3))
+        .init_f32("pj.b", &[40], &r.vals(40, 0.0, 0.1))
+        .init_f32("shift", &[1, 40, 1, 1], &r.vals(40, 0.0, 0.5))
+        .init_f32("scale", &[40, 1, 1], &r.vals(40, 2.0, 0.5))
+        .init_f32("up.scales", &[4], &[1.0, 1.0, 2.0, 2.0])
+        .init_f32("out.w", &[16, 40, 1, 1], &r.vals(640, 0.0, 0.3))
+        .node("Conv", &["image", "stem.w"], &["s"], vec![attr_ints("pads", &[1, 1, 1, 1])])
+        .node("BatchNormalization", &["s", "bn.g", "bn.b", "bn.m", "bn.v"], &["bn"], vec![attr_float("epsilon", 1e-3)])
+        .node("Sigmoid", &["bn"], &["sg"], vec![])
+        .node("Mul", &["bn", "sg"], &["a"], vec![])
+        .node("ReduceMean", &["a"], &["se"], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 1)])
+        .node("Conv", &["se", "se.r.w", "se.r.b"], &["sr"], vec![])
+        .node("Relu", &["sr"], &["srr"], vec![])
+        .node("Conv", &["srr", "se.e.w", "se.e.b"], &["se2"], vec![])
+        .node("Sigmoid", &["se2"], &["gate"], vec![])
+        .node("Mul", &["a", "gate"], &["a2"], vec![])
+        .node("Conv", &["a2", "dw.w"], &["d"], vec![attr_int("group", 24), attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Conv", &["d", "pj.w", "pj.b"], &["p"], vec![])
+        .node("Add", &["p", "shift"], &["p1"], vec![])
+        .node("Div", &["p1", "scale"], &["p2"], vec![])
+        .node("HardSigmoid", &["p2"], &["h"], vec![])
+        .node("MaxPool", &["h"], &["m"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
+        .node("Resize", &["m", "", "up.scales"], &["u"], vec![attr_str("mode", "nearest")])
+        .node("Add", &["u", "h"], &["v"], vec![])
+        .node("Conv", &["v", "out.w"], &["out"], vec![])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("odd.onnx")).expect("fixture imports")
+}
+
+/// Every Conv's weight shape and group in `g`.
+fn convs(g: &Graph) -> Vec<(Vec<usize>, usize)> {
+    let mut v = vec![];
+    for n in g.topo_order().unwrap() {
+        if let fuse_ir::Op::Conv(c) = &g.node(n).op {
+            v.push((g.value(g.node(n).inputs[1].unwrap()).ty.shape.clone(), c.group));
+        }
+    }
+    v
+}
+
+#[test]
+fn pad_channels_pads_convs_to_the_block_and_keeps_the_outputs() {
+    let before = odd_channels(1);
+    let mut after = before.clone();
+    let st = pad_channels(&mut after, 16).unwrap();
+    after.validate().unwrap();
+    // The stem (24), the squeeze-excite's two convs (6, 24) and the
+    // projection (40); the depthwise conv follows its input; nothing needs
+    // a Slice; the output conv's 16 stay.
+    assert_eq!(st, PadStats { convs: 4, slices: 0 });
+    let shapes: Vec<(Vec<usize>, usize)> = convs(&after);
+    assert_eq!(
+        shapes,
+        vec![
+            (vec![32, 3, 3, 3], 1),
+            (vec![16, 32, 1, 1], 1),
+            (vec![32, 16, 1, 1], 1),
+            (vec![32, 1, 3, 3], 32),
+            (vec![48, 32, 1, 1], 1),
+            (vec![16, 48, 1, 1], 1),
+        ]
+    );
+    insta::assert_snapshot!(before_after(&before, &after));
+    assert_same_outputs(&run(&after), "", &run(&before));
+    // Nothing to pad: the graph is left as it is.
+    let mut again = after.clone();
+    assert_eq!(pad_channels(&mut again, 16).unwrap(), PadStats::default());
+    assert_eq!(to_text(&again).unwrap(), to_text(&after).unwrap());
+    // Where the padded channels would reach a graph output, nothing pads.
+    let mut to_output = before.clone();
+    to_output.set_outputs(vec![to_output.outputs()[0], value_named(&to_output, "h")]);
+    let kept = to_output.clone();
+    let st = pad_channels(&mut to_output, 16).unwrap();
+    assert_eq!(st.slices, 0);
+    assert!(st.convs < 4, "{st:?}");
+    assert_same_outputs(&run(&to_output), "", &run(&kept));
+}
+
+fn value_named(g: &Graph, name: &str) -> fuse_ir::ValueId {
+    g.topo_order()
+        .unwrap()
+        .into_iter()
+        .flat_map(|n| g.node(n).outputs.clone())
+        .find(|&v| g.value(v).name == name)
+        .unwrap_or_else(|| panic!("no value `{name}`"))
+}
+
+#[test]
+fn padded_members_group_into_convs_of_whole_blocks() {
+    let members = vec![odd_channels(1), odd_channels(2), odd_channels(3)];
+    for (keep_bn, block) in [(false, Some(16)), (true, Some(16)), (false, None)] {
+        let ms = members.iter().enumerate().map(|(k, g)| Member { name: format!("m{k}"), graph: g.clone() }).collect();
+        let opts = FuseOptions { keep_bn, lowering: Lowering::Grouped, channel_block: block, ..Default::default() };
+        let f = fuse(ms, &opts).unwrap();
+        let want = if block.is_some() { PadStats { convs: 4, slices: 0 } } else { PadStats::default() };
+        assert_eq!(f.report.padded, vec![want; 3]);
+        // Each group of a grouped conv: whole blocks of 16 channels out and
+        // in (but for the stem, which reads the 3-channel image once);
+        // the depthwise conv (one channel a group): whole blocks in all.
+        let whole = convs(&f.graph).iter().all(|(w, group)| {
+            let (out, inp) = (w[0] / group, w[1]);
+            if inp == 1 && out == 1 {
+                w[0] % 16 == 0
+            } else {
+                out % 16 == 0 && (inp % 16 == 0 || inp == 3)
+            }
+        });
+        assert_eq!(whole, block.is_some(), "keep_bn {keep_bn}, block {block:?}: {:?}", convs(&f.graph));
+        assert_fused_matches_members(&f, &members);
+    }
 }

@@ -34,7 +34,7 @@ use self::layout::FuseBuilder;
 use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::validate::validated;
-use crate::{dce, fold_bn, PassError};
+use crate::{dce, fold_bn, pad_channels, PadStats, PassError};
 
 pub struct Fused {
     pub graph: Graph,
@@ -67,9 +67,18 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     if members.len() < 2 {
         return Err(PassError::Incompatible(format!("fusion needs at least 2 members, got {}", members.len())));
     }
-    let mut report = FuseReport::default();
+    let mut report = FuseReport { channel_block: opts.channel_block, ..Default::default() };
     for m in &mut members {
         let (canon, folded) = prepare_member(&mut m.graph, opts.keep_bn).map_err(|e| e.in_member(&m.name))?;
+        let padded = match opts.channel_block {
+            Some(block) => {
+                let st = pad_channels(&mut m.graph, block).map_err(|e| PassError::from(e).in_member(&m.name))?;
+                validated("pad_channels", &m.graph).map_err(|e| e.in_member(&m.name))?;
+                st
+            }
+            None => PadStats::default(),
+        };
+        report.padded.push(padded);
         report.members.push(m.name.clone());
         report.member_nodes.push(m.graph.node_count());
         report.member_convs.push(conv_count(&m.graph));

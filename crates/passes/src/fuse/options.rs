@@ -102,6 +102,12 @@ pub struct FuseOptions {
     /// The most dimensions a fused value may have (Core ML's 5): a group
     /// whose member-axis stacked form would need more stays per member.
     pub max_rank: Option<usize>,
+    /// Pad each member's conv channel counts to a multiple of this block
+    /// before fusion ([`crate::pad_channels()`]): ONNX Runtime's CPU
+    /// provider runs a grouped conv in its blocked layout only when each
+    /// group's channels are a multiple of its block (16 with AVX-512), as
+    /// it pads a plain conv's itself. `None` (Core ML) pads nothing.
+    pub channel_block: Option<usize>,
 }
 
 /// The fewest nodes a member's block needs to become a subgraph: a head
@@ -128,6 +134,7 @@ impl Default for FuseOptions {
             assignment: None,
             member_subgraphs: false,
             max_rank: None,
+            channel_block: Some(crate::NCHWC_BLOCK),
         }
     }
 }

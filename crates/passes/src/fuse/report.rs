@@ -13,6 +13,11 @@ pub struct FuseReport {
     pub member_convs: Vec<usize>,
     pub canon: Vec<CanonStats>,
     pub bn_folded: Vec<usize>,
+    /// Per member, what padding channel counts to the block did
+    /// (`FuseOptions::channel_block`).
+    pub padded: Vec<crate::PadStats>,
+    /// The channel block padded to (`FuseOptions::channel_block`).
+    pub channel_block: Option<usize>,
     /// Per member, the Conv and Gemm nodes given an explicit zero bias to
     /// match a counterpart's bias (an exporter dropped theirs).
     pub zero_biases: Vec<Vec<String>>,
@@ -90,6 +95,15 @@ pub fn explain(r: &FuseReport) -> String {
             s,
             "  {m}: {} nodes, {} Conv (folded {} constant nodes, {} BatchNorm)",
             r.member_nodes[k], r.member_convs[k], r.canon[k].folded, r.bn_folded[k]
+        );
+    }
+    for (m, p) in r.members.iter().zip(&r.padded).filter(|(_, p)| p.convs > 0) {
+        let _ = writeln!(
+            s,
+            "  {m}: {} Conv padded with zero filters to a multiple of {} channels ({} padded values sliced back)",
+            p.convs,
+            r.channel_block.unwrap_or_default(),
+            p.slices
         );
     }
     for (m, nodes) in r.members.iter().zip(&r.zero_biases).filter(|(_, n)| !n.is_empty()) {
