@@ -101,6 +101,22 @@ fn three_state_dicts_fuse_and_reproduce_every_member_on_ort_and_tract() {
     }
     assert_reproduces_reference(&out, "ort", &MEMBERS);
     assert_reproduces_reference(&out, "tract", &MEMBERS);
+    // --channel-block 0 pads nothing: the same outputs from a smaller file.
+    let unpadded = dir.path().join("unpadded.onnx");
+    let explain0 = fuse(&refs, &unpadded, &["--lowering", "grouped", "--channel-block", "0"]);
+    assert!(!explain0.contains("padded"), "{explain0}");
+    assert_fused_conv_count(&explain0, 3);
+    assert_reproduces_reference(&unpadded, "ort", &MEMBERS);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&unpadded) < size(&out), "padding adds zero filters");
+    // A block past 256 is refused before anything is read.
+    let huge = fusec(&["fuse", s(refs[0]), s(refs[1]), "-o", s(&dir.path().join("x.onnx")), "--channel-block", "4096"]);
+    assert_eq!(huge.status.code(), Some(2), "{}", String::from_utf8_lossy(&huge.stderr));
+    assert!(
+        String::from_utf8_lossy(&huge.stderr).contains("--channel-block"),
+        "{}",
+        String::from_utf8_lossy(&huge.stderr)
+    );
 
     let info = String::from_utf8(ok(fusec(&["inspect", s(&out)])).stdout).unwrap();
     assert!(info.contains("  image f32[1,3,512,512]\n"), "{info}");
@@ -636,6 +652,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         "| members one after another |",
         "| members one after another, canonicalized (not fused) |",
         "| fused, grouped |",
+        "| fused, grouped, channels unpadded |",
         "| fused, separate |",
         "| fused, separate, member subgraphs |",
         "| fused, grouped, BatchNorm kept |",
@@ -649,7 +666,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 16, "the baseline, the canonicalized members and 14 fused configurations");
+    assert_eq!(rows.len(), 17, "the baseline, the canonicalized members and 15 fused configurations");
     assert_eq!(rows[1]["config"], "members one after another, canonicalized (not fused)");
     assert!(rows[0]["speedup_p50_interval"].is_null(), "the baseline has no interval");
     for r in &rows[1..] {
@@ -702,6 +719,7 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
     regions["split_linear"] = false.into();
     regions["member_axis"] = true.into();
     regions["member_subgraphs"] = false.into();
+    regions["channel_block"] = 16.into();
     std::fs::write(&cal, serde_json::to_vec(&regions).unwrap()).unwrap();
     let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
     let base = ["fuse", s(&members[0]), s(&members[1]), "--image-size", "128", "-o"];
@@ -716,6 +734,24 @@ fn bench_compares_every_lowering_against_the_members_in_one_run() {
         with(&a, &["--calibration", s(&cal)])
             == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn"]),
         "--calibration and the same flags give different models"
+    );
+    // A calibration measured unpadded (`fused, grouped, channels unpadded`)
+    // fuses unpadded; a file from before padding existed pads.
+    let mut unpadded = regions.clone();
+    unpadded["channel_block"] = 0.into();
+    std::fs::write(&cal, serde_json::to_vec(&unpadded).unwrap()).unwrap();
+    assert!(
+        with(&a, &["--calibration", s(&cal)])
+            == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn", "--channel-block", "0"]),
+        "--calibration with channel_block 0 and --channel-block 0 give different models"
+    );
+    let mut old = regions.clone();
+    old.as_object_mut().unwrap().remove("channel_block");
+    std::fs::write(&cal, serde_json::to_vec(&old).unwrap()).unwrap();
+    assert!(
+        with(&a, &["--calibration", s(&cal)])
+            == with(&b, &["--lowering", "regions", "--group-from", "0.5", "--keep-bn"]),
+        "a calibration file without channel_block does not pad as the default does"
     );
     // Conflicting flags and a broken file are input errors.
     let mut args = base.to_vec();

@@ -209,6 +209,7 @@ def fuse(
     group_from: Optional[float] = None,
     keep_bn: Optional[bool] = None,
     member_subgraphs: bool = False,
+    channel_block: Optional[int] = None,
     calibration: Optional[PathLike] = None,
     precision: str = "fp32",
     explain: bool = False,
@@ -242,7 +243,11 @@ def fuse(
     ``member_subgraphs=True`` writes each member's run of per-member layers
     as a subgraph of its own (a one-step ONNX ``Scan``), so that ONNX
     Runtime plans its memory as for the member alone (``tune=True``
-    measures it as a candidate). ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
+    measures it as a candidate). ``channel_block``: conv channel counts are
+    padded to a multiple of it before fusing (zero filters, the same
+    outputs), so that ONNX Runtime's CPU provider keeps grouped convs in its
+    blocked layout; default 16 (or the calibration file's), 0 pads nothing;
+    Core ML output is never padded. ``precision``: ``fp32``, ``fp16`` (fp16 weights; Core ML
     computes in fp16) or ``fp16-compute`` (ONNX computing in fp16, for GPUs).
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
@@ -269,6 +274,7 @@ def fuse(
         float(0.25 if group_from is None else group_from),
         bool(keep_bn),
         bool(member_subgraphs),
+        None if channel_block is None else int(channel_block),
         # Nothing chosen: fusec notes that the default is unmeasured here.
         calibration is None and not tune and lowering is None and group_from is None and not member_subgraphs,
         None if calibration is None else os.fspath(calibration),

@@ -63,12 +63,25 @@ def test_member_subgraphs_fuse_and_verify(tmp_path):
     out = tmp_path / "subgraphs.onnx"
     report = fusec.fuse(MEMBERS[:2], out, lowering="separate", member_subgraphs=True, progress=False)
     assert report.lowering["member_subgraphs"] is True and report.lowering["lowering"] == "separate"
+    assert report.lowering["channel_block"] == 16
     assert not any("not measured" in n for n in report.notes), report.notes
     assert out.read_bytes().count(b"\x22\x04Scan") == 2
     checked = fusec.verify(out, MEMBERS[:2], inputs=INPUT, runs=0, progress=False)
     assert checked.equivalent and all(o.outside == 0 for o in checked.outputs)
     with pytest.raises(ValueError, match="member_subgraphs"):
         fusec.fuse(MEMBERS[:2], out, member_subgraphs=True, tune=True, progress=False)
+
+
+def test_channel_block_zero_fuses_unpadded(tmp_path):
+    padded, unpadded = tmp_path / "padded.onnx", tmp_path / "unpadded.onnx"
+    a = fusec.fuse(MEMBERS[:2], padded, lowering="grouped", progress=False)
+    b = fusec.fuse(MEMBERS[:2], unpadded, lowering="grouped", channel_block=0, progress=False)
+    assert (a.lowering["channel_block"], b.lowering["channel_block"]) == (16, 0)
+    assert unpadded.stat().st_size < padded.stat().st_size, "padding adds zero filters"
+    checked = fusec.verify(unpadded, MEMBERS[:2], inputs=INPUT, runs=0, progress=False)
+    assert checked.equivalent and all(o.outside == 0 for o in checked.outputs)
+    with pytest.raises(ValueError, match="channel_block"):
+        fusec.fuse(MEMBERS[:2], tmp_path / "x.onnx", channel_block=4096, progress=False)
 
 
 def test_verify_gives_the_numbers_of_the_command(fused):
@@ -147,7 +160,7 @@ def test_a_hostile_checkpoint_raises_input_error_naming_it(tmp_path):
 def test_a_short_bench_has_the_commands_rows(tmp_path):
     report = fusec.bench(MEMBERS[:2], inputs=INPUT, runs=2, warmup=1, json_out=tmp_path / "b.json", progress=False)
     assert isinstance(report, fusec.BenchReport) and report.members == ["coco", "aquarium"]
-    assert len(report.rows) == 16 and report.rows[0].config == "members one after another"
+    assert len(report.rows) == 17 and report.rows[0].config == "members one after another"
     assert all(r.stats.p50_ms > 0 for r in report.rows)
     assert report.sessions == 2 and all(r.stats.runs == 2 for r in report.rows)
     assert all(r.max_abs <= 1e-4 for r in report.rows if "fp16" not in r.config)
@@ -228,7 +241,7 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     assert report.lowering == {"lowering": lowering, "plan": digits, "group_from": group_from,
                                "keep_bn": False, "split_depthwise": False, "split_pointwise": False,
                                "split_linear": False, "member_axis": True,
-                               "member_subgraphs": t.chosen == "separate-subgraphs"}
+                               "member_subgraphs": t.chosen == "separate-subgraphs", "channel_block": 16}
     assert json.loads(plan.read_text()).get("plan") == digits
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering

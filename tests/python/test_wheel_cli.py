@@ -52,7 +52,7 @@ def test_a_short_bench_writes_its_json(tmp_path):
     fusec("bench", *MEMBERS[:2], "--input", REFERENCE / "input.safetensors", "--runtime", "ort",
           "--runs", "2", "--warmup", "1", "--json-out", out)
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 16 and rows[0]["config"] == "members one after another"
+    assert len(rows) == 17 and rows[0]["config"] == "members one after another"
     assert all(r["p50_ms"] > 0 for r in rows)
     assert all(r["max_abs"] <= 1e-4 for r in rows if "fp16" not in r["config"])
 

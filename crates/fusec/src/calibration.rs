@@ -37,11 +37,20 @@ pub struct Calibration {
     /// (`--member-subgraphs`; absent in older files: false).
     #[serde(default)]
     pub member_subgraphs: bool,
+    /// Conv channel counts padded to a multiple of this before fusing (0:
+    /// none; absent in files written before padding existed: the default,
+    /// 16).
+    #[serde(default = "default_channel_block")]
+    pub channel_block: usize,
     /// What was measured: speedup over the members one after another (p50),
     /// on this runtime and device.
     pub speedup_p50: f64,
     pub device: String,
     pub members: Vec<String>,
+}
+
+fn default_channel_block() -> usize {
+    FuseOptions::default().channel_block.unwrap_or(0)
 }
 
 impl Calibration {
@@ -76,6 +85,7 @@ impl Calibration {
             split_linear: opts.split_linear,
             member_axis: opts.member_axis,
             member_subgraphs: opts.member_subgraphs,
+            channel_block: opts.channel_block.unwrap_or(0),
             speedup_p50,
             device: device.into(),
             members: members.to_vec(),
@@ -97,6 +107,7 @@ impl Calibration {
             "split_linear": c.split_linear,
             "member_axis": c.member_axis,
             "member_subgraphs": c.member_subgraphs,
+            "channel_block": c.channel_block,
         })
     }
 
@@ -152,7 +163,7 @@ impl Calibration {
             member_subgraphs: self.member_subgraphs,
             // Set by the output format, not the calibration.
             max_rank: None,
-            channel_block: FuseOptions::default().channel_block,
+            channel_block: (self.channel_block > 0).then_some(self.channel_block),
         })
     }
 }

@@ -306,6 +306,15 @@ enum Command {
         /// measures it as one more candidate
         #[arg(long, conflicts_with_all = ["calibration", "tune"])]
         member_subgraphs: bool,
+        /// Pad each member's conv channel counts to a multiple of N before
+        /// fusing (zero filters; the outputs stay the same): ONNX Runtime's
+        /// CPU provider runs a grouped conv in its fast blocked layout only
+        /// when each group's channels are whole blocks of 16 (AVX-512) or 8
+        /// (AVX2), as it pads a plain conv's itself. 0 pads nothing (for
+        /// another runtime or device); Core ML output is never padded.
+        /// [default: 16, or what --calibration's file says]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
+        channel_block: Option<u32>,
         /// Choose the lowering by measuring it here: plans that group some
         /// runs of layers and keep the others per member, and (on ONNX
         /// Runtime) a choice per layer from its profiled costs grouped and
@@ -504,6 +513,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             group_from,
             calibration,
             member_subgraphs,
+            channel_block,
             tune,
             retune,
             tune_runs,
@@ -513,7 +523,7 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
             // Nothing chosen: the default lowering, unmeasured for these members.
             let default_lowering =
                 calibration.is_none() && lowering.is_none() && group_from.is_none() && !member_subgraphs;
-            let opts = match &calibration {
+            let mut opts = match &calibration {
                 Some(path) => calibration::Calibration::load(path)?,
                 None => fusec_passes::FuseOptions {
                     keep_bn,
@@ -528,6 +538,9 @@ fn run(command: Command) -> Result<serde_json::Value, Failure> {
                     ..Default::default()
                 },
             };
+            if let Some(n) = channel_block {
+                opts.channel_block = (n > 0).then_some(n as usize);
+            }
             let precision = match precision {
                 PrecisionArg::Fp32 => commands::FusePrecision::Fp32,
                 PrecisionArg::Fp16 => commands::FusePrecision::Fp16,

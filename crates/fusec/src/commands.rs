@@ -508,6 +508,7 @@ pub fn fuse(
             t.warmup,
             t.runs,
             opts.keep_bn,
+            opts.channel_block,
             fp16_compute,
             !t.retune,
         )?;

@@ -443,13 +443,14 @@ pub fn measure(
     x: &Tensors,
     cfg: &SessionConfig,
     keep_bn: bool,
+    channel_block: Option<usize>,
     fp16: bool,
     warmup: usize,
     runs: usize,
     reuse: bool,
 ) -> Result<CostReport, Failure> {
     let groups_n = grouped.report.lowered.len();
-    let opts = FuseOptions { keep_bn, assignment: Some(vec![false; groups_n]), ..Default::default() };
+    let opts = FuseOptions { keep_bn, channel_block, assignment: Some(vec![false; groups_n]), ..Default::default() };
     let apart = fusec_passes::fuse(as_members(names, members), &opts)?;
     // Profiled without CUDA graphs (a replayed graph has no per-node events).
     let cfg = &SessionConfig { cuda_graph: false, ..cfg.clone() };

@@ -779,6 +779,10 @@ fn lowerings() -> Vec<(String, FuseOptions)> {
     };
     let mut v = vec![
         ("fused, grouped".to_string(), o(Lowering::Grouped, false, false, false)),
+        (
+            "fused, grouped, channels unpadded".to_string(),
+            FuseOptions { channel_block: None, ..o(Lowering::Grouped, false, false, false) },
+        ),
         ("fused, grouped, BatchNorm kept".to_string(), o(Lowering::Grouped, true, false, false)),
         ("fused, grouped, depthwise split".to_string(), o(Lowering::Grouped, false, true, false)),
         ("fused, grouped, pointwise split".to_string(), o(Lowering::Grouped, false, false, true)),
@@ -830,7 +834,8 @@ pub fn bench(
     if let Some(runs) = tune_runs {
         let device = describe_cfg(cfg);
         // A benchmark measures: the cache is updated, not read.
-        let (opts, r) = crate::tune::tune(&names, &members, x, cfg, &device, 2, runs, false, speed.fp16, false)?;
+        let block = FuseOptions::default().channel_block;
+        let (opts, r) = crate::tune::tune(&names, &members, x, cfg, &device, 2, runs, false, block, speed.fp16, false)?;
         emit(&crate::tune::table(&r))?;
         configs.push(BenchConfig { name: format!("fused, tuned ({})", r.label()), opts, fp16_weights: false });
         tuning = Some(r);

@@ -272,6 +272,7 @@ pub fn tune(
     warmup: usize,
     runs: usize,
     keep_bn: bool,
+    channel_block: Option<usize>,
     fp16: bool,
     reuse: bool,
 ) -> Result<(FuseOptions, TuneReport), Failure> {
@@ -283,7 +284,8 @@ pub fn tune(
     let all = (1u64 << CHUNKS) - 1;
     // Every node group grouped: what the plans cut into runs, and the
     // grouped model the costs profile.
-    let grouped_model = fusec_passes::fuse(as_members(names, members), &Choice::Plan(all).options(keep_bn, None))?;
+    let grouped_model =
+        fusec_passes::fuse(as_members(names, members), &Choice::Plan(all).options(keep_bn, channel_block, None))?;
     let all_grouped = &grouped_model.report;
     let mut runs_of_plan = plan_runs(&all_grouped.lowered, CHUNKS);
     // Nothing to choose when grouping stacks nothing.
@@ -304,11 +306,10 @@ pub fn tune(
             cached: None,
             costs: None,
         };
-        return Ok((Choice::Plan(0).options(keep_bn, None), report));
+        return Ok((Choice::Plan(0).options(keep_bn, channel_block, None), report));
     }
     let how = format!(
-        "{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}, round 3 sessions {ROUND3_SESSIONS}, channel block {:?}",
-        FuseOptions::default().channel_block
+        "{device}; warmup {warmup}, runs {runs}, keep_bn {keep_bn}, fp16 {fp16}, chunks {CHUNKS}, round 3 sessions {ROUND3_SESSIONS}, channel block {channel_block:?}"
     );
     let key = cache_key(members, &all_grouped.lowered, cfg, &how);
     let cache = cache_file();
@@ -317,7 +318,7 @@ pub fn tune(
             let assigned = r.costs.as_ref().map(|c| c.assigned());
             // `costs` is reused only with the assignment it was measured with.
             let choice = Choice::parse(&r.chosen).filter(|c| *c != Choice::Costs || assigned.is_some());
-            if let Some(chosen) = choice.map(|c| c.options(keep_bn, assigned.as_deref())) {
+            if let Some(chosen) = choice.map(|c| c.options(keep_bn, channel_block, assigned.as_deref())) {
                 crate::report::note(format!(
                     "tune: {} kept in {} for these members' structure on {device} ({}); --retune measures again",
                     r.label(),
@@ -332,8 +333,19 @@ pub fn tune(
     }
     // The choice per node group from costs (profiled where the runtime
     // profiles, else modelled): one more candidate (`costs`) in rounds 1 and 3.
-    let costs = match crate::costs::measure(names, members, &grouped_model, x, cfg, keep_bn, fp16, warmup, runs, reuse)
-    {
+    let costs = match crate::costs::measure(
+        names,
+        members,
+        &grouped_model,
+        x,
+        cfg,
+        keep_bn,
+        channel_block,
+        fp16,
+        warmup,
+        runs,
+        reuse,
+    ) {
         Ok(c) => Some(c),
         Err(e) => {
             crate::report::warn(format!("tune: no per-node costs ({}); choosing among plans only", e.message));
@@ -341,7 +353,7 @@ pub fn tune(
         }
     };
     let assigned = costs.as_ref().map(|c| c.assigned());
-    let opts_of = |c: Choice| c.options(keep_bn, assigned.as_deref());
+    let opts_of = |c: Choice| c.options(keep_bn, channel_block, assigned.as_deref());
     // Members with layers on a member axis (transformers): the grouped form
     // whose linear layers stay per member (pre-packed 2-D Gemms) too.
     // And every member apart with its blocks as subgraphs (ONNX Runtime
@@ -568,9 +580,10 @@ impl Choice {
     }
 
     /// Its fuse options (`assignment`: the costs' choice, for `Costs`).
-    fn options(self, keep_bn: bool, assignment: Option<&[bool]>) -> FuseOptions {
+    fn options(self, keep_bn: bool, channel_block: Option<usize>, assignment: Option<&[bool]>) -> FuseOptions {
         let plan = |stacked| FuseOptions {
             keep_bn,
+            channel_block,
             lowering: Lowering::Plan { stacked, chunks: CHUNKS },
             ..Default::default()
         };

@@ -142,7 +142,7 @@ fn set_onnxruntime_package(dir: PathBuf) {
 }
 
 #[pyfunction]
-#[pyo3(signature = (members, output, lowering, group_from, keep_bn, member_subgraphs, default_lowering, calibration, precision, explain, tune_runs, tune_calibrate, retune, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
+#[pyo3(signature = (members, output, lowering, group_from, keep_bn, member_subgraphs, channel_block, default_lowering, calibration, precision, explain, tune_runs, tune_calibrate, retune, runtime, device, threads, arch_name, image_size, batch, seq_len, progress))]
 #[allow(clippy::too_many_arguments)]
 fn fuse(
     py: Python<'_>,
@@ -152,6 +152,7 @@ fn fuse(
     group_from: f32,
     keep_bn: bool,
     member_subgraphs: bool,
+    channel_block: Option<usize>,
     default_lowering: bool,
     calibration: Option<PathBuf>,
     precision: &str,
@@ -186,16 +187,25 @@ fn fuse(
             return Err(PyValueError::new_err(format!("precision must be 'fp32', 'fp16' or 'fp16-compute', not {p:?}")))
         }
     };
+    if channel_block.is_some_and(|n| n > 256) {
+        return Err(PyValueError::new_err(format!(
+            "channel_block must be 0 (no padding) to 256, not {}",
+            channel_block.unwrap_or_default()
+        )));
+    }
     at_least_two("fuse", &members)?;
     let a = arch(arch_name, image_size, batch, seq_len);
     let cfg = session_config(runtime, device, threads, false)?;
     let tune =
         tune_runs.map(|runs| fusec::commands::TuneArgs { cfg, warmup: 2, runs, calibrate: tune_calibrate, retune });
     call(py, progress, move || {
-        let opts = match &calibration {
+        let mut opts = match &calibration {
             Some(p) => fusec::calibration::Calibration::load(p)?,
             None => fusec_passes::FuseOptions { keep_bn, lowering, member_subgraphs, ..Default::default() },
         };
+        if let Some(n) = channel_block {
+            opts.channel_block = (n > 0).then_some(n);
+        }
         let choice = fusec::commands::LoweringChoice::new(tune.as_ref(), default_lowering);
         fusec::commands::fuse(&members, &a, &output, explain, &opts, precision, choice)
     })

@@ -67,10 +67,13 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     if members.len() < 2 {
         return Err(PassError::Incompatible(format!("fusion needs at least 2 members, got {}", members.len())));
     }
-    let mut report = FuseReport { channel_block: opts.channel_block, ..Default::default() };
+    // Padding serves grouped convs: `separate` groups nothing, and its
+    // members stay as they run alone.
+    let channel_block = opts.channel_block.filter(|_| opts.assignment.is_some() || opts.lowering != Lowering::Separate);
+    let mut report = FuseReport { channel_block, ..Default::default() };
     for m in &mut members {
         let (canon, folded) = prepare_member(&mut m.graph, opts.keep_bn).map_err(|e| e.in_member(&m.name))?;
-        let padded = match opts.channel_block {
+        let padded = match channel_block {
             Some(block) => {
                 let st = pad_channels(&mut m.graph, block).map_err(|e| PassError::from(e).in_member(&m.name))?;
                 validated("pad_channels", &m.graph).map_err(|e| e.in_member(&m.name))?;

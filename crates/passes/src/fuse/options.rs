@@ -106,7 +106,8 @@ pub struct FuseOptions {
     /// before fusion ([`crate::pad_channels()`]): ONNX Runtime's CPU
     /// provider runs a grouped conv in its blocked layout only when each
     /// group's channels are a multiple of its block (16 with AVX-512), as
-    /// it pads a plain conv's itself. `None` (Core ML) pads nothing.
+    /// it pads a plain conv's itself. `None` (Core ML) pads nothing, nor
+    /// does `Lowering::Separate`, which groups nothing.
     pub channel_block: Option<usize>,
 }
 
