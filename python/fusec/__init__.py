@@ -265,6 +265,8 @@ def fuse(
         raise ValueError("calibrate= keeps what tune=True measured: pass tune=True")
     if retune and not tune:
         raise ValueError("retune=True measures a plan again: pass tune=True")
+    if channel_block is not None and not 0 <= int(channel_block) <= 256:
+        raise ValueError(f"channel_block must be 0 (no padding) to 256, not {channel_block}")
     return _call(
         FuseReport,
         _fusec.fuse,

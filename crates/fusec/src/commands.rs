@@ -495,6 +495,12 @@ pub fn fuse(
     }
     let t_load = t0.elapsed();
     let mut opts = opts.clone();
+    if format == OutputFormat::CoreMl {
+        // The channel block is ONNX Runtime's (its CPU provider's blocked
+        // layout); Core ML lays out its tensors itself. Cleared before
+        // tuning, so that the plan is measured as it will be fused.
+        opts.channel_block = None;
+    }
     let mut tuning = None;
     if let LoweringChoice::Tune(t) = choice {
         let x = crate::speed::inputs(&graphs[0], &crate::speed::Inputs::Generated(1))?;
@@ -534,9 +540,6 @@ pub fn fuse(
     }
     if format == OutputFormat::CoreMl {
         opts.max_rank = Some(fusec_exporters::coreml::mil::MAX_RANK);
-        // The channel block is ONNX Runtime's (its CPU provider's blocked
-        // layout); Core ML lays out its tensors itself.
-        opts.channel_block = None;
     }
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;

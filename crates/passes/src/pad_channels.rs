@@ -24,8 +24,10 @@
 //!   where it divides, or one broadcast over channels), a depthwise Conv
 //!   (zero filters, group Cp), and into a group-1 Conv that reads it (zero
 //!   input weights for the extra channels);
-//! - any other reader (an elementwise op whose other operand is a value
-//!   of C channels not padded) gets the first C channels back (a Slice).
+//! - where a reader cannot take them after all (an elementwise op whose
+//!   other operand is an unpadded value of C channels), the padding that
+//!   reached it is undone: no Slice is ever added, so members that differ
+//!   in a channel count keep node structures that align.
 //!
 //! The extra channels hold finite values (zeros from the zero filters,
 //! then what the activations make of zero), every conv that reads them
@@ -47,9 +49,6 @@ pub const NCHWC_BLOCK: usize = 16;
 pub struct PadStats {
     /// Convs given zero filters up to a multiple of the block.
     pub convs: usize,
-    /// Values read back unpadded by a reader that cannot take extra
-    /// channels (one Slice each).
-    pub slices: usize,
 }
 
 /// Pads `g`'s conv channel counts to multiples of `block` as the module
@@ -60,39 +59,52 @@ pub fn pad_channels(g: &mut Graph, block: usize) -> Result<PadStats, IrError> {
     }
     let outputs: HashSet<ValueId> = g.outputs().iter().copied().collect();
     let order = g.topo_order()?;
-    let ok = paddable(g, &order);
-    let sources: HashSet<NodeId> = order.iter().copied().filter(|&n| is_source(g, n, block, &ok)).collect();
-    if sources.is_empty() {
-        return Ok(PadStats::default());
+    // `paddable` reads each op kind; whether a reader really takes padded
+    // channels can depend on its other operands (an unpadded value of as
+    // many channels beside them). The rebuild finds out: where it had to
+    // slice padded channels back, those values are excluded and the graph
+    // rebuilt from the original. The graph kept has no Slice added, so a
+    // member's node structure stays its own whatever its channel counts.
+    let mut excluded = HashSet::new();
+    loop {
+        let ok = paddable(g, &order, &excluded);
+        let sources: HashSet<NodeId> = order.iter().copied().filter(|&n| is_source(g, n, block, &ok)).collect();
+        if sources.is_empty() {
+            return Ok(PadStats::default());
+        }
+        let mut r = Rebuild {
+            old: g,
+            new: Graph::new(g.name.clone()),
+            ok,
+            map: HashMap::new(),
+            padded: HashMap::new(),
+            unpadded: HashMap::new(),
+            names: HashSet::new(),
+            stats: PadStats::default(),
+        };
+        r.new.metadata = g.metadata.clone();
+        r.names.extend(g.weights().map(|(_, v, _)| v.name.clone()));
+        r.names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
+        for n in g.node_ids() {
+            r.names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
+        }
+        for &i in g.inputs() {
+            let v = g.value(i);
+            let id = r.new.add_input(v.name.clone(), v.ty.clone());
+            r.map.insert(i, id);
+        }
+        for &n in &order {
+            r.node(n, sources.contains(&n), block, &outputs)?;
+        }
+        let outs: Vec<ValueId> = g.outputs().iter().map(|&o| r.plain(o)).collect::<Result<_, _>>()?;
+        if r.unpadded.is_empty() {
+            r.new.set_outputs(outs);
+            let stats = r.stats;
+            *g = r.new;
+            return Ok(stats);
+        }
+        excluded.extend(r.unpadded.keys().copied());
     }
-    let mut r = Rebuild {
-        old: g,
-        new: Graph::new(g.name.clone()),
-        map: HashMap::new(),
-        padded: HashMap::new(),
-        unpadded: HashMap::new(),
-        names: HashSet::new(),
-        stats: PadStats::default(),
-    };
-    r.new.metadata = g.metadata.clone();
-    r.names.extend(g.weights().map(|(_, v, _)| v.name.clone()));
-    r.names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
-    for n in g.node_ids() {
-        r.names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
-    }
-    for &i in g.inputs() {
-        let v = g.value(i);
-        let id = r.new.add_input(v.name.clone(), v.ty.clone());
-        r.map.insert(i, id);
-    }
-    for n in order {
-        r.node(n, sources.contains(&n), block, &outputs)?;
-    }
-    let outs: Vec<ValueId> = g.outputs().iter().map(|&o| r.plain(o)).collect::<Result<_, _>>()?;
-    r.new.set_outputs(outs);
-    let stats = r.stats;
-    *g = r.new;
-    Ok(stats)
 }
 
 /// A group-1 Conv with f32 weights and a bias (if any) of f32 whose
@@ -109,24 +121,29 @@ fn is_source(g: &Graph, n: NodeId, block: usize, paddable: &HashSet<ValueId>) ->
 }
 
 /// The 4-D values that can carry extra channels without any reader
-/// needing them sliced off: not a graph output, and every reader a Conv
-/// that reads it as its input (group 1; or depthwise, its output paddable
-/// too) or an op computing each channel apart ([`welcomes`]) whose output
-/// is paddable too. Found from the last node back, so a reader's output is
-/// decided before its input.
-fn paddable(g: &Graph, order: &[NodeId]) -> HashSet<ValueId> {
+/// needing them sliced off, as far as the readers' ops tell: not a graph
+/// output nor `excluded`, and every reader a Conv that reads it as its
+/// input (group 1; or depthwise, its output paddable too) or an op
+/// computing each channel apart ([`welcomes`]) whose output, of as many
+/// channels, is paddable too. Found from the last node back, so a reader's
+/// output is decided before its input.
+fn paddable(g: &Graph, order: &[NodeId], excluded: &HashSet<ValueId>) -> HashSet<ValueId> {
     let outputs: HashSet<ValueId> = g.outputs().iter().copied().collect();
     let mut ok = HashSet::new();
     for &n in order.iter().rev() {
         for &v in &g.node(n).outputs {
             let shape = &g.value(v).ty.shape;
-            if shape.len() != 4 || outputs.contains(&v) {
+            if shape.len() != 4 || outputs.contains(&v) || excluded.contains(&v) {
                 continue;
             }
             let users = g.users(v);
             let reads = |&(u, slot): &(NodeId, usize)| {
                 let node = g.node(u);
-                let out_ok = node.outputs.len() == 1 && ok.contains(&node.outputs[0]);
+                // One output, of as many channels (a 1-channel map
+                // broadcast over a wider operand is not padded).
+                let out_ok = node.outputs.len() == 1
+                    && ok.contains(&node.outputs[0])
+                    && g.value(node.outputs[0]).ty.shape[1] == shape[1];
                 match &node.op {
                     Op::Conv(c) => {
                         slot == 0
@@ -187,6 +204,8 @@ fn pad_axis(t: &[f32], shape: &mut [usize], axis: usize, len: usize, fill: f32) 
 
 struct Rebuild<'a> {
     old: &'a Graph,
+    /// The values that may be padded ([`paddable`]).
+    ok: HashSet<ValueId>,
     new: Graph,
     /// Old value → new value (padded where `padded` says).
     map: HashMap<ValueId, ValueId>,
@@ -225,7 +244,6 @@ impl Rebuild<'_> {
         let n = self.new.add_node(name.clone(), op, vec![Some(x)], vec![name])?;
         let s = self.new.node(n).outputs[0];
         self.unpadded.insert(v, s);
-        self.stats.slices += 1;
         Ok(s)
     }
 
@@ -266,7 +284,7 @@ impl Rebuild<'_> {
 
     /// Node `n`'s op and new inputs when it reads or makes padded channels,
     /// with its output's (C, Cp); `None` where it is copied as it is (its
-    /// padded inputs sliced back).
+    /// padded inputs sliced back, which [`pad_channels`] then undoes).
     #[allow(clippy::type_complexity)]
     fn padded_form(
         &mut self,
@@ -282,7 +300,7 @@ impl Rebuild<'_> {
             return self.conv(n, conv, source, block);
         }
         let Some(&(c, cp)) = pads.first() else { return Ok(None) };
-        if pads.iter().any(|&p| p != (c, cp)) {
+        if pads.iter().any(|&p| p != (c, cp)) || !self.ok.contains(&node.outputs[0]) {
             return Ok(None);
         }
         let op = match &node.op {
@@ -363,7 +381,8 @@ impl Rebuild<'_> {
         let node = old.node(n);
         let (x, w, b) = (node.inputs[0].expect("x"), node.inputs[1].expect("w"), node.inputs.get(2).copied().flatten());
         let input_pad = self.padded.get(&x).copied();
-        let depthwise = input_pad.filter(|&(c, _)| conv.group != 1 && is_depthwise(old, node, c));
+        let depthwise = input_pad
+            .filter(|&(c, _)| conv.group != 1 && is_depthwise(old, node, c) && self.ok.contains(&node.outputs[0]));
         let reads = input_pad.is_some() && (conv.group == 1 || depthwise.is_some());
         if !reads && !source {
             return Ok(None);

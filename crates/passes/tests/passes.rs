@@ -911,7 +911,7 @@ fn pad_channels_pads_convs_to_the_block_and_keeps_the_outputs() {
     // The stem (24), the squeeze-excite's two convs (6, 24) and the
     // projection (40); the depthwise conv follows its input; nothing needs
     // a Slice; the output conv's 16 stay.
-    assert_eq!(st, PadStats { convs: 4, slices: 0 });
+    assert_eq!(st, PadStats { convs: 4 });
     let shapes: Vec<(Vec<usize>, usize)> = convs(&after);
     assert_eq!(
         shapes,
@@ -935,9 +935,59 @@ fn pad_channels_pads_convs_to_the_block_and_keeps_the_outputs() {
     to_output.set_outputs(vec![to_output.outputs()[0], value_named(&to_output, "h")]);
     let kept = to_output.clone();
     let st = pad_channels(&mut to_output, 16).unwrap();
-    assert_eq!(st.slices, 0);
     assert!(st.convs < 4, "{st:?}");
     assert_same_outputs(&run(&to_output), "", &run(&kept));
+}
+
+/// `y = Conv(x)` added to `x` itself, a graph input of 20 channels (no
+/// padding partner), and a 1-channel map broadcast over a 24-channel conv's
+/// output (a spatial attention gate).
+fn no_partner() -> Graph {
+    let mut r = Rng(5);
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 20, 8, 8])
+        .output("out", &[1, 16, 8, 8])
+        .init_f32("y.w", &[20, 20, 1, 1], &r.vals(400, 0.0, 0.3))
+        .init_f32("f.w", &[24, 20, 1, 1], &r.vals(480, 0.0, 0.3))
+        .init_f32("a.w", &[1, 24, 1, 1], &r.vals(24, 0.0, 0.3))
+        .init_f32("out.w", &[16, 24, 1, 1], &r.vals(384, 0.0, 0.3))
+        .node("Conv", &["x", "y.w"], &["y"], vec![])
+        .node("Add", &["x", "y"], &["z"], vec![])
+        .node("Conv", &["z", "f.w"], &["f"], vec![])
+        .node("Conv", &["f", "a.w"], &["a"], vec![])
+        .node("Sigmoid", &["a"], &["gate"], vec![])
+        .node("Mul", &["f", "gate"], &["g"], vec![])
+        .node("Conv", &["g", "out.w"], &["out"], vec![])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("no_partner.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn pad_channels_pads_only_where_every_reader_takes_the_padding() {
+    let before = no_partner();
+    let mut after = before.clone();
+    let st = pad_channels(&mut after, 16).unwrap();
+    after.validate().unwrap();
+    // `y` would meet `x` unpadded: not padded. `f` (24) is, through the
+    // gate's Mul; the 1-channel gate is not (it broadcasts). No Slice.
+    assert_eq!(st, PadStats { convs: 1 });
+    assert_eq!(
+        convs(&after),
+        vec![(vec![20, 20, 1, 1], 1), (vec![32, 20, 1, 1], 1), (vec![1, 32, 1, 1], 1), (vec![16, 32, 1, 1], 1)]
+    );
+    let text = to_text(&after).unwrap();
+    assert!(!text.contains("Slice"), "{text}");
+    assert_eq!(after.node_count(), before.node_count());
+    assert_same_outputs(&run_on(&after, "x", &[1, 20, 8, 8]), "", &run_on(&before, "x", &[1, 20, 8, 8]));
+}
+
+/// `g` run on tract with input `name` of `shape` filled deterministically.
+fn run_on(g: &Graph, name: &str, shape: &[usize]) -> Tensors {
+    let bytes = fusec_exporters::onnx::export(g).expect("exports");
+    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
+    let n: usize = shape.iter().product();
+    let x = vec![(name.into(), ndarray::ArrayD::from_shape_vec(shape.to_vec(), Rng(9).vals(n, 0.0, 1.0)).unwrap())];
+    load(&bytes, &cfg).expect("loads").run(&x).expect("runs")
 }
 
 fn value_named(g: &Graph, name: &str) -> fuse_ir::ValueId {
@@ -956,7 +1006,7 @@ fn padded_members_group_into_convs_of_whole_blocks() {
         let ms = members.iter().enumerate().map(|(k, g)| Member { name: format!("m{k}"), graph: g.clone() }).collect();
         let opts = FuseOptions { keep_bn, lowering: Lowering::Grouped, channel_block: block, ..Default::default() };
         let f = fuse(ms, &opts).unwrap();
-        let want = if block.is_some() { PadStats { convs: 4, slices: 0 } } else { PadStats::default() };
+        let want = if block.is_some() { PadStats { convs: 4 } } else { PadStats::default() };
         assert_eq!(f.report.padded, vec![want; 3]);
         // Each group of a grouped conv: whole blocks of 16 channels out and
         // in (but for the stem, which reads the 3-channel image once);
@@ -971,5 +1021,12 @@ fn padded_members_group_into_convs_of_whole_blocks() {
         });
         assert_eq!(whole, block.is_some(), "keep_bn {keep_bn}, block {block:?}: {:?}", convs(&f.graph));
         assert_fused_matches_members(&f, &members);
+    }
+    // A lowering that groups nothing keeps the members as they run alone.
+    for lowering in [Lowering::Separate, Lowering::Plan { stacked: 0, chunks: 8 }] {
+        let ms = members.iter().enumerate().map(|(k, g)| Member { name: format!("m{k}"), graph: g.clone() }).collect();
+        let f = fuse(ms, &FuseOptions { lowering, ..Default::default() }).unwrap();
+        assert_eq!(f.report.padded, vec![PadStats::default(); 3], "{lowering:?}");
+        assert_eq!(f.report.channel_block, None, "{lowering:?}");
     }
 }

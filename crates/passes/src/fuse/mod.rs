@@ -67,9 +67,12 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     if members.len() < 2 {
         return Err(PassError::Incompatible(format!("fusion needs at least 2 members, got {}", members.len())));
     }
-    // Padding serves grouped convs: `separate` groups nothing, and its
-    // members stay as they run alone.
-    let channel_block = opts.channel_block.filter(|_| opts.assignment.is_some() || opts.lowering != Lowering::Separate);
+    // Padding serves grouped convs: a lowering that groups nothing
+    // (`separate`, the tuner's plan 00000000) keeps the members as they run
+    // alone.
+    let groups_nothing =
+        opts.assignment.is_none() && matches!(opts.lowering, Lowering::Separate | Lowering::Plan { stacked: 0, .. });
+    let channel_block = opts.channel_block.filter(|_| !groups_nothing);
     let mut report = FuseReport { channel_block, ..Default::default() };
     for m in &mut members {
         let (canon, folded) = prepare_member(&mut m.graph, opts.keep_bn).map_err(|e| e.in_member(&m.name))?;

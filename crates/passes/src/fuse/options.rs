@@ -107,7 +107,8 @@ pub struct FuseOptions {
     /// provider runs a grouped conv in its blocked layout only when each
     /// group's channels are a multiple of its block (16 with AVX-512), as
     /// it pads a plain conv's itself. `None` (Core ML) pads nothing, nor
-    /// does `Lowering::Separate`, which groups nothing.
+    /// does a lowering that groups nothing (`Separate`, a `Plan` of no
+    /// grouped run).
     pub channel_block: Option<usize>,
 }
 

@@ -100,10 +100,9 @@ pub fn explain(r: &FuseReport) -> String {
     for (m, p) in r.members.iter().zip(&r.padded).filter(|(_, p)| p.convs > 0) {
         let _ = writeln!(
             s,
-            "  {m}: {} Conv padded with zero filters to a multiple of {} channels ({} padded values sliced back)",
+            "  {m}: {} Conv padded with zero filters to a multiple of {} channels",
             p.convs,
-            r.channel_block.unwrap_or_default(),
-            p.slices
+            r.channel_block.unwrap_or_default()
         );
     }
     for (m, nodes) in r.members.iter().zip(&r.zero_biases).filter(|(_, n)| !n.is_empty()) {
