@@ -203,8 +203,23 @@ impl Graph {
         }
     }
 
-    /// Nodes reading `value`, with the input slot.
+    /// Nodes reading `value`, with the input slot, in node then slot order.
+    /// A node's output is found from the dag's edges out of its producer
+    /// (one per reading input); other values (inputs, weights, an output
+    /// whose producer is gone) by a scan of every node.
     pub fn users(&self, value: ValueId) -> Vec<(NodeId, usize)> {
+        if let ValueDef::Node { node, .. } = self.values[value.index()].def {
+            if self.dag.contains_node(node.0) && self.dag[node.0].outputs.contains(&value) {
+                let mut out: Vec<(NodeId, usize)> = self
+                    .dag
+                    .edges_directed(node.0, Direction::Outgoing)
+                    .filter(|e| self.dag[e.target()].inputs[*e.weight()] == Some(value))
+                    .map(|e| (NodeId(e.target()), *e.weight()))
+                    .collect();
+                out.sort();
+                return out;
+            }
+        }
         let mut out = vec![];
         for n in self.dag.node_indices() {
             for (slot, v) in self.dag[n].inputs.iter().enumerate() {

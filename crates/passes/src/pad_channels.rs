@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 
 use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Slice, Tensor, UnaryOp, ValueDef, ValueId};
 
-use crate::util::weight_f32;
+use crate::util::{is_weight_f32, weight_f32};
 
 /// The block `fusec fuse` pads to for ONNX output: ONNX Runtime's NCHWc
 /// block with AVX-512 (a multiple of AVX2's 8).
@@ -65,9 +65,14 @@ pub fn pad_channels(g: &mut Graph, block: usize) -> Result<PadStats, IrError> {
     // slice padded channels back, those values are excluded and the graph
     // rebuilt from the original. The graph kept has no Slice added, so a
     // member's node structure stays its own whatever its channel counts.
+    let mut names: HashSet<String> = g.weights().map(|(_, v, _)| v.name.clone()).collect();
+    names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
+    for &n in &order {
+        names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
+    }
     let mut excluded = HashSet::new();
     loop {
-        let ok = paddable(g, &order, &excluded);
+        let ok = paddable(g, &order, &outputs, &excluded);
         let sources: HashSet<NodeId> = order.iter().copied().filter(|&n| is_source(g, n, block, &ok)).collect();
         if sources.is_empty() {
             return Ok(PadStats::default());
@@ -79,15 +84,10 @@ pub fn pad_channels(g: &mut Graph, block: usize) -> Result<PadStats, IrError> {
             map: HashMap::new(),
             padded: HashMap::new(),
             unpadded: HashMap::new(),
-            names: HashSet::new(),
+            names: names.clone(),
             stats: PadStats::default(),
         };
         r.new.metadata = g.metadata.clone();
-        r.names.extend(g.weights().map(|(_, v, _)| v.name.clone()));
-        r.names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
-        for n in g.node_ids() {
-            r.names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
-        }
         for &i in g.inputs() {
             let v = g.value(i);
             let id = r.new.add_input(v.name.clone(), v.ty.clone());
@@ -116,8 +116,8 @@ fn is_source(g: &Graph, n: NodeId, block: usize, paddable: &HashSet<ValueId>) ->
     c.group == 1
         && !g.value(out).ty.shape[1].is_multiple_of(block)
         && paddable.contains(&out)
-        && weight_f32(g, node.inputs[1]).is_some()
-        && node.inputs.get(2).copied().flatten().is_none_or(|b| weight_f32(g, Some(b)).is_some())
+        && is_weight_f32(g, node.inputs[1])
+        && node.inputs.get(2).copied().flatten().is_none_or(|b| is_weight_f32(g, Some(b)))
 }
 
 /// The 4-D values that can carry extra channels without any reader
@@ -127,8 +127,7 @@ fn is_source(g: &Graph, n: NodeId, block: usize, paddable: &HashSet<ValueId>) ->
 /// computing each channel apart ([`welcomes`]) whose output, of as many
 /// channels, is paddable too. Found from the last node back, so a reader's
 /// output is decided before its input.
-fn paddable(g: &Graph, order: &[NodeId], excluded: &HashSet<ValueId>) -> HashSet<ValueId> {
-    let outputs: HashSet<ValueId> = g.outputs().iter().copied().collect();
+fn paddable(g: &Graph, order: &[NodeId], outputs: &HashSet<ValueId>, excluded: &HashSet<ValueId>) -> HashSet<ValueId> {
     let mut ok = HashSet::new();
     for &n in order.iter().rev() {
         for &v in &g.node(n).outputs {
@@ -147,7 +146,7 @@ fn paddable(g: &Graph, order: &[NodeId], excluded: &HashSet<ValueId>) -> HashSet
                 match &node.op {
                     Op::Conv(c) => {
                         slot == 0
-                            && weight_f32(g, node.inputs[1]).is_some()
+                            && is_weight_f32(g, node.inputs[1])
                             && (c.group == 1 || is_depthwise(g, node, shape[1]) && out_ok)
                     }
                     _ => welcomes(&node.op, slot) && out_ok,
@@ -294,17 +293,17 @@ impl Rebuild<'_> {
     ) -> Result<Option<(Op, Vec<Option<ValueId>>, Option<(usize, usize)>)>, IrError> {
         let old = self.old;
         let node = old.node(n);
-        let pads: Vec<(usize, usize)> =
-            node.inputs.iter().flatten().filter_map(|v| self.padded.get(v).copied()).collect();
         if let Op::Conv(conv) = &node.op {
             return self.conv(n, conv, source, block);
         }
+        let pads: Vec<(usize, usize)> =
+            node.inputs.iter().flatten().filter_map(|v| self.padded.get(v).copied()).collect();
         let Some(&(c, cp)) = pads.first() else { return Ok(None) };
         if pads.iter().any(|&p| p != (c, cp)) || !self.ok.contains(&node.outputs[0]) {
             return Ok(None);
         }
         let op = match &node.op {
-            Op::BatchNorm(_) if self.padded.contains_key(&node.inputs[0].expect("x")) => {
+            Op::BatchNorm(_) => {
                 // scale 1, bias 0, mean 0, var 1: the extra channels stay finite.
                 let mut inputs = vec![Some(self.get(node.inputs[0].expect("x")))];
                 for (i, fill) in [(1, 1.0), (2, 0.0), (3, 0.0), (4, 1.0)] {
@@ -347,17 +346,14 @@ impl Rebuild<'_> {
                 }
                 return Ok(Some((node.op.clone(), inputs, Some((c, cp)))));
             }
-            Op::Unary(u) if finite(*u) => node.op.clone(),
-            Op::HardSigmoid { .. } | Op::LeakyRelu { .. } | Op::Clip { .. } => node.op.clone(),
-            Op::Reduce { axes: Some(axes), keepdims: true, .. } if !axes.iter().any(|&a| a == 1 || a == -3) => {
-                node.op.clone()
-            }
-            Op::MaxPool(_) | Op::AveragePool { .. } | Op::GlobalAveragePool => node.op.clone(),
             Op::Resize(r) if r.sizes.len() == 4 && r.sizes[1] == c => {
                 let mut r = r.clone();
                 r.sizes[1] = cp;
                 Op::Resize(r)
             }
+            Op::Resize(_) => return Ok(None),
+            // The other ops `paddable` lets pass: one channel at a time.
+            op if welcomes(op, 0) => op.clone(),
             _ => return Ok(None),
         };
         let x = node.inputs[0].expect("first input");

@@ -26,11 +26,15 @@ pub fn weight(g: &Graph, v: ValueId) -> Option<&Tensor> {
     }
 }
 
+/// Whether a value is an f32 weight (its contents not read).
+pub fn is_weight_f32(g: &Graph, v: Option<ValueId>) -> bool {
+    v.and_then(|v| weight(g, v)).is_some_and(|t| t.ty().dtype == fuse_ir::DType::F32)
+}
+
 /// The f32 contents of a weight value.
 pub fn weight_f32(g: &Graph, v: Option<ValueId>) -> Option<Vec<f32>> {
-    let t = weight(g, v?)?;
-    if t.ty().dtype != fuse_ir::DType::F32 {
+    if !is_weight_f32(g, v) {
         return None;
     }
-    t.to_f32_vec()
+    weight(g, v?)?.to_f32_vec()
 }

@@ -105,9 +105,14 @@ fn image() -> Tensors {
 }
 
 fn run(g: &Graph) -> Tensors {
+    run_with(g, &image())
+}
+
+/// `g` exported and run on tract with `inputs`.
+fn run_with(g: &Graph, inputs: &Tensors) -> Tensors {
     let bytes = fusec_exporters::onnx::export(g).expect("exports");
     let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
-    load(&bytes, &cfg).expect("loads").run(&image()).expect("runs")
+    load(&bytes, &cfg).expect("loads").run(inputs).expect("runs")
 }
 
 /// Every output of `want` equals `{prefix}{name}` of `got` to float rounding.
@@ -565,11 +570,9 @@ fn mini_bert(seed: u64, classes: i64) -> Graph {
 }
 
 fn run_bert(g: &Graph) -> Tensors {
-    let bytes = fusec_exporters::onnx::export(g).expect("exports");
-    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
     let ids = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![3.0, 7.0, 1.0, 9.0]).unwrap();
     let mask = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![1.0, 1.0, 1.0, 0.0]).unwrap();
-    load(&bytes, &cfg).expect("loads").run(&vec![("ids".into(), ids), ("mask".into(), mask)]).expect("runs")
+    run_with(g, &vec![("ids".into(), ids), ("mask".into(), mask)])
 }
 
 #[test]
@@ -983,11 +986,11 @@ fn pad_channels_pads_only_where_every_reader_takes_the_padding() {
 
 /// `g` run on tract with input `name` of `shape` filled deterministically.
 fn run_on(g: &Graph, name: &str, shape: &[usize]) -> Tensors {
-    let bytes = fusec_exporters::onnx::export(g).expect("exports");
-    let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
     let n: usize = shape.iter().product();
-    let x = vec![(name.into(), ndarray::ArrayD::from_shape_vec(shape.to_vec(), Rng(9).vals(n, 0.0, 1.0)).unwrap())];
-    load(&bytes, &cfg).expect("loads").run(&x).expect("runs")
+    run_with(
+        g,
+        &vec![(name.into(), ndarray::ArrayD::from_shape_vec(shape.to_vec(), Rng(9).vals(n, 0.0, 1.0)).unwrap())],
+    )
 }
 
 fn value_named(g: &Graph, name: &str) -> fuse_ir::ValueId {
