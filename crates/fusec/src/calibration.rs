@@ -136,8 +136,12 @@ impl Calibration {
     }
 
     fn options(&self) -> Result<FuseOptions, String> {
-        if self.channel_block > 256 {
-            return Err(format!("channel_block is 0 (no padding) to 256, not {}", self.channel_block));
+        if self.channel_block > fusec_passes::MAX_CHANNEL_BLOCK {
+            return Err(format!(
+                "channel_block is 0 (no padding) to {}, not {}",
+                fusec_passes::MAX_CHANNEL_BLOCK,
+                self.channel_block
+            ));
         }
         let mut assignment = None;
         let lowering = match self.lowering.as_str() {

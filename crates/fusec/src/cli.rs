@@ -313,7 +313,7 @@ enum Command {
         /// (AVX2), as it pads a plain conv's itself. 0 pads nothing (for
         /// another runtime or device); Core ML output is never padded.
         /// [default: 16, or what --calibration's file says]
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=fusec_passes::MAX_CHANNEL_BLOCK as i64))]
         channel_block: Option<u32>,
         /// Choose the lowering by measuring it here: plans that group some
         /// runs of layers and keep the others per member, and (on ONNX

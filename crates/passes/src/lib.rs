@@ -42,4 +42,4 @@ pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;
 pub use fuse::align::align;
 pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin};
-pub use pad_channels::{pad_channels, PadStats, NCHWC_BLOCK};
+pub use pad_channels::{pad_channels, PadStats, MAX_CHANNEL_BLOCK, NCHWC_BLOCK};

@@ -44,6 +44,10 @@ use crate::util::{is_weight_f32, weight_f32};
 /// block with AVX-512 (a multiple of AVX2's 8).
 pub const NCHWC_BLOCK: usize = 16;
 
+/// The largest block asked for is taken (`--channel-block`, calibration
+/// files, Python): past it, padding would only grow the model.
+pub const MAX_CHANNEL_BLOCK: usize = 256;
+
 /// What [`pad_channels`] did to one graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PadStats {

@@ -187,10 +187,10 @@ fn fuse(
             return Err(PyValueError::new_err(format!("precision must be 'fp32', 'fp16' or 'fp16-compute', not {p:?}")))
         }
     };
-    if channel_block.is_some_and(|n| n > 256) {
+    if let Some(n) = channel_block.filter(|&n| n > fusec_passes::MAX_CHANNEL_BLOCK) {
         return Err(PyValueError::new_err(format!(
-            "channel_block must be 0 (no padding) to 256, not {}",
-            channel_block.unwrap_or_default()
+            "channel_block must be 0 (no padding) to {}, not {n}",
+            fusec_passes::MAX_CHANNEL_BLOCK
         )));
     }
     at_least_two("fuse", &members)?;
