@@ -4,6 +4,8 @@
 //! - [`canonicalize()`]: constant folding, Identity removal, BiFPN's
 //!   stacked sums into adds, dead shape arithmetic removed;
 //! - [`fold_bn()`]: BatchNormalization folded into the Conv before it;
+//! - [`merge_linear()`]: linear layers reading one value (BERT's query,
+//!   key and value projections) merged into one MatMul and a Split;
 //! - [`dce()`]: dead-code elimination;
 //! - [`pad_channels()`]: conv channel counts padded to a multiple of a
 //!   block (before fusion, so that grouped convs keep ONNX Runtime's
@@ -30,6 +32,7 @@ mod fold_bn;
 mod fp16_compute;
 mod fp16_weights;
 pub mod fuse;
+mod merge_linear;
 mod pad_channels;
 mod util;
 pub mod validate;
@@ -41,5 +44,8 @@ pub use fold_bn::fold_bn;
 pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;
 pub use fuse::align::align;
-pub use fuse::{explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin};
+pub use fuse::{
+    explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin, Prepared,
+};
+pub use merge_linear::{merge_linear, MergeStats};
 pub use pad_channels::{pad_channels, PadStats, MAX_CHANNEL_BLOCK, NCHWC_BLOCK};

@@ -7,8 +7,8 @@ use std::path::Path;
 use fuse_ir::{text::to_text, Graph};
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_passes::{
-    align, canonicalize, dce, fold_bn, fp16_compute, fuse, pad_channels, FuseOptions, Lowering, Member, Origin,
-    PadStats,
+    align, canonicalize, dce, fold_bn, fp16_compute, fuse, merge_linear, pad_channels, FuseOptions, Lowering, Member,
+    MergeStats, Origin, PadStats,
 };
 use fusec_verify::compare::diff;
 use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
@@ -587,7 +587,11 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     assert_eq!((r.shared, r.separate_same, r.divergent), (3, 0, 1), "{r:?}");
     assert_eq!((r.grouped, r.member_axis), (r.same - r.shared, r.same - r.shared), "{r:?}");
     let text = to_text(&f.graph).unwrap();
-    assert!(text.contains("f32[3,1,8,8]"), "Q/K/V/O weights stacked [N, 1, K, M]:\n{text}");
+    assert!(text.contains("f32[3,1,8,8]"), "O weights stacked [N, 1, K, M]:\n{text}");
+    // Q, K and V read one value: merged (merge_linear) into one product,
+    // then split.
+    assert!(text.contains("f32[3,1,8,24]") && text.contains("Split("), "Q/K/V merged, stacked:\n{text}");
+    assert_eq!(r.merged, vec![fusec_passes::MergeStats { layers: 3, products: 1 }; 3], "{r:?}");
     assert!(text.contains("Gather(") && text.contains("f32[3,10,8]"), "embeddings stacked [N, V, H]:\n{text}");
     insta::assert_snapshot!(text);
     let got = run_bert(&f.graph);
@@ -602,17 +606,17 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     let regions = fused(Lowering::Regions { from: 0.0 }, named());
     assert_eq!((regions.report.grouped, regions.report.member_axis), (0, 0), "{:?}", regions.report);
 
-    // split_linear: the 6 projections (MatMul by a 2-D weight), their 6
-    // bias Adds and the pooler's Gemm run per member, 2-D products a
-    // runtime pre-packs; so do the runs only between two of them, the
-    // GELU (Div, Erf, Add, Mul, Mul) and the pooler's Tanh; the rest stays
-    // stacked.
+    // split_linear: the 4 projections (MatMul by a 2-D weight: Q, K and V
+    // merged, O, the feed-forward's two), their 4 bias Adds and the
+    // pooler's Gemm run per member, 2-D products a runtime pre-packs; so
+    // do the runs only between two of them, the GELU (Div, Erf, Add, Mul,
+    // Mul) and the pooler's Tanh; the rest stays stacked.
     let members3 = named().into_iter().map(|(n, graph)| Member { name: n.into(), graph }).collect();
     let opts = FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..Default::default() };
     let split = fuse(members3, &opts).unwrap();
     fusec_passes::validate::validated("fuse", &split.graph).unwrap();
-    assert_eq!(split.report.separate_same, 19, "{:?}", split.report);
-    assert_eq!(split.report.member_axis, r.member_axis - 19, "{:?}", split.report);
+    assert_eq!(split.report.separate_same, 15, "{:?}", split.report);
+    assert_eq!(split.report.member_axis, r.member_axis - 15, "{:?}", split.report);
     let kept: usize = split.report.islands.values().sum();
     assert_eq!(kept, 6, "the GELU's 5 and the Tanh: {:?}", split.report.islands);
     let g = &split.graph;
@@ -624,7 +628,7 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
         .filter_map(|n| n.inputs[1].map(|w| g.value(w).ty.shape.clone()))
         .filter(|s| s.len() == 2)
         .collect();
-    assert_eq!(products.len(), 3 * 7 + 3, "7 products per member on 2-D weights, and the classifiers");
+    assert_eq!(products.len(), 3 * 5 + 3, "5 products per member on 2-D weights, and the classifiers");
     let got = run_bert(g);
     for (k, m) in members.iter().enumerate() {
         let key = format!("m{k}/logits");
@@ -1032,4 +1036,67 @@ fn padded_members_group_into_convs_of_whole_blocks() {
         assert_eq!(f.report.padded, vec![PadStats::default(); 3], "{lowering:?}");
         assert_eq!(f.report.channel_block, None, "{lowering:?}");
     }
+}
+
+/// Linear layers reading one value `x` [1, 4, 8]: q, k (its bias added
+/// first) and v with biases; a and c without; e with a bias whose sum is a
+/// graph output.
+fn siblings() -> Graph {
+    let mut r = Rng(11);
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 8])
+        .output("s", &[1, 4, 8])
+        .output("vr", &[1, 4, 4])
+        .output("ar", &[1, 4, 3])
+        .output("cr", &[1, 4, 5])
+        .output("e", &[1, 4, 2])
+        .init_f32("q.w", &[8, 8], &r.vals(64, 0.0, 0.4))
+        .init_f32("q.b", &[8], &r.vals(8, 0.0, 0.1))
+        .init_f32("k.w", &[8, 8], &r.vals(64, 0.0, 0.4))
+        .init_f32("k.b", &[8], &r.vals(8, 0.0, 0.1))
+        .init_f32("v.w", &[8, 4], &r.vals(32, 0.0, 0.4))
+        .init_f32("v.b", &[4], &r.vals(4, 0.0, 0.1))
+        .init_f32("a.w", &[8, 3], &r.vals(24, 0.0, 0.4))
+        .init_f32("c.w", &[8, 5], &r.vals(40, 0.0, 0.4))
+        .init_f32("e.w", &[8, 2], &r.vals(16, 0.0, 0.4))
+        .init_f32("e.b", &[2], &r.vals(2, 0.0, 0.1))
+        .node("MatMul", &["x", "q.w"], &["q0"], vec![])
+        .node("Add", &["q0", "q.b"], &["q"], vec![])
+        .node("MatMul", &["x", "k.w"], &["k0"], vec![])
+        .node("Add", &["k.b", "k0"], &["k"], vec![])
+        .node("MatMul", &["x", "v.w"], &["v0"], vec![])
+        .node("Add", &["v0", "v.b"], &["v"], vec![])
+        .node("MatMul", &["x", "a.w"], &["a"], vec![])
+        .node("MatMul", &["x", "c.w"], &["c"], vec![])
+        .node("MatMul", &["x", "e.w"], &["e0"], vec![])
+        .node("Add", &["e0", "e.b"], &["e"], vec![])
+        .node("Add", &["q", "k"], &["s"], vec![])
+        .node("Relu", &["v"], &["vr"], vec![])
+        .node("Relu", &["a"], &["ar"], vec![])
+        .node("Relu", &["c"], &["cr"], vec![])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("siblings.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn merge_linear_merges_sibling_projections_and_keeps_the_outputs() {
+    let before = siblings();
+    let mut after = before.clone();
+    let st = merge_linear(&mut after).unwrap();
+    after.validate().unwrap();
+    // q, k and v with their biases; a, c and e's product without (e's sum
+    // is a graph output and stays where it is).
+    assert_eq!(st, MergeStats { layers: 6, products: 2 });
+    let text = to_text(&after).unwrap();
+    assert_eq!(text.matches(" = MatMul(").count(), 2, "{text}");
+    assert_eq!(text.matches(" = Split(").count(), 2, "{text}");
+    assert!(text.contains("f32[8,20]") && text.contains("f32[20]") && text.contains("f32[8,10]"), "{text}");
+    insta::assert_snapshot!(before_after(&before, &after));
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8], Rng(3).vals(32, 0.0, 1.0)).unwrap();
+    let inputs: Tensors = vec![("x".into(), x)];
+    assert_same_outputs(&run_with(&after, &inputs), "", &run_with(&before, &inputs));
+    // Nothing left to merge: the graph stays as it is.
+    let mut again = after.clone();
+    assert_eq!(merge_linear(&mut again).unwrap(), MergeStats::default());
+    assert_eq!(to_text(&again).unwrap(), text);
 }

@@ -34,7 +34,7 @@ use self::layout::FuseBuilder;
 use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::validate::validated;
-use crate::{dce, fold_bn, pad_channels, PadStats, PassError};
+use crate::{dce, fold_bn, merge_linear, pad_channels, MergeStats, PadStats, PassError};
 
 pub struct Fused {
     pub graph: Graph,
@@ -45,20 +45,31 @@ fn conv_count(g: &Graph) -> usize {
     g.node_ids().into_iter().filter(|n| matches!(g.node(*n).op, Op::Conv(_))).count()
 }
 
+/// What [`prepare_member`] did to one member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prepared {
+    pub canon: CanonStats,
+    /// BatchNorms folded into the Conv before them.
+    pub bn_folded: usize,
+    /// Sibling linear layers merged into one product ([`merge_linear`]).
+    pub merged: MergeStats,
+}
+
 /// The single-model passes `fuse` runs on every member before aligning
-/// them: canonicalize, fold BatchNorm (unless `keep_bn`), DCE, each
-/// followed by validation. Returns the canonicalization counts and the
-/// number of folded BatchNorms. `fusec bench` times members prepared this
-/// way (unfused) to show how much of a speedup comes from these rewrites
-/// alone.
-pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<(CanonStats, usize), PassError> {
+/// them: canonicalize, fold BatchNorm (unless `keep_bn`), merge sibling
+/// linear layers, DCE, each followed by validation. `fusec bench` times
+/// members prepared this way (unfused) to show how much of a speedup comes
+/// from these rewrites alone.
+pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<Prepared, PassError> {
     let canon = canonicalize(g)?;
     validated("canonicalize", g)?;
-    let folded = if keep_bn { 0 } else { fold_bn(g)? };
+    let bn_folded = if keep_bn { 0 } else { fold_bn(g)? };
     validated("fold_bn", g)?;
+    let merged = merge_linear(g)?;
+    validated("merge_linear", g)?;
     dce(g);
     validated("dce", g)?;
-    Ok((canon, folded))
+    Ok(Prepared { canon, bn_folded, merged })
 }
 
 /// Fuses the members into one graph with one input set and every member's
@@ -75,7 +86,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
     let channel_block = opts.channel_block.filter(|_| !groups_nothing);
     let mut report = FuseReport { channel_block, ..Default::default() };
     for m in &mut members {
-        let (canon, folded) = prepare_member(&mut m.graph, opts.keep_bn).map_err(|e| e.in_member(&m.name))?;
+        let prepared = prepare_member(&mut m.graph, opts.keep_bn).map_err(|e| e.in_member(&m.name))?;
         let padded = match channel_block {
             Some(block) => {
                 let st = pad_channels(&mut m.graph, block).map_err(|e| PassError::from(e).in_member(&m.name))?;
@@ -88,8 +99,9 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         report.members.push(m.name.clone());
         report.member_nodes.push(m.graph.node_count());
         report.member_convs.push(conv_count(&m.graph));
-        report.canon.push(canon);
-        report.bn_folded.push(folded);
+        report.canon.push(prepared.canon);
+        report.bn_folded.push(prepared.bn_folded);
+        report.merged.push(prepared.merged);
     }
     let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let mut al = align(&members.iter().map(|m| &m.graph).collect::<Vec<_>>(), &names)?;

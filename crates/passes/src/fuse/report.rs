@@ -13,6 +13,8 @@ pub struct FuseReport {
     pub member_convs: Vec<usize>,
     pub canon: Vec<CanonStats>,
     pub bn_folded: Vec<usize>,
+    /// Per member, the sibling linear layers merged into one product each.
+    pub merged: Vec<crate::MergeStats>,
     /// Per member, what padding channel counts to the block did
     /// (`FuseOptions::channel_block`).
     pub padded: Vec<crate::PadStats>,
@@ -95,6 +97,13 @@ pub fn explain(r: &FuseReport) -> String {
             s,
             "  {m}: {} nodes, {} Conv (folded {} constant nodes, {} BatchNorm)",
             r.member_nodes[k], r.member_convs[k], r.canon[k].folded, r.bn_folded[k]
+        );
+    }
+    for (m, st) in r.members.iter().zip(&r.merged).filter(|(_, st)| st.layers > 0) {
+        let _ = writeln!(
+            s,
+            "  {m}: {} linear layers reading one value merged into {} MatMul (each then split)",
+            st.layers, st.products
         );
     }
     for (m, p) in r.members.iter().zip(&r.padded).filter(|(_, p)| p.convs > 0) {
