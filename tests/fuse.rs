@@ -340,6 +340,16 @@ fn member_subgraphs_run_each_member_apart_and_stay_exact() {
     assert_reproduces_reference(&out, "ort", &["aquarium", "vehicles"]);
     assert_reproduces_reference(&out, "tract", &["aquarium", "vehicles"]);
     assert!(verify_ok(&out, &[&a, &b], &["--runs", "0"]).contains("equivalence: ok"));
+    // With grouping after a per-member start (what `--tune`'s
+    // `costs-subgraphs` writes): each member's start is a Scan, the rest
+    // grouped channels.
+    let regions = dir.path().join("regions-subgraphs.onnx");
+    let explain = fuse(&[&a, &b], &regions, &["--lowering", "regions", "--group-from", "0.25", "--member-subgraphs"]);
+    assert!(fused_convs(&explain) < 2 * 214, "{explain}");
+    let bytes = std::fs::read(&regions).unwrap();
+    assert_eq!(bytes.windows(6).filter(|w| w == b"\x22\x04Scan").count(), 2, "two Scan nodes (op_type field)");
+    assert_reproduces_reference(&regions, "ort", &["aquarium", "vehicles"]);
+    assert_reproduces_reference(&regions, "tract", &["aquarium", "vehicles"]);
     // Core ML has no such form: the package is flat, and fuse says so.
     let pkg = dir.path().join("subgraphs.mlpackage");
     let res =
@@ -908,34 +918,35 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let t = &j["report"]["tuning"];
     let cands = t["candidates"].as_array().unwrap();
     // Round 1: apart, all grouped, grouped from each of runs 1..7, the
-    // choice from profiled costs, the default lowering and every member
-    // apart with its blocks as subgraphs; round 2: the 8 one-run changes of
-    // its fastest plan; round 3: `separate`, the costs' choice, the
-    // default, the subgraphs and the 3 fastest plans so far.
+    // choice from profiled costs (with each member's per-member runs as
+    // subgraphs too), the default lowering and every member apart with its
+    // blocks as subgraphs; round 2: the 8 one-run changes of its fastest
+    // plan; round 3: `separate`, the costs' choices, the default, the
+    // subgraphs and the 3 fastest plans so far.
     let rounds: Vec<u64> = cands.iter().map(|c| c["round"].as_u64().unwrap()).collect();
-    assert_eq!(rounds, [vec![1; 12], vec![2; 8], vec![3; 7]].concat(), "{t}");
+    assert_eq!(rounds, [vec![1; 13], vec![2; 8], vec![3; 8]].concat(), "{t}");
     assert_eq!(cands[0]["plan"], "00000000");
     assert_eq!(cands[1]["plan"], "11111111");
-    let extras: Vec<&str> = cands[9..12].iter().map(|c| c["plan"].as_str().unwrap()).collect();
-    assert_eq!(extras, ["costs", "default", "separate-subgraphs"], "{t}");
-    let third: Vec<&str> = cands[20..24].iter().map(|c| c["plan"].as_str().unwrap()).collect();
-    assert_eq!(third, ["00000000", "costs", "default", "separate-subgraphs"], "{t}");
+    let extras: Vec<&str> = cands[9..13].iter().map(|c| c["plan"].as_str().unwrap()).collect();
+    assert_eq!(extras, ["costs", "costs-subgraphs", "default", "separate-subgraphs"], "{t}");
+    let third: Vec<&str> = cands[21..26].iter().map(|c| c["plan"].as_str().unwrap()).collect();
+    assert_eq!(third, ["00000000", "costs", "costs-subgraphs", "default", "separate-subgraphs"], "{t}");
     let chosen = t["chosen"].as_str().unwrap();
     // Round 3 chooses: `separate`, or a candidate measurably faster than it
     // (per round, rounds 1 and 3 pooled where it ran in both), the fastest
     // such.
     let over = |c: &serde_json::Value| c["over_separate"].as_f64();
     let lo = |c: &serde_json::Value| c["over_separate_interval"][0].as_f64().unwrap();
-    assert!(over(&cands[20]).is_none() && cands[21..].iter().all(|c| over(c).is_some_and(|m| m > 0.0)), "{t}");
+    assert!(over(&cands[21]).is_none() && cands[22..].iter().all(|c| over(c).is_some_and(|m| m > 0.0)), "{t}");
     let eligible: Vec<&serde_json::Value> =
-        cands[21..].iter().filter(|c| over(c).unwrap() > 1.0 && lo(c) >= 0.97).collect();
+        cands[22..].iter().filter(|c| over(c).unwrap() > 1.0 && lo(c) >= 0.97).collect();
     let best = eligible.iter().max_by(|a, b| over(a).unwrap().total_cmp(&over(b).unwrap()));
     assert_eq!(chosen, best.map_or("00000000", |c| c["plan"].as_str().unwrap()), "{t}");
     assert!(text.contains(&format!("| 3 | {chosen} (chosen) |")), "{text}");
     // Rounds 1 and 2 time 3 rounds, round 3 three times as many, split
     // among 3 sessions of each model made afresh.
     let timed: Vec<u64> = cands.iter().map(|c| c["runs"].as_u64().unwrap()).collect();
-    assert_eq!(timed, [vec![3; 20], vec![9; 7]].concat(), "{t}");
+    assert_eq!(timed, [vec![3; 21], vec![9; 8]].concat(), "{t}");
     assert!(text.contains("9 in round 3 split among 3 sessions of each model made afresh"), "{text}");
     // The costs: one digit per node group, grouping only groupable ones;
     // the cut's choice costs no more (modelled) than all or none grouped.
@@ -949,13 +960,15 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     assert!(us("separate_us") > 0.0 && us("chosen_us") <= us("separate_us").min(us("all_grouped_us")) + 1e-6, "{c}");
     assert!(text.contains("costs (ONNX Runtime's profile"), "{text}");
     let (lowering, digits) = match chosen {
-        "costs" => ("assigned", Some(assignment)),
+        "costs" | "costs-subgraphs" => ("assigned", Some(assignment)),
         "default" => ("regions", None),
         "separate-subgraphs" => ("plan", Some("00000000")),
         plan => ("plan", Some(plan)),
     };
     assert_eq!(j["report"]["lowering"]["lowering"], lowering);
     assert_eq!(j["report"]["lowering"]["plan"].as_str(), digits);
+    let subgraphs = matches!(chosen, "costs-subgraphs" | "separate-subgraphs");
+    assert_eq!(j["report"]["lowering"]["member_subgraphs"], subgraphs, "{t}");
     // Per run: its node groups (together every group once), what grouping
     // stacks there, whether the chosen plan groups it, and a measured gain.
     let runs = t["plan_runs"].as_array().unwrap();
@@ -968,7 +981,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
         let by_costs = assignment[first as usize..=last as usize].chars().filter(|d| *d == '1').count();
         assert_eq!(r["by_costs"].as_u64(), Some(by_costs as u64), "{t}");
         match chosen {
-            "costs" => assert_eq!(r["grouped"], by_costs > 0, "{t}"),
+            "costs" | "costs-subgraphs" => assert_eq!(r["grouped"], by_costs > 0, "{t}"),
             "default" => assert!(r["grouped"].is_boolean(), "{t}"),
             "separate-subgraphs" => assert_eq!(r["grouped"], false, "{t}"),
             plan => assert_eq!(r["grouped"], plan.as_bytes()[i] == b'1', "{t}"),
@@ -1008,7 +1021,7 @@ fn tune_measures_plans_and_keeps_the_fastest() {
     let re = tuned(&retuned, &["--retune"]);
     let jr: serde_json::Value = serde_json::from_slice(&re.stderr).unwrap();
     assert!(jr["report"]["tuning"]["cached"].is_null(), "{jr}");
-    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 27, "{jr}");
+    assert_eq!(jr["report"]["tuning"]["candidates"].as_array().unwrap().len(), 29, "{jr}");
     assert!(jr["report"]["tuning"]["costs"]["source"].as_str().unwrap().contains("median of 3 runs"), "{jr}");
     // Node signatures profiled once are kept (costs.json): without the
     // plan, tuning again measures plans but profiles nothing.

@@ -218,17 +218,17 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
     out, plan = tmp_path / "tuned.onnx", tmp_path / "plan.json"
     report = fusec.fuse(MEMBERS[:2], out, tune=True, tune_runs=2, calibrate=plan, threads=2, progress=False)
     t = report.tuning
-    assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 12 + [2] * 8 + [3] * 7
+    assert isinstance(t, fusec.TuneReport) and [c.round for c in t.candidates] == [1] * 13 + [2] * 8 + [3] * 8
     assert len(t.plan_runs) == 8 and all(isinstance(r, fusec.PlanRun) for r in t.plan_runs)
     # The choice is made on round 3's speedups over `separate`, per round.
-    third = t.candidates[20:]
+    third = t.candidates[21:]
     assert third[0].over_separate is None and all(c.over_separate > 0 for c in third[1:])
     chosen = next(c for c in third if c.plan == t.chosen)
     assert t.chosen == "00000000" or (chosen.over_separate > 1 and chosen.over_separate_interval[0] >= 0.97)
     # The choice from profiled costs: one digit per node group.
     assert isinstance(t.costs, fusec.CostReport) and len(t.costs.assignment) == report.groups
     assert t.costs.chosen_us <= min(t.costs.separate_us, t.costs.all_grouped_us) + 1e-6
-    if t.chosen == "costs":
+    if t.chosen in ("costs", "costs-subgraphs"):
         assert [r.grouped for r in t.plan_runs] == [r.by_costs > 0 for r in t.plan_runs]
     elif t.chosen == "separate-subgraphs":
         assert not any(r.grouped for r in t.plan_runs)
@@ -236,12 +236,14 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
         assert [r.grouped for r in t.plan_runs] == [d == "1" for d in t.chosen]
     assert t.plan_runs[-1].groups[1] + 1 == report.groups and all(r.gain > 0 for r in t.plan_runs)
     lowering, digits, group_from = {"costs": ("assigned", t.costs.assignment, 0.0),
+                                    "costs-subgraphs": ("assigned", t.costs.assignment, 0.0),
                                     "default": ("regions", None, 0.25),
                                     "separate-subgraphs": ("plan", "00000000", 0.0)}.get(t.chosen, ("plan", t.chosen, 0.0))
     assert report.lowering == {"lowering": lowering, "plan": digits, "group_from": group_from,
                                "keep_bn": False, "split_depthwise": False, "split_pointwise": False,
                                "split_linear": False, "member_axis": True,
-                               "member_subgraphs": t.chosen == "separate-subgraphs", "channel_block": 16}
+                               "member_subgraphs": t.chosen in ("separate-subgraphs", "costs-subgraphs"),
+                               "channel_block": 16}
     assert json.loads(plan.read_text()).get("plan") == digits
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering

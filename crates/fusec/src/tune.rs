@@ -9,9 +9,11 @@
 //! default lowering (`default`), so a tuned model is measured against what
 //! not tuning gives. Round 1 measures every member kept apart (`separate`:
 //! each member's layers as it runs alone), everything grouped, "grouped
-//! from run s" for each s, `costs`, `default`, `separate-subgraphs` (every
-//! member apart, each member's layers a subgraph of its own:
-//! `FuseOptions::member_subgraphs`) and, for members with layers on a
+//! from run s" for each s, `costs`, `costs-subgraphs` (the same with each
+//! member's runs of per-member layers as subgraphs of their own:
+//! `FuseOptions::member_subgraphs`), `default`, `separate-subgraphs` (every
+//! member apart, each member's layers a subgraph of its own) and, for
+//! members with layers on a
 //! member axis, `linear-split` (grouped with linear layers per member);
 //! round 2 each one-run change of round 1's fastest plan; round
 //! 3, with three times the timed rounds, confirms: `separate`, `costs`,
@@ -124,6 +126,9 @@ impl TuneReport {
     pub fn label(&self) -> String {
         match (&self.costs, self.chosen.as_str()) {
             (Some(c), BY_COSTS) => format!("{BY_COSTS}: {} of {} node groups grouped", c.grouped, c.groupable),
+            (Some(c), COSTS_SUBGRAPHS) => {
+                format!("{BY_COSTS}: {} of {} node groups grouped, member subgraphs", c.grouped, c.groupable)
+            }
             (_, DEFAULT) => format!("default: regions from {DEFAULT_GROUP_FROM}"),
             (_, LINEAR_SPLIT) => "grouped, linear split".into(),
             (_, SUBGRAPHS) => "separate, member subgraphs".into(),
@@ -317,7 +322,8 @@ pub fn tune(
         if let Some(mut r) = cache_get(file, &key) {
             let assigned = r.costs.as_ref().map(|c| c.assigned());
             // `costs` is reused only with the assignment it was measured with.
-            let choice = Choice::parse(&r.chosen).filter(|c| *c != Choice::Costs || assigned.is_some());
+            let by_costs = |c: &Choice| matches!(c, Choice::Costs | Choice::CostsSubgraphs);
+            let choice = Choice::parse(&r.chosen).filter(|c| !by_costs(c) || assigned.is_some());
             if let Some(chosen) = choice.map(|c| c.options(keep_bn, channel_block, assigned.as_deref())) {
                 crate::report::note(format!(
                     "tune: {} kept in {} for these members' structure on {device} ({}); --retune measures again",
@@ -393,7 +399,7 @@ pub fn tune(
     let mut first: Vec<Choice> = vec![Choice::Plan(0), Choice::Plan(all)];
     first.extend((1..CHUNKS).map(|s| Choice::Plan(all >> s << s)));
     if assigned.is_some() {
-        first.push(Choice::Costs);
+        first.extend([Choice::Costs, Choice::CostsSubgraphs]);
     }
     first.extend(&extras);
     let mut candidates = measure(&first, 1, runs)?;
@@ -418,7 +424,7 @@ pub fn tune(
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut third: Vec<Choice> = vec![Choice::Plan(0)];
     if assigned.is_some() {
-        third.push(Choice::Costs);
+        third.extend([Choice::Costs, Choice::CostsSubgraphs]);
     }
     third.extend(&extras);
     let cap = third.len() + 3;
@@ -542,12 +548,18 @@ pub const LINEAR_SPLIT: &str = "linear-split";
 /// subgraphs of their own (`--member-subgraphs`).
 pub const SUBGRAPHS: &str = "separate-subgraphs";
 
+/// The choice from costs with each member's runs of per-member layers
+/// written as subgraphs of their own (`--member-subgraphs`): ONNX Runtime
+/// plans their memory as for the member alone.
+pub const COSTS_SUBGRAPHS: &str = "costs-subgraphs";
+
 /// A candidate: a plan of runs, the choice from costs, the default, or
 /// the grouped lowering with linear layers per member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Choice {
     Plan(u64),
     Costs,
+    CostsSubgraphs,
     Default,
     LinearSplit,
     Subgraphs,
@@ -559,6 +571,7 @@ impl Choice {
         match self {
             Choice::Plan(m) => Lowering::plan_digits(m, CHUNKS),
             Choice::Costs => BY_COSTS.into(),
+            Choice::CostsSubgraphs => COSTS_SUBGRAPHS.into(),
             Choice::Default => DEFAULT.into(),
             Choice::LinearSplit => LINEAR_SPLIT.into(),
             Choice::Subgraphs => SUBGRAPHS.into(),
@@ -569,6 +582,7 @@ impl Choice {
     fn parse(name: &str) -> Option<Choice> {
         match name {
             BY_COSTS => Some(Choice::Costs),
+            COSTS_SUBGRAPHS => Some(Choice::CostsSubgraphs),
             DEFAULT => Some(Choice::Default),
             LINEAR_SPLIT => Some(Choice::LinearSplit),
             SUBGRAPHS => Some(Choice::Subgraphs),
@@ -590,6 +604,9 @@ impl Choice {
         match self {
             Choice::Plan(m) => plan(m),
             Choice::Costs => FuseOptions { assignment: assignment.map(<[bool]>::to_vec), ..plan(0) },
+            Choice::CostsSubgraphs => {
+                FuseOptions { member_subgraphs: true, ..Choice::Costs.options(keep_bn, channel_block, assignment) }
+            }
             Choice::Default => FuseOptions { lowering: Lowering::Regions { from: DEFAULT_GROUP_FROM }, ..plan(0) },
             Choice::LinearSplit => FuseOptions { lowering: Lowering::Grouped, split_linear: true, ..plan(0) },
             Choice::Subgraphs => FuseOptions { member_subgraphs: true, ..plan(0) },

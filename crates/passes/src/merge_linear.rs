@@ -97,9 +97,7 @@ fn linear_layer(g: &Graph, n: NodeId, outputs: &HashSet<ValueId>) -> Option<Laye
     if let [(add, slot)] = g.users(mm_out)[..] {
         let a = g.node(add);
         let b = if matches!(a.op, Op::Binary(BinaryOp::Add)) { a.inputs[1 - slot] } else { None };
-        if is_weight_f32(g, b)
-            && b.is_some_and(|b| g.value(b).ty.shape == [width])
-            && !outputs.contains(&a.outputs[0])
+        if is_weight_f32(g, b) && b.is_some_and(|b| g.value(b).ty.shape == [width]) && !outputs.contains(&a.outputs[0])
         {
             layer.bias = Some((add, b.expect("checked")));
             layer.out = a.outputs[0];
@@ -117,7 +115,9 @@ fn merge(g: &mut Graph, x: ValueId, layers: &[Layer], names: &mut HashSet<String
     let err = |msg: String| IrError::Node { node: base.clone(), op: "MatMul", msg };
     let weights: Vec<Vec<f32>> = layers
         .iter()
-        .map(|l| weight_f32(g, Some(l.weight)).ok_or_else(|| err(format!("weight `{}` unreadable", g.value(l.weight).name))))
+        .map(|l| {
+            weight_f32(g, Some(l.weight)).ok_or_else(|| err(format!("weight `{}` unreadable", g.value(l.weight).name)))
+        })
         .collect::<Result<_, _>>()?;
     let k = g.value(layers[0].weight).ty.shape[0];
     let widths: Vec<usize> = layers.iter().map(|l| l.width).collect();
@@ -138,9 +138,14 @@ fn merge(g: &mut Graph, x: ValueId, layers: &[Layer], names: &mut HashSet<String
         let mut b = Vec::with_capacity(total);
         for l in layers {
             let (_, bias) = l.bias.expect("all merged layers have a bias");
-            b.extend(weight_f32(g, Some(bias)).ok_or_else(|| err(format!("bias `{}` unreadable", g.value(bias).name)))?);
+            b.extend(
+                weight_f32(g, Some(bias)).ok_or_else(|| err(format!("bias `{}` unreadable", g.value(bias).name)))?,
+            );
         }
-        let b = g.add_weight(fuse_ir::claim_name(names, &format!("{base}.bias"), 1), Tensor::from_f32(vec![total], &b).map_err(&err)?);
+        let b = g.add_weight(
+            fuse_ir::claim_name(names, &format!("{base}.bias"), 1),
+            Tensor::from_f32(vec![total], &b).map_err(&err)?,
+        );
         let add_name = fuse_ir::claim_name(names, &format!("{base}/Add"), 1);
         let add_out = fuse_ir::claim_name(names, &format!("{add_name}:0"), 1);
         let add = g.add_node(add_name, Op::Binary(BinaryOp::Add), vec![Some(last), Some(b)], vec![add_out])?;
@@ -148,7 +153,8 @@ fn merge(g: &mut Graph, x: ValueId, layers: &[Layer], names: &mut HashSet<String
     }
     // The Split's outputs get the layers' output names once those are gone.
     let split_name = fuse_ir::claim_name(names, &format!("{base}/Split"), 1);
-    let tmp: Vec<String> = (0..layers.len()).map(|i| fuse_ir::claim_name(names, &format!("{split_name}:{i}"), 1)).collect();
+    let tmp: Vec<String> =
+        (0..layers.len()).map(|i| fuse_ir::claim_name(names, &format!("{split_name}:{i}"), 1)).collect();
     let split = g.add_node(split_name, Op::Split { axis: -1, split: widths }, vec![Some(last)], tmp)?;
     let outs = g.node(split).outputs.clone();
     for (l, &o) in layers.iter().zip(&outs) {
