@@ -67,6 +67,7 @@ pub fn merge_linear(g: &mut Graph) -> Result<MergeStats, IrError> {
         names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
     }
     names.extend(g.weights().map(|(_, v, _)| v.name.clone()));
+    names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
     let mut st = MergeStats::default();
     for ((x, _), layers) in siblings {
         if layers.len() < 2 {
