@@ -323,7 +323,10 @@ fn calibration_files_without_member_axis_fuse_as_before() {
         args.extend_from_slice(&["-o", s(&out), "--calibration", s(&path), "--explain"]);
         let text = String::from_utf8(ok(fusec(&args)).stdout).unwrap();
         assert!(text.contains(&format!(", {stacked} on a member axis)")), "{member_axis:?}: {text}");
-        assert!(text.contains("t1: 6 linear layers reading one value merged into 2 MatMul (each then split)"), "{text}");
+        assert!(
+            text.contains("t1: 6 linear layers reading one value merged into 2 MatMul (each then split)"),
+            "{text}"
+        );
     }
 }
 
