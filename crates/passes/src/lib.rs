@@ -47,5 +47,5 @@ pub use fuse::align::align;
 pub use fuse::{
     explain, fuse, prepare_member, FuseOptions, FuseReport, Fused, Lowered, Lowering, Member, Origin, Prepared,
 };
-pub use merge_linear::{merge_linear, MergeStats};
+pub use merge_linear::{merge_linear, MergeStats, MAX_MERGED_ROWS};
 pub use pad_channels::{pad_channels, PadStats, MAX_CHANNEL_BLOCK, NCHWC_BLOCK};

@@ -14,6 +14,11 @@
 //! MiniLM-L6 cross-encoders at batch 1 ran 1.03x faster merged, one after
 //! another, and their fused model 1.05x (README, "Merged projections").
 //!
+//! Only products of at most [`MAX_MERGED_ROWS`] rows merge: with more,
+//! the Split's copy of the wider output costs more than the merge saves
+//! (three MiniLM members merged, alone, side by side: 1.01x at batch 1,
+//! 128 rows; 1.00x at 256; 0.97x at 512; 0.95x at 1024).
+//!
 //! Each output element is the same dot product over K as before, so the
 //! outputs stay the same to float rounding (a runtime may tile a wider
 //! product differently).
@@ -23,6 +28,9 @@ use std::collections::{HashMap, HashSet};
 use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, ValueId};
 
 use crate::util::{is_weight_f32, weight_f32};
+
+/// The most rows (`x`'s elements over K) a merged product may have.
+pub const MAX_MERGED_ROWS: usize = 256;
 
 /// One linear layer: `x · W (+ b)`.
 struct Layer {
@@ -81,15 +89,19 @@ pub fn merge_linear(g: &mut Graph) -> Result<MergeStats, IrError> {
 }
 
 /// Node `n` as a linear layer, if it is one: a MatMul of a non-constant
-/// f32 value by a 2-D f32 weight, with the bias Add that is its output's
-/// only reader, if there is one. Graph outputs stay where they are.
+/// f32 value of at most [`MAX_MERGED_ROWS`] rows by a 2-D f32 weight,
+/// with the bias Add that is its output's only reader, if there is one.
+/// Graph outputs stay where they are.
 fn linear_layer(g: &Graph, n: NodeId, outputs: &HashSet<ValueId>) -> Option<Layer> {
     let node = g.node(n);
     let (Op::MatMul, [Some(x), Some(w)]) = (&node.op, node.inputs.as_slice()) else { return None };
     if is_weight_f32(g, Some(*x)) || g.value(*x).ty.dtype != fuse_ir::DType::F32 || !is_weight_f32(g, Some(*w)) {
         return None;
     }
-    let [_, width] = g.value(*w).ty.shape[..] else { return None };
+    let [k, width] = g.value(*w).ty.shape[..] else { return None };
+    if g.value(*x).ty.numel().is_none_or(|n| n / k.max(1) > MAX_MERGED_ROWS) {
+        return None;
+    }
     let mm_out = node.outputs[0];
     if outputs.contains(&mm_out) {
         return None;

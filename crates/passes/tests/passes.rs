@@ -1038,18 +1038,18 @@ fn padded_members_group_into_convs_of_whole_blocks() {
     }
 }
 
-/// Linear layers reading one value `x` [1, 4, 8]: q, k (its bias added
+/// Linear layers reading one value `x` [1, rows, 8]: q, k (its bias added
 /// first) and v with biases; a and c without; e with a bias whose sum is a
 /// graph output.
-fn siblings() -> Graph {
+fn siblings(rows: i64) -> Graph {
     let mut r = Rng(11);
     let bytes = OnnxBuilder::new(17)
-        .input("x", &[1, 4, 8])
-        .output("s", &[1, 4, 8])
-        .output("vr", &[1, 4, 4])
-        .output("ar", &[1, 4, 3])
-        .output("cr", &[1, 4, 5])
-        .output("e", &[1, 4, 2])
+        .input("x", &[1, rows, 8])
+        .output("s", &[1, rows, 8])
+        .output("vr", &[1, rows, 4])
+        .output("ar", &[1, rows, 3])
+        .output("cr", &[1, rows, 5])
+        .output("e", &[1, rows, 2])
         .init_f32("q.w", &[8, 8], &r.vals(64, 0.0, 0.4))
         .init_f32("q.b", &[8], &r.vals(8, 0.0, 0.1))
         .init_f32("k.w", &[8, 8], &r.vals(64, 0.0, 0.4))
@@ -1080,7 +1080,7 @@ fn siblings() -> Graph {
 
 #[test]
 fn merge_linear_merges_sibling_projections_and_keeps_the_outputs() {
-    let before = siblings();
+    let before = siblings(4);
     let mut after = before.clone();
     let st = merge_linear(&mut after).unwrap();
     after.validate().unwrap();
@@ -1099,4 +1099,9 @@ fn merge_linear_merges_sibling_projections_and_keeps_the_outputs() {
     let mut again = after.clone();
     assert_eq!(merge_linear(&mut again).unwrap(), MergeStats::default());
     assert_eq!(to_text(&again).unwrap(), text);
+    // Products of more rows stay apart (the Split's copy would cost more).
+    let tall = siblings(fusec_passes::MAX_MERGED_ROWS as i64 + 1);
+    let mut kept = tall.clone();
+    assert_eq!(merge_linear(&mut kept).unwrap(), MergeStats::default());
+    assert_eq!(to_text(&kept).unwrap(), to_text(&tall).unwrap());
 }
