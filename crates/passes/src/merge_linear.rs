@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 
 use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, ValueId};
 
-use crate::util::{is_weight_f32, weight_f32};
+use crate::util::{is_weight_f32, value_names, weight_f32};
 
 /// The most rows (`x`'s elements over K) a merged product may have.
 pub const MAX_MERGED_ROWS: usize = 256;
@@ -69,13 +69,9 @@ pub fn merge_linear(g: &mut Graph) -> Result<MergeStats, IrError> {
         });
         siblings[k].1.push(layer);
     }
-    let mut names: HashSet<String> = HashSet::new();
-    for n in g.node_ids() {
-        names.insert(g.node(n).name.clone());
-        names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
-    }
-    names.extend(g.weights().map(|(_, v, _)| v.name.clone()));
-    names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
+    // Node names too: the merged nodes' names are claimed from the same set.
+    let mut names = value_names(g);
+    names.extend(g.node_ids().into_iter().map(|n| g.node(n).name.clone()));
     let mut st = MergeStats::default();
     for ((x, _), layers) in siblings {
         if layers.len() < 2 {

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 
 use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Slice, Tensor, UnaryOp, ValueDef, ValueId};
 
-use crate::util::{is_weight_f32, weight_f32};
+use crate::util::{is_weight_f32, value_names, weight_f32};
 
 /// The block `fusec fuse` pads to for ONNX output: ONNX Runtime's NCHWc
 /// block with AVX-512 (a multiple of AVX2's 8).
@@ -69,11 +69,7 @@ pub fn pad_channels(g: &mut Graph, block: usize) -> Result<PadStats, IrError> {
     // slice padded channels back, those values are excluded and the graph
     // rebuilt from the original. The graph kept has no Slice added, so a
     // member's node structure stays its own whatever its channel counts.
-    let mut names: HashSet<String> = g.weights().map(|(_, v, _)| v.name.clone()).collect();
-    names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
-    for &n in &order {
-        names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
-    }
+    let names = value_names(g);
     let mut excluded = HashSet::new();
     loop {
         let ok = paddable(g, &order, &outputs, &excluded);

@@ -1,8 +1,19 @@
 //! Small helpers shared by the passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fuse_ir::{Graph, Tensor, ValueDef, ValueId};
+
+/// The value names in use in `g` (inputs, weights, node outputs): what a
+/// pass adding values claims new names against (`fuse_ir::claim_name`).
+pub fn value_names(g: &Graph) -> HashSet<String> {
+    let mut names: HashSet<String> = g.weights().map(|(_, v, _)| v.name.clone()).collect();
+    names.extend(g.inputs().iter().map(|&i| g.value(i).name.clone()));
+    for n in g.node_ids() {
+        names.extend(g.node(n).outputs.iter().map(|&o| g.value(o).name.clone()));
+    }
+    names
+}
 
 /// How many times each value is read: node inputs plus graph outputs.
 pub fn use_counts(g: &Graph) -> HashMap<ValueId, usize> {
