@@ -6,6 +6,8 @@
 //! - [`fold_bn()`]: BatchNormalization folded into the Conv before it;
 //! - [`merge_linear()`]: linear layers reading one value (BERT's query,
 //!   key and value projections) merged into one MatMul and a Split;
+//! - [`flatten_rows()`]: row-wise layers (a transformer's linear layers,
+//!   LayerNorms, GELUs between attention reshapes) run on 2-D rows;
 //! - [`dce()`]: dead-code elimination;
 //! - [`pad_channels()`]: conv channel counts padded to a multiple of a
 //!   block (before fusion, so that grouped convs keep ONNX Runtime's
@@ -28,6 +30,7 @@
 pub mod canonicalize;
 mod dce;
 mod error;
+mod flatten_rows;
 mod fold_bn;
 mod fp16_compute;
 mod fp16_weights;
@@ -40,6 +43,7 @@ pub mod validate;
 pub use canonicalize::canonicalize;
 pub use dce::dce;
 pub use error::PassError;
+pub use flatten_rows::{flatten_rows, RowStats};
 pub use fold_bn::fold_bn;
 pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;

@@ -7,8 +7,8 @@ use std::path::Path;
 use fuse_ir::{text::to_text, Graph};
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_passes::{
-    align, canonicalize, dce, fold_bn, fp16_compute, fuse, merge_linear, pad_channels, FuseOptions, Lowering, Member,
-    MergeStats, Origin, PadStats,
+    align, canonicalize, dce, flatten_rows, fold_bn, fp16_compute, fuse, merge_linear, pad_channels, FuseOptions,
+    Lowering, Member, MergeStats, Origin, PadStats, RowStats,
 };
 use fusec_verify::compare::diff;
 use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
@@ -587,10 +587,17 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     assert_eq!((r.shared, r.separate_same, r.divergent), (3, 0, 1), "{r:?}");
     assert_eq!((r.grouped, r.member_axis), (r.same - r.shared, r.same - r.shared), "{r:?}");
     let text = to_text(&f.graph).unwrap();
-    assert!(text.contains("f32[3,1,8,8]"), "O weights stacked [N, 1, K, M]:\n{text}");
+    // Each member's layers run on 2-D rows [4, 8] (flatten_rows): one
+    // region from the LayerNorm after the embeddings' sum (whose `[4, 8]`
+    // positions broadcast over more than the last axis: it stays 3-D) to
+    // the pooler's Gather, with Q/K/V, O and the feed-forward's two
+    // products.
+    let rows = fusec_passes::RowStats { regions: 1, nodes: 19, linear: 4 };
+    assert_eq!(r.rows, vec![rows; 3], "{r:?}");
+    assert!(text.contains("f32[3,8,8]"), "O weights stacked [N, K, M]:\n{text}");
     // Q, K and V read one value: merged (merge_linear) into one product,
     // then split.
-    assert!(text.contains("f32[3,1,8,24]") && text.contains("Split("), "Q/K/V merged, stacked:\n{text}");
+    assert!(text.contains("f32[3,8,24]") && text.contains("Split("), "Q/K/V merged, stacked:\n{text}");
     assert_eq!(r.merged, vec![fusec_passes::MergeStats { layers: 3, products: 1 }; 3], "{r:?}");
     assert!(text.contains("Gather(") && text.contains("f32[3,10,8]"), "embeddings stacked [N, V, H]:\n{text}");
     insta::assert_snapshot!(text);
@@ -792,7 +799,9 @@ fn a_member_axis_value_moves_back_onto_channels_for_a_conv() {
             "Reshape",
             "Transpose",
             "Transpose",
+            "Reshape",
             "LayerNormalization",
+            "Reshape",
             "Mul",
             "Add",
             "Transpose",
@@ -1104,4 +1113,72 @@ fn merge_linear_merges_sibling_projections_and_keeps_the_outputs() {
     let mut kept = tall.clone();
     assert_eq!(merge_linear(&mut kept).unwrap(), MergeStats::default());
     assert_eq!(to_text(&kept).unwrap(), to_text(&tall).unwrap());
+}
+
+/// A transformer block's row-wise layers on `x` [1, 4, 8]: LayerNorm
+/// (axis 2), a linear layer with its bias, GELU (as `Erf`), a second
+/// linear layer, the residual sum (a graph output), then attention-style
+/// readers: a Reshape to heads, a Gather of the first token. Beside it, a
+/// Softmax run with no linear layer, and an Add of positions `[4, 8]`
+/// (broadcast over more than the last axis).
+fn row_block() -> Graph {
+    let mut r = Rng(21);
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 8])
+        .output("res", &[1, 4, 8])
+        .output("heads", &[1, 2, 4, 4])
+        .output("first", &[1, 8])
+        .output("sm", &[1, 4, 8])
+        .init_f32("pos", &[4, 8], &r.vals(32, 0.0, 0.2))
+        .init_f32("ln.g", &[8], &r.vals(8, 1.0, 0.2))
+        .init_f32("ln.b", &[8], &r.vals(8, 0.0, 0.1))
+        .init_f32("f1.w", &[8, 16], &r.vals(128, 0.0, 0.4))
+        .init_f32("f1.b", &[16], &r.vals(16, 0.0, 0.1))
+        .init_f32("f2.w", &[16, 8], &r.vals(128, 0.0, 0.4))
+        .init_f32("f2.b", &[8], &r.vals(8, 0.0, 0.1))
+        .init_i64("heads_shape", &[1, 4, 2, 4])
+        .init_i64("zero", &[0])
+        .node("Add", &["x", "pos"], &["e"], vec![])
+        .node("LayerNormalization", &["e", "ln.g", "ln.b"], &["n"], vec![attr_int("axis", 2)])
+        .node("MatMul", &["n", "f1.w"], &["h0"], vec![])
+        .node("Add", &["h0", "f1.b"], &["h1"], vec![])
+        .node("Erf", &["h1"], &["h2"], vec![])
+        .node("MatMul", &["h2", "f2.w"], &["o0"], vec![])
+        .node("Add", &["f2.b", "o0"], &["o1"], vec![])
+        .node("Add", &["o1", "e"], &["res"], vec![])
+        .node("Reshape", &["res", "heads_shape"], &["r4"], vec![])
+        .node("Transpose", &["r4"], &["heads"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Gather", &["res", "zero"], &["g"], vec![attr_int("axis", 1)])
+        .node("Reshape", &["g", "first_shape"], &["first"], vec![])
+        .init_i64("first_shape", &[1, 8])
+        .node("Softmax", &["x"], &["sm"], vec![attr_int("axis", -1)])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("rows.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn flatten_rows_runs_row_wise_layers_on_2d_rows_and_keeps_the_outputs() {
+    let before = row_block();
+    let mut after = before.clone();
+    let st = flatten_rows(&mut after).unwrap();
+    after.validate().unwrap();
+    // LayerNorm, the two products with their biases, Erf and the residual
+    // sum: one region of 7 nodes. The Add of `[4, 8]` positions and the
+    // Softmax (no linear layer) stay 3-D.
+    assert_eq!(st, RowStats { regions: 1, nodes: 7, linear: 2 });
+    let text = to_text(&after).unwrap();
+    assert!(text.contains("MatMul(") && text.contains(": f32[4,16]"), "{text}");
+    assert!(text.contains("Softmax(%0) {axis=-1} : f32[1,4,8]"), "{text}");
+    insta::assert_snapshot!(before_after(&before, &after));
+    // The outputs keep their names and shapes.
+    let out =
+        |g: &Graph| g.outputs().iter().map(|&o| (g.value(o).name.clone(), g.value(o).ty.clone())).collect::<Vec<_>>();
+    assert_eq!(out(&after), out(&before));
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8], Rng(5).vals(32, 0.0, 1.0)).unwrap();
+    let inputs: Tensors = vec![("x".into(), x)];
+    assert_same_outputs(&run_with(&after, &inputs), "", &run_with(&before, &inputs));
+    // Nothing left at rank 3 with a linear layer: a second run changes nothing.
+    let mut again = after.clone();
+    assert_eq!(flatten_rows(&mut again).unwrap(), RowStats::default());
+    assert_eq!(to_text(&again).unwrap(), text);
 }

@@ -34,7 +34,7 @@ use self::layout::FuseBuilder;
 use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::validate::validated;
-use crate::{dce, fold_bn, merge_linear, pad_channels, MergeStats, PadStats, PassError};
+use crate::{dce, flatten_rows, fold_bn, merge_linear, pad_channels, MergeStats, PadStats, PassError, RowStats};
 
 pub struct Fused {
     pub graph: Graph,
@@ -53,11 +53,13 @@ pub struct Prepared {
     pub bn_folded: usize,
     /// Sibling linear layers merged into one product ([`merge_linear`]).
     pub merged: MergeStats,
+    /// Row-wise regions run on 2-D rows ([`flatten_rows`]).
+    pub rows: RowStats,
 }
 
 /// The single-model passes `fuse` runs on every member before aligning
 /// them: canonicalize, fold BatchNorm (unless `keep_bn`), merge sibling
-/// linear layers, DCE, each followed by validation. `fusec bench` times
+/// linear layers, run row-wise regions on 2-D rows, DCE, each followed by validation. `fusec bench` times
 /// members prepared this way (unfused) to show how much of a speedup comes
 /// from these rewrites alone.
 pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<Prepared, PassError> {
@@ -67,9 +69,11 @@ pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<Prepared, PassErro
     validated("fold_bn", g)?;
     let merged = merge_linear(g)?;
     validated("merge_linear", g)?;
+    let rows = flatten_rows(g)?;
+    validated("flatten_rows", g)?;
     dce(g);
     validated("dce", g)?;
-    Ok(Prepared { canon, bn_folded, merged })
+    Ok(Prepared { canon, bn_folded, merged, rows })
 }
 
 /// Fuses the members into one graph with one input set and every member's
@@ -102,6 +106,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         report.canon.push(prepared.canon);
         report.bn_folded.push(prepared.bn_folded);
         report.merged.push(prepared.merged);
+        report.rows.push(prepared.rows);
     }
     let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let mut al = align(&members.iter().map(|m| &m.graph).collect::<Vec<_>>(), &names)?;

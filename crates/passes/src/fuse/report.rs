@@ -15,6 +15,8 @@ pub struct FuseReport {
     pub bn_folded: Vec<usize>,
     /// Per member, the sibling linear layers merged into one product each.
     pub merged: Vec<crate::MergeStats>,
+    /// Per member, the row-wise regions run on 2-D rows.
+    pub rows: Vec<crate::RowStats>,
     /// Per member, what padding channel counts to the block did
     /// (`FuseOptions::channel_block`).
     pub padded: Vec<crate::PadStats>,
@@ -104,6 +106,16 @@ pub fn explain(r: &FuseReport) -> String {
             s,
             "  {m}: {} linear layers reading one value merged into {} MatMul (each then split)",
             st.layers, st.products
+        );
+    }
+    for (m, st) in r.members.iter().zip(&r.rows).filter(|(_, st)| st.regions > 0) {
+        let _ = writeln!(
+            s,
+            "  {m}: {} row-wise region{} ({} nodes, {} linear layers) run on 2-D rows",
+            st.regions,
+            if st.regions == 1 { "" } else { "s" },
+            st.nodes,
+            st.linear
         );
     }
     for (m, p) in r.members.iter().zip(&r.padded).filter(|(_, p)| p.convs > 0) {

@@ -13,7 +13,7 @@
 //! | Softmax, Concat, Split, Gather, Slice, Unsqueeze, Reduce | the axes shifted past the member axis |
 //! | Reshape, Expand, Flatten | the target shape with `N` in front |
 //! | Transpose | the member axis stays first |
-//! | LayerNormalization | bit-identical scale and bias: unchanged; per member: normalized without affine, then Mul and Add of the stacked `[N, 1, .., H]` scale and bias |
+//! | LayerNormalization | bit-identical scale and bias: unchanged; per member: normalized without affine, then Mul and Add of the stacked `[N, 1, .., H]` scale and bias; over the last axis on 2-D rows `[N·rows, H]` |
 //! | Gather from per-member tables (embeddings) by shared indices | the tables stacked `[N, V, H]`, gathered on axis 1 |
 //! | Einsum | a member letter in front of every stacked operand's term and of the output's; shared operands keep theirs |
 //!
@@ -170,6 +170,37 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usi
     let fo = b.f.node(node).outputs.clone();
     b.set_stacked(group, &fo, STACKING)?;
     Ok(true)
+}
+
+/// The LayerNormalization of the stacked `ins[0]` (with `ins`' scale and
+/// bias), node `node` writing `value` in the stacked shape: over the last
+/// axis as 2-D rows between two Reshapes ([`layer_norm`] says why).
+fn normalized(
+    b: &mut FuseBuilder,
+    mut ins: Vec<Option<ValueId>>,
+    axis: i64,
+    epsilon: f32,
+    last: bool,
+    node: String,
+    value: String,
+) -> Result<fuse_ir::NodeId, PassError> {
+    if !last {
+        let ln = Op::LayerNorm { axis: Stacking::member_axis(axis), epsilon };
+        return Ok(b.f.add_node(node, ln, ins, vec![value])?);
+    }
+    let x = ins[0].expect("layer norm input");
+    let shape = b.f.value(x).ty.shape.clone();
+    let h = shape[shape.len() - 1];
+    let rows = vec![shape.iter().product::<usize>() / h.max(1), h];
+    ins[0] = Some(b.add(format!("{node}::rows"), Op::Reshape { shape: rows }, vec![x])?);
+    let l = b.f.add_node(
+        format!("{node}::on_rows"),
+        Op::LayerNorm { axis: -1, epsilon },
+        ins,
+        vec![format!("{node}::on_rows")],
+    )?;
+    let l = b.f.node(l).outputs[0];
+    Ok(b.f.add_node(node, Op::Reshape { shape }, vec![Some(l)], vec![value])?)
 }
 
 /// Member k's value in input `slot` of the group, for every member.
@@ -352,6 +383,13 @@ fn gemm(b: &mut FuseBuilder, group: &NodeGroup, gm: fuse_ir::Gemm) -> Result<boo
 /// LayerNormalization on the stacked value; with each member's own, over
 /// the last axis only, normalized without affine (scale 1, no bias), then
 /// multiplied by the stacked scales and shifted by the stacked biases.
+///
+/// Over the last axis, the stacked value is normalized as 2-D rows
+/// `[N·rows, H]`, a Reshape on each side: ONNX Runtime fuses an Add and a
+/// LayerNormalization of 3-D tensors (the residual sum before it, when the
+/// members' layers run on 2-D rows, [`crate::flatten_rows`]) into its
+/// SkipLayerNormalization, which measured 3x slower than the two ops apart
+/// on its CPU provider (README, "Rows").
 fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
@@ -361,48 +399,60 @@ fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -
         return Ok(false);
     }
     let name = n0.name.clone();
-    let out = g0.value(n0.outputs[0]).name.clone();
     let x_ty = g0.value(n0.inputs[0].expect("layer norm input")).ty.clone();
+    let out = g0.value(n0.outputs[0]).name.clone();
     let rank = x_ty.rank();
-    let axis_m = Stacking::member_axis(axis);
-    let ln = Op::LayerNorm { axis: axis_m, epsilon };
+    let last = fuse_ir::shape::norm_axis(axis, rank).is_ok_and(|a| a + 1 == rank);
     let same = same_weights(b, group, 1) && (!has_bias || same_weights(b, group, 2));
-    let fo = if same {
-        let x = stacked(b, group, 0)?;
-        let mut ins = vec![Some(x), Some(b.weight(0, n0.inputs[1].expect("scale"), true))];
-        if has_bias {
-            ins.push(Some(b.weight(0, n0.inputs[2].expect("bias"), true)));
-        }
-        b.f.add_node(name, ln, ins, vec![out])?
+    let scale_ty = &g0.value(n0.inputs[1].expect("scale")).ty;
+    if !same && (!last || scale_ty.rank() != 1 || x_ty.dtype != DType::F32) {
+        return Ok(false);
+    }
+    // The affine part: shared (inside the LayerNormalization) or stacked.
+    let affine = if same {
+        None
     } else {
-        let last = fuse_ir::shape::norm_axis(axis, rank).is_ok_and(|a| a + 1 == rank);
-        let scale_ty = &g0.value(n0.inputs[1].expect("scale")).ty;
-        if !last || scale_ty.rank() != 1 || x_ty.dtype != DType::F32 {
-            return Ok(false);
-        }
         let form = WeightForm::Members { rank, transposed: false };
         let Some(scale) = b.stacked_weight(group, 1, form) else { return Ok(false) };
-        let bias = if has_bias {
-            match b.stacked_weight(group, 2, form) {
+        let bias = match has_bias {
+            true => match b.stacked_weight(group, 2, form) {
                 Some(bias) => Some(bias),
                 None => return Ok(false),
-            }
-        } else {
-            None
+            },
+            false => None,
         };
-        let h = x_ty.shape[rank - 1];
-        let ones = b.f.add_weight(
-            format!("{name}::ones"),
-            Tensor::from_f32(vec![h], &vec![1.0; h]).map_err(PassError::Internal)?,
-        );
-        let x = stacked(b, group, 0)?;
-        let l = b.add(format!("{name}::normalized"), ln, vec![x, ones])?;
-        let mul = Op::Binary(fuse_ir::BinaryOp::Mul);
-        match bias {
-            None => b.f.add_node(name, mul, vec![Some(l), Some(scale)], vec![out])?,
-            Some(bias) => {
-                let s = b.add(format!("{name}::scaled"), mul, vec![l, scale])?;
-                b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(s), Some(bias)], vec![out])?
+        Some((scale, bias))
+    };
+    let (scale, bias) = match affine {
+        None => {
+            let scale = b.weight(0, n0.inputs[1].expect("scale"), true);
+            (scale, has_bias.then(|| b.weight(0, n0.inputs[2].expect("bias"), true)))
+        }
+        Some(_) => {
+            let h = x_ty.shape[rank - 1];
+            let ones = b.f.add_weight(
+                format!("{name}::ones"),
+                Tensor::from_f32(vec![h], &vec![1.0; h]).map_err(PassError::Internal)?,
+            );
+            (ones, None)
+        }
+    };
+    let x = stacked(b, group, 0)?;
+    let mut ins = vec![Some(x), Some(scale)];
+    ins.extend(bias.map(Some));
+    let fo = match affine {
+        None => normalized(b, ins, axis, epsilon, last, name, out)?,
+        Some((scale, bias)) => {
+            let node = format!("{name}::normalized");
+            let l = normalized(b, ins, axis, epsilon, last, node.clone(), node)?;
+            let l = b.f.node(l).outputs[0];
+            let mul = Op::Binary(fuse_ir::BinaryOp::Mul);
+            match bias {
+                None => b.f.add_node(name, mul, vec![Some(l), Some(scale)], vec![out])?,
+                Some(bias) => {
+                    let s = b.add(format!("{name}::scaled"), mul, vec![l, scale])?;
+                    b.f.add_node(name, Op::Binary(fuse_ir::BinaryOp::Add), vec![Some(s), Some(bias)], vec![out])?
+                }
             }
         }
     };
