@@ -594,10 +594,12 @@ fn stack_members_puts_a_transformer_on_a_member_axis() {
     // products.
     let rows = fusec_passes::RowStats { regions: 1, nodes: 19, linear: 4 };
     assert_eq!(r.rows, vec![rows; 3], "{r:?}");
-    assert!(text.contains("f32[3,8,8]"), "O weights stacked [N, K, M]:\n{text}");
+    // The stacked products: weights [N, 1, K, M], each member's 4 rows in
+    // two halves [N, 2, 2, K].
+    assert!(text.contains("f32[3,1,8,8]") && text.contains("f32[3,2,2,8]"), "O stacked [N, 1, K, M]:\n{text}");
     // Q, K and V read one value: merged (merge_linear) into one product,
     // then split.
-    assert!(text.contains("f32[3,8,24]") && text.contains("Split("), "Q/K/V merged, stacked:\n{text}");
+    assert!(text.contains("f32[3,1,8,24]") && text.contains("Split("), "Q/K/V merged, stacked:\n{text}");
     assert_eq!(r.merged, vec![fusec_passes::MergeStats { layers: 3, products: 1 }; 3], "{r:?}");
     assert!(text.contains("Gather(") && text.contains("f32[3,10,8]"), "embeddings stacked [N, V, H]:\n{text}");
     insta::assert_snapshot!(text);
