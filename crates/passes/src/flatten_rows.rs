@@ -56,12 +56,12 @@ pub fn flatten_rows(g: &mut Graph) -> Result<RowStats, IrError> {
             && !g.users(out).is_empty()
             && g.users(out).iter().all(|(r, _)| row_wise.contains(r))
     };
-    let members: Vec<NodeId> = order.iter().copied().filter(|&n| row_wise.contains(&n) || writes_rows(n)).collect();
-    let index: HashMap<NodeId, usize> = members.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let candidates: Vec<NodeId> = order.iter().copied().filter(|&n| row_wise.contains(&n) || writes_rows(n)).collect();
+    let index: HashMap<NodeId, usize> = candidates.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     // Regions: row-wise nodes (and such Reshapes) joined by the values
     // between them.
-    let mut parent: Vec<usize> = (0..members.len()).collect();
-    for (i, &n) in members.iter().enumerate() {
+    let mut parent: Vec<usize> = (0..candidates.len()).collect();
+    for (i, &n) in candidates.iter().enumerate() {
         for v in g.node(n).inputs.iter().flatten() {
             if let ValueDef::Node { node: p, .. } = g.value(*v).def {
                 if let Some(&j) = index.get(&p) {
@@ -72,7 +72,7 @@ pub fn flatten_rows(g: &mut Graph) -> Result<RowStats, IrError> {
         }
     }
     let mut regions: Vec<(usize, Vec<NodeId>)> = vec![];
-    for (i, &n) in members.iter().enumerate() {
+    for (i, &n) in candidates.iter().enumerate() {
         let root = find(&mut parent, i);
         match regions.iter_mut().find(|(r, _)| *r == root) {
             Some((_, nodes)) => nodes.push(n),

@@ -186,8 +186,8 @@ const ROW_PARTS: usize = 2;
 /// a batched product among its threads by batch item: three members'
 /// products on two threads run one thread's two after the other's one.
 /// Six halves keep two threads busy (MiniLM-L6 ×3 stacked, 2 threads,
-/// side by side: batch 8 0.93x → 1.17x the members, batch 1 0.99x →
-/// 1.08x; README, "Rows"). `Ok(false)`: not such a layer (or odd rows).
+/// side by side: batch 8 0.93x → 1.21x the members, batch 1 0.86x →
+/// 0.93x; README, "Rows"). `Ok(false)`: not such a layer (or odd rows).
 fn linear_in_parts(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usize>) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
