@@ -63,7 +63,8 @@ def test_member_subgraphs_fuse_and_verify(tmp_path):
     out = tmp_path / "subgraphs.onnx"
     report = fusec.fuse(MEMBERS[:2], out, lowering="separate", member_subgraphs=True, progress=False)
     assert report.lowering["member_subgraphs"] is True and report.lowering["lowering"] == "separate"
-    assert report.lowering["channel_block"] == 16
+    # Nothing padded: a lowering that groups nothing keeps the members' convs.
+    assert report.lowering["channel_block"] == 0
     assert not any("not measured" in n for n in report.notes), report.notes
     assert out.read_bytes().count(b"\x22\x04Scan") == 2
     checked = fusec.verify(out, MEMBERS[:2], inputs=INPUT, runs=0, progress=False)
@@ -243,7 +244,7 @@ def test_fuse_can_tune_and_keep_the_plan(tmp_path):
                                "keep_bn": False, "split_depthwise": False, "split_pointwise": False,
                                "split_linear": False, "member_axis": True,
                                "member_subgraphs": t.chosen in ("separate-subgraphs", "costs-subgraphs"),
-                               "channel_block": 16}
+                               "channel_block": 0 if t.chosen in ("separate-subgraphs", "00000000") else 16}
     assert json.loads(plan.read_text()).get("plan") == digits
     again = fusec.fuse(MEMBERS[:2], tmp_path / "again.onnx", calibration=plan, progress=False)
     assert again.tuning is None and again.lowering == report.lowering

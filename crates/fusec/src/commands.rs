@@ -544,6 +544,9 @@ pub fn fuse(
     let members = names.iter().zip(graphs).map(|(n, graph)| fusec_passes::Member { name: n.clone(), graph }).collect();
     let fused = fusec_passes::fuse(members, &opts)?;
     let r = &fused.report;
+    // The block actually padded to: none under a lowering that groups
+    // nothing (the metadata and the report say what the model is).
+    opts.channel_block = r.channel_block;
     for (k, j) in &r.identical {
         crate::report::warn(format!(
             "{} is identical to {} (same graph, every weight bit-identical): the fused model computes it once",
