@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 
 use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, ValueId};
 
-use crate::util::{is_weight_f32, value_names, weight_f32};
+use crate::util::{is_weight_f32, value_and_node_names, weight_f32};
 
 /// The most rows (`x`'s elements over K) a merged product may have.
 pub const MAX_MERGED_ROWS: usize = 256;
@@ -70,8 +70,7 @@ pub fn merge_linear(g: &mut Graph) -> Result<MergeStats, IrError> {
         siblings[k].1.push(layer);
     }
     // Node names too: the merged nodes' names are claimed from the same set.
-    let mut names = value_names(g);
-    names.extend(g.node_ids().into_iter().map(|n| g.node(n).name.clone()));
+    let mut names = value_and_node_names(g);
     let mut st = MergeStats::default();
     for ((x, _), layers) in siblings {
         if layers.len() < 2 {

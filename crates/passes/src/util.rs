@@ -15,6 +15,23 @@ pub fn value_names(g: &Graph) -> HashSet<String> {
     names
 }
 
+/// The value names in use in `g` and its node names: what a pass adding
+/// nodes claims both their names and their outputs' against.
+pub fn value_and_node_names(g: &Graph) -> HashSet<String> {
+    let mut names = value_names(g);
+    names.extend(g.node_ids().into_iter().map(|n| g.node(n).name.clone()));
+    names
+}
+
+/// `[rows, last]`: a shape as 2-D rows of its last axis (every leading axis
+/// folded into the rows).
+pub fn rows_of(shape: &[usize]) -> Vec<usize> {
+    match shape.split_last() {
+        Some((last, lead)) => vec![lead.iter().product(), *last],
+        None => vec![1, 1],
+    }
+}
+
 /// How many times each value is read: node inputs plus graph outputs.
 pub fn use_counts(g: &Graph) -> HashMap<ValueId, usize> {
     let mut uses: HashMap<ValueId, usize> = HashMap::new();

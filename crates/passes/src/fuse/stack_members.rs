@@ -26,6 +26,7 @@ use fuse_ir::{DType, Op, Tensor, ValueDef, ValueId};
 use super::align::NodeGroup;
 use super::layout::{FuseBuilder, Layout, Stacking, WeightForm};
 use super::options::FuseOptions;
+use crate::util::rows_of;
 use crate::PassError;
 
 const STACKING: Stacking = Stacking::Members;
@@ -237,9 +238,7 @@ fn normalized(
     }
     let x = ins[0].expect("layer norm input");
     let shape = b.f.value(x).ty.shape.clone();
-    let h = shape[shape.len() - 1];
-    let rows = vec![shape.iter().product::<usize>() / h.max(1), h];
-    ins[0] = Some(b.add(format!("{node}::rows"), Op::Reshape { shape: rows }, vec![x])?);
+    ins[0] = Some(b.add(format!("{node}::rows"), Op::Reshape { shape: rows_of(&shape) }, vec![x])?);
     let l = b.f.add_node(
         format!("{node}::on_rows"),
         Op::LayerNorm { axis: -1, epsilon },
@@ -470,7 +469,9 @@ fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -
         };
         Some((scale, bias))
     };
-    let (scale, bias) = match affine {
+    // The LayerNormalization's own scale and bias: the shared ones, or ones
+    // (the stacked affine follows it).
+    let (ln_scale, ln_bias) = match affine {
         None => {
             let scale = b.weight(0, n0.inputs[1].expect("scale"), true);
             (scale, has_bias.then(|| b.weight(0, n0.inputs[2].expect("bias"), true)))
@@ -485,8 +486,8 @@ fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -
         }
     };
     let x = stacked(b, group, 0)?;
-    let mut ins = vec![Some(x), Some(scale)];
-    ins.extend(bias.map(Some));
+    let mut ins = vec![Some(x), Some(ln_scale)];
+    ins.extend(ln_bias.map(Some));
     let fo = match affine {
         None => normalized(b, ins, axis, epsilon, last, name, out)?,
         Some((scale, bias)) => {
