@@ -5,7 +5,7 @@
 //!
 //! | member op | fused op |
 //! |---|---|
-//! | MatMul by a weight `[K, M]` | one batched MatMul by the weights stacked `[N, 1, .., K, M]`; on 2-D rows `[R, K]`, the rows in two halves `[N, 2, R/2, K]` |
+//! | MatMul by a weight `[K, M]` | one batched MatMul by the weights stacked `[N, 1, .., K, M]`; on 2-D rows `[R, K]`, the rows in parts of at most 512 `[N, P, R/P, K]` |
 //! | MatMul of two activations (attention) | unchanged: the member axis is one more batch axis |
 //! | Gemm (alpha = beta = 1, no transA) | batched MatMul by `[N, K, M]` (transB applied to the stacked copy), Add of the biases `[N, 1, M]` |
 //! | Add/Sub/Mul/Div, comparisons, And, Where | unchanged; a shared operand (the attention mask) broadcasts as it is, per-member constants stack `[N, 1, .., shape]` |
@@ -176,28 +176,52 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usi
     Ok(true)
 }
 
-/// How many parts a stacked linear layer's rows are cut into
-/// ([`linear_in_parts`]).
-const ROW_PARTS: usize = 2;
+/// The most rows a part of a stacked linear layer's rows may hold
+/// ([`row_parts`]).
+const MAX_PART_ROWS: usize = 512;
+
+/// The most parts [`row_parts`] cuts rows into.
+const MAX_PARTS: usize = 64;
+
+/// How many parts a stacked linear layer's `rows` (each member's) are cut
+/// into ([`linear_in_parts`]): the fewest, at least two, that divide them
+/// evenly with at most [`MAX_PART_ROWS`] rows each (128 rows: 2 parts;
+/// 1024: 2; 4096: 8; 6304 = 32 x 197: 16), else the fewest that divide
+/// them, never more than [`MAX_PARTS`]. `None` when none divides them
+/// (ViT's 197 rows at batch 1). Measured side by
+/// side, stacked on rows, ONNX Runtime 1.32 CPU, 2 threads (README,
+/// "Rows"): MiniLM-L6 x3 at batch 8 (1024 rows) 2 parts 1.15x/1.19x the
+/// members, 4 parts 1.15x/1.17x, 8 parts 1.12x/1.16x; at batch 32 (4096
+/// rows) 2 parts 1.07x, 8 parts 1.14x/1.13x, 32 parts 1.15x/1.14x;
+/// ViT-Tiny x3 at batch 32 (6304 rows) 2 parts 0.86x, 8 parts 0.92x/0.90x,
+/// 16 parts 0.92x, 32 parts 0.94x/0.93x; at batch 8 (1576 rows) 2, 4 and
+/// 8 parts within 0.01x of each other.
+fn row_parts(rows: usize) -> Option<usize> {
+    let divides = |p: &usize| rows % p == 0;
+    let parts = || (2..=MAX_PARTS.min(rows)).filter(divides);
+    parts().find(|p| rows / p <= MAX_PART_ROWS).or_else(|| parts().next())
+}
 
 /// A linear layer on 2-D rows (`[R, K]` by each member's own `[K, M]`,
 /// the members' rows from [`crate::flatten_rows`]), its rows cut into
-/// [`ROW_PARTS`]: `[N, 2, R/2, K]` by the weights stacked `[N, 1, K, M]`,
+/// [`row_parts`] `P`: `[N, P, R/P, K]` by the weights stacked `[N, 1, K, M]`,
 /// then reshaped to `[N, R, M]`. ONNX Runtime's CPU provider (MLAS) shares
 /// a batched product among its threads by batch item: three members'
 /// products on two threads run one thread's two after the other's one.
-/// Six halves keep two threads busy (MiniLM-L6 ×3 stacked, 2 threads,
-/// side by side: batch 8 0.93x → 1.21x the members, batch 1 0.86x →
-/// 0.93x; README, "Rows"). `Ok(false)`: not such a layer (or odd rows).
+/// Parts keep two threads busy (MiniLM-L6 x3 stacked, 2 threads, side by
+/// side: batch 8 0.93x -> 1.21x the members in halves, batch 1 0.86x ->
+/// 0.93x), and products of at most 512 rows run faster than longer ones
+/// ([`row_parts`]). `Ok(false)`: not such a layer (or rows no cut divides).
 fn linear_in_parts(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usize>) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let g0 = b.members[0];
     let (Some(x), Some(w)) = (n0.inputs[0], n0.inputs[1]) else { return Ok(false) };
     let (xs, ws) = (g0.value(x).ty.shape.clone(), g0.value(w).ty.shape.clone());
     let own_weight = is_weight(b, group, 1) && !same_weights(b, group, 1);
-    if xs.len() != 2 || ws.len() != 2 || is_weight(b, group, 0) || !own_weight || xs[0] % ROW_PARTS != 0 {
+    if xs.len() != 2 || ws.len() != 2 || is_weight(b, group, 0) || !own_weight {
         return Ok(false);
     }
+    let Some(row_parts) = row_parts(xs[0]) else { return Ok(false) };
     if max_rank.is_some_and(|m| m < 4) {
         return Ok(false);
     }
@@ -210,7 +234,7 @@ fn linear_in_parts(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usiz
     let out = g0.value(n0.outputs[0]).name.clone();
     let mut parts = b.f.value(a).ty.shape.clone();
     let r = parts.len() - 2;
-    parts.splice(r..r + 1, [ROW_PARTS, xs[0] / ROW_PARTS]);
+    parts.splice(r..r + 1, [row_parts, xs[0] / row_parts]);
     let a = b.add(format!("{name}::parts"), Op::Reshape { shape: parts }, vec![a])?;
     let m = b.add(format!("{name}::on_parts"), Op::MatMul, vec![a, w])?;
     let shape = vec![b.n(), xs[0], ws[1]];
@@ -507,4 +531,25 @@ fn layer_norm(b: &mut FuseBuilder, group: &NodeGroup, axis: i64, epsilon: f32) -
     let fo = b.f.node(fo).outputs.clone();
     b.set_stacked(group, &fo, STACKING)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_parts;
+
+    #[test]
+    fn row_parts_are_the_fewest_even_cut_of_at_most_512_rows() {
+        // MiniLM at batch 1, 8 and 32 (seq 128); ViT-Tiny at batch 8 and 32 (197 tokens).
+        assert_eq!(row_parts(128), Some(2));
+        assert_eq!(row_parts(1024), Some(2));
+        assert_eq!(row_parts(4096), Some(8));
+        assert_eq!(row_parts(8 * 197), Some(4));
+        assert_eq!(row_parts(32 * 197), Some(16));
+        // No cut of at most 512 rows within 64 parts: the fewest that divide.
+        assert_eq!(row_parts(2 * 1009), Some(2));
+        assert_eq!(row_parts(4), Some(2));
+        // Nothing divides a prime count of rows (ViT at batch 1), nor one row.
+        assert_eq!(row_parts(197), None);
+        assert_eq!(row_parts(1), None);
+    }
 }
