@@ -197,7 +197,7 @@ const MAX_PARTS: usize = 64;
 /// 16 parts 0.92x, 32 parts 0.94x/0.93x; at batch 8 (1576 rows) 2, 4 and
 /// 8 parts within 0.01x of each other.
 fn row_parts(rows: usize) -> Option<usize> {
-    let divides = |p: &usize| rows % p == 0;
+    let divides = |p: &usize| rows.is_multiple_of(*p);
     let parts = || (2..=MAX_PARTS.min(rows)).filter(divides);
     parts().find(|p| rows / p <= MAX_PART_ROWS).or_else(|| parts().next())
 }
