@@ -174,6 +174,33 @@ fn tract_rejects_gpu_devices() {
     assert!(!out.exists());
 }
 
+/// tract's optimizer folds a Reshape of the input and one back into the
+/// input, and gave the input's outlet the later value's name: `run` then
+/// asked for an input named after it (as a fused model whose linear
+/// layer reads the input on rows did, `MatMul::parts`). The input keeps
+/// its name.
+#[test]
+fn tract_runs_a_model_whose_input_is_reshaped_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = OnnxBuilder::new(17)
+        .input("x", &[1, 4])
+        .output("y", &[1, 4])
+        .init_i64("rows", &[4, 1])
+        .init_i64("back", &[1, 4])
+        .init_f32("b", &[4], &[1.0, -1.0, 0.5, 0.0])
+        .node("Reshape", &["x", "rows"], &["x_rows"], vec![])
+        .node("Reshape", &["x_rows", "back"], &["x_parts"], vec![])
+        .node("Add", &["x_parts", "b"], &["y"], vec![])
+        .build();
+    let model = dir.path().join("reshaped.onnx");
+    std::fs::write(&model, bytes).unwrap();
+    let input = tiny_input(&dir);
+    let out = dir.path().join("out.safetensors");
+    ok(fusec(&["run", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "-o", out.to_str().unwrap()]));
+    let got = read_tensors(&out).unwrap();
+    assert_eq!(got[0].1.iter().copied().collect::<Vec<f32>>(), [-1.0, 2.0, 0.75, 1.0]);
+}
+
 // ---- hostile input ----------------------------------------------------
 
 /// A valid two-node model: y = relu(x) + b.

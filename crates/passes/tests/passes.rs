@@ -1184,3 +1184,78 @@ fn flatten_rows_runs_row_wise_layers_on_2d_rows_and_keeps_the_outputs() {
     assert_eq!(flatten_rows(&mut again).unwrap(), RowStats::default());
     assert_eq!(to_text(&again).unwrap(), text);
 }
+
+/// A ViT-like block over a batch of 2: a 1x1 conv's patches (`[2, 8, 2,
+/// 2]` to tokens `[2, 4, 8]`), then self-attention (2 heads of 4): Q, K
+/// and V products, the scale's Mul on Q, Softmax, the heads merged and an
+/// output product.
+fn batched_attention(seed: u64) -> Graph {
+    let mut r = Rng(seed);
+    let w = |r: &mut Rng| r.vals(64, 0.0, 0.4);
+    let bytes = OnnxBuilder::new(17)
+        .input("image", &[2, 8, 2, 2])
+        .output("y", &[2, 4, 8])
+        .init_f32("patch.w", &[8, 8, 1, 1], &w(&mut r))
+        .init_i64("tokens_shape", &[2, 8, 4])
+        .node("Conv", &["image", "patch.w"], &["p0"], vec![attr_ints("kernel_shape", &[1, 1])])
+        .node("Reshape", &["p0", "tokens_shape"], &["p1"], vec![])
+        .node("Transpose", &["p1"], &["x"], vec![attr_ints("perm", &[0, 2, 1])])
+        .init_f32("q.w", &[8, 8], &w(&mut r))
+        .init_f32("k.w", &[8, 8], &w(&mut r))
+        .init_f32("v.w", &[8, 8], &w(&mut r))
+        .init_f32("o.w", &[8, 8], &w(&mut r))
+        .init_f32("o.b", &[8], &r.vals(8, 0.0, 0.1))
+        .init_f32("scale", &[], &[0.5])
+        .init_i64("heads_shape", &[2, 4, 2, 4])
+        .init_i64("merge_shape", &[2, 4, 8])
+        .node("MatMul", &["x", "q.w"], &["q0"], vec![])
+        .node("Reshape", &["q0", "heads_shape"], &["q1"], vec![])
+        .node("Transpose", &["q1"], &["q2"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Mul", &["q2", "scale"], &["q"], vec![])
+        .node("MatMul", &["x", "k.w"], &["k0"], vec![])
+        .node("Reshape", &["k0", "heads_shape"], &["k1"], vec![])
+        .node("Transpose", &["k1"], &["kt"], vec![attr_ints("perm", &[0, 2, 3, 1])])
+        .node("MatMul", &["x", "v.w"], &["v0"], vec![])
+        .node("Reshape", &["v0", "heads_shape"], &["v1"], vec![])
+        .node("Transpose", &["v1"], &["v"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("MatMul", &["q", "kt"], &["sc"], vec![])
+        .node("Softmax", &["sc"], &["p"], vec![attr_int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["c0"], vec![])
+        .node("Transpose", &["c0"], &["c1"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Reshape", &["c1", "merge_shape"], &["c"], vec![])
+        .node("MatMul", &["c", "o.w"], &["o0"], vec![])
+        .node("Add", &["o0", "o.b"], &["y"], vec![])
+        .build();
+    fusec_frontends::onnx::import(&bytes, Path::new("attention.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn batched_elementwise_layers_stay_on_the_member_axis_between_member_axis_layers() {
+    let members = [batched_attention(1), batched_attention(2), batched_attention(3)];
+    let named = || members.iter().cloned().enumerate().map(|(k, g)| (["m0", "m1", "m2"][k], g)).collect();
+    let f = fused(Lowering::Grouped, named());
+    fusec_passes::validate::validated("fuse", &f.graph).unwrap();
+    let r = &f.report;
+    // The conv stacks on channels; after it every node group stacks on
+    // the member axis, the scale's Mul and the Softmax too: on channels
+    // (`[2, N·2, 4, 4]`) each would sit between two Transposes moving a
+    // batch of 2 off the member axis and back (`::by_batch`,
+    // `::member_axis`).
+    let ops =
+        |l: fusec_passes::Lowered| r.lowered.iter().filter(|(_, x)| *x == l).map(|(op, _)| *op).collect::<Vec<_>>();
+    assert_eq!(ops(fusec_passes::Lowered::Channels), ["Conv"], "{r:?}");
+    assert_eq!(r.member_axis, r.same - 1, "{r:?}");
+    let text = to_text(&f.graph).unwrap();
+    // One layout change: the conv's output onto the member axis for the
+    // Reshape after it.
+    assert_eq!(text.matches("Transpose(").count(), 5 + 1, "the members' own 5 and one:\n{text}");
+    assert!(text.contains("p0::member_axis") && !text.contains("::by_batch"), "{text}");
+    assert!(text.contains("Softmax(") && text.contains("f32[3,2,2,4,4]"), "scores [N, B, heads, S, S]:\n{text}");
+    insta::assert_snapshot!(text);
+    let x = ndarray::ArrayD::from_shape_vec(vec![2, 8, 2, 2], Rng(5).vals(64, 0.0, 1.0)).unwrap();
+    let inputs: Tensors = vec![("image".into(), x)];
+    let got = run_with(&f.graph, &inputs);
+    for (k, m) in members.iter().enumerate() {
+        assert_same_outputs(&got, &format!("m{k}/"), &run_with(m, &inputs));
+    }
+}

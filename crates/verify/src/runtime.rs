@@ -205,7 +205,10 @@ impl TractSession {
         let label = |m: &TypedModel, o: OutletId| -> String {
             m.outlet_label(o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())
         };
-        let inputs = typed.input_outlets().map_err(rt)?.iter().map(|o| label(&typed, *o)).collect();
+        // An input by its source node's name: tract's optimizer may move a
+        // later value's label onto the input's outlet (a Reshape of the
+        // input and one back, folded away).
+        let inputs = typed.input_outlets().map_err(rt)?.iter().map(|o| typed.node(o.node).name.clone()).collect();
         let mut feeds = vec![];
         for o in typed.input_outlets().map_err(rt)? {
             feeds.push(match typed.outlet_fact(*o).map_err(rt)?.datum_type {

@@ -36,6 +36,9 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
     if !b.channels_apply || n0.outputs.iter().any(|o| !STACKING.fits_rank(g0.value(*o).ty.rank())) {
         return Ok(false);
     }
+    if opts.member_axis && opts.stacks_members() && follows_batched_member_axis(b, group)? {
+        return Ok(false);
+    }
     let is_weight = |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
     let axes_off_channels = |axes: &[i64], rank: usize| axes.iter().all(|a| STACKING.keeps_members_apart(*a, rank));
     let in_rank = n0.inputs[0].map(|v| g0.value(v).ty.rank()).unwrap_or(0);
@@ -165,6 +168,44 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
 }
 
 /// Member k's value in input `slot` of the group, for every member.
+/// Whether `group` is an elementwise op or a Softmax (which the member
+/// axis stacks as well) reading a value stacked on the member axis whose
+/// batch is over 1. On channels it would cost a Transpose of that value
+/// (`[N, B, C, ...]` to `[B, N·C, ...]`) and another of its output back
+/// for the member-axis layers after it; at batch 1 those are Reshapes.
+/// Stacked ViT-Tiny at batch 8 spent 6 such Transposes per attention
+/// block on the attention scale's Muls and the Softmax, 39 ms a run of
+/// 250 (README, "Rows").
+fn follows_batched_member_axis(b: &FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
+    let n0 = b.node(0, group);
+    let elementwise = matches!(
+        n0.op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::HardSigmoid { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Clip { .. }
+            | Op::Cast { .. }
+            | Op::Softmax { .. }
+    );
+    if !elementwise {
+        return Ok(false);
+    }
+    let g0 = b.members[0];
+    for v in n0.inputs.iter().flatten() {
+        if matches!(g0.value(*v).def, ValueDef::Weight(_)) {
+            continue;
+        }
+        if let Layout::Stacked(f) = b.layout(0, *v)? {
+            let batched = g0.value(*v).ty.shape.first().is_some_and(|&batch| batch > 1);
+            if batched && b.stacking_of(f)? == Stacking::Members {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 fn per_member(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Vec<ValueId> {
     (0..b.n()).map(|k| b.node(k, group).inputs[slot].expect("aligned input")).collect()
 }

@@ -247,7 +247,7 @@ impl<'a> FuseBuilder<'a> {
     }
 
     /// How the stacked fused value `f` is stacked.
-    fn stacking_of(&self, f: ValueId) -> Result<Stacking, PassError> {
+    pub(crate) fn stacking_of(&self, f: ValueId) -> Result<Stacking, PassError> {
         self.stacking
             .get(&f)
             .copied()
