@@ -15,7 +15,10 @@
 //!
 //! Anything else (Reshape, Transpose, Gemm, MatMul, LayerNorm, ops on the
 //! channel axis) returns `false`: the caller tries the member axis
-//! ([`stack_members`](super::stack_members)), then runs it per member.
+//! ([`stack_members`](super::stack_members)), then runs it per member. So
+//! does an elementwise op or Softmax that reads a value stacked on the
+//! member axis with a batch over 1 (where the member axis is in use): it
+//! stays there rather than moving that value onto channels and back.
 
 use fuse_ir::{shape, DType, Op, Tensor, TensorType, ValueDef, ValueId};
 use ndarray::{ArrayD, Axis, IxDyn};
