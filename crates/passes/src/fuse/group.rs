@@ -170,7 +170,6 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
     Ok(true)
 }
 
-/// Member k's value in input `slot` of the group, for every member.
 /// Whether `group` is an elementwise op or a Softmax (which the member
 /// axis stacks as well) reading a value stacked on the member axis whose
 /// batch is over 1. On channels it would cost a Transpose of that value
@@ -209,6 +208,7 @@ fn follows_batched_member_axis(b: &FuseBuilder, group: &NodeGroup) -> Result<boo
     Ok(false)
 }
 
+/// Member k's value in input `slot` of the group, for every member.
 fn per_member(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Vec<ValueId> {
     (0..b.n()).map(|k| b.node(k, group).inputs[slot].expect("aligned input")).collect()
 }
