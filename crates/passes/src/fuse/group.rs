@@ -15,10 +15,11 @@
 //!
 //! Anything else (Reshape, Transpose, Gemm, MatMul, LayerNorm, ops on the
 //! channel axis) returns `false`: the caller tries the member axis
-//! ([`stack_members`](super::stack_members)), then runs it per member. So
-//! does an elementwise op or Softmax that reads a value stacked on the
-//! member axis with a batch over 1 (where the member axis is in use): it
-//! stays there rather than moving that value onto channels and back.
+//! ([`stack_members`](super::stack_members)), then runs it per member.
+//! Where the member axis is in use, the caller does not ask here for an
+//! elementwise op or Softmax that reads a value stacked on the member axis
+//! with a batch over 1 ([`follows_batched_member_axis`]): it stays there
+//! rather than moving that value onto channels and back.
 
 use fuse_ir::{shape, DType, Op, Tensor, TensorType, ValueDef, ValueId};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -37,9 +38,6 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
     let n0 = b.node(0, group);
     let g0 = b.members[0];
     if !b.channels_apply || n0.outputs.iter().any(|o| !STACKING.fits_rank(g0.value(*o).ty.rank())) {
-        return Ok(false);
-    }
-    if opts.member_axis && opts.stacks_members() && follows_batched_member_axis(b, group)? {
         return Ok(false);
     }
     let is_weight = |v: Option<ValueId>| v.is_some_and(|v| matches!(g0.value(v).def, ValueDef::Weight(_)));
@@ -178,7 +176,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
 /// Stacked ViT-Tiny at batch 8 spent 6 such Transposes per attention
 /// block on the attention scale's Muls and the Softmax, 39 ms a run of
 /// 250 (README, "Rows").
-fn follows_batched_member_axis(b: &FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
+pub(crate) fn follows_batched_member_axis(b: &FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
     let elementwise = matches!(
         n0.op,

@@ -202,7 +202,10 @@ fn lower(
             if b.channels_apply || on_members {
                 heads::lower_region(&mut b, &std::mem::take(&mut region))?;
                 b.begin(Origin::Group(i));
-                if b.channels_apply && group::lower(&mut b, group, opts)? {
+                // Channels first, but not for an elementwise op between
+                // member-axis layers at a batch over 1.
+                let channels = b.channels_apply && !(on_members && group::follows_batched_member_axis(&b, group)?);
+                if channels && group::lower(&mut b, group, opts)? {
                     report.grouped += 1;
                     report.lowered.push((b.node(0, group).op.name(), Lowered::Channels));
                     continue;
