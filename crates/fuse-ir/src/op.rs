@@ -318,6 +318,12 @@ impl LstmDirection {
 }
 
 impl Op {
+    /// One input, each element mapped alone: a unary op, HardSigmoid,
+    /// LeakyRelu, Clip or Cast.
+    pub fn is_elementwise_unary(&self) -> bool {
+        matches!(self, Op::Unary(_) | Op::HardSigmoid { .. } | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Cast { .. })
+    }
+
     /// The ONNX operator type this op corresponds to.
     pub fn name(&self) -> &'static str {
         match self {

@@ -133,9 +133,7 @@ fn is_row_wise(g: &Graph, n: NodeId) -> bool {
             };
             node.inputs.iter().all(fits) && node.inputs.iter().any(same)
         }
-        Op::Unary(_) | Op::HardSigmoid { .. } | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Cast { .. } => {
-            node.inputs.len() == 1 && same(&node.inputs[0])
-        }
+        op if op.is_elementwise_unary() => node.inputs.len() == 1 && same(&node.inputs[0]),
         Op::LayerNorm { axis, .. } => {
             last_axis(*axis)
                 && same(&node.inputs[0])

@@ -178,17 +178,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
 /// 250 (README, "Rows").
 pub(crate) fn follows_batched_member_axis(b: &FuseBuilder, group: &NodeGroup) -> Result<bool, PassError> {
     let n0 = b.node(0, group);
-    let elementwise = matches!(
-        n0.op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::HardSigmoid { .. }
-            | Op::LeakyRelu { .. }
-            | Op::Clip { .. }
-            | Op::Cast { .. }
-            | Op::Softmax { .. }
-    );
-    if !elementwise {
+    if !(n0.op.is_elementwise_unary() || matches!(n0.op, Op::Binary(_) | Op::Softmax { .. })) {
         return Ok(false);
     }
     let g0 = b.members[0];

@@ -85,11 +85,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usi
     }
     let mut op = n0.op.clone();
     let ins: Inputs = match &n0.op {
-        Op::Unary(_) | Op::Cast { .. } | Op::Clip { .. } | Op::HardSigmoid { .. } | Op::LeakyRelu { .. }
-            if data_only =>
-        {
-            vec![Some(stacked(b, group, 0)?)]
-        }
+        op if op.is_elementwise_unary() && data_only => vec![Some(stacked(b, group, 0)?)],
         Op::Softmax { axis } if data_only => {
             op = Op::Softmax { axis: Stacking::member_axis(*axis) };
             vec![Some(stacked(b, group, 0)?)]
