@@ -45,14 +45,14 @@ pub(crate) fn kept_apart(b: &FuseBuilder, group: &NodeGroup, opts: &FuseOptions)
     }
     let n0 = b.node(0, group);
     let g0 = b.members[0];
-    let own_weight = |slot: usize| is_weight(b, group, slot) && !same_weights(b, group, slot);
+    let own = |slot: usize| own_weight(b, group, slot);
     let rank = |slot: usize| n0.inputs.get(slot).copied().flatten().map_or(0, |v| g0.value(v).ty.rank());
     Ok(match &n0.op {
-        Op::MatMul | Op::Gemm(_) => own_weight(1) && rank(1) == 2,
-        Op::Einsum { .. } => (0..n0.inputs.len()).any(own_weight),
+        Op::MatMul | Op::Gemm(_) => own(1) && rank(1) == 2,
+        Op::Einsum { .. } => (0..n0.inputs.len()).any(own),
         Op::Binary(fuse_ir::BinaryOp::Add) => {
             let data = (0..2).find(|&s| !is_weight(b, group, s));
-            let weight = (0..2).any(own_weight);
+            let weight = (0..2).any(own);
             match data.and_then(|s| n0.inputs[s]) {
                 Some(v) if weight => matches!(b.layout(0, v)?, Layout::Own(_)),
                 _ => false,
@@ -213,8 +213,7 @@ fn linear_in_parts(b: &mut FuseBuilder, group: &NodeGroup, max_rank: Option<usiz
     let g0 = b.members[0];
     let (Some(x), Some(w)) = (n0.inputs[0], n0.inputs[1]) else { return Ok(false) };
     let (xs, ws) = (g0.value(x).ty.shape.clone(), g0.value(w).ty.shape.clone());
-    let own_weight = is_weight(b, group, 1) && !same_weights(b, group, 1);
-    if xs.len() != 2 || ws.len() != 2 || is_weight(b, group, 0) || !own_weight {
+    if xs.len() != 2 || ws.len() != 2 || is_weight(b, group, 0) || !own_weight(b, group, 1) {
         return Ok(false);
     }
     let Some(row_parts) = row_parts(xs[0]) else { return Ok(false) };
@@ -295,6 +294,12 @@ fn shared_input(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> Result<Optio
         Layout::Shared(f) if layouts.iter().all(|l| *l == layouts[0]) => Some(f),
         _ => None,
     })
+}
+
+/// Whether input `slot` of the group is a weight of each member's own (not
+/// bit-identical across the members).
+fn own_weight(b: &FuseBuilder, group: &NodeGroup, slot: usize) -> bool {
+    is_weight(b, group, slot) && !same_weights(b, group, slot)
 }
 
 /// Whether the members' weights in `slot` are bit-identical.
