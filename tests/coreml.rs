@@ -313,6 +313,29 @@ fn ops_of_more_families_load_and_type_check_in_coremltools() {
     }
 }
 
+/// The ops of text encoders as `transformers` 5 exports them
+/// (`common::models::text_encoder_member`): `IsNaN` as `not_equal` of a
+/// value and itself, run-time `GatherElements` as `gather_along_axis`,
+/// `Not`, `Pow`, `Min` and `Max`.
+#[test]
+fn ops_of_text_encoders_load_and_type_check_in_coremltools() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.onnx", &common::models::text_encoder_member(0.0, 3));
+    let b = write(&dir, "b.onnx", &common::models::text_encoder_member(1.0, 5));
+    for (lowering, precision) in [("separate", "fp32"), ("grouped", "fp32"), ("grouped", "fp16")] {
+        let pkg = dir.path().join(format!("{lowering}-{precision}.mlpackage"));
+        ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg), "--lowering", lowering, "--precision", precision]));
+        let report = coremltools_check(&pkg);
+        for op in ["not_equal", "gather_along_axis", "logical_not", "pow", "minimum", "maximum", "select", "cumsum"] {
+            assert!(report.contains(&format!("\nop {op} ")), "{lowering} {precision}: no {op}:\n{report}");
+        }
+        assert!(
+            report.contains("output a_logits fp32[1, 3]") && report.contains("output b_logits fp32[1, 5]"),
+            "{report}"
+        );
+    }
+}
+
 /// The transformer trios (BERT from both torch exporters and from
 /// HuggingFace folders, ViT from both exporters) fused into Core ML
 /// packages that coremltools loads and type-checks, fp32 and fp16: token

@@ -265,6 +265,39 @@ fn ops_of_more_families_fuse_and_verify() {
     }
 }
 
+/// Text encoders as `transformers` 5 exports them (RoBERTa, ELECTRA,
+/// DistilBERT, DeBERTa, ALBERT, MPNet: `common::models::text_encoder_member`)
+/// import, fuse under each lowering and answer like their members on both
+/// runtimes. The constant `GatherElements` folds at import; the run-time
+/// one reads only the shared input and a buffer every member has bit for
+/// bit, so the fused model computes it once.
+#[test]
+fn text_encoders_as_transformers_5_exports_them_fuse_and_verify() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<PathBuf> = [(0.0, 3), (1.0, 5), (2.0, 2)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(seed, classes))| {
+            write(&dir, &format!("m{i}.onnx"), &common::models::text_encoder_member(seed, classes))
+        })
+        .collect();
+    let refs: Vec<&Path> = members.iter().map(|p| p.as_path()).collect();
+    for lowering in ["grouped", "separate", "regions"] {
+        let out = dir.path().join(format!("{lowering}.onnx"));
+        fuse(&refs, &out, &["--lowering", lowering]);
+        let text = fuse_ir::text::to_text(&fusec_frontends::onnx::load(&out).unwrap()).unwrap();
+        assert_eq!(text.matches("GatherElements(").count(), 1, "{lowering}:\n{text}");
+        for op in ["IsNaN(", "Where(", "Not(", "Min(", "Max(", "Pow("] {
+            assert!(text.contains(op), "{lowering}: no {op}\n{text}");
+        }
+        for runtime in ["ort", "tract"] {
+            let report = verify_ok(&out, &refs, &["--runtime", runtime, "--runs", "0"]);
+            assert!(report.contains("equivalence: ok (6 outputs compared"), "{lowering} on {runtime}:\n{report}");
+        }
+    }
+}
+
 #[test]
 fn onnx_files_and_state_dicts_fuse_together() {
     require_ort();

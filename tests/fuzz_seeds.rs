@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::checkpoints::{write_checkpoint_seeded, Spec};
-use common::models::{many_ops_member, resize_member, zero_channel_model};
+use common::models::{many_ops_member, resize_member, text_encoder_member, zero_channel_model};
 use common::{fusec, ok};
 use fusec_exporters::onnx_builder::OnnxBuilder;
 
@@ -56,11 +56,13 @@ fn fuzz_seeds_are_valid_inputs() {
         ("many_ops.onnx", many_ops_member(0.0)),
         ("resize.onnx", resize_member("nearest", 0.0)),
         ("effdet_small.onnx", effdet_a.clone()),
+        ("text_encoder.onnx", text_encoder_member(0.0, 3)),
     ];
     let pairs: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
         ("many_ops.pair", many_ops_member(0.0), many_ops_member(1.0)),
         ("resize.pair", resize_member("nearest", 0.0), resize_member("nearest", 1.0)),
         ("effdet_small.pair", effdet_a, effdet_b),
+        ("text_encoder.pair", text_encoder_member(0.0, 3), text_encoder_member(1.0, 5)),
     ];
     for (name, bytes) in &onnx_seeds {
         import(bytes, name);

@@ -285,3 +285,71 @@ pub fn more_families_member(seed: f32, table_seed: f32, classes: i64) -> Vec<u8>
         .node("Gemm", &["f", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)])
         .build()
 }
+
+/// What `transformers` 5 writes into a text encoder's `torch.onnx` export
+/// (RoBERTa, ELECTRA, DistilBERT, DeBERTa, ALBERT, MPNet), at seq 8,
+/// hidden 4: RoBERTa's position ids from the ids (`Equal`, `Not`, an
+/// i32 `CumSum`), clamped with a run-time `Min` (MPNet clamps its buckets);
+/// token types read from a buffer of zeros by `GatherElements`, once at
+/// those run-time positions (RoBERTa) and once at constant ones (ELECTRA,
+/// folded); attention whose softmax is cleared of NaNs (`IsNaN`, `Where`);
+/// ALBERT's `Pow(x, 3)`; a `Max`; mean pooling and a classifier of
+/// `classes`.
+pub fn text_encoder_member(seed: f32, classes: i64) -> Vec<u8> {
+    let v = |n: usize, k: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 + 1.0) * k + seed).sin() * 0.5).collect() };
+    OnnxBuilder::new(17)
+        .input_typed("input_ids", fuse_ir::DType::I64, &[1, 8])
+        .input_typed("attention_mask", fuse_ir::DType::I64, &[1, 8])
+        .output("logits", &[1, classes])
+        .init_f32("word", &[16, 4], &v(64, 0.31))
+        .init_f32("types", &[2, 4], &v(8, 0.71))
+        .init_f32("pos", &[10, 4], &v(40, 0.53))
+        .init_i64_shaped("type_buffer", &[1, 10], &[0; 10])
+        .init_i64("buffer_shape", &[1, 10])
+        .init_i64_shaped("arange", &[1, 8], &[0, 1, 2, 3, 4, 5, 6, 7])
+        .init_i64_shaped("pad_id", &[1], &[1])
+        .init_i64_scalar("seq_axis", 1)
+        .init_i64_shaped("last_pos", &[1], &[9])
+        .init_i64("mask_axes", &[1])
+        .init_f32("one", &[1], &[1.0])
+        .init_f32("neg", &[1], &[-1e9])
+        .init_f32("zero", &[1], &[0.0])
+        .init_f32("three", &[1], &[3.0])
+        .init_f32("floor", &[1], &[-0.05])
+        .init_f32("fc.w", &[classes, 4], &v(classes as usize * 4, 0.23))
+        .init_f32("fc.b", &[classes], &v(classes as usize, 0.9))
+        .node("Equal", &["input_ids", "pad_id"], &["is_pad"], vec![])
+        .node("Not", &["is_pad"], &["not_pad"], vec![])
+        .node("Cast", &["not_pad"], &["not_pad_i"], vec![attr_int("to", 6)])
+        .node("CumSum", &["not_pad_i", "seq_axis"], &["counted"], vec![])
+        .node("Mul", &["counted", "not_pad_i"], &["kept"], vec![])
+        .node("Cast", &["kept"], &["kept_long"], vec![attr_int("to", 7)])
+        .node("Add", &["kept_long", "pad_id"], &["pos_ids"], vec![])
+        .node("Min", &["pos_ids", "last_pos"], &["pos_clamped"], vec![])
+        .node("Expand", &["type_buffer", "buffer_shape"], &["buffered"], vec![])
+        .node("GatherElements", &["buffered", "pos_ids"], &["type_ids"], vec![attr_int("axis", 1)])
+        .node("GatherElements", &["buffered", "arange"], &["const_type_ids"], vec![attr_int("axis", 1)])
+        .node("Gather", &["word", "input_ids"], &["we"], vec![])
+        .node("Gather", &["types", "type_ids"], &["te"], vec![])
+        .node("Gather", &["types", "const_type_ids"], &["te2"], vec![])
+        .node("Gather", &["pos", "pos_clamped"], &["pe"], vec![])
+        .node("Add", &["we", "te"], &["h1"], vec![])
+        .node("Add", &["h1", "te2"], &["h2"], vec![])
+        .node("Add", &["h2", "pe"], &["h"], vec![])
+        .node("Transpose", &["h"], &["ht"], vec![attr_ints("perm", &[0, 2, 1])])
+        .node("MatMul", &["h", "ht"], &["scores"], vec![])
+        .node("Cast", &["attention_mask"], &["mask_f"], vec![attr_int("to", 1)])
+        .node("Sub", &["one", "mask_f"], &["masked"], vec![])
+        .node("Mul", &["masked", "neg"], &["bias"], vec![])
+        .node("Unsqueeze", &["bias", "mask_axes"], &["bias3"], vec![])
+        .node("Add", &["scores", "bias3"], &["biased"], vec![])
+        .node("Softmax", &["biased"], &["probs"], vec![attr_int("axis", -1)])
+        .node("IsNaN", &["probs"], &["nan"], vec![])
+        .node("Where", &["nan", "zero", "probs"], &["cleared"], vec![])
+        .node("MatMul", &["cleared", "h"], &["ctx"], vec![])
+        .node("Pow", &["ctx", "three"], &["cubed"], vec![])
+        .node("Max", &["cubed", "floor"], &["act"], vec![])
+        .node("ReduceMean", &["act"], &["pooled"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)])
+        .node("Gemm", &["pooled", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)])
+        .build()
+}

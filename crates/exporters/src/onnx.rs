@@ -419,9 +419,11 @@ fn lower(
                 }
             }
         }
-        Op::Concat { axis } | Op::Gather { axis } | Op::Flatten { axis } | Op::Softmax { axis } => {
-            at.push(int_attr("axis", *axis))
-        }
+        Op::Concat { axis }
+        | Op::Gather { axis }
+        | Op::GatherElements { axis }
+        | Op::Flatten { axis }
+        | Op::Softmax { axis } => at.push(int_attr("axis", *axis)),
         Op::Unsqueeze { axes } => inputs.push(param(gp, names, &nn, "axes", i64s(axes))),
         Op::Slice(s) => {
             inputs.push(param(gp, names, &nn, "starts", i64s(&s.starts)));
@@ -465,7 +467,7 @@ fn lower(
             at.push(float_attr("epsilon", *epsilon));
         }
         Op::Cast { to } => at.push(int_attr("to", to.onnx_code() as i64)),
-        Op::Compare(_) | Op::And | Op::Where | Op::Not | Op::Pow | Op::Range | Op::ScatterNd => {}
+        Op::Compare(_) | Op::And | Op::Where | Op::Not | Op::IsNaN | Op::Pow | Op::Range | Op::ScatterNd => {}
         Op::Tile { repeats } => {
             let r: Vec<i64> = us(repeats).collect();
             inputs.push(param(gp, names, &nn, "repeats", i64s(&r)));

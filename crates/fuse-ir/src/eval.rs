@@ -114,6 +114,14 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
             Val::I(a) => Val::I(a.mapv(|v| i64::from(v == 0))),
             Val::F(_) => return None,
         },
+        Op::IsNaN => match x {
+            Val::F(a) => Val::I(a.mapv(|v| i64::from(v.is_nan()))),
+            Val::I(a) => Val::I(a.mapv(|_| 0)),
+        },
+        Op::GatherElements { axis } => {
+            let Some(Val::I(idx)) = y() else { return None };
+            gather_elements(x, *axis, &idx)?
+        }
         Op::And => match (x, y()?) {
             (Val::I(a), Val::I(b)) => Val::I(zip2(&a, &b, |p, q| i64::from(p != 0 && q != 0))?),
             _ => return None,
@@ -199,7 +207,9 @@ pub fn fold(op: &Op, inputs: &[Option<&Tensor>], input_types: &[Option<&TensorTy
     // one or moves the values of a bool input.
     let data = inputs.get(if matches!(op, Op::Where) { 1 } else { 0 }).copied().flatten().map(|t| t.ty().dtype);
     let (n, dt) = match (&out, op) {
-        (Val::I(a), Op::Compare(_) | Op::Not | Op::And | Op::Cast { to: DType::Bool }) => (a.len(), DType::Bool),
+        (Val::I(a), Op::Compare(_) | Op::Not | Op::IsNaN | Op::And | Op::Cast { to: DType::Bool }) => {
+            (a.len(), DType::Bool)
+        }
         (Val::I(a), Op::Cast { .. }) => (a.len(), DType::I64),
         (Val::I(a), _) if data == Some(DType::Bool) => (a.len(), DType::Bool),
         (Val::F(a), _) => (a.len(), DType::F32),
@@ -222,6 +232,7 @@ pub fn reshape(t: &Tensor, ty: &TensorType) -> Option<Tensor> {
 
 fn bin<
     T: Copy
+        + PartialOrd
         + std::ops::Add<Output = T>
         + std::ops::Sub<Output = T>
         + std::ops::Mul<Output = T>
@@ -236,6 +247,20 @@ fn bin<
         BinaryOp::Sub => p - q,
         BinaryOp::Mul => p * q,
         BinaryOp::Div => p / q,
+        BinaryOp::Min => {
+            if q < p {
+                q
+            } else {
+                p
+            }
+        }
+        BinaryOp::Max => {
+            if q > p {
+                q
+            } else {
+                p
+            }
+        }
     })
 }
 
@@ -415,6 +440,20 @@ fn reduce(r: ReduceOp, x: Val, axes: Option<&[i64]>, keepdims: bool) -> Option<V
         out.mapv_inplace(f32::sqrt);
     }
     Some(Val::F(out))
+}
+
+fn gather_elements(x: Val, axis: i64, idx: &ArrayD<i64>) -> Option<Val> {
+    fn go<T: Copy>(a: ArrayD<T>, axis: i64, idx: &ArrayD<i64>) -> Option<ArrayD<T>> {
+        let ax = shape::norm_axis(axis, a.ndim()).ok()?;
+        let data: Vec<T> = a.as_standard_layout().iter().copied().collect();
+        let ids: Vec<i64> = idx.as_standard_layout().iter().copied().collect();
+        let out = shape::gather_elements(&data, a.shape(), &ids, idx.shape(), ax)?;
+        ArrayD::from_shape_vec(IxDyn(idx.shape()), out).ok()
+    }
+    match x {
+        Val::F(a) => go(a, axis, idx).map(Val::F),
+        Val::I(a) => go(a, axis, idx).map(Val::I),
+    }
 }
 
 fn gather(x: Val, axis: i64, idx: &ArrayD<i64>) -> Option<Val> {

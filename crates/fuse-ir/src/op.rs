@@ -15,6 +15,10 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// The smaller of the two (ONNX Min of two inputs).
+    Min,
+    /// The larger of the two (ONNX Max of two inputs).
+    Max,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -253,6 +257,13 @@ pub enum Op {
     },
     /// Logical not of a bool tensor.
     Not,
+    /// IsNaN: a bool tensor, true where the float input is NaN.
+    IsNaN,
+    /// GatherElements: inputs `data`, `indices` (i64, the rank of `data`);
+    /// the output has the indices' shape, `data` read along `axis` at each.
+    GatherElements {
+        axis: i64,
+    },
     /// Mod of two tensors of one dtype, broadcast: the sign of the divisor
     /// (Python's `%`), or of the dividend with `fmod` (C's `fmod`).
     Mod {
@@ -319,9 +330,17 @@ impl LstmDirection {
 
 impl Op {
     /// One input, each element mapped alone: a unary op, HardSigmoid,
-    /// LeakyRelu, Clip or Cast.
+    /// LeakyRelu, Clip, Cast or IsNaN.
     pub fn is_elementwise_unary(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::HardSigmoid { .. } | Op::LeakyRelu { .. } | Op::Clip { .. } | Op::Cast { .. })
+        matches!(
+            self,
+            Op::Unary(_)
+                | Op::HardSigmoid { .. }
+                | Op::LeakyRelu { .. }
+                | Op::Clip { .. }
+                | Op::Cast { .. }
+                | Op::IsNaN
+        )
     }
 
     /// The ONNX operator type this op corresponds to.
@@ -336,6 +355,8 @@ impl Op {
             Op::Binary(BinaryOp::Sub) => "Sub",
             Op::Binary(BinaryOp::Mul) => "Mul",
             Op::Binary(BinaryOp::Div) => "Div",
+            Op::Binary(BinaryOp::Min) => "Min",
+            Op::Binary(BinaryOp::Max) => "Max",
             Op::Unary(UnaryOp::Sigmoid) => "Sigmoid",
             Op::Unary(UnaryOp::Relu) => "Relu",
             Op::Unary(UnaryOp::Tanh) => "Tanh",
@@ -367,6 +388,8 @@ impl Op {
             Op::Expand { .. } => "Expand",
             Op::GatherNd { .. } => "GatherND",
             Op::Not => "Not",
+            Op::IsNaN => "IsNaN",
+            Op::GatherElements { .. } => "GatherElements",
             Op::Mod { .. } => "Mod",
             Op::Pow => "Pow",
             Op::Range => "Range",
@@ -497,6 +520,7 @@ impl Op {
             Op::Cast { to } => kv("to", to.name().to_string()),
             Op::Expand { shape } => kv("shape", list(shape)),
             Op::GatherNd { batch_dims } => kv("batch_dims", batch_dims.to_string()),
+            Op::GatherElements { axis } => kv("axis", axis.to_string()),
             Op::Tile { repeats } => kv("repeats", list(repeats)),
             Op::CumSum { axis, exclusive, reverse } => {
                 kv("axis", axis.to_string());
@@ -517,6 +541,7 @@ impl Op {
             | Op::And
             | Op::Where
             | Op::Not
+            | Op::IsNaN
             | Op::Pow
             | Op::Range
             | Op::ScatterNd => {}

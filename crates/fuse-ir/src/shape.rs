@@ -240,6 +240,8 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
                                 BinaryOp::Sub => p.checked_sub(q),
                                 BinaryOp::Mul => p.checked_mul(q),
                                 BinaryOp::Div => p.checked_div(q),
+                                BinaryOp::Min => Some(p.min(q)),
+                                BinaryOp::Max => Some(p.max(q)),
                             }
                         })
                         .collect::<Option<Vec<i64>>>()
@@ -541,6 +543,37 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             }
             vec![(x.ty.clone(), elementwise_known(&x.ty, &[x], |v| Some(i64::from(v[0] == 0))))]
         }
+        Op::IsNaN => {
+            let x = input(ins, 0)?;
+            if !x.ty.dtype.is_float() {
+                return Err(format!("operand must be a float tensor, got {}", x.ty));
+            }
+            vec![(TensorType::new(DType::Bool, x.ty.shape.clone()), None)]
+        }
+        Op::GatherElements { axis } => {
+            let data = input(ins, 0)?;
+            let idx = input(ins, 1)?;
+            if !matches!(idx.ty.dtype, DType::I64 | DType::I32) {
+                return Err(format!("indices `{}` are {} but must be i64 or i32", idx.name, idx.ty));
+            }
+            let r = data.ty.rank();
+            let ax = norm_axis(*axis, r)?;
+            let fits = |d: usize| d == ax || idx.ty.shape[d] <= data.ty.shape[d];
+            if idx.ty.rank() != r || !(0..r).all(fits) {
+                return Err(format!("indices {} do not fit data {} along axis {axis}", idx.ty, data.ty));
+            }
+            let dim = data.ty.shape[ax] as i64;
+            if let Some(bad) = idx.known.iter().flatten().find(|&&i| i < -dim || i >= dim) {
+                return Err(format!("index {bad} is out of range for axis of size {dim}"));
+            }
+            let ty = TensorType::new(data.ty.dtype, idx.ty.shape.clone());
+            let known = match (&data.known, &idx.known) {
+                (Some(d), Some(k)) => gather_elements(d, &data.ty.shape, k, &idx.ty.shape, ax),
+                _ => None,
+            };
+            let known = known_small(&ty, known);
+            vec![(ty, known)]
+        }
         Op::Mod { fmod } => {
             let (a, b) = (input(ins, 0)?, input(ins, 1)?);
             if a.ty.dtype != b.ty.dtype {
@@ -672,6 +705,40 @@ fn per_channel(ins: &[Option<&Value>], slots: std::ops::Range<usize>, channels: 
 }
 
 /// Row-major strides of `shape` (elements).
+/// GatherElements on flat row-major values: at each position of `idx`
+/// (of `idx_shape`), `data` (of `data_shape`) at that position with the
+/// index along `axis` replaced by the index read there (negative counts
+/// from the end). None when an index is out of range.
+pub fn gather_elements<T: Copy>(
+    data: &[T],
+    data_shape: &[usize],
+    idx: &[i64],
+    idx_shape: &[usize],
+    axis: usize,
+) -> Option<Vec<T>> {
+    let strides = strides_of(data_shape);
+    let dim = data_shape[axis] as i64;
+    let mut out = Vec::with_capacity(idx.len());
+    let mut k = 0;
+    each_index(idx_shape, |at| {
+        let i = *idx.get(k)?;
+        k += 1;
+        let i = if i < 0 { i + dim } else { i };
+        if !(0..dim).contains(&i) {
+            return None;
+        }
+        let off: usize = at
+            .iter()
+            .zip(&strides)
+            .enumerate()
+            .map(|(d, (&p, &s))| if d == axis { i as usize * s } else { p * s })
+            .sum();
+        out.push(*data.get(off)?);
+        Some(())
+    })?;
+    Some(out)
+}
+
 fn strides_of(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {

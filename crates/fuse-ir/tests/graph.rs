@@ -139,3 +139,42 @@ fn tensor_sizes_are_checked() {
     let huge = TensorType::new(DType::F32, vec![usize::MAX, 4]);
     assert!(Tensor::new(huge, vec![].into()).is_err());
 }
+
+#[test]
+fn gather_elements_reads_along_its_axis_and_checks_indices() {
+    use fuse_ir::shape::gather_elements;
+    // ONNX's example: data [[1, 2], [3, 4]], indices [[0, 0], [1, 0]], axis 1.
+    assert_eq!(gather_elements(&[1, 2, 3, 4], &[2, 2], &[0, 0, 1, 0], &[2, 2], 1), Some(vec![1, 1, 4, 3]));
+    // Axis 0, negative indices from the end, fewer rows than the data.
+    let data = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+    assert_eq!(gather_elements(&data, &[3, 3], &[1, -1, 0, -3, 0, 2], &[2, 3], 0), Some(vec![4, 8, 3, 1, 2, 9]));
+    assert_eq!(gather_elements(&data, &[3, 3], &[3], &[1, 1], 0), None);
+
+    // Known integer values flow through (RoBERTa's token types from a
+    // buffer); indices that do not fit the data are refused by name.
+    let mut g = Graph::new("ge");
+    let data = g.add_weight("buffer", Tensor::from_i64(vec![1, 4], &[5, 6, 7, 8]).unwrap());
+    let idx = g.add_weight("idx", Tensor::from_i64(vec![1, 3], &[3, 0, -1]).unwrap());
+    let op = Op::GatherElements { axis: 1 };
+    let n = g.add_node("ge", op.clone(), vec![Some(data), Some(idx)], vec!["out".into()]).unwrap();
+    let out = g.value(g.node(n).outputs[0]);
+    assert_eq!((out.ty.clone(), out.known.clone()), (TensorType::new(DType::I64, [1, 3]), Some(vec![8, 5, 8])));
+    let wide = g.add_weight("wide", Tensor::from_i64(vec![2, 1], &[0, 0]).unwrap());
+    let e = g.add_node("bad", op.clone(), vec![Some(data), Some(wide)], vec!["bad".into()]).unwrap_err();
+    assert!(e.to_string().contains("do not fit data"), "{e}");
+    let far = g.add_weight("far", Tensor::from_i64(vec![1, 1], &[4]).unwrap());
+    let e = g.add_node("far", op, vec![Some(data), Some(far)], vec!["far".into()]).unwrap_err();
+    assert!(e.to_string().contains("index 4 is out of range"), "{e}");
+}
+
+#[test]
+fn isnan_min_and_max_fold_on_constants() {
+    let x = Tensor::from_f32(vec![3], &[f32::NAN, 1.0, -2.0]).unwrap();
+    let y = Tensor::from_f32(vec![3], &[0.0, 0.5, 3.0]).unwrap();
+    let nan = eval::fold(&Op::IsNaN, &[Some(&x)], &[]).unwrap();
+    assert_eq!((nan[0].ty().dtype, nan[0].to_i64_vec()), (DType::Bool, Some(vec![1, 0, 0])));
+    let lo = eval::fold(&Op::Binary(BinaryOp::Min), &[Some(&y), Some(&x)], &[]).unwrap();
+    assert_eq!(lo[0].to_f32_vec().unwrap()[1..], [0.5, -2.0]);
+    let hi = eval::fold(&Op::Binary(BinaryOp::Max), &[Some(&y), Some(&x)], &[]).unwrap();
+    assert_eq!(hi[0].to_f32_vec().unwrap()[1..], [1.0, 3.0]);
+}

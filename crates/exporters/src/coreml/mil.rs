@@ -449,6 +449,8 @@ impl<W: Write + Seek> Lowering<'_, W> {
                     BinaryOp::Sub => "sub",
                     BinaryOp::Mul => "mul",
                     BinaryOp::Div => "real_div",
+                    BinaryOp::Min => "minimum",
+                    BinaryOp::Max => "maximum",
                 };
                 self.op(ty, &n, xy(), outs);
             }
@@ -694,6 +696,11 @@ impl<W: Write + Seek> Lowering<'_, W> {
             Op::Gather { axis } => {
                 self.gather("gather", node, &x, vec![("axis", Imm::Int(*axis as i32))], outs);
             }
+            Op::GatherElements { axis } => {
+                self.gather("gather_along_axis", node, &x, vec![("axis", Imm::Int(*axis as i32))], outs);
+            }
+            // MIL has no isnan: NaN is the one value not equal to itself.
+            Op::IsNaN => self.op("not_equal", &n, vec![("x", vec![x[0].clone()]), ("y", vec![x[0].clone()])], outs),
             Op::MatMul | Op::Gemm(_) => {
                 let (trans_a, trans_b) = match &node.op {
                     Op::Gemm(gm) => {
@@ -782,7 +789,9 @@ impl<W: Write + Seek> Lowering<'_, W> {
             // On constants canonicalize folds them (Swin's attention masks);
             // on run-time data only the ONNX export carries them (and a
             // ScatterND of bools).
-            Op::Not | Op::Mod { .. } | Op::Pow | Op::Range | Op::ScatterNd => {
+            Op::Not => self.op("logical_not", &n, x0(), outs),
+            Op::Pow => self.op("pow", &n, xy(), outs),
+            Op::Mod { .. } | Op::Range | Op::ScatterNd => {
                 return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
             }
             Op::Lstm { .. } => unreachable!("lowered above"),

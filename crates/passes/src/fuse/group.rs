@@ -94,6 +94,7 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
         | Op::LeakyRelu { .. }
         | Op::Clip { .. }
         | Op::Cast { .. }
+        | Op::IsNaN
         | Op::MaxPool(_)
         | Op::AveragePool { .. }
         | Op::GlobalAveragePool => {

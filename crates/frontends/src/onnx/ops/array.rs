@@ -14,6 +14,7 @@ pub(super) const OPS: &[&str] = &[
     "ConstantOfShape",
     "EyeLike",
     "GatherND",
+    "GatherElements",
     "ScatterND",
     "Range",
     "Resize",
@@ -200,6 +201,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
             let batch_dims = usize::try_from(a.int("batch_dims", 0)).map_err(|_| "negative batch_dims".to_string())?;
             c.on_inputs(Op::GatherNd { batch_dims }, 2)?
         }
+        "GatherElements" => c.on_inputs(Op::GatherElements { axis: a.int("axis", 0) }, 2)?,
         other => return Err(format!("unsupported op `{other}`")),
     })
 }

@@ -12,6 +12,8 @@ pub(super) const OPS: &[&str] = &[
     "Sub",
     "Mul",
     "Div",
+    "Min",
+    "Max",
     "Sigmoid",
     "Relu",
     "Tanh",
@@ -36,6 +38,7 @@ pub(super) const OPS: &[&str] = &[
     "LessOrEqual",
     "And",
     "Not",
+    "IsNaN",
     "Where",
     "Mod",
     "Pow",
@@ -60,6 +63,12 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "Sub" => c.on_inputs(Op::Binary(BinaryOp::Sub), 2)?,
         "Mul" => c.on_inputs(Op::Binary(BinaryOp::Mul), 2)?,
         "Div" => c.on_inputs(Op::Binary(BinaryOp::Div), 2)?,
+        // Variadic in ONNX; torch exports two operands.
+        "Min" | "Max" if node.input.len() != 2 => {
+            return Err(format!("{} of {} inputs is not supported (two are)", node.op_type, node.input.len()))
+        }
+        "Min" => c.on_inputs(Op::Binary(BinaryOp::Min), 2)?,
+        "Max" => c.on_inputs(Op::Binary(BinaryOp::Max), 2)?,
         "Sigmoid" => c.on_inputs(Op::Unary(UnaryOp::Sigmoid), 1)?,
         "Relu" => c.on_inputs(Op::Unary(UnaryOp::Relu), 1)?,
         "Tanh" => c.on_inputs(Op::Unary(UnaryOp::Tanh), 1)?,
@@ -107,6 +116,7 @@ pub(super) fn convert(c: &Ctx, opset: i64) -> Result<Converted, String> {
         "LessOrEqual" => c.on_inputs(Op::Compare(CompareOp::LessOrEqual), 2)?,
         "And" => c.on_inputs(Op::And, 2)?,
         "Not" => c.on_inputs(Op::Not, 1)?,
+        "IsNaN" => c.on_inputs(Op::IsNaN, 1)?,
         "Mod" => c.on_inputs(Op::Mod { fmod: a.int("fmod", 0) != 0 }, 2)?,
         "Pow" => c.on_inputs(Op::Pow, 2)?,
         "Ceil" => c.on_inputs(Op::Unary(UnaryOp::Ceil), 1)?,
