@@ -199,7 +199,7 @@ struct TractSession {
 impl TractSession {
     fn new(bytes: &[u8]) -> Result<Self, VerifyError> {
         use tract_onnx::prelude::*;
-        let rt = |e: TractError| VerifyError::Runtime(format!("tract: {e}"));
+        let rt = |e: TractError| VerifyError::Runtime(format!("tract: {e:#}"));
         let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)).map_err(rt)?;
         let typed = model.into_optimized().map_err(rt)?;
         let label = |m: &TypedModel, o: OutletId| -> String {
@@ -257,7 +257,7 @@ impl Session for TractSession {
         let plan = self.plan.clone();
         let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || plan.run(tv)))
             .map_err(|_| VerifyError::Runtime("tract panicked while running the model".into()))?
-            .map_err(|e| VerifyError::Runtime(format!("tract: {e}")))?;
+            .map_err(|e| VerifyError::Runtime(format!("tract: {e:#}")))?;
         let mut res = vec![];
         for (name, v) in self.outputs.iter().zip(outs.iter()) {
             let arr = v
