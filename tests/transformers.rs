@@ -370,3 +370,80 @@ fn tune_weighs_member_axis_stacking_and_the_linear_split() {
         assert_eq!(assert_close(&got, &format!("{m}/"), &want, &format!("tuned, member {m}")), 1);
     }
 }
+
+/// The tests' HuggingFace folders of RoBERTa, XLM-RoBERTa and ELECTRA
+/// (`tests/data/hf-text`, written by `scripts/make-hf-text-fixtures.py`
+/// with PyTorch's outputs beside them).
+fn hf_text(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/hf-text").join(family)
+}
+
+/// RoBERTa and XLM-RoBERTa (positions counted past the padding, from the
+/// ids at run time; no token types; their own classification head) and
+/// ELECTRA (embeddings narrower than the hidden size, projected; a GELU
+/// head) from HuggingFace folders: each model alone reproduces PyTorch on
+/// both runtimes (a batch of two, the first row padded), and two
+/// cross-encoders fuse, in the default lowering and stacked on a member
+/// axis, into a model whose outputs are each member's.
+#[test]
+fn roberta_xlm_roberta_and_electra_folders_build_the_graph_pytorch_runs() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let shape = ["--batch", "2", "--seq-len", "12"];
+    for family in ["roberta", "xlm-roberta", "electra"] {
+        let d = hf_text(family);
+        let input = d.join("input.safetensors");
+        for m in ["base", "m1", "m2"] {
+            for rt in ["ort", "tract"] {
+                let out = dir.path().join(format!("{family}-{m}-{rt}.safetensors"));
+                let folder = d.join(format!("{m}.hf"));
+                let mut args = vec!["run", s(&folder), "--input", s(&input), "--runtime", rt];
+                args.extend_from_slice(&shape);
+                args.extend_from_slice(&["-o", s(&out)]);
+                ok(fusec(&args));
+                let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+                assert_close(&read_tensors(&out).unwrap(), "", &want, &format!("{family} {m} on {rt}"));
+            }
+        }
+        let members = [d.join("m1.hf"), d.join("m2.hf")];
+        for lowering in ["regions", "grouped"] {
+            let fused = dir.path().join(format!("{family}-{lowering}.onnx"));
+            let mut args = args_with("fuse", &members);
+            args.extend_from_slice(&shape);
+            args.extend_from_slice(&["--lowering", lowering, "-o", s(&fused)]);
+            ok(fusec(&args));
+            let out = dir.path().join(format!("{family}-{lowering}.safetensors"));
+            run(&fused, &input, "ort", &out);
+            for m in ["m1", "m2"] {
+                let want = read_tensors(&d.join(format!("{m}.outputs.safetensors"))).unwrap();
+                assert_close(&read_tensors(&out).unwrap(), &format!("{m}/"), &want, &format!("{family} {lowering}"));
+            }
+        }
+    }
+    // What was recognized, and RoBERTa's longest sequence named.
+    let out = ok(fusec(&["inspect", s(&hf_text("xlm-roberta").join("m2.hf")), "--seq-len", "12"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("architecture: xlm-roberta (XLMRobertaForSequenceClassification, 3 labels; 2 layers, hidden 16"),
+        "{text}"
+    );
+    let out = ok(fusec(&["inspect", s(&hf_text("electra").join("base.hf")), "--seq-len", "12"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("architecture: electra (ElectraModel; 2 layers, hidden 16, 2 heads, intermediate 32, vocab 60, embedding 8;"), "{text}");
+    let res = fusec(&["inspect", s(&hf_text("roberta").join("m1.hf")), "--ir", "--seq-len", "19"]);
+    let line = last_error_line(&res, 2);
+    assert!(line.contains("seq-len at most max_position_embeddings 20 less pad_token_id 1 and 1 (18)"), "{line}");
+    // Another model_type is refused by name, with the way in that works.
+    let other = dir.path().join("distil.hf");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(hf_text("roberta").join("m1.hf/model.safetensors"), other.join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf_text("roberta").join("m1.hf/config.json")).unwrap()).unwrap();
+    config["model_type"] = "distilbert".into();
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let line = last_error_line(&fusec(&["inspect", s(&other), "--ir"]), 2);
+    assert!(
+        line.contains("config.json: model_type \"distilbert\": fusec builds HuggingFace checkpoints of model_type \"bert\", \"roberta\", \"xlm-roberta\", \"electra\" (others: export them with torch.onnx"),
+        "{line}"
+    );
+}

@@ -4,8 +4,9 @@
 //!
 //! Families: [`efficientdet`] (the `effdet` package's EfficientDet D0 to D7
 //! and tf_ variants), recognized from tensor names and shapes; [`bert`]
-//! (HuggingFace `BertModel` and `BertForSequenceClassification`), from the
-//! `config.json` beside the checkpoint.
+//! (HuggingFace BERT, RoBERTa, XLM-RoBERTa and ELECTRA encoders and their
+//! `*ForSequenceClassification`), from the `config.json` beside the
+//! checkpoint.
 
 pub mod bert;
 mod builder;
@@ -48,13 +49,7 @@ pub struct Built {
 pub fn build(ck: &Checkpoint, opts: &ArchOptions) -> Result<Built, LoadError> {
     if let Some(config) = hf_config(&ck.path)? {
         let file = ck.path.with_file_name("config.json");
-        return match config.get("model_type").and_then(|v| v.as_str()) {
-            Some("bert") => bert::build(ck, &bert::Config::from_json(&config, &file)?, opts),
-            other => Err(LoadError::new(
-                &file,
-                format!("model_type {other:?}: fusec builds HuggingFace checkpoints of model_type \"bert\""),
-            )),
-        };
+        return bert::build(ck, &bert::Config::from_json(&config, &file)?, opts);
     }
     let score = efficientdet::marker_score(ck);
     if score.present == score.total {
