@@ -14,8 +14,15 @@ batch 1 and sequence 128, or `--batch B --seq S`), output `logits`.
 
 Families: bert, roberta, xlm-roberta, electra, distilbert, deberta-v2,
 albert, mpnet. Writes OUT/FAMILY/m{1,2,3}.onnx (OUT/FAMILY-dynamo/ with
---dynamo, OUT/FAMILY-small/ with --small). Needs torch and transformers
-(PyPI; onnxscript for --dynamo); CI does not use it.
+--dynamo, OUT/FAMILY-small/ with --small); with --folders the same
+members as HuggingFace folders (`save_pretrained`), OUT/FAMILY-hf/m{1,2,3}/,
+which fusec reads for bert, roberta, xlm-roberta and electra:
+
+    python3 scripts/make-text-members.py xlm-roberta members/ --folders
+    fusec bench members/xlm-roberta-hf/m1 members/xlm-roberta-hf/m2 members/xlm-roberta-hf/m3 --runtime ort --threads 2 --tune
+
+Needs torch and transformers (PyPI; onnxscript for --dynamo); CI does not
+use it.
 """
 import argparse
 import os
@@ -42,6 +49,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--dynamo", action="store_true", help="export with torch.onnx.export(..., dynamo=True)")
     ap.add_argument("--small", action="store_true", help="hidden 256, 4 layers (quick checks)")
+    ap.add_argument("--folders", action="store_true", help="write HuggingFace folders, not ONNX exports")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=128)
     a = ap.parse_args()
@@ -57,7 +65,7 @@ def main():
     make = lambda labels: model(config(vocab_size=VOCAB, num_labels=labels, **shape, **extra)).eval()  # noqa: E731
     torch.manual_seed(0)
     base = make(1).state_dict()
-    suffix = ("-dynamo" if a.dynamo else "") + ("-small" if a.small else "")
+    suffix = ("-dynamo" if a.dynamo else "") + ("-small" if a.small else "") + ("-hf" if a.folders else "")
     out = os.path.join(a.out, a.family + suffix)
     os.makedirs(out, exist_ok=True)
     g = torch.Generator().manual_seed(1)
@@ -72,6 +80,10 @@ def main():
                 b = base.get(name)
                 if b is not None and b.shape == t.shape and t.dtype.is_floating_point:
                     t.copy_(b + 0.02 * b.std().nan_to_num(0) * torch.randn(t.shape, generator=g))
+        if a.folders:
+            m.save_pretrained(os.path.join(out, f"m{labels}"))
+            print(os.path.join(out, f"m{labels}"))
+            continue
         path = os.path.join(out, f"m{labels}.onnx")
         opts = {"dynamo": True, "opset_version": 18} if a.dynamo else {"dynamo": False, "opset_version": 17}
         torch.onnx.export(m, (ids, mask), path, input_names=["input_ids", "attention_mask"],

@@ -162,10 +162,10 @@ struct ArchArgs {
     /// Input resolution of a safetensors checkpoint (default: the variant's)
     #[arg(long)]
     image_size: Option<usize>,
-    /// Static batch size of a HuggingFace (BERT) checkpoint [default: 1]
+    /// Static batch size of a HuggingFace (BERT, RoBERTa, XLM-RoBERTa, ELECTRA) checkpoint [default: 1]
     #[arg(long)]
     batch: Option<usize>,
-    /// Static sequence length of a HuggingFace (BERT) checkpoint [default: 128]
+    /// Static sequence length of a HuggingFace (BERT, RoBERTa, XLM-RoBERTa, ELECTRA) checkpoint [default: 128]
     #[arg(long)]
     seq_len: Option<usize>,
 }
@@ -250,7 +250,7 @@ enum Command {
     /// every member's outputs, named MEMBER/OUTPUT (MEMBER is the file stem;
     /// MEMBER_OUTPUT in Core ML, whose names are identifiers)
     #[command(
-        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 8 --seq-len 128   # HuggingFace BERT folders\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 32 --lowering grouped   # layers on a member axis\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --tune --threads 2   # measured here\n  fusec fuse a.onnx b.onnx c.onnx -o super.onnx --channel-block 0   # no channel padding (not ONNX Runtime on CPU)\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
+        after_help = "Examples:\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.mlpackage --precision fp16\n  fusec fuse coco.onnx aquarium.onnx vehicles.onnx -o super.onnx --explain\n  fusec fuse coco.safetensors aquarium.safetensors -o super.onnx --keep-bn\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 8 --seq-len 128   # HuggingFace folders (BERT, RoBERTa, XLM-RoBERTa, ELECTRA)\n  fusec fuse rerank1/ rerank2/ rerank3/ -o rerankers.onnx --batch 32 --lowering grouped   # layers on a member axis\n  fusec fuse coco.safetensors aquarium.safetensors vehicles.safetensors -o super.onnx --tune --threads 2   # measured here\n  fusec fuse a.onnx b.onnx c.onnx -o super.onnx --channel-block 0   # no channel padding (not ONNX Runtime on CPU)\n  fusec run super.onnx --input input.safetensors -o out.safetensors   # outputs coco/class_out_0, ..."
     )]
     Fuse {
         /// The members, 2 or more: .safetensors state_dicts, HuggingFace
