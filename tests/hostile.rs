@@ -414,3 +414,102 @@ fn an_ambiguous_checkpoint_is_said_once_with_the_flag_that_changes_it() {
     let res = ok(fusec(&["fuse", &members[0], &members[1], "-o", s(&out), "--arch", "efficientdet_d0"]));
     assert!(!String::from_utf8(res.stderr).unwrap().contains("warning"));
 }
+
+/// `name` (f32 values; integer inputs take them exactly) as an input file.
+fn write_named_input(dir: &Path, name: &str, shape: &[usize], x: &[f32]) -> PathBuf {
+    let t = vec![(name.to_string(), ndarray::ArrayD::from_shape_vec(shape.to_vec(), x.to_vec()).unwrap())];
+    let p = dir.join(format!("{name}.safetensors"));
+    std::fs::write(&p, fusec_verify::io::to_safetensors_bytes(&t).unwrap()).unwrap();
+    p
+}
+
+/// Members whose weights together pass protobuf's 2 GiB, which no ONNX
+/// reader parses in one file: each a 1.1 GB embedding table (a sparse file
+/// of zeros but for its first rows, its own). The fused model keeps its
+/// weights beside it (`super.onnx.data`, ONNX external data), `fuse` says
+/// so, and `verify` loads the file as it is, with the weights beside it,
+/// and finds every output equal to the members'.
+#[test]
+fn a_fused_model_past_2_gib_keeps_its_weights_beside_it_and_verifies() {
+    common::require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    const ROWS: u64 = 68_750_000; // x 4 floats x 4 bytes: 1.1 GB a member
+    let member = |name: &str, seed: f32| -> PathBuf {
+        use std::io::Write;
+        let bin = format!("{name}.bin");
+        let mut f = std::fs::File::create(dir.path().join(&bin)).unwrap();
+        f.set_len(ROWS * 16).unwrap();
+        let head: Vec<u8> = (0..64).flat_map(|i| (i as f32 * 0.1 + seed).sin().to_le_bytes()).collect();
+        f.write_all(&head).unwrap();
+        let bytes = OnnxBuilder::new(17)
+            .input_typed("ids", fuse_ir::DType::I64, &[1, 8])
+            .output("y", &[1, 8, 4])
+            .init_external("table", &[ROWS as i64, 4], &[("location", &bin)])
+            .node("Gather", &["table", "ids"], &["y"], vec![])
+            .build();
+        write(&dir, &format!("{name}.onnx"), &bytes)
+    };
+    let (a, b) = (member("a", 0.0), member("b", 1.0));
+    let fused = dir.path().join("super.onnx");
+    let out = ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&fused)]));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let data = dir.path().join("super.onnx.data");
+    assert!(
+        stderr.contains(&format!("its weights in {} (2200.0 MB: past protobuf's 2 GiB", data.display())),
+        "{stderr}"
+    );
+    assert!(std::fs::metadata(&fused).unwrap().len() < 1 << 20);
+    assert!(std::fs::metadata(&data).unwrap().len() >= 2 * ROWS * 16);
+    // Rows 0 to 7: each member's own.
+    let ids = write_named_input(dir.path(), "ids", &[1, 8], &[0., 1., 2., 3., 4., 5., 6., 7.]);
+    let out = ok(fusec(&[
+        "verify",
+        s(&fused),
+        "--members",
+        s(&a),
+        s(&b),
+        "--input",
+        s(&ids),
+        "--runtime",
+        "ort",
+        "--runs",
+        "0",
+    ]));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("equivalence: ok (2 outputs compared"), "{report}");
+    assert!(!String::from_utf8(out.stderr).unwrap().contains("do not load"));
+}
+
+/// A model with its weights beside it (as fusec writes one past 2 GiB,
+/// here forced on a small one): `run`, `verify` (on both runtimes) and
+/// `inspect` read it as it is; without its weights' file, each names that
+/// file.
+#[test]
+fn a_model_with_its_weights_beside_it_runs_verifies_and_is_inspected() {
+    common::require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // Weights of 1 KiB or more (beside: the classifiers, the stacked convs)
+    // and of less (inline: the biases).
+    let a = write(&dir, "a.onnx", &common::models::pooled_classifier(0.0, 40, true));
+    let b = write(&dir, "b.onnx", &common::models::pooled_classifier(1.0, 33, true));
+    let inline = dir.path().join("inline.onnx");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&inline), "--lowering", "grouped"]));
+    let g = fusec_frontends::onnx::load(&inline).unwrap();
+    let beside = dir.path().join("beside.onnx");
+    let w = fusec_exporters::onnx::write_file_at(&g, &beside, fusec_exporters::onnx::WeightsAt::Beside).unwrap();
+    let (data, n) = w.data.clone().unwrap();
+    assert_eq!(data, dir.path().join("beside.onnx.data"));
+    assert!(n > 0 && n == std::fs::metadata(&data).unwrap().len());
+    assert!(w.bytes < std::fs::metadata(&inline).unwrap().len());
+    for rt in ["ort", "tract"] {
+        let out = ok(fusec(&["verify", s(&beside), "--members", s(&a), s(&b), "--runtime", rt, "--runs", "0"]));
+        let report = String::from_utf8(out.stdout).unwrap();
+        assert!(report.contains("equivalence: ok (4 outputs compared"), "{rt}: {report}");
+        assert!(!String::from_utf8(out.stderr).unwrap().contains("do not load"), "{rt}");
+    }
+    let out = ok(fusec(&["inspect", s(&beside)]));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("Gemm"));
+    std::fs::remove_file(&data).unwrap();
+    let line = one_error_line(&fusec(&["inspect", s(&beside)]), 2);
+    assert!(line.contains("beside.onnx.data"), "{line}");
+}

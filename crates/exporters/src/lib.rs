@@ -116,6 +116,33 @@ pub fn write_atomic_with(
     Ok(n)
 }
 
+/// Like [`write_atomic_with`] for two files written together (a model
+/// and the weights beside it): `write` fills both; both are synced, then
+/// `second` is renamed into place and `first` after it, so `first` never
+/// names a `second` that is not there. On any error both temporaries are
+/// removed and both paths are left as they were.
+pub fn write_atomic_pair(
+    first: &Path,
+    second: &Path,
+    write: impl FnOnce(&mut dyn Write, &mut dyn Write) -> std::io::Result<u64>,
+) -> Result<u64, ExportError> {
+    let io = |p: &Path, e: std::io::Error| ExportError::Io { path: p.to_path_buf(), msg: e.to_string() };
+    let a = temp_builder(0o666).tempfile_in(parent_dir(first)).map_err(|e| io(first, e))?;
+    let _pending_a = Pending::new(a.path());
+    let b = temp_builder(0o666).tempfile_in(parent_dir(second)).map_err(|e| io(second, e))?;
+    let _pending_b = Pending::new(b.path());
+    let mut wa = std::io::BufWriter::with_capacity(1 << 20, a);
+    let mut wb = std::io::BufWriter::with_capacity(1 << 20, b);
+    let n = write(&mut wa, &mut wb).map_err(|e| io(first, e))?;
+    let a = wa.into_inner().map_err(|e| io(first, e.into_error()))?;
+    let b = wb.into_inner().map_err(|e| io(second, e.into_error()))?;
+    a.as_file().sync_all().map_err(|e| io(first, e))?;
+    b.as_file().sync_all().map_err(|e| io(second, e))?;
+    b.persist(second).map_err(|e| io(second, e.error))?;
+    a.persist(first).map_err(|e| io(first, e.error))?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     /// Outputs get the usual mode (0666 less the umask), not a temporary

@@ -7,6 +7,7 @@
 //! keep theirs; node names have `.` replaced by `/` (see `to_model`).
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use fuse_ir::*;
 use onnx_protobuf::{
@@ -41,9 +42,123 @@ pub fn export(g: &Graph) -> Result<Vec<u8>, ExportError> {
 /// Writes the graph as ONNX to `path`, atomically, streaming each weight's
 /// bytes straight from the graph: memory stays near the graph's own size
 /// (no copy of the weights into a protobuf message and then into a buffer).
-pub fn write_file(g: &Graph, path: &std::path::Path) -> Result<u64, ExportError> {
+/// The weights go beside the model ([`WeightsAt::Auto`]) only when the
+/// model would pass protobuf's 2 GiB.
+pub fn write_file(g: &Graph, path: &Path) -> Result<Written, ExportError> {
+    write_file_at(g, path, WeightsAt::Auto)
+}
+
+/// Bytes one protobuf message may have: no ONNX reader parses a model file
+/// past it, so a bigger model keeps its weights in a file beside it.
+pub const PROTOBUF_LIMIT: u64 = i32::MAX as u64;
+/// Weights of fewer bytes stay in the model file (torch.onnx's threshold).
+const EXTERNAL_MIN: u64 = 1024;
+/// Each weight in the file beside starts at a multiple of this (a page,
+/// so a runtime can map it).
+const EXTERNAL_ALIGN: u64 = 4096;
+
+/// Whether `g` as ONNX fits one protobuf message (its weights, with 64 MiB
+/// to spare for the rest): if not, it needs its weights beside it.
+pub fn fits_inline(g: &Graph) -> bool {
+    let weights: u64 = g.weights().map(|(_, _, t)| t.storage().len() as u64).sum();
+    weights + (64 << 20) <= PROTOBUF_LIMIT
+}
+
+/// Where [`write_file_at`] puts the weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightsAt {
+    /// In the model file, unless the model would then pass
+    /// [`PROTOBUF_LIMIT`]: then beside it.
+    #[default]
+    Auto,
+    /// In `MODEL.data` beside the model (ONNX external data: each weight
+    /// of 1 KiB or more at its `offset` and `length`, page-aligned).
+    Beside,
+}
+
+/// What [`write_file_at`] wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// Bytes of the model file.
+    pub bytes: u64,
+    /// The weights' file and its bytes, when they went beside the model.
+    pub data: Option<(PathBuf, u64)>,
+}
+
+/// The file beside `model` that holds its weights: `MODEL.data`
+/// (`super.onnx.data`).
+pub fn data_file_of(model: &Path) -> PathBuf {
+    let mut name = model.file_name().unwrap_or_default().to_os_string();
+    name.push(".data");
+    model.with_file_name(name)
+}
+
+/// [`write_file`] with the weights where `at` says; both files atomically
+/// (the weights' file renamed into place first).
+pub fn write_file_at(g: &Graph, path: &Path, at: WeightsAt) -> Result<Written, ExportError> {
     let (model, pending) = build(g)?;
-    crate::write_atomic_with(path, |w| stream(model, &pending, w))
+    let inline: u64 =
+        model.compute_size() + pending.iter().flatten().map(|t| t.storage().len() as u64 + 16).sum::<u64>();
+    if at == WeightsAt::Auto && inline <= PROTOBUF_LIMIT {
+        let bytes = crate::write_atomic_with(path, |w| stream(model, &pending, w, None))?;
+        return Ok(Written { bytes, data: None });
+    }
+    let data = data_file_of(path);
+    let location = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut data_bytes = 0;
+    let bytes = crate::write_atomic_pair(path, &data, |w, d| {
+        let mut ext = External { w: d, location, offset: 0 };
+        let n = stream(model, &pending, w, Some(&mut ext))?;
+        data_bytes = ext.offset;
+        Ok(n)
+    })?;
+    Ok(Written { bytes, data: Some((data, data_bytes)) })
+}
+
+/// The weights' file being written: where the next weight goes.
+struct External<'a> {
+    w: &'a mut dyn std::io::Write,
+    location: String,
+    offset: u64,
+}
+
+impl External<'_> {
+    /// Marks `tp` as stored at the next aligned offset for `len` bytes and
+    /// pads the file to it; the caller then writes the bytes.
+    fn place(&mut self, tp: &mut TensorProto, len: u64) -> std::io::Result<()> {
+        let start = self.offset.div_ceil(EXTERNAL_ALIGN) * EXTERNAL_ALIGN;
+        self.w.write_all(&vec![0u8; (start - self.offset) as usize])?;
+        self.offset = start + len;
+        tp.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
+        let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v, ..Default::default() };
+        tp.external_data = vec![
+            entry("location", self.location.clone()),
+            entry("offset", start.to_string()),
+            entry("length", len.to_string()),
+        ];
+        Ok(())
+    }
+
+    /// Moves the bytes of every weight of 1 KiB or more in `gp`'s
+    /// subgraphs (member subgraphs carry theirs inside) to the file.
+    fn take_subgraph_weights(&mut self, gp: &mut GraphProto) -> std::io::Result<()> {
+        for node in &mut gp.node {
+            for a in &mut node.attribute {
+                let bodies = a.g.as_mut().into_iter().chain(a.graphs.iter_mut());
+                for body in bodies {
+                    for tp in &mut body.initializer {
+                        let len = tp.raw_data.len() as u64;
+                        if len >= EXTERNAL_MIN {
+                            self.place(tp, len)?;
+                            self.w.write_all(&std::mem::take(&mut tp.raw_data))?;
+                        }
+                    }
+                    self.take_subgraph_weights(body)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Protobuf wire format: a varint.
@@ -68,19 +183,40 @@ fn varint_len(v: u64) -> u64 {
 /// the format allows.
 pub fn write_to(g: &Graph, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
     let (model, pending) = build(g).map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream(model, &pending, w)
+    stream(model, &pending, w, None)
 }
 
-fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+/// Writes the model to `w`; with `ext`, each weight of 1 KiB or more to
+/// the weights' file instead, the model saying where.
+fn stream(
+    mut model: ModelProto,
+    pending: &[Option<&Tensor>],
+    w: &mut dyn std::io::Write,
+    mut ext: Option<&mut External>,
+) -> std::io::Result<u64> {
     let enc = |e: protobuf::Error| std::io::Error::other(format!("protobuf encoding failed: {e}"));
     let mut gp = model.graph.take().unwrap_or_default();
-    let inits = std::mem::take(&mut gp.initializer);
+    if let Some(x) = ext.as_deref_mut() {
+        x.take_subgraph_weights(&mut gp)?;
+    }
+    let mut inits = std::mem::take(&mut gp.initializer);
     let head = model.write_to_bytes().map_err(enc)?;
     let body = gp.write_to_bytes().map_err(enc)?;
     let mut parts: Vec<(Vec<u8>, Option<&Tensor>)> = vec![];
     let mut graph_len = body.len() as u64;
-    for (tp, t) in inits.iter().zip(pending) {
+    for (tp, t) in inits.iter_mut().zip(pending) {
         let mut b = vec![0x2a]; // field 5, length-delimited
+        let mut t = *t;
+        if let (Some(x), Some(tensor)) = (ext.as_deref_mut(), t) {
+            let len = tensor.storage().len() as u64;
+            if len >= EXTERNAL_MIN {
+                x.place(tp, len)?;
+                for piece in tensor.storage().pieces() {
+                    x.w.write_all(piece)?;
+                }
+                t = None;
+            }
+        }
         let tp_bytes = tp.write_to_bytes().map_err(enc)?;
         let raw = t.map(|t| t.storage().len() as u64);
         let tp_len = tp_bytes.len() as u64 + raw.map(|n| 1 + varint_len(n) + n).unwrap_or(0);
@@ -91,7 +227,7 @@ fn stream(mut model: ModelProto, pending: &[Option<&Tensor>], w: &mut dyn std::i
             varint(n, &mut b);
         }
         graph_len += b.len() as u64 + raw.unwrap_or(0);
-        parts.push((b, *t));
+        parts.push((b, t));
     }
     let mut written = 0u64;
     let mut put = |w: &mut dyn std::io::Write, b: &[u8]| -> std::io::Result<()> {

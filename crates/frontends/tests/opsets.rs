@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fusec_exporters::onnx_builder::{attr_float, attr_int, attr_ints, attr_str, OnnxBuilder};
 use fusec_frontends::onnx::import;
-use fusec_verify::runtime::{load, SessionConfig};
+use fusec_verify::runtime::{load, Model, SessionConfig};
 
 fn ir(bytes: &[u8]) -> String {
     let g = import(bytes, Path::new("fixture.onnx")).unwrap_or_else(|e| panic!("{e}"));
@@ -25,8 +25,8 @@ fn assert_same_numerics(src: &[u8], shape: &[usize]) {
     let g = import(src, Path::new("fixture.onnx")).unwrap();
     let exported = fusec_exporters::onnx::export(&g).unwrap();
     let cfg = SessionConfig::default();
-    let a = load(src, &cfg).unwrap().run(&input(shape)).unwrap();
-    let b = load(&exported, &cfg).unwrap().run(&input(shape)).unwrap();
+    let a = load(Model::Bytes(src), &cfg).unwrap().run(&input(shape)).unwrap();
+    let b = load(Model::Bytes(&exported), &cfg).unwrap().run(&input(shape)).unwrap();
     assert_eq!(a.len(), b.len());
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);

@@ -222,8 +222,12 @@ pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Fai
         )));
     }
     let g = load_graph(path, arch)?;
-    let size = fusec_exporters::onnx::write_file(&g, output)?;
-    crate::report::note(format!("wrote {} ({} nodes, {size} bytes)", output.display(), g.node_count()));
+    let w = fusec_exporters::onnx::write_file(&g, output)?;
+    let beside = match &w.data {
+        Some((data, n)) => format!(", its weights in {} ({n} bytes: past protobuf's 2 GiB)", data.display()),
+        None => String::new(),
+    };
+    crate::report::note(format!("wrote {} ({} nodes, {} bytes{beside})", output.display(), g.node_count(), w.bytes));
     Ok(())
 }
 
@@ -299,16 +303,62 @@ pub fn run_tensors(
     Ok(outputs)
 }
 
-/// `g` as ONNX bytes for a session; with `fp16`, made to compute in f16
-/// (`--precision fp16`: members and fused models alike).
-pub(crate) fn onnx_bytes(g: &Graph, fp16: bool) -> Result<Vec<u8>, Failure> {
-    if !fp16 {
-        return Ok(fusec_exporters::onnx::export(g)?);
+/// A graph as ONNX for sessions: its bytes, or, past protobuf's 2 GiB, a
+/// file in a temporary folder with its weights beside it.
+pub(crate) enum OnnxModel {
+    Bytes(Vec<u8>),
+    File { _dir: tempfile::TempDir, path: PathBuf },
+}
+
+impl OnnxModel {
+    /// `g` as ONNX; with `fp16`, made to compute in f16 (`--precision
+    /// fp16`: members and fused models alike).
+    pub(crate) fn of(g: &Graph, fp16: bool) -> Result<OnnxModel, Failure> {
+        let h;
+        let g = if fp16 {
+            let mut c = g.clone();
+            fusec_passes::fp16_compute(&mut c).map_err(fusec_passes::PassError::from)?;
+            fusec_passes::validate::validated("fp16_compute", &c)?;
+            h = c;
+            &h
+        } else {
+            g
+        };
+        if fusec_exporters::onnx::fits_inline(g) {
+            return Ok(OnnxModel::Bytes(fusec_exporters::onnx::export(g)?));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("fusec-model-")
+            .tempdir()
+            .map_err(|e| Failure::internal(format!("a temporary folder for a model past 2 GiB: {e}")))?;
+        let path = dir.path().join("model.onnx");
+        fusec_exporters::onnx::write_file_at(g, &path, fusec_exporters::onnx::WeightsAt::Beside)?;
+        Ok(OnnxModel::File { _dir: dir, path })
     }
-    let mut h = g.clone();
-    fusec_passes::fp16_compute(&mut h).map_err(fusec_passes::PassError::from)?;
-    fusec_passes::validate::validated("fp16_compute", &h)?;
-    Ok(fusec_exporters::onnx::export(&h)?)
+
+    pub(crate) fn model(&self) -> fusec_verify::runtime::Model<'_> {
+        match self {
+            OnnxModel::Bytes(b) => fusec_verify::runtime::Model::Bytes(b),
+            OnnxModel::File { path, .. } => fusec_verify::runtime::Model::File(path),
+        }
+    }
+
+    /// A digest of the model (its bytes, or both of its files).
+    pub(crate) fn digest(&self) -> Result<Vec<u8>, Failure> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        match self {
+            OnnxModel::Bytes(b) => h.update(b),
+            OnnxModel::File { path, .. } => {
+                for p in [path.clone(), fusec_exporters::onnx::data_file_of(path)] {
+                    let mut f =
+                        std::fs::File::open(&p).map_err(|e| Failure::internal(format!("{}: {e}", p.display())))?;
+                    std::io::copy(&mut f, &mut h).map_err(|e| Failure::internal(format!("{}: {e}", p.display())))?;
+                }
+            }
+        }
+        Ok(h.finalize().to_vec())
+    }
 }
 
 /// The outputs, and a line saying where it ran and how long it took.
@@ -319,9 +369,9 @@ fn run_graph(
     cfg: &SessionConfig,
     fp16: bool,
 ) -> Result<(fusec_verify::Tensors, String), Failure> {
-    let bytes = onnx_bytes(g, fp16)?;
+    let onnx = OnnxModel::of(g, fp16)?;
     let t0 = Instant::now();
-    let mut session = fusec_verify::runtime::load(&bytes, cfg)?;
+    let mut session = fusec_verify::runtime::load(onnx.model(), cfg)?;
     let t1 = Instant::now();
     let outputs = session.run(inputs)?;
     let t2 = Instant::now();
@@ -572,8 +622,19 @@ pub fn fuse(
     g.metadata.push(("fusec.lowering".into(), crate::calibration::Calibration::lowering_json(&opts).to_string()));
     g.metadata.push(("fusec.version".into(), env!("CARGO_PKG_VERSION").into()));
     let t_fuse = t0.elapsed();
+    let mut beside = String::new();
     let size = match format {
-        OutputFormat::Onnx => fusec_exporters::onnx::write_file(&g, output)?,
+        OutputFormat::Onnx => {
+            let w = fusec_exporters::onnx::write_file(&g, output)?;
+            if let Some((data, n)) = &w.data {
+                beside = format!(
+                    "; its weights in {} ({:.1} MB: past protobuf's 2 GiB, ONNX external data; keep the two files together)",
+                    data.display(),
+                    *n as f64 / 1e6
+                );
+            }
+            w.bytes + w.data.as_ref().map_or(0, |d| d.1)
+        }
         OutputFormat::CoreMl => {
             if opts.member_subgraphs {
                 crate::report::warn(
@@ -613,7 +674,7 @@ pub fn fuse(
         ));
     }
     crate::report::note(format!(
-        "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms)",
+        "wrote {} ({} members, {} nodes, {} Conv, {:.1} MB) in {:.0} ms (load {:.0} ms, fuse {:.0} ms, export {:.0} ms){beside}",
         output.display(),
         paths.len(),
         r.fused_nodes,

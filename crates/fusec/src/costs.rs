@@ -467,8 +467,8 @@ pub fn measure(
     for (which, f) in [(0, grouped), (1, &apart)] {
         let infos = node_infos(&f.graph);
         let profile_it = || -> Result<Vec<NodeTime>, Failure> {
-            let onnx = crate::commands::onnx_bytes(&f.graph, fp16)?;
-            Ok(profile(&onnx, cfg, x, warmup, runs)?)
+            let onnx = crate::commands::OnnxModel::of(&f.graph, fp16)?;
+            Ok(profile(onnx.model(), cfg, x, warmup, runs)?)
         };
         let (times, guessed, source) = node_times(&infos, &mut store, model.as_ref(), &key, reuse, profile_it)?;
         pb.inc((warmup + runs) as u64);

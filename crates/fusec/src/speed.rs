@@ -8,12 +8,12 @@ use fuse_ir::Graph;
 use fusec_frontends::arch::ArchOptions;
 use fusec_passes::{FuseOptions, Lowering, Member};
 use fusec_verify::compare::{allclose_violations, diff};
-use fusec_verify::runtime::{Session, SessionConfig};
+use fusec_verify::runtime::{Model, Session, SessionConfig};
 use fusec_verify::timing::{interleaved, speedup_interval, Stats};
 use fusec_verify::{Tensors, VerifyError};
 
 use crate::calibration::Calibration;
-use crate::commands::{check_inputs, emit, load_graph, member_names, read_inputs, to_json};
+use crate::commands::{check_inputs, emit, load_graph, member_names, read_inputs, to_json, OnnxModel};
 use crate::report::progress;
 use crate::Failure;
 
@@ -133,7 +133,16 @@ pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
 /// among several sessions of each model and pools them.
 pub(crate) struct Lineup {
     dir: tempfile::TempDir,
-    groups: Vec<Vec<PathBuf>>,
+    groups: Vec<Vec<Entry>>,
+    /// Models past 2 GiB, kept in their own temporary folders.
+    kept: Vec<OnnxModel>,
+}
+
+/// A model of a lineup: a file the lineup wrote, loaded by its bytes, or
+/// a model loaded as a file, with its weights beside it.
+enum Entry {
+    Bytes(PathBuf),
+    File(PathBuf),
 }
 
 impl Lineup {
@@ -142,7 +151,7 @@ impl Lineup {
             .prefix("fusec-timing-")
             .tempdir()
             .map_err(|e| Failure::internal(format!("a temporary folder for the models to time: {e}")))?;
-        Ok(Lineup { dir, groups: vec![] })
+        Ok(Lineup { dir, groups: vec![], kept: vec![] })
     }
 
     /// Adds a group of models (ONNX bytes) run one after another; its
@@ -150,29 +159,58 @@ impl Lineup {
     pub(crate) fn push(&mut self, models: &[&[u8]]) -> Result<usize, Failure> {
         let mut files = vec![];
         for bytes in models {
-            let file = self.dir.path().join(format!("{}-{}.onnx", self.groups.len(), files.len()));
-            std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
-            files.push(file);
+            files.push(Entry::Bytes(self.write(files.len(), bytes)?));
         }
         self.groups.push(files);
         Ok(self.groups.len() - 1)
+    }
+
+    fn write(&self, index: usize, bytes: &[u8]) -> Result<PathBuf, Failure> {
+        let file = self.dir.path().join(format!("{}-{index}.onnx", self.groups.len()));
+        std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
+        Ok(file)
+    }
+
+    /// Adds a group of models (see [`Lineup::push`]), a model past 2 GiB
+    /// kept as the file it is.
+    pub(crate) fn push_models(&mut self, models: Vec<OnnxModel>) -> Result<usize, Failure> {
+        let mut files = vec![];
+        for m in models {
+            files.push(match &m {
+                OnnxModel::Bytes(bytes) => Entry::Bytes(self.write(files.len(), bytes)?),
+                OnnxModel::File { path, .. } => Entry::File(path.clone()),
+            });
+            self.kept.push(m);
+        }
+        self.groups.push(files);
+        Ok(self.groups.len() - 1)
+    }
+
+    /// Adds one model file, loaded as a file (with its weights beside it).
+    pub(crate) fn push_file(&mut self, path: &Path) -> usize {
+        self.groups.push(vec![Entry::File(path.to_path_buf())]);
+        self.groups.len() - 1
     }
 
     /// Adds the graphs as one group (see [`Lineup::push`]); with `fp16`,
     /// each computes in f16 (members and fused models alike:
     /// `--precision fp16`).
     pub(crate) fn push_graphs(&mut self, graphs: &[Graph], fp16: bool) -> Result<usize, Failure> {
-        let bytes: Vec<Vec<u8>> =
-            graphs.iter().map(|g| crate::commands::onnx_bytes(g, fp16)).collect::<Result<_, _>>()?;
-        self.push(&bytes.iter().map(Vec::as_slice).collect::<Vec<_>>())
+        let models = graphs.iter().map(|g| OnnxModel::of(g, fp16)).collect::<Result<_, _>>()?;
+        self.push_models(models)
     }
 
     /// A session of each model of group `group`, made afresh from its file.
     pub(crate) fn sessions(&self, group: usize, cfg: &SessionConfig) -> Result<Vec<Box<dyn Session>>, Failure> {
         let mut made = vec![];
-        for f in &self.groups[group] {
-            let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
-            made.push(fusec_verify::runtime::load(&bytes, cfg)?);
+        for e in &self.groups[group] {
+            made.push(match e {
+                Entry::Bytes(f) => {
+                    let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
+                    fusec_verify::runtime::load(Model::Bytes(&bytes), cfg)?
+                }
+                Entry::File(f) => fusec_verify::runtime::load(Model::File(f), cfg)?,
+            });
         }
         Ok(made)
     }
@@ -484,14 +522,23 @@ pub fn verify(
     // here and the ones timed below are made from them.
     let mut lineup = Lineup::new()?;
     let members_group = lineup.push_graphs(&members, speed.fp16)?;
-    // The fused file itself, as it is served (member subgraphs and all);
-    // fp16 compute converts the graph, and a file whose bytes alone do not
-    // load (external data) is checked as fusec writes its graph.
-    let alone = (!speed.fp16).then(|| fusec_verify::runtime::load(&file_bytes, cfg));
+    // The fused file itself, as it is served (member subgraphs and all; its
+    // weights beside it where it keeps them there); fp16 compute converts
+    // the graph, and a file that does not load is checked as fusec writes
+    // its graph.
+    let alone = (!speed.fp16).then(|| {
+        fusec_verify::runtime::load(Model::Bytes(&file_bytes), cfg)
+            .map(|s| (s, false))
+            .or_else(|e| fusec_verify::runtime::load(Model::File(model), cfg).map(|s| (s, true)).map_err(|_| e))
+    });
     // The fused model is the lineup's second group (its timing row).
     let mut fused = match alone {
-        Some(Ok(session)) => {
-            lineup.push(&[&file_bytes])?;
+        Some(Ok((session, as_file))) => {
+            if as_file {
+                lineup.push_file(model);
+            } else {
+                lineup.push(&[&file_bytes])?;
+            }
             session
         }
         other => {
@@ -911,17 +958,17 @@ pub fn bench(
             fusec_passes::fp16_weights(&mut f.graph).map_err(fusec_passes::PassError::from)?;
             fusec_passes::validate::validated("fp16_weights", &f.graph)?;
         }
-        let bytes = crate::commands::onnx_bytes(&f.graph, speed.fp16)?;
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes).to_vec();
+        let onnx = OnnxModel::of(&f.graph, speed.fp16)?;
+        let digest = onnx.digest()?;
         if let Some(j) = digests.iter().position(|d| *d == digest) {
             same_as.push(Some(j));
             timed.push(timed[j]);
             diffs.push(diffs[j]);
         } else {
-            let got = fusec_verify::runtime::load(&bytes, cfg)?.run(x)?;
+            let got = fusec_verify::runtime::load(onnx.model(), cfg)?.run(x)?;
             diffs.push(differences(name, &got)?);
             same_as.push(None);
-            timed.push(lineup.push(&[&bytes])?);
+            timed.push(lineup.push_models(vec![onnx])?);
         }
         digests.push(digest);
         debug_assert_eq!((timed.len(), same_as.len(), diffs.len()), (i + 1, i + 1, i + 1));

@@ -11,7 +11,7 @@ use fusec_passes::{
     Lowering, Member, MergeStats, Origin, PadStats, RowStats,
 };
 use fusec_verify::compare::diff;
-use fusec_verify::runtime::{load, Device, RuntimeKind, SessionConfig};
+use fusec_verify::runtime::{load, Device, Model, RuntimeKind, SessionConfig};
 use fusec_verify::Tensors;
 
 struct Rng(u64);
@@ -112,7 +112,7 @@ fn run(g: &Graph) -> Tensors {
 fn run_with(g: &Graph, inputs: &Tensors) -> Tensors {
     let bytes = fusec_exporters::onnx::export(g).expect("exports");
     let cfg = SessionConfig { runtime: RuntimeKind::Tract, device: Device::Cpu, threads: None, cuda_graph: false };
-    load(&bytes, &cfg).expect("loads").run(inputs).expect("runs")
+    load(Model::Bytes(&bytes), &cfg).expect("loads").run(inputs).expect("runs")
 }
 
 /// Every output of `want` equals `{prefix}{name}` of `got` to float rounding.

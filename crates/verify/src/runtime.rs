@@ -89,8 +89,16 @@ pub trait Session {
     fn output_names(&self) -> Vec<String>;
 }
 
-/// Loads serialized ONNX bytes on the configured runtime and device.
-pub fn load(onnx: &[u8], cfg: &SessionConfig) -> Result<Box<dyn Session>, VerifyError> {
+/// An ONNX model to load: its bytes, or its file, read with any weights it
+/// keeps beside it (external data, as a model past protobuf's 2 GiB must).
+#[derive(Clone, Copy, Debug)]
+pub enum Model<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// Loads an ONNX model on the configured runtime and device.
+pub fn load(onnx: Model<'_>, cfg: &SessionConfig) -> Result<Box<dyn Session>, VerifyError> {
     if cfg.cuda_graph && (cfg.device != Device::Cuda || cfg.runtime != RuntimeKind::Ort) {
         return Err(VerifyError::Input(format!(
             "--cuda-graph needs --runtime ort --device cuda (ONNX Runtime's CUDA graphs), not --runtime {} --device {}",
@@ -131,7 +139,7 @@ pub struct NodeTime {
 /// `fusec fuse --tune` attributes to node groups. ONNX Runtime only: other
 /// runtimes have no per-node profile here.
 pub fn profile(
-    onnx: &[u8],
+    onnx: Model<'_>,
     cfg: &SessionConfig,
     inputs: &Tensors,
     warmup: usize,
@@ -197,10 +205,14 @@ struct TractSession {
 }
 
 impl TractSession {
-    fn new(bytes: &[u8]) -> Result<Self, VerifyError> {
+    fn new(source: Model<'_>) -> Result<Self, VerifyError> {
         use tract_onnx::prelude::*;
         let rt = |e: TractError| VerifyError::Runtime(format!("tract: {e:#}"));
-        let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)).map_err(rt)?;
+        let model = match source {
+            Model::Bytes(bytes) => tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)),
+            Model::File(path) => tract_onnx::onnx().model_for_path(path),
+        }
+        .map_err(rt)?;
         let typed = model.into_optimized().map_err(rt)?;
         let label = |m: &TypedModel, o: OutletId| -> String {
             m.outlet_label(o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())
@@ -418,7 +430,7 @@ fn host_tensor(a: &ArrayD<f32>, feed: Feed) -> Result<ort::value::DynTensor, ort
 
 impl OrtSession {
     /// With `profile`: the profile's file name prefix ([`profile`]).
-    fn new(onnx: &[u8], cfg: &SessionConfig, profile: Option<&Path>) -> Result<Self, VerifyError> {
+    fn new(onnx: Model<'_>, cfg: &SessionConfig, profile: Option<&Path>) -> Result<Self, VerifyError> {
         use ort::ep::{self, ExecutionProvider};
         let env = ort_env()?;
         let rt = |e: ort::Error| VerifyError::Runtime(format!("onnxruntime: {e}"));
@@ -463,7 +475,11 @@ impl OrtSession {
                 VerifyError::Unavailable(format!("cannot use --device {}: onnxruntime: {e}", cfg.device))
             })?;
         }
-        let session = b.commit_from_memory(onnx).map_err(rt)?;
+        let session = match onnx {
+            Model::Bytes(bytes) => b.commit_from_memory(bytes),
+            Model::File(path) => b.commit_from_file(path),
+        }
+        .map_err(rt)?;
         let inputs = session.inputs().iter().map(|o| o.name().to_string()).collect();
         let feeds = session
             .inputs()
