@@ -507,6 +507,15 @@ fn a_model_with_its_weights_beside_it_runs_verifies_and_is_inspected() {
         assert!(report.contains("equivalence: ok (4 outputs compared"), "{rt}: {report}");
         assert!(!String::from_utf8(out.stderr).unwrap().contains("do not load"), "{rt}");
     }
+    // Member subgraphs carry their weights inside their Scans: beside too.
+    let scans = dir.path().join("scans.onnx");
+    ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&scans), "--lowering", "separate", "--member-subgraphs"]));
+    let g = fusec_frontends::onnx::load(&scans).unwrap();
+    let w = fusec_exporters::onnx::write_file_at(&g, &scans, fusec_exporters::onnx::WeightsAt::Beside).unwrap();
+    assert!(w.data.unwrap().1 >= 2 * 1024, "the classifiers inside the Scans go beside");
+    let out = ok(fusec(&["verify", s(&scans), "--members", s(&a), s(&b), "--runtime", "ort", "--runs", "0"]));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("equivalence: ok (4 outputs compared"));
+    assert!(!String::from_utf8(out.stderr).unwrap().contains("do not load"));
     let out = ok(fusec(&["inspect", s(&beside)]));
     assert!(String::from_utf8(out.stdout).unwrap().contains("Gemm"));
     std::fs::remove_file(&data).unwrap();
