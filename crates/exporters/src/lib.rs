@@ -33,11 +33,13 @@ pub enum ExportError {
 /// [`remove_pending`] when the process is interrupted.
 static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// Registers `path` as pending until the guard drops.
-pub(crate) struct Pending(PathBuf);
+/// Registers `path` as pending until the guard drops: an interrupted
+/// command removes it ([`remove_pending`]). For exports, and for any
+/// temporary file or folder a command fills with gigabytes.
+pub struct Pending(PathBuf);
 
 impl Pending {
-    pub(crate) fn new(path: &Path) -> Pending {
+    pub fn new(path: &Path) -> Pending {
         PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
         Pending(path.to_path_buf())
     }
@@ -118,9 +120,11 @@ pub fn write_atomic_with(
 
 /// Like [`write_atomic_with`] for two files written together (a model
 /// and the weights beside it): `write` fills both; both are synced, then
-/// `second` is renamed into place and `first` after it, so `first` never
-/// names a `second` that is not there. On any error both temporaries are
-/// removed and both paths are left as they were.
+/// `second` is renamed into place and `first` after it, so a new `first`
+/// never names a `second` that is not there. On an error before the
+/// renames both temporaries are removed and both paths are left as they
+/// were; should the second rename fail, the new `second` stays beside the
+/// old `first` (the error says which file).
 pub fn write_atomic_pair(
     first: &Path,
     second: &Path,
@@ -132,8 +136,12 @@ pub fn write_atomic_pair(
     let b = temp_builder(0o666).tempfile_in(parent_dir(second)).map_err(|e| io(second, e))?;
     let _pending_b = Pending::new(b.path());
     let mut wa = std::io::BufWriter::with_capacity(1 << 20, a);
-    let mut wb = std::io::BufWriter::with_capacity(1 << 20, b);
-    let n = write(&mut wa, &mut wb).map_err(|e| io(first, e))?;
+    // A write error names the file it happened in (a full disk is most
+    // likely met in the big one).
+    let second_failed = std::cell::Cell::new(false);
+    let mut wb = Flagged { w: std::io::BufWriter::with_capacity(1 << 20, b), failed: &second_failed };
+    let n = write(&mut wa, &mut wb).map_err(|e| io(if second_failed.get() { second } else { first }, e))?;
+    let wb = wb.w;
     let a = wa.into_inner().map_err(|e| io(first, e.into_error()))?;
     let b = wb.into_inner().map_err(|e| io(second, e.into_error()))?;
     a.as_file().sync_all().map_err(|e| io(first, e))?;
@@ -141,6 +149,21 @@ pub fn write_atomic_pair(
     b.persist(second).map_err(|e| io(second, e.error))?;
     a.persist(first).map_err(|e| io(first, e.error))?;
     Ok(n)
+}
+
+/// A writer that remembers whether one of its writes failed.
+struct Flagged<'a, W: Write> {
+    w: W,
+    failed: &'a std::cell::Cell<bool>,
+}
+
+impl<W: Write> Write for Flagged<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf).inspect_err(|_| self.failed.set(true))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush().inspect_err(|_| self.failed.set(true))
+    }
 }
 
 #[cfg(test)]

@@ -104,7 +104,11 @@ pub fn write_file_at(g: &Graph, path: &Path, at: WeightsAt) -> Result<Written, E
         return Ok(Written { bytes, data: None });
     }
     let data = data_file_of(path);
-    let location = data.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    // The model names the file beside it by a UTF-8 string.
+    let location = data.file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(|| ExportError::Io {
+        path: path.to_path_buf(),
+        msg: "the weights go beside this model (past 2 GiB), which names them by a UTF-8 file name: name the output in UTF-8".into(),
+    })?;
     let mut data_bytes = 0;
     let bytes = crate::write_atomic_pair(path, &data, |w, d| {
         let mut ext = External { w: d, location, offset: 0 };

@@ -247,15 +247,18 @@ fn bin<
         BinaryOp::Sub => p - q,
         BinaryOp::Mul => p * q,
         BinaryOp::Div => p / q,
+        // A NaN on either side is the result (as ONNX Runtime computes).
+        #[allow(clippy::eq_op)]
         BinaryOp::Min => {
-            if q < p {
+            if q != q || q < p {
                 q
             } else {
                 p
             }
         }
+        #[allow(clippy::eq_op)]
         BinaryOp::Max => {
-            if q > p {
+            if q != q || q > p {
                 q
             } else {
                 p

@@ -704,7 +704,6 @@ fn per_channel(ins: &[Option<&Value>], slots: std::ops::Range<usize>, channels: 
     Ok(())
 }
 
-/// Row-major strides of `shape` (elements).
 /// GatherElements on flat row-major values: at each position of `idx`
 /// (of `idx_shape`), `data` (of `data_shape`) at that position with the
 /// index along `axis` replaced by the index read there (negative counts
@@ -739,6 +738,7 @@ pub fn gather_elements<T: Copy>(
     Some(out)
 }
 
+/// Row-major strides of `shape` (elements).
 fn strides_of(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {

@@ -307,7 +307,12 @@ pub fn run_tensors(
 /// file in a temporary folder with its weights beside it.
 pub(crate) enum OnnxModel {
     Bytes(Vec<u8>),
-    File { _dir: tempfile::TempDir, path: PathBuf },
+    /// Its folder goes when this drops, or when the command is interrupted.
+    File {
+        _pending: fusec_exporters::Pending,
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
 }
 
 impl OnnxModel {
@@ -331,9 +336,10 @@ impl OnnxModel {
             .prefix("fusec-model-")
             .tempdir()
             .map_err(|e| Failure::internal(format!("a temporary folder for a model past 2 GiB: {e}")))?;
+        let pending = fusec_exporters::Pending::new(dir.path());
         let path = dir.path().join("model.onnx");
         fusec_exporters::onnx::write_file_at(g, &path, fusec_exporters::onnx::WeightsAt::Beside)?;
-        Ok(OnnxModel::File { _dir: dir, path })
+        Ok(OnnxModel::File { _pending: pending, _dir: dir, path })
     }
 
     pub(crate) fn model(&self) -> fusec_verify::runtime::Model<'_> {

@@ -132,6 +132,8 @@ pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
 /// decides between models by luck. [`Lineup::time`] splits the rounds
 /// among several sessions of each model and pools them.
 pub(crate) struct Lineup {
+    /// Removed if the command is interrupted (the folder holds every model).
+    _pending: fusec_exporters::Pending,
     dir: tempfile::TempDir,
     groups: Vec<Vec<Entry>>,
     /// Models past 2 GiB, kept in their own temporary folders.
@@ -151,18 +153,7 @@ impl Lineup {
             .prefix("fusec-timing-")
             .tempdir()
             .map_err(|e| Failure::internal(format!("a temporary folder for the models to time: {e}")))?;
-        Ok(Lineup { dir, groups: vec![], kept: vec![] })
-    }
-
-    /// Adds a group of models (ONNX bytes) run one after another; its
-    /// stats come back at this index.
-    pub(crate) fn push(&mut self, models: &[&[u8]]) -> Result<usize, Failure> {
-        let mut files = vec![];
-        for bytes in models {
-            files.push(Entry::Bytes(self.write(files.len(), bytes)?));
-        }
-        self.groups.push(files);
-        Ok(self.groups.len() - 1)
+        Ok(Lineup { _pending: fusec_exporters::Pending::new(dir.path()), dir, groups: vec![], kept: vec![] })
     }
 
     fn write(&self, index: usize, bytes: &[u8]) -> Result<PathBuf, Failure> {
@@ -171,16 +162,19 @@ impl Lineup {
         Ok(file)
     }
 
-    /// Adds a group of models (see [`Lineup::push`]), a model past 2 GiB
-    /// kept as the file it is.
+    /// Adds a group of models run one after another (each written to the
+    /// lineup's folder, a model past 2 GiB kept as the file it is); its
+    /// stats come back at this index.
     pub(crate) fn push_models(&mut self, models: Vec<OnnxModel>) -> Result<usize, Failure> {
         let mut files = vec![];
         for m in models {
-            files.push(match &m {
-                OnnxModel::Bytes(bytes) => Entry::Bytes(self.write(files.len(), bytes)?),
-                OnnxModel::File { path, .. } => Entry::File(path.clone()),
-            });
-            self.kept.push(m);
+            match &m {
+                OnnxModel::Bytes(bytes) => files.push(Entry::Bytes(self.write(files.len(), bytes)?)),
+                OnnxModel::File { path, .. } => {
+                    files.push(Entry::File(path.clone()));
+                    self.kept.push(m);
+                }
+            }
         }
         self.groups.push(files);
         Ok(self.groups.len() - 1)
@@ -192,7 +186,7 @@ impl Lineup {
         self.groups.len() - 1
     }
 
-    /// Adds the graphs as one group (see [`Lineup::push`]); with `fp16`,
+    /// Adds the graphs as one group (see [`Lineup::push_models`]); with `fp16`,
     /// each computes in f16 (members and fused models alike:
     /// `--precision fp16`).
     pub(crate) fn push_graphs(&mut self, graphs: &[Graph], fp16: bool) -> Result<usize, Failure> {
@@ -526,25 +520,17 @@ pub fn verify(
     // weights beside it where it keeps them there); fp16 compute converts
     // the graph, and a file that does not load is checked as fusec writes
     // its graph.
-    let alone = (!speed.fp16).then(|| {
-        fusec_verify::runtime::load(Model::Bytes(&file_bytes), cfg)
-            .map(|s| (s, false))
-            .or_else(|e| fusec_verify::runtime::load(Model::File(model), cfg).map(|s| (s, true)).map_err(|_| e))
-    });
+    let alone = (!speed.fp16).then(|| fusec_verify::runtime::load(Model::File(model), cfg));
     // The fused model is the lineup's second group (its timing row).
     let mut fused = match alone {
-        Some(Ok((session, as_file))) => {
-            if as_file {
-                lineup.push_file(model);
-            } else {
-                lineup.push(&[&file_bytes])?;
-            }
+        Some(Ok(session)) => {
+            lineup.push_file(model);
             session
         }
         other => {
             if let Some(Err(e)) = other {
                 crate::report::warn(format!(
-                    "{}: the file's bytes alone do not load ({e}); checking and timing the graph as fusec writes it",
+                    "{}: the file does not load as it is ({e}); checking and timing the graph as fusec writes it",
                     model.display()
                 ));
             }

@@ -697,6 +697,15 @@ impl<W: Write + Seek> Lowering<'_, W> {
                 self.gather("gather", node, &x, vec![("axis", Imm::Int(*axis as i32))], outs);
             }
             Op::GatherElements { axis } => {
+                // MIL's gather_along_axis wants the indices as large as
+                // the data off the axis (ONNX allows them smaller).
+                let (data, idx) = (in_shape(0), in_shape(1));
+                let ax = fuse_ir::shape::norm_axis(*axis, data.len()).map_err(fail)?;
+                if (0..data.len()).any(|d| d != ax && data[d] != idx[d]) {
+                    return Err(fail(format!(
+                        "indices {idx:?} smaller than the data {data:?} off axis {axis} are not mapped to MIL (gather_along_axis)"
+                    )));
+                }
                 self.gather("gather_along_axis", node, &x, vec![("axis", Imm::Int(*axis as i32))], outs);
             }
             // MIL has no isnan: NaN is the one value not equal to itself.
@@ -790,7 +799,17 @@ impl<W: Write + Seek> Lowering<'_, W> {
             // on run-time data only the ONNX export carries them (and a
             // ScatterND of bools).
             Op::Not => self.op("logical_not", &n, x0(), outs),
-            Op::Pow => self.op("pow", &n, xy(), outs),
+            Op::Pow => {
+                // MIL's pow takes one dtype: an integer exponent becomes a float.
+                let mut y = x[1].clone();
+                let (tx, ty) =
+                    (g.value(input(0).expect("base")).ty.dtype, g.value(input(1).expect("exponent")).ty.dtype);
+                if self.mil_dtype(tx) != self.mil_dtype(ty) {
+                    let dtype = if self.mil_dtype(tx) == DataType::Float16 { "fp16" } else { "fp32" };
+                    y = self.cast(&y, &format!("{n}_exponent"), dtype, &in_shape(1))?;
+                }
+                self.op("pow", &n, vec![("x", vec![x[0].clone()]), ("y", vec![y])], outs)
+            }
             Op::Mod { .. } | Op::Range | Op::ScatterNd => {
                 return Err(fail("no MIL mapping yet on run-time values (export ONNX instead)".into()));
             }
