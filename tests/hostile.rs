@@ -518,6 +518,14 @@ fn a_model_with_its_weights_beside_it_runs_verifies_and_is_inspected() {
     assert!(!String::from_utf8(out.stderr).unwrap().contains("does not load"));
     let out = ok(fusec(&["inspect", s(&beside)]));
     assert!(String::from_utf8(out.stdout).unwrap().contains("Gemm"));
+    // Written inline over it, the model takes its weights' file with it;
+    // a file of that name beside a model that does not read it stays.
+    ok(fusec(&["convert", s(&beside), "-o", s(&beside)]));
+    assert!(!data.exists());
+    std::fs::write(&data, b"mine").unwrap();
+    ok(fusec(&["convert", s(&inline), "-o", s(&beside)]));
+    assert_eq!(std::fs::read(&data).unwrap(), b"mine");
+    fusec_exporters::onnx::write_file_at(&g, &beside, fusec_exporters::onnx::WeightsAt::Beside).unwrap();
     std::fs::remove_file(&data).unwrap();
     let line = one_error_line(&fusec(&["inspect", s(&beside)]), 2);
     assert!(line.contains("beside.onnx.data"), "{line}");

@@ -100,7 +100,12 @@ pub fn write_file_at(g: &Graph, path: &Path, at: WeightsAt) -> Result<Written, E
     let inline: u64 =
         model.compute_size() + pending.iter().flatten().map(|t| t.storage().len() as u64 + 16).sum::<u64>();
     if at == WeightsAt::Auto && inline <= PROTOBUF_LIMIT {
+        let stale = weights_beside(path);
         let bytes = crate::write_atomic_with(path, |w| stream(model, &pending, w, None))?;
+        // The weights' file of the model this one replaced goes with it.
+        if let Some(old) = stale {
+            let _ = std::fs::remove_file(old);
+        }
         return Ok(Written { bytes, data: None });
     }
     let data = data_file_of(path);
@@ -117,6 +122,20 @@ pub fn write_file_at(g: &Graph, path: &Path, at: WeightsAt) -> Result<Written, E
         Ok(n)
     })?;
     Ok(Written { bytes, data: Some((data, data_bytes)) })
+}
+
+/// The weights' file of the model now at `path`, when it keeps its
+/// weights beside it in [`data_file_of`]`(path)` (as fusec writes one past
+/// 2 GiB): read from the model, which is small then.
+fn weights_beside(path: &Path) -> Option<PathBuf> {
+    let data = data_file_of(path);
+    if !data.is_file() || std::fs::metadata(path).ok()?.len() > 64 << 20 {
+        return None;
+    }
+    let old = ModelProto::parse_from_bytes(&std::fs::read(path).ok()?).ok()?;
+    let name = data.file_name()?.to_str()?;
+    let names_it = |tp: &TensorProto| tp.external_data.iter().any(|e| e.key == "location" && e.value == name);
+    old.graph.initializer.iter().any(names_it).then_some(data)
 }
 
 /// The weights' file being written: where the next weight goes.
