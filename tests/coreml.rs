@@ -336,6 +336,33 @@ fn ops_of_text_encoders_load_and_type_check_in_coremltools() {
     }
 }
 
+/// `Pow` with an integer exponent: MIL's `pow` takes one dtype, so the
+/// exponent is cast to the base's (fp32, and fp16 in an fp16 program).
+#[test]
+fn pow_with_an_integer_exponent_type_checks_in_coremltools() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = |seed: f32| {
+        fusec_exporters::onnx_builder::OnnxBuilder::new(17)
+            .input("x", &[1, 4])
+            .output("y", &[1, 4])
+            .init_f32("w", &[1, 4], &[seed, 1.0, 2.0, 3.0])
+            .init_i64_shaped("three", &[1], &[3])
+            .node("Mul", &["x", "w"], &["m"], vec![])
+            .node("Pow", &["m", "three"], &["y"], vec![])
+            .build()
+    };
+    let a = write(&dir, "a.onnx", &member(0.5));
+    let b = write(&dir, "b.onnx", &member(1.5));
+    for precision in ["fp32", "fp16"] {
+        let pkg = dir.path().join(format!("{precision}.mlpackage"));
+        ok(fusec(&["fuse", s(&a), s(&b), "-o", s(&pkg), "--precision", precision]));
+        let report = coremltools_check(&pkg);
+        // The exponent, [1], cast to the program's float type.
+        assert!(report.contains("\nop pow 2\n"), "{precision}:\n{report}");
+        assert!(report.contains(&format!("\ncast {precision}[1]\n")), "{precision}:\n{report}");
+    }
+}
+
 /// The transformer trios (BERT from both torch exporters and from
 /// HuggingFace folders, ViT from both exporters) fused into Core ML
 /// packages that coremltools loads and type-checks, fp32 and fp16: token
