@@ -89,15 +89,10 @@ pub(crate) fn lower(b: &mut FuseBuilder, group: &NodeGroup, opts: &FuseOptions) 
                 }
             }
         }
-        Op::Unary(_)
-        | Op::HardSigmoid { .. }
-        | Op::LeakyRelu { .. }
-        | Op::Clip { .. }
-        | Op::Cast { .. }
-        | Op::IsNaN
-        | Op::MaxPool(_)
-        | Op::AveragePool { .. }
-        | Op::GlobalAveragePool => {
+        // Each channel computed apart: elementwise ops and pooling.
+        op if op.is_elementwise_unary()
+            || matches!(op, Op::MaxPool(_) | Op::AveragePool { .. } | Op::GlobalAveragePool) =>
+        {
             if n0.inputs.len() != 1 || is_weight(n0.inputs[0]) {
                 return Ok(false);
             }
