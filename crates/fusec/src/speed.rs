@@ -135,16 +135,10 @@ pub(crate) struct Lineup {
     /// Removed if the command is interrupted (the folder holds every model).
     _pending: fusec_exporters::Pending,
     dir: tempfile::TempDir,
-    groups: Vec<Vec<Entry>>,
+    /// Each group's model files (with any weights beside them).
+    groups: Vec<Vec<PathBuf>>,
     /// Models past 2 GiB, kept in their own temporary folders.
     kept: Vec<OnnxModel>,
-}
-
-/// A model of a lineup: a file the lineup wrote, loaded by its bytes, or
-/// a model loaded as a file, with its weights beside it.
-enum Entry {
-    Bytes(PathBuf),
-    File(PathBuf),
 }
 
 impl Lineup {
@@ -156,12 +150,6 @@ impl Lineup {
         Ok(Lineup { _pending: fusec_exporters::Pending::new(dir.path()), dir, groups: vec![], kept: vec![] })
     }
 
-    fn write(&self, index: usize, bytes: &[u8]) -> Result<PathBuf, Failure> {
-        let file = self.dir.path().join(format!("{}-{index}.onnx", self.groups.len()));
-        std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
-        Ok(file)
-    }
-
     /// Adds a group of models run one after another (each written to the
     /// lineup's folder, a model past 2 GiB kept as the file it is); its
     /// stats come back at this index.
@@ -169,9 +157,13 @@ impl Lineup {
         let mut files = vec![];
         for m in models {
             match &m {
-                OnnxModel::Bytes(bytes) => files.push(Entry::Bytes(self.write(files.len(), bytes)?)),
+                OnnxModel::Bytes(bytes) => {
+                    let file = self.dir.path().join(format!("{}-{}.onnx", self.groups.len(), files.len()));
+                    std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
+                    files.push(file);
+                }
                 OnnxModel::File { path, .. } => {
-                    files.push(Entry::File(path.clone()));
+                    files.push(path.clone());
                     self.kept.push(m);
                 }
             }
@@ -180,9 +172,9 @@ impl Lineup {
         Ok(self.groups.len() - 1)
     }
 
-    /// Adds one model file, loaded as a file (with its weights beside it).
+    /// Adds one model file as it is (with any weights beside it).
     pub(crate) fn push_file(&mut self, path: &Path) -> usize {
-        self.groups.push(vec![Entry::File(path.to_path_buf())]);
+        self.groups.push(vec![path.to_path_buf()]);
         self.groups.len() - 1
     }
 
@@ -197,14 +189,8 @@ impl Lineup {
     /// A session of each model of group `group`, made afresh from its file.
     pub(crate) fn sessions(&self, group: usize, cfg: &SessionConfig) -> Result<Vec<Box<dyn Session>>, Failure> {
         let mut made = vec![];
-        for e in &self.groups[group] {
-            made.push(match e {
-                Entry::Bytes(f) => {
-                    let bytes = std::fs::read(f).map_err(|e| Failure::internal(format!("{}: {e}", f.display())))?;
-                    fusec_verify::runtime::load(Model::Bytes(&bytes), cfg)?
-                }
-                Entry::File(f) => fusec_verify::runtime::load(Model::File(f), cfg)?,
-            });
+        for f in &self.groups[group] {
+            made.push(fusec_verify::runtime::load(Model::File(f), cfg)?);
         }
         Ok(made)
     }
