@@ -57,11 +57,23 @@ const EXTERNAL_MIN: u64 = 1024;
 /// so a runtime can map it).
 const EXTERNAL_ALIGN: u64 = 4096;
 
-/// Whether `g` as ONNX fits one protobuf message (its weights, with 64 MiB
-/// to spare for the rest): if not, it needs its weights beside it.
-pub fn fits_inline(g: &Graph) -> bool {
-    let weights: u64 = g.weights().map(|(_, _, t)| t.storage().len() as u64).sum();
-    weights + (64 << 20) <= PROTOBUF_LIMIT
+/// `g` as ONNX bytes when it fits one protobuf message ([`PROTOBUF_LIMIT`]),
+/// or `None` when it needs its weights beside it ([`write_file_at`]): the
+/// same measure [`write_file`] goes by.
+pub fn export_inline(g: &Graph) -> Result<Option<Vec<u8>>, ExportError> {
+    let (model, pending) = build(g)?;
+    if inline_size(&model, &pending) > PROTOBUF_LIMIT {
+        return Ok(None);
+    }
+    let mut out = vec![];
+    stream(model, &pending, &mut out, None).map_err(|e| ExportError::Unsupported(format!("encoding failed: {e}")))?;
+    Ok(Some(out))
+}
+
+/// Bytes of the model with every weight inside (each weight's bytes and
+/// at most 16 bytes of its framing past what `model` holds).
+fn inline_size(model: &ModelProto, pending: &[Option<&Tensor>]) -> u64 {
+    model.compute_size() + pending.iter().flatten().map(|t| t.storage().len() as u64 + 16).sum::<u64>()
 }
 
 /// Where [`write_file_at`] puts the weights.
@@ -97,9 +109,7 @@ pub fn data_file_of(model: &Path) -> PathBuf {
 /// (the weights' file renamed into place first).
 pub fn write_file_at(g: &Graph, path: &Path, at: WeightsAt) -> Result<Written, ExportError> {
     let (model, pending) = build(g)?;
-    let inline: u64 =
-        model.compute_size() + pending.iter().flatten().map(|t| t.storage().len() as u64 + 16).sum::<u64>();
-    if at == WeightsAt::Auto && inline <= PROTOBUF_LIMIT {
+    if at == WeightsAt::Auto && inline_size(&model, &pending) <= PROTOBUF_LIMIT {
         let stale = weights_beside(path);
         let bytes = crate::write_atomic_with(path, |w| stream(model, &pending, w, None))?;
         // The weights' file of the model this one replaced goes with it.
@@ -694,5 +704,11 @@ mod tests {
         let parsed = ModelProto::parse_from_bytes(&bytes).unwrap();
         assert_eq!(parsed, to_model(&g).unwrap());
         assert_eq!(parsed.graph.initializer.iter().find(|t| t.name == "b").unwrap().raw_data.len(), 1200);
+        // A model this small fits inline: the same bytes, and its measure
+        // bounds them from above by at most 16 bytes a weight.
+        assert_eq!(export_inline(&g).unwrap(), Some(bytes.clone()));
+        let (model, pending) = build(&g).unwrap();
+        let size = inline_size(&model, &pending);
+        assert!(size >= bytes.len() as u64 && size <= bytes.len() as u64 + 16 * 2, "{size} for {}", bytes.len());
     }
 }

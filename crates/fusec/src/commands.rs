@@ -329,8 +329,8 @@ impl OnnxModel {
         } else {
             g
         };
-        if fusec_exporters::onnx::fits_inline(g) {
-            return Ok(OnnxModel::Bytes(fusec_exporters::onnx::export(g)?));
+        if let Some(bytes) = fusec_exporters::onnx::export_inline(g)? {
+            return Ok(OnnxModel::Bytes(bytes));
         }
         let dir = tempfile::Builder::new()
             .prefix("fusec-model-")
