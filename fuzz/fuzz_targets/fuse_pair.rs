@@ -24,7 +24,12 @@ fuzz_target!(|data: &[u8]| {
     use fusec_passes::{FuseOptions, Lowering, Member};
     // A plan the tuner could have measured, drawn from the input: which of
     // up to 64 runs are grouped.
-    let stacked = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
+    let stacked = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        data.hash(&mut h);
+        h.finish()
+    };
     let chunks = (data.len() % 64) as u8 + 1;
     let configs = [
         FuseOptions { lowering: Lowering::Grouped, ..Default::default() },
