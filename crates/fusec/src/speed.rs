@@ -897,12 +897,14 @@ pub fn bench(
             Ok((max_abs, rel, worst))
         };
     let pb = progress(configs.len() as u64 + 1, "building");
-    // The members after fuse's single-model passes, unfused: what those
-    // rewrites give without fusion.
+    // The members after fuse's single-model passes and the scale folding
+    // it finishes with, unfused: what those rewrites give without fusion.
     let mut prepared = vec![];
     for (m, g) in names.iter().zip(&members) {
         let mut g = g.clone();
         fusec_passes::prepare_member(&mut g, false).map_err(|e| e.in_member(m))?;
+        fusec_passes::fold_scale(&mut g).map_err(|e| fusec_passes::PassError::from(e).in_member(m))?;
+        fusec_passes::validate::validated("fold_scale", &g).map_err(|e| e.in_member(m))?;
         prepared.push(g);
     }
     let prepared_group = lineup.push_graphs(&prepared, speed.fp16)?;

@@ -14,6 +14,10 @@
 //!   blocked layout);
 //! - [`fp16_weights()`]: f32 weights stored as f16, cast back where read.
 //!
+//! Run on the fused graph, after lowering:
+//! - [`fold_scale()`]: a constant per-channel `Mul` (EfficientDet's BiFPN
+//!   weights) folded into the Conv that makes the value it scales.
+//!
 //! Fusion ([`fuse()`]) is a wing of its own, `fuse/`: the driver, the
 //! member layout (`fuse/layout.rs`, the one place that says how members
 //! are stacked), and one file per step, in data-flow order:
@@ -32,6 +36,7 @@ mod dce;
 mod error;
 mod flatten_rows;
 mod fold_bn;
+mod fold_scale;
 mod fp16_compute;
 mod fp16_weights;
 pub mod fuse;
@@ -45,6 +50,7 @@ pub use dce::dce;
 pub use error::PassError;
 pub use flatten_rows::{flatten_rows, RowStats};
 pub use fold_bn::fold_bn;
+pub use fold_scale::fold_scale;
 pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;
 pub use fuse::align::align;

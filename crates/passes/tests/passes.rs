@@ -223,6 +223,89 @@ fn fold_bn_folds_into_the_stem_conv() {
     assert_same_outputs(&run(&g), "", &run(&before));
 }
 
+/// BiFPN-like scales on conv outputs: `c1` (stride 2) read by a constant
+/// per-channel `Mul`, a nearest 2x upsample then a scalar `Mul`, a MaxPool
+/// then a `Mul`, a depthwise Conv and a Conv of 2 groups; `c2` read by its
+/// `Mul` and as a graph output; `c3` scaled by a vector with a zero; `c4`
+/// scaled by a negative number after a MaxPool; `c5` by a negative number
+/// directly (each of their `Mul`s read by a Relu).
+fn scaled_convs() -> Graph {
+    let mut r = Rng(5);
+    let mut b = OnnxBuilder::new(17)
+        .input("x", &[1, 4, 8, 8])
+        .init_f32("w1", &[4, 4, 3, 3], &r.vals(144, 0.0, 0.4))
+        .init_f32("b1", &[4], &r.vals(4, 0.0, 0.1))
+        .init_f32("s0", &[1, 4, 1, 1], &[0.5, 1.5, 2.0, 0.25])
+        .init_f32("s1", &[], &[0.75])
+        .init_f32("s2", &[4, 1, 1], &[1.25, 0.5, 3.0, 0.1])
+        .init_f32("wd", &[4, 1, 3, 3], &r.vals(36, 0.0, 0.4))
+        .init_f32("wg", &[6, 2, 1, 1], &r.vals(12, 0.0, 0.4))
+        .init_f32("up", &[4], &[1.0, 1.0, 2.0, 2.0])
+        .init_f32("zero", &[1, 4, 1, 1], &[1.0, 0.0, 2.0, 1.0])
+        .init_f32("neg", &[], &[-0.5])
+        .node("Conv", &["x", "w1", "b1"], &["y"], vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])])
+        .node("Mul", &["y", "s0"], &["m0"], vec![])
+        .node("Resize", &["y", "", "up"], &["u"], vec![attr_str("mode", "nearest")])
+        .node("Mul", &["s1", "u"], &["m1"], vec![])
+        .node("Relu", &["m1"], &["o1"], vec![])
+        .node("MaxPool", &["y"], &["p"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
+        .node("Mul", &["p", "s2"], &["o2"], vec![])
+        .node("Conv", &["y", "wd"], &["d"], vec![attr_int("group", 4), attr_ints("pads", &[1, 1, 1, 1])])
+        .node("Add", &["m0", "d"], &["o0"], vec![])
+        .node("Conv", &["y", "wg"], &["o3"], vec![attr_int("group", 2)])
+        .output("o0", &[1, 4, 4, 4])
+        .output("o1", &[1, 4, 8, 8])
+        .output("o2", &[1, 4, 2, 2])
+        .output("o3", &[1, 6, 4, 4]);
+    for (k, scale, pool) in [(2, "s0", false), (3, "zero", false), (4, "neg", true), (5, "neg", false)] {
+        let (w, y, m) = (format!("w{k}"), format!("y{k}"), format!("o{}", k + 2));
+        b = b.init_f32(&w, &[4, 4, 1, 1], &r.vals(16, 0.0, 0.4));
+        b = b.node("Conv", &["x", &w], &[&y], vec![]);
+        let scaled = if pool {
+            let p = format!("p{k}");
+            b = b.node(
+                "MaxPool",
+                &[&y],
+                &[&p],
+                vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])],
+            );
+            p
+        } else {
+            y.clone()
+        };
+        let q = format!("q{k}");
+        b = b.node("Mul", &[&scaled, scale], &[&q], vec![]);
+        b = b.node("Relu", &[&q], &[&m], vec![]);
+        b = b.output(&m, if pool { &[1, 4, 4, 4] } else { &[1, 4, 8, 8] });
+        if k == 2 {
+            b = b.output(&y, &[1, 4, 8, 8]);
+        }
+    }
+    fusec_frontends::onnx::import(&b.build(), Path::new("scaled.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
+    let before = scaled_convs();
+    let mut g = before.clone();
+    // c1's upsampled Mul (the largest) and c5's; not c2 (a graph output),
+    // c3 (a zero) or c4 (negative through a MaxPool).
+    assert_eq!(fusec_passes::fold_scale(&mut g).unwrap(), 2);
+    g.validate().unwrap();
+    let text = to_text(&g).unwrap();
+    assert_eq!(text.matches(" = Mul(").count(), 5, "{text}");
+    assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != "m1")));
+    insta::assert_snapshot!(before_after(&before, &g));
+    let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8, 8], Rng(9).vals(256, 0.0, 1.0)).unwrap();
+    let inputs: Tensors = vec![("x".into(), x)];
+    assert_same_outputs(&run_with(&g, &inputs), "", &run_with(&before, &inputs));
+    // c1's other readers now see the scaled value: none of them can take
+    // another scale (its Resize feeds the Relu now), so nothing more folds.
+    let mut again = g.clone();
+    assert_eq!(fusec_passes::fold_scale(&mut again).unwrap(), 0);
+    assert_eq!(to_text(&again).unwrap(), text);
+}
+
 #[test]
 fn dce_removes_the_dead_shape_arithmetic() {
     let before = mini(1, 1, 3);

@@ -4,8 +4,8 @@
 //! [`share`]), grouped (channel-stacked, [`group`], or stacked on a member
 //! axis, [`stack_members`]) or per member ([`heads`]),
 //! with [`regions`] deciding where grouping starts ([`assign`]: the
-//! cheapest choice per node group from costs measured elsewhere), and finish with DCE
-//! and validation.
+//! cheapest choice per node group from costs measured elsewhere), and finish with
+//! [`fold_scale`](crate::fold_scale), DCE and validation.
 //!
 //! Where each member's copy of a value lives (its own value, or a slice of
 //! a stacked one) is [`layout`]'s alone to say; the other files ask it.
@@ -34,7 +34,9 @@ use self::layout::FuseBuilder;
 use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::validate::validated;
-use crate::{dce, flatten_rows, fold_bn, merge_linear, pad_channels, MergeStats, PadStats, PassError, RowStats};
+use crate::{
+    dce, flatten_rows, fold_bn, fold_scale, merge_linear, pad_channels, MergeStats, PadStats, PassError, RowStats,
+};
 
 pub struct Fused {
     pub graph: Graph,
@@ -154,6 +156,8 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         }
     };
     validated("fuse", &g)?;
+    report.scales_folded = fold_scale(&mut g)?;
+    validated("fold_scale", &g)?;
     dce(&mut g);
     validated("dce", &g)?;
     report.fused_nodes = g.node_count();

@@ -52,6 +52,9 @@ pub struct FuseReport {
     pub divergent: usize,
     pub fused_nodes: usize,
     pub fused_convs: usize,
+    /// Constant per-channel `Mul`s folded into the Conv before them in the
+    /// fused graph ([`fold_scale`](crate::fold_scale)).
+    pub scales_folded: usize,
     /// One line per divergence.
     pub divergences: Vec<String>,
     /// (member, earlier member it is identical to).
@@ -170,6 +173,9 @@ pub fn explain(r: &FuseReport) -> String {
         "fused graph: {} nodes, {} Conv (members one after another: {} Conv)",
         r.fused_nodes, r.fused_convs, total
     );
+    if r.scales_folded > 0 {
+        let _ = writeln!(s, "  constant scales folded into the Conv before them: {}", r.scales_folded);
+    }
     let _ = writeln!(s, "divergences: {}", r.divergences.len());
     for d in &r.divergences {
         let _ = writeln!(s, "  {d}");
