@@ -15,7 +15,7 @@ Example (three detectors saved with ``torch.save(model.state_dict())`` and
 
     members = ["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"]
     fused = fusec.fuse(members, "super.onnx")
-    print(fused.nodes, "nodes,", fused.convs, "Conv")        # 903 nodes, 324 Conv
+    print(fused.nodes, "nodes,", fused.convs, "Conv")        # 874 nodes, 324 Conv
     report = fusec.verify("super.onnx", members, runs=20)
     print(report.equivalent, f"{report.speedup:.2f}x")       # True 1.08x
 
@@ -252,7 +252,7 @@ def fuse(
 
     >>> r = fusec.fuse(["coco.safetensors", "aquarium.safetensors", "vehicles.safetensors"], "super.onnx")
     >>> r.nodes, r.convs, [m.name for m in r.members]
-    (903, 324, ['coco', 'aquarium', 'vehicles'])
+    (874, 324, ['coco', 'aquarium', 'vehicles'])
     """
     chosen = [k for k, v in (("lowering", lowering), ("group_from", group_from), ("keep_bn", keep_bn)) if v is not None]
     if member_subgraphs and (calibration is not None or tune):
@@ -425,7 +425,7 @@ def inspect(
 
     >>> r = fusec.inspect("super.onnx")
     >>> r.inputs[0].name, r.inputs[0].shape, r.nodes
-    ('image', [1, 3, 512, 512], 903)
+    ('image', [1, 3, 512, 512], 874)
     """
     return _call(InspectReport, _fusec.inspect, os.fspath(path), *_arch(arch, image_size, batch, seq_len))
 

@@ -41,10 +41,10 @@ def fused(tmp_path_factory):
 def test_fuse_reports_what_the_command_reports(fused, tmp_path):
     out, report = fused
     assert isinstance(report, fusec.FuseReport)
-    assert (report.nodes, report.convs, report.format, report.precision) == (903, 324, "onnx", "fp32")
+    assert (report.nodes, report.convs, report.format, report.precision) == (874, 324, "onnx", "fp32")
     assert [m.name for m in report.members] == ["coco", "aquarium", "vehicles"]
     assert report.size_bytes == out.stat().st_size
-    assert report.notes[-1].startswith(f"wrote {out} (3 members, 903 nodes, 324 Conv")
+    assert report.notes[-1].startswith(f"wrote {out} (3 members, 874 nodes, 324 Conv")
     assert any("assumed the PyTorch-trained variant" in w for w in report.warnings)
     # Nothing chosen: the default lowering, said to be unmeasured here.
     assert any("not measured for these members: --tune" in n for n in report.notes), report.notes
@@ -174,7 +174,7 @@ def test_a_short_bench_has_the_commands_rows(tmp_path):
 def test_inspect(fused):
     out, _ = fused
     r = fusec.inspect(out)
-    assert (r.format, r.nodes, r.inputs[0].name, r.inputs[0].shape) == ("onnx", 903, "image", [1, 3, 512, 512])
+    assert (r.format, r.nodes, r.inputs[0].name, r.inputs[0].shape) == ("onnx", 874, "image", [1, 3, 512, 512])
     assert r.ops[0] == fusec.OpCount("Conv", 324)
     assert r.metadata["fusec.member.0.name"] == "coco"
     cli, _ = cli_json("inspect", out)

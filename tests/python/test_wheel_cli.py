@@ -34,7 +34,7 @@ def fused(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel") / "super.onnx"
     res = fusec("fuse", *MEMBERS, "-o", out, "--json")
     report = json.loads(res.stderr)
-    assert report["notes"][-1].startswith(f"wrote {out} (3 members, 903 nodes, 324 Conv"), report
+    assert report["notes"][-1].startswith(f"wrote {out} (3 members, 874 nodes, 324 Conv"), report
     return out
 
 
