@@ -131,39 +131,21 @@ fn readers(g: &Graph, v: ValueId, channels: usize, positive: &mut bool, out: &mu
     Some(())
 }
 
-fn tensor(name: &str, shape: Vec<usize>, data: &[f64]) -> Result<Tensor, IrError> {
-    let data: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-    Tensor::from_f32(shape, &data).map_err(|msg| IrError::Tensor { name: name.to_string(), msg })
-}
-
-/// A new f32 weight named after `name`.
-fn add_weight(
-    g: &mut Graph,
-    names: &mut HashSet<String>,
-    name: &str,
-    shape: Vec<usize>,
-    data: &[f64],
-) -> Result<ValueId, IrError> {
-    let t = tensor(name, shape, data)?;
-    Ok(g.add_weight(fuse_ir::claim_name(names, &format!("{name}::scaled"), 1), t))
-}
-
-/// Replaces input `slot` of `n` (an f32 weight) by `f` of its values.
-fn rescale_input(
-    g: &mut Graph,
-    names: &mut HashSet<String>,
-    n: NodeId,
+/// A weight input to replace: node, input slot, shape, values.
+struct Change {
+    node: NodeId,
     slot: usize,
-    f: impl Fn(usize, f64) -> f64,
-) -> Result<(), IrError> {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Input `slot` of `n` (an f32 weight), each value `x` at index `i` made
+/// `f(i, x)`.
+fn rescaled(g: &Graph, n: NodeId, slot: usize, f: impl Fn(usize, f64) -> f64) -> Change {
     let v = g.node(n).inputs[slot].expect("a weight input");
     let old = weight_f32(g, Some(v)).expect("an f32 weight");
-    let shape = g.value(v).ty.shape.clone();
-    let name = g.value(v).name.clone();
-    let new: Vec<f64> = old.iter().enumerate().map(|(i, &x)| f(i, x as f64)).collect();
-    let w = add_weight(g, names, &name, shape, &new)?;
-    g.set_input(n, slot, Some(w));
-    Ok(())
+    let data = old.iter().enumerate().map(|(i, &x)| f(i, x as f64) as f32).collect();
+    Change { node: n, slot, shape: g.value(v).ty.shape.clone(), data }
 }
 
 /// Folds one scaling `Mul` of Conv `conv`'s output into it, compensating
@@ -191,43 +173,50 @@ fn fold_into(g: &mut Graph, conv: NodeId, names: &mut HashSet<String>) -> Result
         return Ok(false);
     }
     let (mul, mul_slot, s) = (*mul, *mul_slot, s.clone());
-    // The Conv scales its output.
+    // The Conv scales its output; the other readers undo it.
     let per = {
         let w = g.node(conv).inputs[1].expect("conv weight");
         g.value(w).ty.shape.iter().skip(1).product::<usize>()
     };
-    rescale_input(g, names, conv, 1, |i, x| x * s[i / per])?;
+    let mut changes = vec![rescaled(g, conv, 1, |i, x| x * s[i / per])];
     if g.node(conv).inputs.get(2).copied().flatten().is_some() {
-        rescale_input(g, names, conv, 2, |i, x| x * s[i])?;
+        changes.push(rescaled(g, conv, 2, |i, x| x * s[i]));
     }
-    // The other readers undo it.
     for (k, r) in found.iter().enumerate() {
         match r {
             _ if k == pick => {}
             Reader::Scale { node, slot, scale, .. } => {
-                let v = g.node(*node).inputs[*slot].expect("the scale");
-                let name = g.value(v).name.clone();
                 let rank = g.value(g.node(*node).inputs[1 - slot].expect("the scaled value")).ty.shape.len();
                 let mut shape = vec![1; rank];
                 shape[1] = channels;
-                let vals: Vec<f64> = scale.iter().zip(&s).map(|(a, b)| a / b).collect();
-                let w = add_weight(g, names, &name, shape, &vals)?;
-                g.set_input(*node, *slot, Some(w));
+                let data = scale.iter().zip(&s).map(|(a, b)| (a / b) as f32).collect();
+                changes.push(Change { node: *node, slot: *slot, shape, data });
             }
             Reader::Conv(n) => {
                 let Op::Conv(c) = &g.node(*n).op else { unreachable!() };
                 let group = c.group.max(1);
                 let w = g.node(*n).inputs[1].expect("conv weight");
-                let shape = g.value(w).ty.shape.clone();
+                let shape = &g.value(w).ty.shape;
                 let (cout, cin_g) = (shape[0], shape[1]);
                 let per: usize = shape.iter().skip(2).product();
                 let per_group = cout / group;
-                rescale_input(g, names, *n, 1, |i, x| {
+                changes.push(rescaled(g, *n, 1, |i, x| {
                     let (o, j) = (i / (cin_g * per), i / per % cin_g);
                     x / s[o / per_group * cin_g + j]
-                })?;
+                }));
             }
         }
+    }
+    // A weight that would overflow f32 leaves everything as it is.
+    if changes.iter().any(|c| c.data.iter().any(|x| !x.is_finite())) {
+        return Ok(false);
+    }
+    for Change { node, slot, shape, data } in changes {
+        let v = g.node(node).inputs[slot].expect("a weight input");
+        let name = g.value(v).name.clone();
+        let t = Tensor::from_f32(shape, &data).map_err(|msg| IrError::Tensor { name: name.clone(), msg })?;
+        let w = g.add_weight(fuse_ir::claim_name(names, &format!("{name}::scaled"), 1), t);
+        g.set_input(node, slot, Some(w));
     }
     let x = g.node(mul).inputs[1 - mul_slot].expect("the scaled value");
     let out = g.node(mul).outputs[0];

@@ -228,7 +228,8 @@ fn fold_bn_folds_into_the_stem_conv() {
 /// then a `Mul`, a depthwise Conv and a Conv of 2 groups; `c2` read by its
 /// `Mul` and as a graph output; `c3` scaled by a vector with a zero; `c4`
 /// scaled by a negative number after a MaxPool; `c5` by a negative number
-/// directly (each of their `Mul`s read by a Relu).
+/// directly (each of their `Mul`s read by a Relu); `c6` by 1e-30 after
+/// an upsample and by 1e30 directly (the quotient would overflow).
 fn scaled_convs() -> Graph {
     let mut r = Rng(5);
     let mut b = OnnxBuilder::new(17)
@@ -243,6 +244,8 @@ fn scaled_convs() -> Graph {
         .init_f32("up", &[4], &[1.0, 1.0, 2.0, 2.0])
         .init_f32("zero", &[1, 4, 1, 1], &[1.0, 0.0, 2.0, 1.0])
         .init_f32("neg", &[], &[-0.5])
+        .init_f32("tiny", &[], &[1e-30])
+        .init_f32("huge", &[], &[1e30])
         .node("Conv", &["x", "w1", "b1"], &["y"], vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[2, 2])])
         .node("Mul", &["y", "s0"], &["m0"], vec![])
         .node("Resize", &["y", "", "up"], &["u"], vec![attr_str("mode", "nearest")])
@@ -281,6 +284,16 @@ fn scaled_convs() -> Graph {
             b = b.output(&y, &[1, 4, 8, 8]);
         }
     }
+    b = b
+        .init_f32("w6", &[4, 4, 1, 1], &r.vals(16, 0.0, 0.4))
+        .node("Conv", &["x", "w6"], &["y6"], vec![])
+        .node("Resize", &["y6", "", "up"], &["u6"], vec![attr_str("mode", "nearest")])
+        .node("Mul", &["u6", "tiny"], &["t6"], vec![])
+        .node("Relu", &["t6"], &["o8"], vec![])
+        .node("Mul", &["y6", "huge"], &["h6"], vec![])
+        .node("Relu", &["h6"], &["o9"], vec![])
+        .output("o8", &[1, 4, 16, 16])
+        .output("o9", &[1, 4, 8, 8]);
     fusec_frontends::onnx::import(&b.build(), Path::new("scaled.onnx")).expect("fixture imports")
 }
 
@@ -289,11 +302,12 @@ fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
     let before = scaled_convs();
     let mut g = before.clone();
     // c1's upsampled Mul (the largest) and c5's; not c2 (a graph output),
-    // c3 (a zero) or c4 (negative through a MaxPool).
+    // c3 (a zero), c4 (negative through a MaxPool) or c6 (1e30 / 1e-30
+    // overflows).
     assert_eq!(fusec_passes::fold_scale(&mut g).unwrap(), 2);
     g.validate().unwrap();
     let text = to_text(&g).unwrap();
-    assert_eq!(text.matches(" = Mul(").count(), 5, "{text}");
+    assert_eq!(text.matches(" = Mul(").count(), 7, "{text}");
     assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != "m1")));
     insta::assert_snapshot!(before_after(&before, &g));
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8, 8], Rng(9).vals(256, 0.0, 1.0)).unwrap();
