@@ -2,8 +2,8 @@
 //!
 //! `conv(x, w, b) * s` = `conv(x, w * s, b * s)` when `s` is a constant per
 //! output channel (or one number). Between the Conv and the `Mul` there
-//! may be MaxPools and nearest Resizes, which commute with a positive
-//! per-channel scale. Where the Conv's output is read elsewhere too, those
+//! may be MaxPools and nearest Resizes (that keep every channel where it
+//! is), which commute with a positive per-channel scale. Where the Conv's output is read elsewhere too, those
 //! readers see the scaled value and are compensated: another constant
 //! `Mul` by `s' / s`, a Conv reading it by its weights divided by `s` along
 //! their input channels (zero padding stays zero). A graph output or any
@@ -108,7 +108,10 @@ fn readers(g: &Graph, v: ValueId, channels: usize, positive: &mut bool, out: &mu
                 if slot == 0
                     && r.mode == ResizeMode::Nearest
                     && r.coordinate_transformation_mode != "tf_crop_and_resize"
-                    && r.sizes.get(1) == Some(&channels) =>
+                    && r.sizes.get(1) == Some(&channels)
+                    // Given scales drive the coordinate transform: a
+                    // channel scale other than 1 moves channels.
+                    && r.scales.as_ref().is_none_or(|s| s.get(1) == Some(&1.0)) =>
             {
                 Some(node.outputs[0])
             }
@@ -168,7 +171,8 @@ fn fold_into(g: &mut Graph, conv: NodeId, names: &mut HashSet<String>) -> Result
     }
     let Some((pick, _)) = pick else { return Ok(false) };
     let Reader::Scale { node: mul, slot: mul_slot, scale: s, .. } = &found[pick] else { unreachable!() };
-    let ok = |x: f64| x.is_finite() && x != 0.0 && (1.0 / x).is_finite() && (!positive || x > 0.0);
+    // Normal f32 numbers only: no zero, subnormal, infinite or NaN scale.
+    let ok = |x: f64| (x as f32).is_normal() && (!positive || x > 0.0);
     if !s.iter().all(|&x| ok(x)) {
         return Ok(false);
     }

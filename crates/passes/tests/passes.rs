@@ -229,7 +229,9 @@ fn fold_bn_folds_into_the_stem_conv() {
 /// `Mul` and as a graph output; `c3` scaled by a vector with a zero; `c4`
 /// scaled by a negative number after a MaxPool; `c5` by a negative number
 /// directly (each of their `Mul`s read by a Relu); `c6` by 1e-30 after
-/// an upsample and by 1e30 directly (the quotient would overflow).
+/// an upsample and by 1e30 directly (the quotient would overflow); `c7`
+/// by a vector after a nearest Resize whose channel scale, 1.2, keeps 4
+/// channels but moves them.
 fn scaled_convs() -> Graph {
     let mut r = Rng(5);
     let mut b = OnnxBuilder::new(17)
@@ -293,7 +295,14 @@ fn scaled_convs() -> Graph {
         .node("Mul", &["y6", "huge"], &["h6"], vec![])
         .node("Relu", &["h6"], &["o9"], vec![])
         .output("o8", &[1, 4, 16, 16])
-        .output("o9", &[1, 4, 8, 8]);
+        .output("o9", &[1, 4, 8, 8])
+        .init_f32("w7", &[4, 4, 1, 1], &r.vals(16, 0.0, 0.4))
+        .init_f32("shift", &[4], &[1.0, 1.2, 1.0, 1.0])
+        .node("Conv", &["x", "w7"], &["y7"], vec![])
+        .node("Resize", &["y7", "", "shift"], &["u7"], vec![attr_str("mode", "nearest")])
+        .node("Mul", &["u7", "s0"], &["t7"], vec![])
+        .node("Relu", &["t7"], &["o10"], vec![])
+        .output("o10", &[1, 4, 8, 8]);
     fusec_frontends::onnx::import(&b.build(), Path::new("scaled.onnx")).expect("fixture imports")
 }
 
@@ -302,12 +311,12 @@ fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
     let before = scaled_convs();
     let mut g = before.clone();
     // c1's upsampled Mul (the largest) and c5's; not c2 (a graph output),
-    // c3 (a zero), c4 (negative through a MaxPool) or c6 (1e30 / 1e-30
-    // overflows).
+    // c3 (a zero), c4 (negative through a MaxPool), c6 (1e30 / 1e-30
+    // overflows) or c7 (its Resize moves channels).
     assert_eq!(fusec_passes::fold_scale(&mut g).unwrap(), 2);
     g.validate().unwrap();
     let text = to_text(&g).unwrap();
-    assert_eq!(text.matches(" = Mul(").count(), 7, "{text}");
+    assert_eq!(text.matches(" = Mul(").count(), 8, "{text}");
     assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != "m1")));
     insta::assert_snapshot!(before_after(&before, &g));
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8, 8], Rng(9).vals(256, 0.0, 1.0)).unwrap();
