@@ -2,9 +2,10 @@
 //!
 //! `conv(x, w, b) * s` = `conv(x, w * s, b * s)` when `s` is a constant per
 //! output channel (or one number). Between the Conv and the `Mul` there
-//! may be MaxPools and nearest Resizes (that keep every channel where it
-//! is), which commute with a positive per-channel scale. Where the Conv's output is read elsewhere too, those
-//! readers see the scaled value and are compensated: another constant
+//! may be MaxPools and nearest Resizes that keep every channel where it
+//! is, which commute with a positive per-channel scale. Where the Conv's
+//! output is read elsewhere too, those readers see the scaled value and
+//! are compensated: another constant
 //! `Mul` by `s' / s`, a Conv reading it by its weights divided by `s` along
 //! their input channels (zero padding stays zero). A graph output or any
 //! other reader leaves the Conv as it is. Of a Conv's scaling `Mul`s, the
@@ -52,12 +53,12 @@ pub fn fold_scale(g: &mut Graph) -> Result<usize, IrError> {
 fn conv_channels(g: &Graph, n: NodeId) -> Option<usize> {
     let node = g.node(n);
     let Op::Conv(_) = &node.op else { return None };
-    let w = weight(g, node.inputs.get(1).copied().flatten()?)?;
+    let w = node.inputs.get(1).copied().flatten();
     let bias = node.inputs.get(2).copied().flatten();
-    if !is_weight_f32(g, node.inputs[1]) || bias.is_some_and(|b| !is_weight_f32(g, Some(b))) {
+    if !is_weight_f32(g, w) || bias.is_some_and(|b| !is_weight_f32(g, Some(b))) {
         return None;
     }
-    w.ty().shape.first().copied()
+    g.value(w?).ty.shape.first().copied()
 }
 
 /// The per-channel values of `Mul` node `n`'s constant input when it scales
@@ -170,13 +171,12 @@ fn fold_into(g: &mut Graph, conv: NodeId, names: &mut HashSet<String>) -> Result
         }
     }
     let Some((pick, _)) = pick else { return Ok(false) };
-    let Reader::Scale { node: mul, slot: mul_slot, scale: s, .. } = &found[pick] else { unreachable!() };
+    let Reader::Scale { node: mul, slot: mul_slot, scale: ref s, .. } = found[pick] else { unreachable!() };
     // Normal f32 numbers only: no zero, subnormal, infinite or NaN scale.
     let ok = |x: f64| (x as f32).is_normal() && (!positive || x > 0.0);
     if !s.iter().all(|&x| ok(x)) {
         return Ok(false);
     }
-    let (mul, mul_slot, s) = (*mul, *mul_slot, s.clone());
     // The Conv scales its output; the other readers undo it.
     let per = {
         let w = g.node(conv).inputs[1].expect("conv weight");
@@ -193,7 +193,7 @@ fn fold_into(g: &mut Graph, conv: NodeId, names: &mut HashSet<String>) -> Result
                 let rank = g.value(g.node(*node).inputs[1 - slot].expect("the scaled value")).ty.shape.len();
                 let mut shape = vec![1; rank];
                 shape[1] = channels;
-                let data = scale.iter().zip(&s).map(|(a, b)| (a / b) as f32).collect();
+                let data = scale.iter().zip(s).map(|(a, b)| (a / b) as f32).collect();
                 changes.push(Change { node: *node, slot: *slot, shape, data });
             }
             Reader::Conv(n) => {
