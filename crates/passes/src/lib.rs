@@ -4,6 +4,8 @@
 //! - [`canonicalize()`]: constant folding, Identity removal, BiFPN's
 //!   stacked sums into adds, dead shape arithmetic removed;
 //! - [`fold_bn()`]: BatchNormalization folded into the Conv before it;
+//! - [`fold_layer_scale()`]: a constant per-feature `Mul` (layer scale)
+//!   folded into the linear layer (MatMul, bias) before it;
 //! - [`merge_linear()`]: linear layers reading one value (BERT's query,
 //!   key and value projections) merged into one MatMul and a Split;
 //! - [`flatten_rows()`]: row-wise layers (a transformer's linear layers,
@@ -36,6 +38,7 @@ mod dce;
 mod error;
 mod flatten_rows;
 mod fold_bn;
+mod fold_layer_scale;
 mod fold_scale;
 mod fp16_compute;
 mod fp16_weights;
@@ -50,6 +53,7 @@ pub use dce::dce;
 pub use error::PassError;
 pub use flatten_rows::{flatten_rows, RowStats};
 pub use fold_bn::fold_bn;
+pub use fold_layer_scale::fold_layer_scale;
 pub use fold_scale::fold_scale;
 pub use fp16_compute::fp16_compute;
 pub use fp16_weights::fp16_weights;

@@ -329,6 +329,100 @@ fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
     assert_eq!(to_text(&again).unwrap(), text);
 }
 
+/// Layer scales after linear layers: `l1` (ConvNeXt) a MatMul and bias on
+/// channels-last `x`, a Transpose to channels first, then a per-channel
+/// `Mul`; `l2` (CaiT) a per-feature `Mul` with a zero right after the
+/// bias, then a residual Add; `l3` a scalar `Mul` of a MatMul without bias.
+/// Not foldable: `l4`'s biased value also feeds a Relu; `l5`'s `Mul` is a
+/// graph output; `l6` scales rows, not features; `l7`'s weight times 1e10
+/// would overflow (its column of ±1e30 sums to 0 on `u`, all ones).
+fn layer_scaled_linears() -> Graph {
+    let mut r = Rng(11);
+    let mut b = OnnxBuilder::new(17)
+        .input("x", &[1, 2, 3, 4])
+        .input("t", &[1, 5, 4])
+        .input("u", &[1, 2, 4])
+        .init_f32("w1", &[4, 6], &r.vals(24, 0.0, 0.5))
+        .init_f32("b1", &[6], &r.vals(6, 0.0, 0.1))
+        .init_f32("g1", &[1, 6, 1, 1], &[0.5, 1.5, 2.0, 0.25, 1e-3, 3.0])
+        .node("MatMul", &["x", "w1"], &["l1m"], vec![])
+        .node("Add", &["l1m", "b1"], &["l1a"], vec![])
+        .node("Transpose", &["l1a"], &["l1t"], vec![attr_ints("perm", &[0, 3, 1, 2])])
+        .node("Mul", &["l1t", "g1"], &["l1s"], vec![])
+        .node("Relu", &["l1s"], &["o1"], vec![])
+        .output("o1", &[1, 6, 2, 3])
+        .init_f32("w2", &[4, 4], &r.vals(16, 0.0, 0.5))
+        .init_f32("b2", &[4], &r.vals(4, 0.0, 0.1))
+        .init_f32("g2", &[4], &[0.1, 0.0, 2.0, 0.5])
+        .node("MatMul", &["t", "w2"], &["l2m"], vec![])
+        .node("Add", &["b2", "l2m"], &["l2a"], vec![])
+        .node("Mul", &["g2", "l2a"], &["l2s"], vec![])
+        .node("Add", &["t", "l2s"], &["o2"], vec![])
+        .output("o2", &[1, 5, 4])
+        .init_f32("w3", &[4, 3], &r.vals(12, 0.0, 0.5))
+        .init_f32("half", &[], &[0.5])
+        .node("MatMul", &["t", "w3"], &["l3m"], vec![])
+        .node("Mul", &["l3m", "half"], &["l3s"], vec![])
+        .node("Relu", &["l3s"], &["o3"], vec![])
+        .output("o3", &[1, 5, 3]);
+    for k in [4, 5, 6] {
+        let (w, bias, m, a, sc) =
+            (format!("w{k}"), format!("b{k}"), format!("l{k}m"), format!("l{k}a"), format!("l{k}s"));
+        b = b
+            .init_f32(&w, &[4, 4], &r.vals(16, 0.0, 0.5))
+            .init_f32(&bias, &[4], &r.vals(4, 0.0, 0.1))
+            .node("MatMul", &["t", &w], &[&m], vec![])
+            .node("Add", &[&m, &bias], &[&a], vec![]);
+        let scale = if k == 6 { "rows" } else { "g2" };
+        b = b.node("Mul", &[&a, scale], &[&sc], vec![]);
+        if k == 5 {
+            b = b.output(&sc, &[1, 5, 4]);
+        } else {
+            let o = format!("o{k}");
+            b = b.node("Relu", &[&sc], &[&o], vec![]).output(&o, &[1, 5, 4]);
+        }
+        if k == 4 {
+            b = b.node("Relu", &[&a], &["o4b"], vec![]).output("o4b", &[1, 5, 4]);
+        }
+    }
+    b = b
+        .init_f32("rows", &[5, 1], &[1.0, 2.0, 3.0, 4.0, 5.0])
+        .init_f32("w7", &[4, 2], &[1e30, 0.3, -1e30, -0.2, 0.0, 0.1, 0.0, 0.4])
+        .init_f32("big", &[], &[1e10])
+        .node("MatMul", &["u", "w7"], &["l7m"], vec![])
+        .node("Mul", &["l7m", "big"], &["l7s"], vec![])
+        .node("Relu", &["l7s"], &["o7"], vec![])
+        .output("o7", &[1, 2, 2]);
+    fusec_frontends::onnx::import(&b.build(), Path::new("layer_scale.onnx")).expect("fixture imports")
+}
+
+#[test]
+fn fold_layer_scale_folds_scales_into_the_linear_layer_and_keeps_the_outputs() {
+    let before = layer_scaled_linears();
+    let mut g = before.clone();
+    // l1 (through the Transpose), l2 (a zero among its scales) and l3.
+    assert_eq!(fusec_passes::fold_layer_scale(&mut g).unwrap(), 3);
+    g.validate().unwrap();
+    let text = to_text(&g).unwrap();
+    assert_eq!(text.matches(" = Mul(").count(), 4, "{text}");
+    for gone in ["l1s", "l2s", "l3s"] {
+        assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != gone)), "{gone}");
+    }
+    insta::assert_snapshot!(before_after(&before, &g));
+    let mut r = Rng(13);
+    let inputs: Tensors = vec![
+        ("x".into(), ndarray::ArrayD::from_shape_vec(vec![1, 2, 3, 4], r.vals(24, 0.0, 1.0)).unwrap()),
+        ("t".into(), ndarray::ArrayD::from_shape_vec(vec![1, 5, 4], r.vals(20, 0.0, 1.0)).unwrap()),
+        ("u".into(), ndarray::ArrayD::from_shape_vec(vec![1, 2, 4], vec![1.0; 8]).unwrap()),
+    ];
+    let want = run_with(&before, &inputs);
+    assert!(want.iter().all(|(_, t)| t.iter().all(|x| x.is_finite())));
+    assert_same_outputs(&run_with(&g, &inputs), "", &want);
+    let mut again = g.clone();
+    assert_eq!(fusec_passes::fold_layer_scale(&mut again).unwrap(), 0);
+    assert_eq!(to_text(&again).unwrap(), text);
+}
+
 #[test]
 fn dce_removes_the_dead_shape_arithmetic() {
     let before = mini(1, 1, 3);

@@ -35,7 +35,8 @@ use self::share::{identical_members, shared_groups};
 use crate::canonicalize::{canonicalize, CanonStats};
 use crate::validate::validated;
 use crate::{
-    dce, flatten_rows, fold_bn, fold_scale, merge_linear, pad_channels, MergeStats, PadStats, PassError, RowStats,
+    dce, flatten_rows, fold_bn, fold_layer_scale, fold_scale, merge_linear, pad_channels, MergeStats, PadStats,
+    PassError, RowStats,
 };
 
 pub struct Fused {
@@ -53,6 +54,9 @@ pub struct Prepared {
     pub canon: CanonStats,
     /// BatchNorms folded into the Conv before them.
     pub bn_folded: usize,
+    /// Layer-scale `Mul`s folded into the linear layer before them
+    /// ([`fold_layer_scale`](crate::fold_layer_scale)).
+    pub layer_scales: usize,
     /// Sibling linear layers merged into one product ([`merge_linear`]).
     pub merged: MergeStats,
     /// Row-wise regions run on 2-D rows ([`flatten_rows`]).
@@ -60,8 +64,8 @@ pub struct Prepared {
 }
 
 /// The single-model passes `fuse` runs on every member before aligning
-/// them: canonicalize, fold BatchNorm (unless `keep_bn`), merge sibling
-/// linear layers, run row-wise regions on 2-D rows, DCE, each followed by validation. `fusec bench` times
+/// them: canonicalize, fold BatchNorm (unless `keep_bn`), fold layer
+/// scales into the linear layers before them, merge sibling linear layers, run row-wise regions on 2-D rows, DCE, each followed by validation. `fusec bench` times
 /// members prepared this way (unfused) to show how much of a speedup comes
 /// from these rewrites alone.
 pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<Prepared, PassError> {
@@ -69,13 +73,15 @@ pub fn prepare_member(g: &mut Graph, keep_bn: bool) -> Result<Prepared, PassErro
     validated("canonicalize", g)?;
     let bn_folded = if keep_bn { 0 } else { fold_bn(g)? };
     validated("fold_bn", g)?;
+    let layer_scales = fold_layer_scale(g)?;
+    validated("fold_layer_scale", g)?;
     let merged = merge_linear(g)?;
     validated("merge_linear", g)?;
     let rows = flatten_rows(g)?;
     validated("flatten_rows", g)?;
     dce(g);
     validated("dce", g)?;
-    Ok(Prepared { canon, bn_folded, merged, rows })
+    Ok(Prepared { canon, bn_folded, layer_scales, merged, rows })
 }
 
 /// Fuses the members into one graph with one input set and every member's
@@ -107,6 +113,7 @@ pub fn fuse(mut members: Vec<Member>, opts: &FuseOptions) -> Result<Fused, PassE
         report.member_convs.push(conv_count(&m.graph));
         report.canon.push(prepared.canon);
         report.bn_folded.push(prepared.bn_folded);
+        report.layer_scales.push(prepared.layer_scales);
         report.merged.push(prepared.merged);
         report.rows.push(prepared.rows);
     }

@@ -13,6 +13,9 @@ pub struct FuseReport {
     pub member_convs: Vec<usize>,
     pub canon: Vec<CanonStats>,
     pub bn_folded: Vec<usize>,
+    /// Per member, the layer-scale `Mul`s folded into the linear layer
+    /// before them ([`fold_layer_scale`](crate::fold_layer_scale)).
+    pub layer_scales: Vec<usize>,
     /// Per member, the sibling linear layers merged into one product each.
     pub merged: Vec<crate::MergeStats>,
     /// Per member, the row-wise regions run on 2-D rows.
@@ -103,6 +106,9 @@ pub fn explain(r: &FuseReport) -> String {
             "  {m}: {} nodes, {} Conv (folded {} constant nodes, {} BatchNorm)",
             r.member_nodes[k], r.member_convs[k], r.canon[k].folded, r.bn_folded[k]
         );
+    }
+    for (m, &n) in r.members.iter().zip(&r.layer_scales).filter(|(_, n)| **n > 0) {
+        let _ = writeln!(s, "  {m}: {n} constant scales (layer scale) folded into the linear layer before them");
     }
     for (m, st) in r.members.iter().zip(&r.merged).filter(|(_, st)| st.layers > 0) {
         let _ = writeln!(
