@@ -8,7 +8,9 @@
 //! value on the way has the next node as its only reader and is not a graph
 //! output, so nothing else sees the change and nothing needs undoing (a
 //! zero scale folds too). A rescaled weight that would overflow f32 leaves
-//! the layer as it is.
+//! the layer as it is (the check is on the weights, not on the sums the
+//! product makes of them: a column of ±1e8 times 1e30 that cancelled to 0
+//! before the scale could overflow after it; trained weights do not).
 //!
 //! What this is for: layer scale (`gamma`), one per-channel `Mul` after
 //! each block's last linear layer in ConvNeXt and EdgeNeXt (after the
@@ -37,7 +39,15 @@ use crate::util::{is_weight_f32, value_names, weight_f32};
 struct Fold {
     mul: NodeId,
     scaled: ValueId,
-    changes: Vec<(NodeId, usize, Vec<usize>, Vec<f32>)>,
+    changes: Vec<Change>,
+}
+
+/// A constant input to replace: node, input slot, shape, values.
+struct Change {
+    node: NodeId,
+    slot: usize,
+    shape: Vec<usize>,
+    data: Vec<f32>,
 }
 
 /// Folds each scaling `Mul` it can into the linear layer before it;
@@ -154,7 +164,8 @@ fn find(g: &Graph, mul: NodeId) -> Option<Fold> {
     }
     let s = along(g, g.node(mul).inputs[s_slot]?, rank, axis, n)?;
     let wv = weight_f32(g, Some(w))?;
-    let mut changes = vec![(matmul, 1, vec![g.value(w).ty.shape[0], n], scaled_by(&wv, |i| s[i % n]))];
+    let shape = vec![g.value(w).ty.shape[0], n];
+    let mut changes = vec![Change { node: matmul, slot: 1, shape, data: scaled_by(&wv, |i| s[i % n]) }];
     if let Some((add, b_slot)) = bias {
         let b = g.node(add).inputs[b_slot]?;
         let bv = along(g, b, rank, rank - 1, n)?;
@@ -164,9 +175,9 @@ fn find(g: &Graph, mul: NodeId) -> Option<Fold> {
             None => shape.push(n),
         }
         let data = bv.iter().zip(&s).map(|(b, s)| (b * s) as f32).collect();
-        changes.push((add, b_slot, shape, data));
+        changes.push(Change { node: add, slot: b_slot, shape, data });
     }
-    if changes.iter().any(|c| c.3.iter().any(|x| !x.is_finite())) {
+    if changes.iter().any(|c| c.data.iter().any(|x| !x.is_finite())) {
         return None;
     }
     Some(Fold { mul, scaled, changes })
@@ -178,7 +189,7 @@ fn scaled_by(vals: &[f32], f: impl Fn(usize) -> f64) -> Vec<f32> {
 }
 
 fn apply(g: &mut Graph, fold: Fold, names: &mut HashSet<String>) -> Result<(), IrError> {
-    for (node, slot, shape, data) in fold.changes {
+    for Change { node, slot, shape, data } in fold.changes {
         let old = g.node(node).inputs[slot].expect("a weight input");
         let name = g.value(old).name.clone();
         let t = Tensor::from_f32(shape, &data).map_err(|msg| IrError::Tensor { name: name.clone(), msg })?;

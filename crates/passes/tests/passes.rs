@@ -335,7 +335,10 @@ fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
 /// bias, then a residual Add; `l3` a scalar `Mul` of a MatMul without bias.
 /// Not foldable: `l4`'s biased value also feeds a Relu; `l5`'s `Mul` is a
 /// graph output; `l6` scales rows, not features; `l7`'s weight times 1e10
-/// would overflow (its column of ±1e30 sums to 0 on `u`, all ones).
+/// would overflow (its column of ±1e30 sums to 0 on `u`, all ones); `l9`'s
+/// scale `[2, 1, 4]` would broadcast its output to `[2, 5, 4]`. Folded
+/// too: `l8`, whose one-number bias `[1]` and two Transposes lie between
+/// the MatMul and a scale along axis 2.
 fn layer_scaled_linears() -> Graph {
     let mut r = Rng(11);
     let mut b = OnnxBuilder::new(17)
@@ -392,7 +395,23 @@ fn layer_scaled_linears() -> Graph {
         .node("MatMul", &["u", "w7"], &["l7m"], vec![])
         .node("Mul", &["l7m", "big"], &["l7s"], vec![])
         .node("Relu", &["l7s"], &["o7"], vec![])
-        .output("o7", &[1, 2, 2]);
+        .output("o7", &[1, 2, 2])
+        .init_f32("w8", &[4, 6], &r.vals(24, 0.0, 0.5))
+        .init_f32("b8", &[1], &[0.05])
+        .init_f32("g8", &[6, 1], &[2.0, 0.5, 1.0, 4.0, 0.125, 3.0])
+        .node("MatMul", &["x", "w8"], &["l8m"], vec![])
+        .node("Add", &["l8m", "b8"], &["l8a"], vec![])
+        .node("Transpose", &["l8a"], &["l8t"], vec![attr_ints("perm", &[0, 3, 1, 2])])
+        .node("Transpose", &["l8t"], &["l8u"], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        .node("Mul", &["l8u", "g8"], &["l8s"], vec![])
+        .node("Relu", &["l8s"], &["o8"], vec![])
+        .output("o8", &[1, 2, 6, 3])
+        .init_f32("w9", &[4, 4], &r.vals(16, 0.0, 0.5))
+        .init_f32("g9", &[2, 1, 4], &[1.0, 2.0, 3.0, 4.0, 0.5, 0.25, 0.125, 2.0])
+        .node("MatMul", &["t", "w9"], &["l9m"], vec![])
+        .node("Mul", &["l9m", "g9"], &["l9s"], vec![])
+        .node("Relu", &["l9s"], &["o9"], vec![])
+        .output("o9", &[2, 5, 4]);
     fusec_frontends::onnx::import(&b.build(), Path::new("layer_scale.onnx")).expect("fixture imports")
 }
 
@@ -400,12 +419,12 @@ fn layer_scaled_linears() -> Graph {
 fn fold_layer_scale_folds_scales_into_the_linear_layer_and_keeps_the_outputs() {
     let before = layer_scaled_linears();
     let mut g = before.clone();
-    // l1 (through the Transpose), l2 (a zero among its scales) and l3.
-    assert_eq!(fusec_passes::fold_layer_scale(&mut g).unwrap(), 3);
+    // l1 (through the Transpose), l2 (a zero among its scales), l3 and l8.
+    assert_eq!(fusec_passes::fold_layer_scale(&mut g).unwrap(), 4);
     g.validate().unwrap();
     let text = to_text(&g).unwrap();
-    assert_eq!(text.matches(" = Mul(").count(), 4, "{text}");
-    for gone in ["l1s", "l2s", "l3s"] {
+    assert_eq!(text.matches(" = Mul(").count(), 5, "{text}");
+    for gone in ["l1s", "l2s", "l3s", "l8s"] {
         assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != gone)), "{gone}");
     }
     insta::assert_snapshot!(before_after(&before, &g));
