@@ -11,10 +11,10 @@
 //!
 //! Every rewrite keeps the value's type; floats may differ by rounding.
 
-use fuse_ir::{shape, BinaryOp, Graph, IrError, NodeId, Op, ReduceOp, Tensor, UnaryOp, ValueDef, ValueId};
+use fuse_ir::{shape, BinaryOp, Graph, IrError, Op, ReduceOp, Tensor, UnaryOp};
 
 use crate::dce;
-use crate::util::{use_counts, weight};
+use crate::util::{producer, use_counts, weight};
 use fuse_ir::eval;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,14 +98,6 @@ fn bypass_identities(g: &mut Graph, st: &mut CanonStats) {
             g.remove_node(n);
             st.identities += 1;
         }
-    }
-}
-
-/// The producing node of a value, if a node makes it.
-fn producer(g: &Graph, v: ValueId) -> Option<NodeId> {
-    match g.value(v).def {
-        ValueDef::Node { node, .. } => Some(node),
-        _ => None,
     }
 }
 
@@ -211,7 +203,7 @@ fn stack_sums(g: &mut Graph, st: &mut CanonStats) -> Result<(), IrError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fuse_ir::{DType, TensorType};
+    use fuse_ir::{DType, TensorType, ValueDef, ValueId};
 
     /// y = x + (a + b) with a: [n, 1] and b: [1, n] constants.
     fn broadcast_sum(n: usize) -> Graph {

@@ -30,9 +30,9 @@
 
 use std::collections::HashSet;
 
-use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, Tensor, ValueDef, ValueId};
+use fuse_ir::{BinaryOp, Graph, IrError, NodeId, Op, ValueId};
 
-use crate::util::{is_weight_f32, value_names, weight_f32};
+use crate::util::{all_finite, apply_changes, constant_along, is_weight_f32, producer, rescaled, value_names, Change};
 
 /// A fold found: the `Mul` and its scaled input, the layer's weight (and
 /// bias) rescaled.
@@ -40,14 +40,6 @@ struct Fold {
     mul: NodeId,
     scaled: ValueId,
     changes: Vec<Change>,
-}
-
-/// A constant input to replace: node, input slot, shape, values.
-struct Change {
-    node: NodeId,
-    slot: usize,
-    shape: Vec<usize>,
-    data: Vec<f32>,
 }
 
 /// Folds each scaling `Mul` it can into the linear layer before it;
@@ -66,39 +58,9 @@ pub fn fold_layer_scale(g: &mut Graph) -> Result<usize, IrError> {
     Ok(folded)
 }
 
-/// The node making `v`, when a node does.
-fn producer(g: &Graph, v: ValueId) -> Option<NodeId> {
-    match g.value(v).def {
-        ValueDef::Node { node, .. } => Some(node),
-        _ => None,
-    }
-}
-
 /// Whether `v` is read exactly once, by a node, and is not a graph output.
 fn read_once(g: &Graph, v: ValueId) -> bool {
     g.users(v).len() == 1 && !g.outputs().contains(&v)
-}
-
-/// `shape` left-padded with ones to `rank`; `None` when longer.
-fn padded(shape: &[usize], rank: usize) -> Option<Vec<usize>> {
-    let pad = rank.checked_sub(shape.len())?;
-    Some(std::iter::repeat_n(1, pad).chain(shape.iter().copied()).collect())
-}
-
-/// Values of a constant along `axis` of a rank-`rank` value with `n`
-/// features there: every other axis 1, `axis` either 1 (one value, repeated)
-/// or `n`.
-fn along(g: &Graph, c: ValueId, rank: usize, axis: usize, n: usize) -> Option<Vec<f64>> {
-    let vals = weight_f32(g, Some(c))?;
-    let shape = padded(&g.value(c).ty.shape, rank)?;
-    if shape.iter().enumerate().any(|(a, &d)| d != 1 && a != axis) {
-        return None;
-    }
-    match shape[axis] {
-        1 => Some(vec![vals[0] as f64; n]),
-        d if d == n => Some(vals.iter().map(|&x| x as f64).collect()),
-        _ => None,
-    }
 }
 
 /// `(constant slot, other value)` of a binary node with exactly one f32
@@ -162,13 +124,11 @@ fn find(g: &Graph, mul: NodeId) -> Option<Fold> {
     for perm in perms.iter().rev() {
         axis = perm.iter().position(|&a| a == axis)?;
     }
-    let s = along(g, g.node(mul).inputs[s_slot]?, rank, axis, n)?;
-    let wv = weight_f32(g, Some(w))?;
-    let shape = vec![g.value(w).ty.shape[0], n];
-    let mut changes = vec![Change { node: matmul, slot: 1, shape, data: scaled_by(&wv, |i| s[i % n]) }];
+    let s = constant_along(g, g.node(mul).inputs[s_slot]?, rank, axis, n)?;
+    let mut changes = vec![rescaled(g, matmul, 1, |i, x| x * s[i % n])];
     if let Some((add, b_slot)) = bias {
         let b = g.node(add).inputs[b_slot]?;
-        let bv = along(g, b, rank, rank - 1, n)?;
+        let bv = constant_along(g, b, rank, rank - 1, n)?;
         let mut shape = g.value(b).ty.shape.clone();
         match shape.last_mut() {
             Some(last) => *last = n,
@@ -177,25 +137,14 @@ fn find(g: &Graph, mul: NodeId) -> Option<Fold> {
         let data = bv.iter().zip(&s).map(|(b, s)| (b * s) as f32).collect();
         changes.push(Change { node: add, slot: b_slot, shape, data });
     }
-    if changes.iter().any(|c| c.data.iter().any(|x| !x.is_finite())) {
+    if !all_finite(&changes) {
         return None;
     }
     Some(Fold { mul, scaled, changes })
 }
 
-/// Each value `x` at index `i` times `f(i)`, rounded once.
-fn scaled_by(vals: &[f32], f: impl Fn(usize) -> f64) -> Vec<f32> {
-    vals.iter().enumerate().map(|(i, &x)| (x as f64 * f(i)) as f32).collect()
-}
-
 fn apply(g: &mut Graph, fold: Fold, names: &mut HashSet<String>) -> Result<(), IrError> {
-    for Change { node, slot, shape, data } in fold.changes {
-        let old = g.node(node).inputs[slot].expect("a weight input");
-        let name = g.value(old).name.clone();
-        let t = Tensor::from_f32(shape, &data).map_err(|msg| IrError::Tensor { name: name.clone(), msg })?;
-        let w = g.add_weight(fuse_ir::claim_name(names, &format!("{name}::scaled"), 1), t);
-        g.set_input(node, slot, Some(w));
-    }
+    apply_changes(g, fold.changes, names)?;
     let out = g.node(fold.mul).outputs[0];
     g.replace_uses(out, fold.scaled);
     g.remove_node(fold.mul);

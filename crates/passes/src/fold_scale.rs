@@ -18,11 +18,11 @@
 //! values (a BiFPN weight can be 0), and the members must keep one
 //! structure to align.
 
-use fuse_ir::{Graph, IrError, NodeId, Op, ResizeMode, Tensor, ValueId};
+use fuse_ir::{Graph, IrError, NodeId, Op, ResizeMode, ValueId};
 
 use std::collections::HashSet;
 
-use crate::util::{is_weight_f32, value_names, weight, weight_f32};
+use crate::util::{all_finite, apply_changes, constant_along, is_weight_f32, rescaled, value_names, Change};
 
 /// A reader of the Conv's output (directly or after MaxPools and nearest
 /// Resizes) that the fold must account for.
@@ -72,23 +72,11 @@ fn channel_scale(g: &Graph, n: NodeId, v: ValueId, channels: usize) -> Option<(u
     if node.inputs[1 - slot] != Some(v) {
         return None;
     }
-    let c = node.inputs[slot]?;
-    let vals = weight_f32(g, Some(c))?;
-    let shape = &weight(g, c)?.ty().shape;
     let rank = g.value(v).ty.shape.len();
-    if rank < 2 || shape.len() > rank {
+    if rank < 2 {
         return None;
     }
-    // Left-padded to the value's rank: ones everywhere but axis 1.
-    let padded: Vec<usize> = std::iter::repeat_n(1, rank - shape.len()).chain(shape.iter().copied()).collect();
-    if padded.iter().enumerate().any(|(axis, &d)| d != 1 && axis != 1) {
-        return None;
-    }
-    match padded[1] {
-        1 => Some((slot, vec![vals[0] as f64; channels])),
-        d if d == channels => Some((slot, vals.iter().map(|&x| x as f64).collect())),
-        _ => None,
-    }
+    Some((slot, constant_along(g, node.inputs[slot]?, rank, 1, channels)?))
 }
 
 /// Every reader of `v` the fold must account for, through MaxPools (which
@@ -133,23 +121,6 @@ fn readers(g: &Graph, v: ValueId, channels: usize, positive: &mut bool, out: &mu
         }
     }
     Some(())
-}
-
-/// A weight input to replace: node, input slot, shape, values.
-struct Change {
-    node: NodeId,
-    slot: usize,
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-/// Input `slot` of `n` (an f32 weight), each value `x` at index `i` made
-/// `f(i, x)`.
-fn rescaled(g: &Graph, n: NodeId, slot: usize, f: impl Fn(usize, f64) -> f64) -> Change {
-    let v = g.node(n).inputs[slot].expect("a weight input");
-    let old = weight_f32(g, Some(v)).expect("an f32 weight");
-    let data = old.iter().enumerate().map(|(i, &x)| f(i, x as f64) as f32).collect();
-    Change { node: n, slot, shape: g.value(v).ty.shape.clone(), data }
 }
 
 /// Folds one scaling `Mul` of Conv `conv`'s output into it, compensating
@@ -212,16 +183,10 @@ fn fold_into(g: &mut Graph, conv: NodeId, names: &mut HashSet<String>) -> Result
         }
     }
     // A weight that would overflow f32 leaves everything as it is.
-    if changes.iter().any(|c| c.data.iter().any(|x| !x.is_finite())) {
+    if !all_finite(&changes) {
         return Ok(false);
     }
-    for Change { node, slot, shape, data } in changes {
-        let v = g.node(node).inputs[slot].expect("a weight input");
-        let name = g.value(v).name.clone();
-        let t = Tensor::from_f32(shape, &data).map_err(|msg| IrError::Tensor { name: name.clone(), msg })?;
-        let w = g.add_weight(fuse_ir::claim_name(names, &format!("{name}::scaled"), 1), t);
-        g.set_input(node, slot, Some(w));
-    }
+    apply_changes(g, changes, names)?;
     let x = g.node(mul).inputs[1 - mul_slot].expect("the scaled value");
     let out = g.node(mul).outputs[0];
     g.replace_uses(out, x);

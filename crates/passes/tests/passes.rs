@@ -126,6 +126,25 @@ fn assert_same_outputs(got: &Tensors, prefix: &str, want: &Tensors) {
     }
 }
 
+/// `after`, `before` rewritten by a folding pass, computes on tract what
+/// `before` does, and `pass` run on it again folds nothing.
+fn assert_folded_same_and_done(
+    before: &Graph,
+    after: &Graph,
+    inputs: &Tensors,
+    pass: fn(&mut Graph) -> Result<usize, fuse_ir::IrError>,
+) {
+    assert_same_outputs(&run_with(after, inputs), "", &run_with(before, inputs));
+    let mut again = after.clone();
+    assert_eq!(pass(&mut again).unwrap(), 0);
+    assert_eq!(to_text(&again).unwrap(), to_text(after).unwrap());
+}
+
+/// Whether a node of `g` makes a value named `name`.
+fn makes(g: &Graph, name: &str) -> bool {
+    g.node_ids().into_iter().any(|n| g.node(n).outputs.iter().any(|&o| g.value(o).name == name))
+}
+
 fn before_after(before: &Graph, after: &Graph) -> String {
     format!("{}--- after ---\n{}", to_text(before).unwrap(), to_text(after).unwrap())
 }
@@ -317,16 +336,12 @@ fn fold_scale_folds_one_scale_per_conv_and_keeps_the_outputs() {
     g.validate().unwrap();
     let text = to_text(&g).unwrap();
     assert_eq!(text.matches(" = Mul(").count(), 8, "{text}");
-    assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != "m1")));
+    assert!(!makes(&g, "m1"));
     insta::assert_snapshot!(before_after(&before, &g));
     let x = ndarray::ArrayD::from_shape_vec(vec![1, 4, 8, 8], Rng(9).vals(256, 0.0, 1.0)).unwrap();
-    let inputs: Tensors = vec![("x".into(), x)];
-    assert_same_outputs(&run_with(&g, &inputs), "", &run_with(&before, &inputs));
     // c1's other readers now see the scaled value: none of them can take
     // another scale (its Resize feeds the Relu now), so nothing more folds.
-    let mut again = g.clone();
-    assert_eq!(fusec_passes::fold_scale(&mut again).unwrap(), 0);
-    assert_eq!(to_text(&again).unwrap(), text);
+    assert_folded_same_and_done(&before, &g, &vec![("x".into(), x)], fusec_passes::fold_scale);
 }
 
 /// Layer scales after linear layers: `l1` (ConvNeXt) a MatMul and bias on
@@ -425,7 +440,7 @@ fn fold_layer_scale_folds_scales_into_the_linear_layer_and_keeps_the_outputs() {
     let text = to_text(&g).unwrap();
     assert_eq!(text.matches(" = Mul(").count(), 5, "{text}");
     for gone in ["l1s", "l2s", "l3s", "l8s"] {
-        assert!(g.node_ids().into_iter().all(|n| g.node(n).outputs.iter().all(|&o| g.value(o).name != gone)), "{gone}");
+        assert!(!makes(&g, gone), "{gone}");
     }
     insta::assert_snapshot!(before_after(&before, &g));
     let mut r = Rng(13);
@@ -434,12 +449,8 @@ fn fold_layer_scale_folds_scales_into_the_linear_layer_and_keeps_the_outputs() {
         ("t".into(), ndarray::ArrayD::from_shape_vec(vec![1, 5, 4], r.vals(20, 0.0, 1.0)).unwrap()),
         ("u".into(), ndarray::ArrayD::from_shape_vec(vec![1, 2, 4], vec![1.0; 8]).unwrap()),
     ];
-    let want = run_with(&before, &inputs);
-    assert!(want.iter().all(|(_, t)| t.iter().all(|x| x.is_finite())));
-    assert_same_outputs(&run_with(&g, &inputs), "", &want);
-    let mut again = g.clone();
-    assert_eq!(fusec_passes::fold_layer_scale(&mut again).unwrap(), 0);
-    assert_eq!(to_text(&again).unwrap(), text);
+    assert!(run_with(&before, &inputs).iter().all(|(_, t)| t.iter().all(|x| x.is_finite())));
+    assert_folded_same_and_done(&before, &g, &inputs, fusec_passes::fold_layer_scale);
 }
 
 #[test]
