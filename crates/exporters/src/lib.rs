@@ -11,6 +11,7 @@
 pub mod coreml;
 pub mod onnx;
 pub mod onnx_builder;
+mod onnx_proto;
 mod onnx_subgraphs;
 
 use std::io::Write;

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use fuse_ir::*;
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
-    NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto,
 };
 
+pub use crate::onnx_proto::{float_attr, int_attr, ints_attr, string_attr};
+use crate::onnx_proto::{tensor_header, tensor_proto, value_info, Names};
 use crate::ExportError;
 
 pub const OPSET: i64 = 17;
@@ -297,26 +299,6 @@ pub fn to_model(g: &Graph) -> Result<ModelProto, ExportError> {
     Ok(model)
 }
 
-pub(crate) struct Names {
-    of: HashMap<ValueId, String>,
-    used: HashSet<String>,
-}
-
-impl Names {
-    pub(crate) fn fresh(&mut self, base: &str) -> String {
-        let base = if base.is_empty() { "t" } else { base };
-        fuse_ir::claim_name(&mut self.used, base, 1)
-    }
-    fn of(&mut self, g: &Graph, v: ValueId) -> String {
-        if let Some(n) = self.of.get(&v) {
-            return n.clone();
-        }
-        let n = self.fresh(&g.value(v).name);
-        self.of.insert(v, n.clone());
-        n
-    }
-}
-
 /// The model with the graph's weights left out of their initializers: the
 /// second vector, parallel to the initializers, holds the tensor whose
 /// bytes belong in each one's `raw_data` (`None` for the exporter's own
@@ -325,7 +307,7 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     g.validate().map_err(|e| ExportError::Unsupported(format!("invalid graph: {e}")))?;
     let order = g.topo_order().map_err(|e| ExportError::Unsupported(e.to_string()))?;
     let (opset, ir_version) = opset_of(g);
-    let mut names = Names { of: HashMap::new(), used: HashSet::new() };
+    let mut names = Names::default();
     let mut gp = GraphProto { name: g.name.clone(), ..Default::default() };
     // Inputs and outputs claim their names first so they stay exact.
     for &i in g.inputs() {
@@ -399,75 +381,6 @@ fn build(g: &Graph) -> Result<(ModelProto, Vec<Option<&Tensor>>), ExportError> {
     let by_init: Vec<Option<&Tensor>> = gp.initializer.iter().map(|t| weights.get(&t.name).copied()).collect();
     model.graph = Some(gp).into();
     Ok((model, by_init))
-}
-
-pub(crate) fn value_info(name: &str, ty: &TensorType) -> ValueInfoProto {
-    let dims = ty
-        .shape
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d as i64)),
-            ..Default::default()
-        })
-        .collect();
-    let tt = type_proto::Tensor {
-        elem_type: ty.dtype.onnx_code(),
-        shape: Some(TensorShapeProto { dim: dims, ..Default::default() }).into(),
-        ..Default::default()
-    };
-    ValueInfoProto {
-        name: name.into(),
-        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
-        ..Default::default()
-    }
-}
-
-/// A `TensorProto` with raw little-endian data. The bytes are copied here:
-/// the protobuf message owns its buffer.
-/// A TensorProto without its data.
-fn tensor_header(name: &str, t: &Tensor) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: t.ty().shape.iter().map(|&d| d as i64).collect(),
-        data_type: t.ty().dtype.onnx_code(),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: t.ty().shape.iter().map(|&d| d as i64).collect(),
-        data_type: t.ty().dtype.onnx_code(),
-        raw_data: t.bytes().to_vec(),
-        ..Default::default()
-    }
-}
-
-pub fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        type_: AttributeType::INTS.into(),
-        ints: v.into_iter().collect(),
-        ..Default::default()
-    }
-}
-
-pub fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
-}
-
-pub fn float_attr(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
-}
-
-pub fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        type_: AttributeType::STRING.into(),
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
 }
 
 fn us(v: &[usize]) -> impl Iterator<Item = i64> + '_ {

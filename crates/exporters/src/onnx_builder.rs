@@ -4,11 +4,11 @@
 use fuse_ir::{DType, TensorType};
 use onnx_protobuf::{AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
-use crate::onnx::ints_attr;
-pub use crate::onnx::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
+use crate::onnx_proto::ints_attr;
+pub use crate::onnx_proto::{float_attr as attr_float, int_attr as attr_int, string_attr as attr_str};
 
 fn value_info(name: &str, dtype: DType, shape: &[i64]) -> onnx_protobuf::ValueInfoProto {
-    crate::onnx::value_info(name, &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()))
+    crate::onnx_proto::value_info(name, &TensorType::new(dtype, shape.iter().map(|&d| d as usize).collect::<Vec<_>>()))
 }
 
 pub struct OnnxBuilder {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use fuse_ir::{DType, Tensor, TensorType};
 use onnx_protobuf::{attribute_proto::AttributeType, AttributeProto, GraphProto, NodeProto};
 
-use super::onnx::{int_attr, value_info, Names};
+use crate::onnx_proto::{int_attr, tensor_proto, value_info, Names};
 
 /// Rewrites `gp` in place: `blocks[i]` is the subgraph id of `gp.node[i]`;
 /// `types` the type of each value a node writes; `weights` the tensors of
@@ -190,7 +190,7 @@ pub(crate) fn wrap(
     for name in order.iter().filter(|o| !moved.contains(*o)) {
         gp.initializer.push(initializers.remove(name).expect("each initializer once"));
     }
-    gp.initializer.push(super::onnx::tensor_proto(&ticks, &Tensor::from_f32(vec![1], &[0.0]).expect("one float")));
-    gp.initializer.push(super::onnx::tensor_proto(&axis0, &Tensor::from_i64(vec![1], &[0]).expect("one int")));
+    gp.initializer.push(tensor_proto(&ticks, &Tensor::from_f32(vec![1], &[0.0]).expect("one float")));
+    gp.initializer.push(tensor_proto(&axis0, &Tensor::from_i64(vec![1], &[0]).expect("one int")));
     plans.len()
 }

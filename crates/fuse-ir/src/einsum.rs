@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::shape::broadcast;
+use crate::dims::broadcast;
 
 /// One operand's (or the output's) subscripts: letters, optionally an
 /// ellipsis between `before` and `after`.

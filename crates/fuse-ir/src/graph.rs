@@ -11,42 +11,8 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
+use crate::value::{known_of, NodeId, Value, ValueDef, ValueId};
 use crate::{shape, IrError, Op, Tensor, TensorType};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(NodeIndex<u32>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ValueId(u32);
-
-impl ValueId {
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl NodeId {
-    pub fn index(self) -> usize {
-        self.0.index()
-    }
-}
-
-#[derive(Clone, Debug)]
-pub enum ValueDef {
-    Input,
-    Weight(Tensor),
-    Node { node: NodeId, slot: usize },
-}
-
-#[derive(Clone, Debug)]
-pub struct Value {
-    pub name: String,
-    pub ty: TensorType,
-    pub def: ValueDef,
-    /// The value's contents when they are small integers known before run
-    /// time (shape arithmetic); shape inference of Reshape/Resize/... reads it.
-    pub known: Option<Vec<i64>>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -75,9 +41,6 @@ pub fn claim_name(used: &mut std::collections::HashSet<String>, base: &str, firs
     }
     name
 }
-
-/// Largest integer tensor whose contents are tracked in [`Value::known`].
-pub const KNOWN_LIMIT: usize = 64;
 
 #[derive(Clone, Default)]
 pub struct Graph {
@@ -341,14 +304,5 @@ impl Graph {
         }
         self.topo_order()?;
         Ok(())
-    }
-}
-
-/// The contents of a small integer constant tensor, for [`Value::known`].
-pub fn known_of(t: &Tensor) -> Option<Vec<i64>> {
-    if (t.ty().dtype.is_int() || t.ty().dtype == crate::DType::Bool) && t.ty().numel()? <= KNOWN_LIMIT {
-        t.to_i64_vec()
-    } else {
-        None
     }
 }

@@ -18,6 +18,7 @@
 //! Weights ([`Tensor`]) are memory-mapped or moved out of the parsed file,
 //! never copied; cloning a `Tensor` shares its bytes.
 
+mod dims;
 mod dtype;
 pub mod einsum;
 mod error;
@@ -27,9 +28,11 @@ mod op;
 pub mod shape;
 mod tensor;
 pub mod text;
+mod value;
 
 pub use dtype::{saturated_f16, DType, TensorType, MAX_ELEMENTS, MAX_RANK};
 pub use error::IrError;
-pub use graph::{claim_name, known_of, Graph, Node, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};
+pub use graph::{claim_name, Graph, Node};
 pub use op::*;
 pub use tensor::{Bytes, Tensor};
+pub use value::{known_of, NodeId, Value, ValueDef, ValueId, KNOWN_LIMIT};

@@ -2,8 +2,9 @@
 //! integer tensors (the shape arithmetic exporters such as torch.onnx emit).
 //! Errors are plain messages; [`crate::Graph`] adds the node name.
 
-use crate::graph::{Value, KNOWN_LIMIT};
+pub use crate::dims::{broadcast, norm_axis};
 use crate::op::*;
+use crate::value::{known_of, Value, KNOWN_LIMIT};
 use crate::{DType, TensorType};
 
 pub type Inferred = (TensorType, Option<Vec<i64>>);
@@ -14,33 +15,6 @@ fn input<'a>(ins: &[Option<&'a Value>], i: usize) -> Result<&'a Value, String> {
 
 fn opt<'a>(ins: &[Option<&'a Value>], i: usize) -> Option<&'a Value> {
     ins.get(i).copied().flatten()
-}
-
-/// Normalizes a possibly negative axis against `rank`.
-pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
-    let r = rank as i64;
-    if axis < -r || axis >= r {
-        return Err(format!("axis {axis} is out of range for rank {rank}"));
-    }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
-}
-
-/// Numpy broadcasting of two shapes.
-pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    let n = a.len().max(b.len());
-    let mut out = vec![0; n];
-    for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        out[i] = if da == db || db == 1 {
-            da
-        } else if da == 1 {
-            db
-        } else {
-            return Err(format!("shapes {a:?} and {b:?} do not broadcast"));
-        };
-    }
-    Ok(out)
 }
 
 fn known_small(ty: &TensorType, v: Option<Vec<i64>>) -> Option<Vec<i64>> {
@@ -408,7 +382,7 @@ pub fn infer(op: &Op, ins: &[Option<&Value>]) -> Result<Vec<Inferred>, String> {
             let known = known_small(&ty, Some(dims));
             vec![(ty, known)]
         }
-        Op::Constant(t) => vec![(t.ty().clone(), crate::graph::known_of(t))],
+        Op::Constant(t) => vec![(t.ty().clone(), known_of(t))],
         Op::Reshape { shape } => {
             let x = input(ins, 0)?;
             let want = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));

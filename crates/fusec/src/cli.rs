@@ -6,8 +6,8 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::models::Inputs;
 use crate::report;
-use crate::speed::Inputs;
 use crate::{calibration, commands, speed, Failure};
 
 #[derive(Parser)]
@@ -496,7 +496,7 @@ pub fn main(args: Vec<OsString>) -> u8 {
 
 /// Runs one command; its report as JSON.
 fn run(command: Command) -> Result<serde_json::Value, Failure> {
-    use commands::to_json;
+    use crate::report::to_json;
     match command {
         Command::Inspect { file, ir, arch } => to_json(&commands::inspect(&file, ir, &arch.options())?),
         Command::Convert { file, output, arch } => {

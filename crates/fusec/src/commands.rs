@@ -2,76 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fuse_ir::Graph;
 use fusec_exporters::coreml::Precision;
-use fusec_exporters::ExportError;
 use fusec_frontends::arch::ArchOptions;
-use fusec_frontends::{detect_kind, FileKind, LoadError};
+use fusec_frontends::{detect_kind, FileKind};
 use fusec_verify::runtime::SessionConfig;
-use fusec_verify::VerifyError;
 
+use crate::lineup::describe_cfg;
+use crate::models::{check_inputs, inputs, load_graph, member_names, read_inputs, Inputs, OnnxModel};
+use crate::report::{emit, to_json};
 use crate::Failure;
-
-impl From<LoadError> for Failure {
-    fn from(e: LoadError) -> Self {
-        Failure::input(e.to_string()).in_file(&e.file).at_node(e.node).at_tensor(e.tensor)
-    }
-}
-
-impl From<ExportError> for Failure {
-    fn from(e: ExportError) -> Self {
-        match e {
-            ExportError::Io { ref path, .. } => Failure::input(e.to_string()).in_file(path),
-            ExportError::Unsupported(m) => Failure::internal(format!("export failed: {m}")),
-            ExportError::Unmapped(m) => Failure::input(format!("Core ML export: {m}")),
-        }
-    }
-}
-
-impl From<fusec_passes::PassError> for Failure {
-    fn from(e: fusec_passes::PassError) -> Self {
-        let f = match e {
-            fusec_passes::PassError::Incompatible(_) => Failure::input(e.to_string()),
-            _ => Failure::internal(e.to_string()),
-        };
-        let node = e.ir().and_then(|i| i.node()).map(str::to_string);
-        let tensor = e.ir().and_then(|i| i.tensor()).map(str::to_string);
-        f.at_node(node).at_tensor(tensor)
-    }
-}
-
-impl From<VerifyError> for Failure {
-    fn from(e: VerifyError) -> Self {
-        match e {
-            VerifyError::Input(_) | VerifyError::Unavailable(_) => Failure::input(e.to_string()),
-            VerifyError::Runtime(_) => Failure::internal(e.to_string()),
-        }
-    }
-}
-
-/// Imports any supported model file into the IR. Safetensors checkpoints
-/// go through the architecture registry; what it recognized goes to stderr.
-pub(crate) fn load_graph(path: &Path, arch: &ArchOptions) -> Result<Graph, Failure> {
-    match detect_kind(path)? {
-        FileKind::Onnx => Ok(fusec_frontends::onnx::load(path)?),
-        FileKind::Safetensors => {
-            let ck = fusec_frontends::safetensors::open(&fusec_frontends::model_file(path))?;
-            let built = fusec_frontends::arch::build(&ck, arch)?;
-            crate::report::note(format!("{}: {}", path.display(), built.description));
-            for w in &built.warnings {
-                crate::report::warn(format!("{}: {w}", path.display()));
-            }
-            if let Some(a) = &built.assumed {
-                crate::report::warn_once(a);
-            }
-            Ok(built.graph)
-        }
-    }
-}
 
 /// A value of a graph, or a tensor of a checkpoint: name, dtype, shape.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -231,44 +174,6 @@ pub fn convert(path: &Path, arch: &ArchOptions, output: &Path) -> Result<(), Fai
     Ok(())
 }
 
-/// Reads the tensors in `file` and checks they hold every input of `g`
-/// with its shape.
-pub(crate) fn read_inputs(g: &Graph, file: &Path) -> Result<fusec_verify::Tensors, Failure> {
-    let inputs = fusec_verify::io::read_tensors(file)?;
-    check_inputs(g, &inputs)
-        .map_err(|f| Failure { message: format!("{}: {}", file.display(), f.message), ..f }.in_file(file))?;
-    Ok(inputs)
-}
-
-/// Checks that `inputs` hold every input of `g` with its shape.
-pub(crate) fn check_inputs(g: &Graph, inputs: &fusec_verify::Tensors) -> Result<(), Failure> {
-    for &i in g.inputs() {
-        let v = g.value(i);
-        let at = Some(v.name.clone());
-        match inputs.iter().find(|(n, _)| *n == v.name) {
-            None => {
-                let have: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-                return Err(Failure::input(format!(
-                    "the model needs input `{}` ({}) but the inputs are {have:?}",
-                    v.name, v.ty
-                ))
-                .at_tensor(at));
-            }
-            Some((_, a)) if a.shape() != v.ty.shape.as_slice() => {
-                return Err(Failure::input(format!(
-                    "input `{}` is {:?} but the model needs {}",
-                    v.name,
-                    a.shape(),
-                    v.ty
-                ))
-                .at_tensor(at));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
 pub fn run(
     model: &Path,
     arch: &ArchOptions,
@@ -303,70 +208,6 @@ pub fn run_tensors(
     Ok(outputs)
 }
 
-/// A graph as ONNX for sessions: its bytes, or, past protobuf's 2 GiB, a
-/// file in a temporary folder with its weights beside it.
-pub(crate) enum OnnxModel {
-    Bytes(Vec<u8>),
-    /// Its folder goes when this drops, or when the command is interrupted.
-    File {
-        _pending: fusec_exporters::Pending,
-        _dir: tempfile::TempDir,
-        path: PathBuf,
-    },
-}
-
-impl OnnxModel {
-    /// `g` as ONNX; with `fp16`, made to compute in f16 (`--precision
-    /// fp16`: members and fused models alike).
-    pub(crate) fn of(g: &Graph, fp16: bool) -> Result<OnnxModel, Failure> {
-        let h;
-        let g = if fp16 {
-            let mut c = g.clone();
-            fusec_passes::fp16_compute(&mut c).map_err(fusec_passes::PassError::from)?;
-            fusec_passes::validate::validated("fp16_compute", &c)?;
-            h = c;
-            &h
-        } else {
-            g
-        };
-        if let Some(bytes) = fusec_exporters::onnx::export_inline(g)? {
-            return Ok(OnnxModel::Bytes(bytes));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("fusec-model-")
-            .tempdir()
-            .map_err(|e| Failure::internal(format!("a temporary folder for a model past 2 GiB: {e}")))?;
-        let pending = fusec_exporters::Pending::new(dir.path());
-        let path = dir.path().join("model.onnx");
-        fusec_exporters::onnx::write_file_at(g, &path, fusec_exporters::onnx::WeightsAt::Beside)?;
-        Ok(OnnxModel::File { _pending: pending, _dir: dir, path })
-    }
-
-    pub(crate) fn model(&self) -> fusec_verify::runtime::Model<'_> {
-        match self {
-            OnnxModel::Bytes(b) => fusec_verify::runtime::Model::Bytes(b),
-            OnnxModel::File { path, .. } => fusec_verify::runtime::Model::File(path),
-        }
-    }
-
-    /// A digest of the model (its bytes, or both of its files).
-    pub(crate) fn digest(&self) -> Result<Vec<u8>, Failure> {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        match self {
-            OnnxModel::Bytes(b) => h.update(b),
-            OnnxModel::File { path, .. } => {
-                for p in [path.clone(), fusec_exporters::onnx::data_file_of(path)] {
-                    let mut f =
-                        std::fs::File::open(&p).map_err(|e| Failure::internal(format!("{}: {e}", p.display())))?;
-                    std::io::copy(&mut f, &mut h).map_err(|e| Failure::internal(format!("{}: {e}", p.display())))?;
-                }
-            }
-        }
-        Ok(h.finalize().to_vec())
-    }
-}
-
 /// The outputs, and a line saying where it ran and how long it took.
 fn run_graph(
     model: &Path,
@@ -390,21 +231,6 @@ fn run_graph(
         (t2 - t1).as_secs_f64() * 1e3,
     );
     Ok((outputs, ran))
-}
-
-/// Member names: file stems (a HuggingFace folder's, `t1` for `t1.hf/`
-/// or `t1.hf/model.safetensors`), made unique with `_2`, `_3`, ... when two
-/// files share a stem.
-pub(crate) fn member_names(paths: &[PathBuf]) -> Vec<String> {
-    let mut used = std::collections::HashSet::new();
-    paths
-        .iter()
-        .map(|p| {
-            let named = fusec_frontends::hf_folder(p).unwrap_or(p);
-            let stem = named.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "member".into());
-            fuse_ir::claim_name(&mut used, &stem, 2)
-        })
-        .collect()
 }
 
 fn sha256_file(path: &Path) -> Result<String, Failure> {
@@ -559,8 +385,8 @@ pub fn fuse(
     }
     let mut tuning = None;
     if let LoweringChoice::Tune(t) = choice {
-        let x = crate::speed::inputs(&graphs[0], &crate::speed::Inputs::Generated(1))?;
-        let device = crate::speed::describe_cfg(&t.cfg);
+        let x = inputs(&graphs[0], &Inputs::Generated(1))?;
+        let device = describe_cfg(&t.cfg);
         let (tuned, report) = crate::tune::tune(
             &names,
             &graphs,
@@ -798,25 +624,5 @@ pub fn compare(got: &Path, want: &Path, prefix: &str, max_abs: f64, max_rel_l2: 
     match message {
         None => Ok(report),
         Some(m) => Err(Failure::mismatch(m).in_file(got).with_report(to_json(&report)?)),
-    }
-}
-
-/// A report as JSON (for `--json`, and the Python API).
-pub fn to_json(report: &impl serde::Serialize) -> Result<serde_json::Value, Failure> {
-    serde_json::to_value(report).map_err(|e| Failure::internal(format!("report to JSON: {e}")))
-}
-
-/// Writes command output to stdout; a reader that went away (`| head`) is
-/// not an error.
-pub(crate) fn emit(text: &str) -> Result<(), Failure> {
-    if !crate::report::stdout_wanted() {
-        return Ok(());
-    }
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Failure::internal(format!("cannot write to stdout: {e}")))
-        }
-        _ => Ok(()),
     }
 }

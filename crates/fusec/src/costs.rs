@@ -25,7 +25,7 @@ use fusec_passes::{FuseOptions, Fused, Lowered, Origin};
 use fusec_verify::runtime::{profile, NodeTime, SessionConfig};
 use fusec_verify::Tensors;
 
-use crate::speed::as_members;
+use crate::models::as_members;
 use crate::Failure;
 
 /// Layout changes cost at least this (µs) when too few were measured to fit.
@@ -239,7 +239,7 @@ impl RuntimeKey {
         RuntimeKey {
             fusec: env!("CARGO_PKG_VERSION").into(),
             runtime: cfg.runtime.to_string(),
-            library: crate::tune::runtime_library(cfg),
+            library: crate::cache::runtime_library(cfg),
             device: cfg.device.to_string(),
             threads: cfg.threads,
             fp16,
@@ -255,7 +255,7 @@ struct Measured {
 
 impl Store {
     fn file() -> Option<std::path::PathBuf> {
-        crate::tune::cache_file().map(|f| f.with_file_name("costs.json"))
+        crate::cache::cache_file().map(|f| f.with_file_name("costs.json"))
     }
 
     /// The store, empty when there is none; one that cannot be read is
@@ -467,7 +467,7 @@ pub fn measure(
     for (which, f) in [(0, grouped), (1, &apart)] {
         let infos = node_infos(&f.graph);
         let profile_it = || -> Result<Vec<NodeTime>, Failure> {
-            let onnx = crate::commands::OnnxModel::of(&f.graph, fp16)?;
+            let onnx = crate::models::OnnxModel::of(&f.graph, fp16)?;
             Ok(profile(onnx.model(), cfg, x, warmup, runs)?)
         };
         let (times, guessed, source) = node_times(&infos, &mut store, model.as_ref(), &key, reuse, profile_it)?;

@@ -2,10 +2,13 @@
 //! returning its typed report (what `--json` prints under `"report"`), and
 //! the command line itself ([`cli::main`]). The Python package calls these.
 
+pub mod cache;
 pub mod calibration;
 pub mod cli;
 pub mod commands;
 pub mod costs;
+pub mod lineup;
+pub mod models;
 pub mod report;
 pub mod speed;
 pub mod tune;

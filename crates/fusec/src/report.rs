@@ -8,9 +8,14 @@
 //! `fusec` module), notes and warnings are kept for the caller and
 //! nothing goes to stdout.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
+
+use fusec_exporters::ExportError;
+use fusec_frontends::LoadError;
+use fusec_verify::VerifyError;
 
 /// How messages reach the user (read by the interrupt handler too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,5 +257,62 @@ pub fn finish(report: Option<&serde_json::Value>, failure: Option<&Failure>) {
         eprintln!("{o}");
     } else if let Some(f) = failure {
         eprintln!("error: {}", f.message.replace('\n', " "));
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(e: LoadError) -> Self {
+        Failure::input(e.to_string()).in_file(&e.file).at_node(e.node).at_tensor(e.tensor)
+    }
+}
+
+impl From<ExportError> for Failure {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Io { ref path, .. } => Failure::input(e.to_string()).in_file(path),
+            ExportError::Unsupported(m) => Failure::internal(format!("export failed: {m}")),
+            ExportError::Unmapped(m) => Failure::input(format!("Core ML export: {m}")),
+        }
+    }
+}
+
+impl From<fusec_passes::PassError> for Failure {
+    fn from(e: fusec_passes::PassError) -> Self {
+        let f = match e {
+            fusec_passes::PassError::Incompatible(_) => Failure::input(e.to_string()),
+            _ => Failure::internal(e.to_string()),
+        };
+        let node = e.ir().and_then(|i| i.node()).map(str::to_string);
+        let tensor = e.ir().and_then(|i| i.tensor()).map(str::to_string);
+        f.at_node(node).at_tensor(tensor)
+    }
+}
+
+impl From<VerifyError> for Failure {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Input(_) | VerifyError::Unavailable(_) => Failure::input(e.to_string()),
+            VerifyError::Runtime(_) => Failure::internal(e.to_string()),
+        }
+    }
+}
+
+/// A report as JSON (for `--json`, and the Python API).
+pub fn to_json(report: &impl serde::Serialize) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(report).map_err(|e| Failure::internal(format!("report to JSON: {e}")))
+}
+
+/// Writes command output to stdout; a reader that went away (`| head`) is
+/// not an error.
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
+    if !crate::report::stdout_wanted() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::internal(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }

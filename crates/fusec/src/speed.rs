@@ -6,96 +6,23 @@ use std::path::{Path, PathBuf};
 
 use fuse_ir::Graph;
 use fusec_frontends::arch::ArchOptions;
-use fusec_passes::{FuseOptions, Lowering, Member};
+use fusec_passes::{FuseOptions, Lowering};
 use fusec_verify::compare::{allclose_violations, diff};
-use fusec_verify::runtime::{Model, Session, SessionConfig};
-use fusec_verify::timing::{interleaved, speedup_interval, Stats};
-use fusec_verify::{Tensors, VerifyError};
+use fusec_verify::runtime::{Model, SessionConfig};
+use fusec_verify::timing::{speedup_interval, Stats};
+use fusec_verify::Tensors;
 
 use crate::calibration::Calibration;
-use crate::commands::{check_inputs, emit, load_graph, member_names, read_inputs, to_json, OnnxModel};
+use crate::lineup::{blocks, describe_cfg, Lineup};
+use crate::models::{as_members, inputs, load_graph, member_names, Inputs, OnnxModel};
 use crate::report::progress;
+use crate::report::{emit, to_json};
 use crate::Failure;
 
 /// `fusec verify`'s default atol and rtol for a model with fp32 weights.
 const FP32_TOLERANCE: f64 = 1e-4;
 /// And for one with fp16 weights (`fusec fuse --precision fp16`).
 const FP16_TOLERANCE: f64 = 1e-2;
-
-/// Where the inputs of `verify` and `bench` come from.
-pub enum Inputs {
-    /// This many deterministic pseudo-random input sets.
-    Generated(usize),
-    /// A safetensors file, its tensors named as the model's inputs.
-    File(PathBuf),
-    /// Tensors named as the model's inputs (from the Python API).
-    Given(Tensors),
-}
-
-/// Inputs for the models: the given ones, or `images` deterministic
-/// pseudo-random input sets shaped like the graph's inputs: floats uniform
-/// in [-1, 1]; integer and bool inputs as a tokenizer makes them (see
-/// [`token_input`]).
-pub(crate) fn inputs(g: &Graph, source: &Inputs) -> Result<Vec<Tensors>, Failure> {
-    let images = match source {
-        Inputs::File(f) => return Ok(vec![read_inputs(g, f)?]),
-        Inputs::Given(t) => {
-            check_inputs(g, t)?;
-            return Ok(vec![t.clone()]);
-        }
-        Inputs::Generated(n) => *n,
-    };
-    let mut seed = 0x5eed_u64;
-    let mut next = move || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (seed >> 40) as f32 / (1u64 << 24) as f32
-    };
-    Ok((0..images.max(1))
-        .map(|_| {
-            g.inputs()
-                .iter()
-                .map(|&i| {
-                    let v = g.value(i);
-                    let data = if v.ty.dtype.is_float() {
-                        let n: usize = v.ty.shape.iter().product();
-                        (0..n).map(|_| next() * 2.0 - 1.0).collect()
-                    } else {
-                        token_input(g, i, &mut next)
-                    };
-                    (v.name.clone(), ndarray::ArrayD::from_shape_vec(v.ty.shape.clone(), data).expect("shape fits"))
-                })
-                .collect()
-        })
-        .collect())
-}
-
-/// An integer or bool input as a tokenizer would make it, judged from how
-/// the graph reads it: indices into embedding tables (a `Gather` reads it
-/// as indices) are ids below the smallest table's size on the gathered axis, or, for a table of
-/// two rows (token types), a pair: the first half 0, the second 1; any other
-/// (an attention mask) is 1 with the last quarter of each row 0 (padding).
-fn token_input(g: &Graph, input: fuse_ir::ValueId, next: &mut dyn FnMut() -> f32) -> Vec<f32> {
-    let shape = &g.value(input).ty.shape;
-    let n: usize = shape.iter().product();
-    let row = shape.last().copied().unwrap_or(1).max(1);
-    let table = g
-        .users(input)
-        .iter()
-        .filter(|&&(u, slot)| slot == 1 && matches!(g.node(u).op, fuse_ir::Op::Gather { .. }))
-        .filter_map(|&(u, _)| {
-            let fuse_ir::Op::Gather { axis } = g.node(u).op else { return None };
-            let table = &g.value(g.node(u).inputs[0]?).ty.shape;
-            // The rows gathered from: axis 0 of a member's table, axis 1
-            // of tables stacked on a member axis ([N, V, H]).
-            fuse_ir::shape::norm_axis(axis, table.len()).ok().map(|a| table[a])
-        })
-        .min();
-    match table {
-        Some(2) => (0..n).map(|i| if i % row < row / 2 { 0.0 } else { 1.0 }).collect(),
-        Some(rows) => (0..n).map(|_| (1 + (next() * (rows.max(2) - 1) as f32) as usize).min(rows - 1) as f32).collect(),
-        None => (0..n).map(|i| if i % row < row - row / 4 { 1.0 } else { 0.0 }).collect(),
-    }
-}
 
 /// Detections of one member from a set of outputs whose names carry
 /// `prefix` (`coco/` in the fused model, none for the member alone).
@@ -114,146 +41,6 @@ fn detections(
     fusec_verify::detect::detect(&mine, sh[2], sh[3])
         .map(Some)
         .map_err(|e| Failure::internal(format!("decoding detections: {e}")))
-}
-
-/// The members as `fusec_passes::fuse` takes them (copies of the graphs).
-pub(crate) fn as_members(names: &[String], graphs: &[Graph]) -> Vec<Member> {
-    names.iter().zip(graphs).map(|(n, g)| Member { name: n.clone(), graph: g.clone() }).collect()
-}
-
-/// Models to time side by side (groups of them: the members are a group
-/// of N run one after another, a fused model a group of one), kept as
-/// ONNX files in a temporary folder so that sessions can be made of them
-/// afresh, block by block, without every model's bytes held in memory.
-///
-/// Why afresh: two sessions of one graph made in one process can differ
-/// by 5-30% for their whole life (ONNX Runtime on this project's CPU:
-/// where their weights and arenas landed), so one session per model
-/// decides between models by luck. [`Lineup::time`] splits the rounds
-/// among several sessions of each model and pools them.
-pub(crate) struct Lineup {
-    /// Removed if the command is interrupted (the folder holds every model).
-    _pending: fusec_exporters::Pending,
-    dir: tempfile::TempDir,
-    /// Each group's model files (with any weights beside them).
-    groups: Vec<Vec<PathBuf>>,
-    /// Models past 2 GiB, kept in their own temporary folders.
-    kept: Vec<OnnxModel>,
-}
-
-impl Lineup {
-    pub(crate) fn new() -> Result<Lineup, Failure> {
-        let dir = tempfile::Builder::new()
-            .prefix("fusec-timing-")
-            .tempdir()
-            .map_err(|e| Failure::internal(format!("a temporary folder for the models to time: {e}")))?;
-        Ok(Lineup { _pending: fusec_exporters::Pending::new(dir.path()), dir, groups: vec![], kept: vec![] })
-    }
-
-    /// Adds a group of models run one after another (each written to the
-    /// lineup's folder, a model past 2 GiB kept as the file it is); its
-    /// stats come back at this index.
-    pub(crate) fn push_models(&mut self, models: Vec<OnnxModel>) -> Result<usize, Failure> {
-        let mut files = vec![];
-        for m in models {
-            match &m {
-                OnnxModel::Bytes(bytes) => {
-                    let file = self.dir.path().join(format!("{}-{}.onnx", self.groups.len(), files.len()));
-                    std::fs::write(&file, bytes).map_err(|e| Failure::internal(format!("{}: {e}", file.display())))?;
-                    files.push(file);
-                }
-                OnnxModel::File { path, .. } => {
-                    files.push(path.clone());
-                    self.kept.push(m);
-                }
-            }
-        }
-        self.groups.push(files);
-        Ok(self.groups.len() - 1)
-    }
-
-    /// Adds one model file as it is (with any weights beside it).
-    pub(crate) fn push_file(&mut self, path: &Path) -> usize {
-        self.groups.push(vec![path.to_path_buf()]);
-        self.groups.len() - 1
-    }
-
-    /// Adds the graphs as one group (see [`Lineup::push_models`]); with `fp16`,
-    /// each computes in f16 (members and fused models alike:
-    /// `--precision fp16`).
-    pub(crate) fn push_graphs(&mut self, graphs: &[Graph], fp16: bool) -> Result<usize, Failure> {
-        let models = graphs.iter().map(|g| OnnxModel::of(g, fp16)).collect::<Result<_, _>>()?;
-        self.push_models(models)
-    }
-
-    /// A session of each model of group `group`, made afresh from its file.
-    pub(crate) fn sessions(&self, group: usize, cfg: &SessionConfig) -> Result<Vec<Box<dyn Session>>, Failure> {
-        let mut made = vec![];
-        for f in &self.groups[group] {
-            made.push(fusec_verify::runtime::load(Model::File(f), cfg)?);
-        }
-        Ok(made)
-    }
-
-    /// Times every group side by side on `x` in `runs` interleaved rounds,
-    /// split among `sessions` blocks (at most one per round): each block
-    /// makes every model's session afresh, warms them up (`warmup`
-    /// rounds) and times its share of the rounds. Stats per group, the
-    /// blocks' rounds in order (still paired round by round across groups).
-    pub(crate) fn time(
-        &self,
-        cfg: &SessionConfig,
-        x: &Tensors,
-        warmup: usize,
-        runs: usize,
-        sessions: usize,
-        tick: &mut dyn FnMut(),
-    ) -> Result<Vec<Stats>, Failure> {
-        let blocks = blocks(sessions, runs);
-        let mut samples = vec![Vec::with_capacity(runs); self.groups.len()];
-        for b in 0..blocks {
-            let (from, to) = (runs * b / blocks, runs * (b + 1) / blocks);
-            // Made in an order that rotates block by block: the models
-            // whose sessions are made first (their memory placed first)
-            // differ from block to block.
-            let n = self.groups.len();
-            let mut made: Vec<Option<Vec<Box<dyn Session>>>> = (0..n).map(|_| None).collect();
-            for g in (0..n).map(|i| (i + b) % n) {
-                made[g] = Some(self.sessions(g, cfg)?);
-            }
-            let mut made: Vec<Vec<Box<dyn Session>>> = made.into_iter().flatten().collect();
-            let mut runners: Vec<Box<dyn FnMut() -> Result<(), VerifyError> + '_>> = made
-                .iter_mut()
-                .map(|g| Box::new(move || one_after_another(g, x)) as Box<dyn FnMut() -> Result<(), VerifyError>>)
-                .collect();
-            let mut refs: Vec<&mut dyn FnMut() -> Result<(), VerifyError>> =
-                runners.iter_mut().map(|r| r.as_mut() as &mut dyn FnMut() -> Result<(), VerifyError>).collect();
-            let stats = interleaved(&mut refs, warmup, to - from, from, tick)?;
-            for (all, s) in samples.iter_mut().zip(stats) {
-                all.extend(s.samples_ms);
-            }
-        }
-        Ok(samples.iter().map(|s| Stats::from_ms(s)).collect())
-    }
-}
-
-/// The sessions of each model `runs` rounds are split among: as asked, at
-/// least one and at most one per round.
-fn blocks(sessions: usize, runs: usize) -> usize {
-    sessions.clamp(1, runs.max(1))
-}
-
-/// The baseline: each member's session in turn, on the same input.
-fn one_after_another(sessions: &mut [Box<dyn Session>], x: &Tensors) -> Result<(), VerifyError> {
-    for s in sessions {
-        s.run_only(x)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn describe_cfg(cfg: &SessionConfig) -> String {
-    let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
-    format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }
 
 /// The speed table: one row per config (the first is the baseline),

@@ -33,7 +33,7 @@
 //! chosen.
 //!
 //! Timings depend on the members' structure, not their weights' values:
-//! the plan chosen is kept in a cache file ([`cache_file`]) under a key of
+//! the plan chosen is kept in a cache file ([`crate::cache::cache_file`]) under a key of
 //! everything it depends on (each member's ops, attributes and types, what
 //! is shared, the runtime and its library, device, threads, rounds,
 //! options, fusec's version), and a later `--tune` of members with the
@@ -41,7 +41,7 @@
 //! measuring, unless asked to measure again (`--retune`).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fuse_ir::Graph;
 use fusec_passes::fuse::DEFAULT_GROUP_FROM;
@@ -50,9 +50,11 @@ use fusec_verify::runtime::SessionConfig;
 use fusec_verify::timing::{ratio_median_interval, round_ratios, speedup_interval, Stats};
 use fusec_verify::Tensors;
 
+use crate::cache::{cache_file, runtime_library};
 use crate::costs::CostReport;
+use crate::lineup::Lineup;
+use crate::models::as_members;
 use crate::report::progress;
-use crate::speed::{as_members, Lineup};
 use crate::Failure;
 
 /// Runs of node groups a plan decides on.
@@ -202,17 +204,6 @@ fn plan_runs(lowered: &[(&'static str, Lowered)], chunks: u8) -> Vec<PlanRun> {
         .collect()
 }
 
-/// The file tuned plans are kept in: `tune.json` in `FUSEC_CACHE_DIR`,
-/// else in `$XDG_CACHE_HOME/fusec`, else in `~/.cache/fusec`; none when
-/// none of these is set.
-pub fn cache_file() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let dir = var("FUSEC_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("fusec")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("fusec")))?;
-    Some(dir.join("tune.json"))
-}
-
 /// What a tuning's timings depend on, hashed: every member's nodes (op,
 /// attributes, input and output types, which inputs are weights: not
 /// their values), how the all-grouped plan lowers each node group (what is
@@ -231,17 +222,6 @@ fn cache_key(members: &[Graph], lowered: &[(&'static str, Lowered)], cfg: &Sessi
     }
     h.update(format!("{lowered:?}"));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The runtime's library as keys name it: for ONNX Runtime the file
-/// loaded, `tract` for tract.
-pub(crate) fn runtime_library(cfg: &SessionConfig) -> String {
-    match cfg.runtime {
-        fusec_verify::runtime::RuntimeKind::Ort => {
-            fusec_verify::runtime::ort_library().map(|p| p.display().to_string()).unwrap_or_default()
-        }
-        fusec_verify::runtime::RuntimeKind::Tract => "tract".into(),
-    }
 }
 
 /// The plan kept under `key` in `file`, if any.

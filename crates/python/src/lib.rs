@@ -9,8 +9,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use fusec::models::Inputs;
 use fusec::report::{self, Mode};
-use fusec::speed::{Inputs, SpeedArgs};
+use fusec::speed::SpeedArgs;
 use fusec::Failure;
 use fusec_frontends::arch::ArchOptions;
 use fusec_verify::runtime::{Device, RuntimeKind, SessionConfig};
@@ -46,7 +47,7 @@ fn call<R: serde::Serialize>(
         let _one = CALL.lock().unwrap_or_else(|e| e.into_inner());
         report::set_mode(Mode::Library { progress });
         let _ = report::take_messages();
-        let result = f().and_then(|r| fusec::commands::to_json(&r));
+        let result = f().and_then(|r| fusec::report::to_json(&r));
         let (notes, warnings) = report::take_messages();
         (result, notes, warnings)
     });
