@@ -1,5 +1,5 @@
-//! Arithmetic on dimension lists that shape inference and Einsum share:
-//! an axis counted from the end, and numpy broadcasting.
+//! Arithmetic on dimension lists: an axis counted from the end, and numpy
+//! broadcasting (which Einsum uses too).
 
 /// Normalizes a possibly negative axis against `rank`.
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {

@@ -8,7 +8,7 @@ use fusec_verify::runtime::SessionConfig;
 /// The file tuned plans are kept in: `tune.json` in `FUSEC_CACHE_DIR`,
 /// else in `$XDG_CACHE_HOME/fusec`, else in `~/.cache/fusec`; none when
 /// none of these is set.
-pub fn cache_file() -> Option<PathBuf> {
+pub(crate) fn cache_file() -> Option<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let dir = var("FUSEC_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("fusec")))

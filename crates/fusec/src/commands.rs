@@ -11,9 +11,8 @@ use fusec_frontends::arch::ArchOptions;
 use fusec_frontends::{detect_kind, FileKind};
 use fusec_verify::runtime::SessionConfig;
 
-use crate::lineup::describe_cfg;
 use crate::models::{check_inputs, inputs, load_graph, member_names, read_inputs, Inputs, OnnxModel};
-use crate::report::{emit, to_json};
+use crate::report::{describe_cfg, emit, to_json};
 use crate::Failure;
 
 /// A value of a graph, or a tensor of a checkpoint: name, dtype, shape.

@@ -2,12 +2,12 @@
 //! returning its typed report (what `--json` prints under `"report"`), and
 //! the command line itself ([`cli::main`]). The Python package calls these.
 
-pub mod cache;
+mod cache;
 pub mod calibration;
 pub mod cli;
 pub mod commands;
 pub mod costs;
-pub mod lineup;
+mod lineup;
 pub mod models;
 pub mod report;
 pub mod speed;

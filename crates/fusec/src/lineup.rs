@@ -141,8 +141,3 @@ fn one_after_another(sessions: &mut [Box<dyn Session>], x: &Tensors) -> Result<(
     }
     Ok(())
 }
-
-pub(crate) fn describe_cfg(cfg: &SessionConfig) -> String {
-    let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
-    format!("{} ({}{threads})", cfg.runtime, cfg.device)
-}

@@ -7,6 +7,11 @@
 //! `"error"` object beside them on failure. Called from Python (the
 //! `fusec` module), notes and warnings are kept for the caller and
 //! nothing goes to stdout.
+//!
+//! Also what every command shares to say what happened: the conversions
+//! of each stage's error into a [`Failure`] (its kind, file, node and
+//! tensor), a report as JSON ([`to_json`]), command output on stdout
+//! (`emit`), and how a runtime configuration is named (`describe_cfg`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use std::sync::Mutex;
 
 use fusec_exporters::ExportError;
 use fusec_frontends::LoadError;
+use fusec_verify::runtime::SessionConfig;
 use fusec_verify::VerifyError;
 
 /// How messages reach the user (read by the interrupt handler too).
@@ -315,4 +321,10 @@ pub(crate) fn emit(text: &str) -> Result<(), Failure> {
         }
         _ => Ok(()),
     }
+}
+
+/// Where models run, as reports name it: `ort (cpu, 2 threads)`.
+pub(crate) fn describe_cfg(cfg: &SessionConfig) -> String {
+    let threads = cfg.threads.map(|t| format!(", {t} threads")).unwrap_or_default();
+    format!("{} ({}{threads})", cfg.runtime, cfg.device)
 }

@@ -13,10 +13,11 @@ use fusec_verify::timing::{speedup_interval, Stats};
 use fusec_verify::Tensors;
 
 use crate::calibration::Calibration;
-use crate::lineup::{blocks, describe_cfg, Lineup};
-use crate::models::{as_members, inputs, load_graph, member_names, Inputs, OnnxModel};
+use crate::lineup::{blocks, Lineup};
+pub use crate::models::Inputs;
+use crate::models::{as_members, inputs, load_graph, member_names, OnnxModel};
 use crate::report::progress;
-use crate::report::{emit, to_json};
+use crate::report::{describe_cfg, emit, to_json};
 use crate::Failure;
 
 /// `fusec verify`'s default atol and rtol for a model with fp32 weights.
@@ -115,7 +116,7 @@ pub struct SpeedArgs {
     /// in f16.
     pub fp16: bool,
     /// The timed rounds are split among this many sessions of each model,
-    /// made afresh (see [`Lineup`]); at most one per round.
+    /// made afresh (see `Lineup`); at most one per round.
     pub sessions: usize,
 }
 

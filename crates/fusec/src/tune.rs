@@ -23,7 +23,7 @@
 //! by side), sessions made afresh for each round; round 3 splits its rounds
 //! among [`ROUND3_SESSIONS`] sessions of every model, each made afresh
 //! (two sessions of one graph can differ by 5-30% for their whole life,
-//! `crate::speed::Lineup`), so no choice rests on one session's luck. A round 3 candidate's speedup over
+//! `crate::lineup::Lineup`), so no choice rests on one session's luck. A round 3 candidate's speedup over
 //! `separate` is the median of their per-round ratios (a drift of a shared
 //! machine that slows a whole round cancels), pooled over rounds 1 and 3
 //! where it ran in both. Of round 3's candidates that group, those faster
@@ -33,7 +33,8 @@
 //! chosen.
 //!
 //! Timings depend on the members' structure, not their weights' values:
-//! the plan chosen is kept in a cache file ([`crate::cache::cache_file`]) under a key of
+//! the plan chosen is kept in a cache file (`tune.json` in
+//! `FUSEC_CACHE_DIR`, else in the user's cache folder) under a key of
 //! everything it depends on (each member's ops, attributes and types, what
 //! is shared, the runtime and its library, device, threads, rounds,
 //! options, fusec's version), and a later `--tune` of members with the
