@@ -66,13 +66,7 @@ pub(crate) fn tensor_header(name: &str, t: &Tensor) -> TensorProto {
 /// A `TensorProto` with raw little-endian data. The bytes are copied here:
 /// the protobuf message owns its buffer.
 pub(crate) fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: t.ty().shape.iter().map(|&d| d as i64).collect(),
-        data_type: t.ty().dtype.onnx_code(),
-        raw_data: t.bytes().to_vec(),
-        ..Default::default()
-    }
+    TensorProto { raw_data: t.bytes().to_vec(), ..tensor_header(name, t) }
 }
 
 pub fn ints_attr(name: &str, v: impl IntoIterator<Item = i64>) -> AttributeProto {
